@@ -1,0 +1,144 @@
+"""The APG application factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, request
+from flask_appbuilder import AppBuilder
+from sqlalchemy import inspect as sa_inspect
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import config as default_config
+from app.extensions import db, migrate, socketio
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+class InsecureConfiguration(RuntimeError):
+    pass
+
+
+def _check_config(app: Flask) -> None:
+    if app.config["APG_ENV"] != "development" and (
+        app.config["SECRET_KEY"] == default_config.DEFAULT_SECRET_KEY
+    ):
+        raise InsecureConfiguration(
+            "SECRET_KEY is the shipped development key; set SECRET_KEY (32+ random bytes) "
+            "or APG_ENV=development"
+        )
+    if len(app.config["SECRET_KEY"]) < 32:
+        raise InsecureConfiguration("SECRET_KEY must be at least 32 characters long")
+
+
+def _engine_options(uri: str) -> dict[str, Any]:
+    if uri.startswith("sqlite"):
+        # Writers queue on SQLite's lock instead of failing at once.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def schema_ready() -> bool:
+    return sa_inspect(db.engine).has_table("apg_audit_head")
+
+
+def sync_security(app: Flask) -> None:
+    """Create FAB permissions for every registered view and re-sync the five roles."""
+    from app.composition.engine import get_composition
+    from app.security.roles import merge_rules, sync_roles
+    from app.tenancy.service import ensure_default_tenant
+
+    from app.security.roles import ROLE_NAMES
+
+    appbuilder = app.extensions["appbuilder"]
+    # Roles first: FAB grants every new permission to the Admin role as it creates it.
+    for name in (*ROLE_NAMES, app.config["AUTH_ROLE_PUBLIC"]):
+        if appbuilder.sm.find_role(name) is None:
+            appbuilder.sm.add_role(name)
+    appbuilder.add_permissions(update_perms=True)
+    sync_roles(db.session, merge_rules(get_composition(app).role_rules()))
+    ensure_default_tenant(db.session, app.config["DEFAULT_TENANT"])
+
+
+def _json_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        # API clients get JSON for every error; browsers keep Flask's pages.
+        if request.path.startswith("/api/"):
+            return jsonify({"message": exc.description or exc.name}), exc.code
+        return exc
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        template_folder=str(BASE_DIR / "templates"),
+        static_folder=str(BASE_DIR / "static"),
+        instance_path=str(default_config.INSTANCE_DIR),
+    )
+    app.config.from_object(default_config)
+    if test_config:
+        app.config.update(test_config)
+    _check_config(app)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.setdefault("INSTANCE_DIR", app.instance_path)
+
+    from app.security import passwords
+
+    app.config.setdefault("FAB_PASSWORD_COMPLEXITY_VALIDATOR", passwords.validate)
+    app.config.setdefault("FAB_INDEX_VIEW", "app.index.HomeView")
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **_engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
+    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+    if app.config.get("PROXY_FIX_X_FOR"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])  # type: ignore[method-assign]
+
+    from app.audit import recorder, specs, web
+    from app.runtime.redis_conn import resolve_url
+    from app.security import headers
+
+    redis_url = resolve_url(app)
+    if app.config.get("RATELIMIT_STORAGE_URI") == "redis":
+        app.config["RATELIMIT_STORAGE_URI"] = redis_url
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    recorder.install(db.session)
+    specs.register_platform_specs()
+    web.init_app(app)
+    headers.init_app(app)
+    _json_errors(app)
+
+    with app.app_context():
+        ready = schema_ready()
+        sync = bool(app.config.get("APG_SYNC_SECURITY", True)) and ready
+        appbuilder = AppBuilder(update_perms=sync)
+        app.config["FAB_UPDATE_PERMS"] = sync
+        appbuilder.init_app(app, db.session)
+
+        from app.composition.engine import compose, discover
+        from app.platform import capability as platform
+
+        capabilities = [platform, *discover(
+            app.config["APG_CAPABILITIES"], app.config["APG_DISCOVER_ENTRY_POINTS"]
+        )]
+        compose(app, appbuilder, db.session, capabilities, with_db=ready)
+        if sync:
+            sync_security(app)
+        db.session.remove()
+
+    from app.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    socketio.init_app(app, message_queue=redis_url, async_mode="threading")
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,67 @@
+"""Shared plumbing for our REST handlers: parse, call the service, map its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, jsonify, make_response, request
+
+from app.audit.recorder import build_event, record
+from app.audit.web import mark_audited
+from app.errors import Forbidden, NotFound, ServiceError
+from app.extensions import db
+from app.security.actor import Actor
+from app.security.request import request_actor
+
+
+def json_error(status: int, message: str, errors: list[dict[str, str]] | None = None) -> Response:
+    body: dict[str, Any] = {"message": message}
+    if errors:
+        body["errors"] = errors
+    return make_response(jsonify(body), status)
+
+
+def json_body() -> Any:
+    """The request's JSON body; a ``ServiceError`` (400) when it is missing or malformed."""
+    if not request.data:
+        raise ServiceError("Request body is missing: send a JSON object")
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise ServiceError("Request body is not valid JSON (Content-Type: application/json)")
+    return payload
+
+
+def audit_failure(
+    actor: Actor, exc: Exception, action: str, target_type: str, target_id: str | None
+) -> None:
+    outcome = "denied" if isinstance(exc, Forbidden) else "error"
+    message = exc.message if isinstance(exc, ServiceError) else str(exc)
+    db.session.rollback()
+    record(
+        db.session,
+        build_event(
+            actor, action, target_type, target_id, outcome=outcome,
+            after={"message": message, "errors": getattr(exc, "errors", [])},
+        ),
+    )
+    db.session.commit()
+    mark_audited()
+
+
+def call_service(
+    action: str,
+    target_type: str,
+    target_id: str | None,
+    fn: Callable[[Actor], Response],
+) -> Response:
+    """Run ``fn(actor)``; on a service error answer with JSON and audit the attempt."""
+    actor = request_actor()
+    try:
+        return fn(actor)
+    except NotFound as exc:
+        audit_failure(actor, exc, action, target_type, target_id)
+        return json_error(404, "Not found")
+    except ServiceError as exc:
+        audit_failure(actor, exc, action, target_type, target_id)
+        return json_error(exc.status, exc.message, exc.errors)

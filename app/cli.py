@@ -1,0 +1,83 @@
+"""Flask CLI commands of API.md: up, worker, scheduler, audit verify, ensure-admin."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+from app.extensions import db
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="default: PORT or 8080")
+@click.option("--workers", type=int, default=None, help="RQ workers (default: WORKERS or 2)")
+@with_appcontext
+def up_command(host: str, port: int | None, workers: int | None) -> None:
+    """Migrate, ensure the admin, start web + RQ workers + scheduler."""
+    from app.runtime.up import run_up
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    run_up(
+        app, host, port or app.config["PORT"],
+        workers if workers is not None else app.config["WORKERS"],
+    )
+
+
+@click.command("worker")
+@click.option("--queues", default=None, help="comma-separated, e.g. high,default,low")
+@click.option("--burst", is_flag=True, help="exit when the queues are empty")
+@with_appcontext
+def worker_command(queues: str | None, burst: bool) -> None:
+    """Run one RQ worker inside the app context (SIGTERM: finish the job, then exit)."""
+    from app.runtime.worker import run_worker
+
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    run_worker(current_app._get_current_object(), names, burst=burst)  # type: ignore[attr-defined]
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Enqueue delayed and retried work when it is due (safe to run more than once)."""
+    from app.runtime.worker import run_scheduler
+
+    run_scheduler(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit trail."""
+
+
+@audit_group.command("verify")
+@with_appcontext
+def audit_verify() -> None:
+    """Exit 0 when the hash chain holds; 1 naming the first broken event."""
+    from app.audit.service import verify
+
+    result = verify(db.session)
+    if result.ok:
+        click.echo(f"audit chain intact: {result.checked} event(s)")
+        return
+    target = f"event #{result.broken_seq}" + (f" ({result.broken_id})" if result.broken_id else "")
+    click.echo(f"audit chain BROKEN at {target}: {result.reason}", err=True)
+    sys.exit(1)
+
+
+@click.command("ensure-admin")
+@with_appcontext
+def ensure_admin_command() -> None:
+    """Create the admin from ADMIN_USERNAME / ADMIN_PASSWORD if missing."""
+    from app.runtime.up import prepare
+
+    prepare(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def register_cli(app: Flask) -> None:
+    for command in (up_command, worker_command, scheduler_command, audit_group,
+                    ensure_admin_command):
+        app.cli.add_command(command)

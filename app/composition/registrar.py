@@ -1,0 +1,179 @@
+"""What a capability's ``register`` hands its views, APIs and links to.
+
+Nothing reaches Flask or FAB while ``register`` runs: calls are staged, and the
+engine applies them only once ``register`` has returned. If applying fails half way,
+``Snapshot.restore`` removes what was added, so a failed capability leaves no view,
+API, route, menu entry or permission behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from flask import Blueprint, Flask
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.audit.registry import AuditSpec, audited
+
+
+@dataclass
+class _Op:
+    kind: str
+    target: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Registrar:
+    def __init__(self, capability_id: str, config: dict[str, Any]) -> None:
+        self.capability_id = capability_id
+        self.config = config
+        self._ops: list[_Op] = []
+
+    # -- what a capability calls -------------------------------------------------
+    def add_view(self, view: type, name: str, **kwargs: Any) -> None:
+        self._ops.append(_Op("view", view, {"name": name, **kwargs}))
+
+    def add_view_no_menu(self, view: type) -> None:
+        self._ops.append(_Op("view_no_menu", view))
+
+    def add_api(self, api: type) -> None:
+        self._ops.append(_Op("api", api))
+
+    def add_link(self, name: str, href: str, **kwargs: Any) -> None:
+        self._ops.append(_Op("link", None, {"name": name, "href": href, **kwargs}))
+
+    def add_separator(self, category: str) -> None:
+        self._ops.append(_Op("separator", None, {"category": category}))
+
+    def register_blueprint(self, blueprint: Blueprint) -> None:
+        self._ops.append(_Op("blueprint", blueprint))
+
+    def add_cli(self, command: click.Command) -> None:
+        self._ops.append(_Op("cli", command))
+
+    def audited(self, model: type, spec: AuditSpec) -> None:
+        self._ops.append(_Op("audit", model, {"spec": spec}))
+
+    def on_ready(self, callback: Callable[[Flask], None]) -> None:
+        """Run ``callback(app)`` once every capability has registered."""
+        self._ops.append(_Op("ready", callback))
+
+    # -- what the engine calls ---------------------------------------------------
+    @property
+    def operations(self) -> list[_Op]:
+        return list(self._ops)
+
+    def validate(self, app: Flask) -> None:
+        """Catch what would fail half way before anything is applied."""
+        names: set[str] = set()
+        for op in self._ops:
+            if op.kind in {"view", "view_no_menu", "api"}:
+                if not isinstance(op.target, type):
+                    raise TypeError(f"{op.kind} expects a class, got {op.target!r}")
+                name = op.target.__name__
+            elif op.kind == "blueprint":
+                name = op.target.name
+            else:
+                continue
+            if name in app.blueprints or name in names:
+                raise ValueError(f"blueprint name {name!r} is already registered")
+            names.add(name)
+
+    def apply(self, app: Flask, appbuilder: Any) -> list[Callable[[Flask], None]]:
+        ready = []
+        for op in self._ops:
+            if op.kind == "view":
+                appbuilder.add_view(op.target, **op.kwargs)
+            elif op.kind in {"view_no_menu", "api"}:
+                appbuilder.add_view_no_menu(op.target)
+            elif op.kind == "link":
+                appbuilder.add_link(**op.kwargs)
+            elif op.kind == "separator":
+                appbuilder.add_separator(op.kwargs["category"])
+            elif op.kind == "blueprint":
+                app.register_blueprint(op.target)
+        # Only once every route is in place do the process-wide registrations happen.
+        for op in self._ops:
+            if op.kind == "cli":
+                app.cli.add_command(op.target)
+            elif op.kind == "audit":
+                audited(op.target, op.kwargs["spec"])
+            elif op.kind == "ready":
+                ready.append(op.target)
+        return ready
+
+
+class Snapshot:
+    """The app's registrations before a capability is applied, to roll back to."""
+
+    def __init__(self, app: Flask, appbuilder: Any, session: Session, with_db: bool) -> None:
+        from flask_appbuilder.security.sqla.models import Permission, PermissionView, ViewMenu
+
+        self.with_db = with_db
+        self.blueprints = set(app.blueprints)
+        self.view_functions = set(app.view_functions)
+        self.rules = list(app.url_map.iter_rules())
+        self.baseviews = list(appbuilder.baseviews)
+        menu = appbuilder.menu
+        self.menu = [(item, list(item.childs)) for item in menu.menu] if menu else []
+        # Before the first migration there are no permission tables to snapshot.
+        self.pv_ids: set[int] = set()
+        self.vm_ids: set[int] = set()
+        self.perm_ids: set[int] = set()
+        if with_db:
+            self.pv_ids = set(session.execute(select(PermissionView.id)).scalars())
+            self.vm_ids = set(session.execute(select(ViewMenu.id)).scalars())
+            self.perm_ids = set(session.execute(select(Permission.id)).scalars())
+
+    def restore(self, app: Flask, appbuilder: Any, session: Session) -> None:
+        from flask_appbuilder.security.sqla.models import (
+            Permission,
+            PermissionView,
+            ViewMenu,
+            assoc_permissionview_role,
+        )
+
+        for name in set(app.blueprints) - self.blueprints:
+            del app.blueprints[name]
+        for endpoint in set(app.view_functions) - self.view_functions:
+            del app.view_functions[endpoint]
+        if len(list(app.url_map.iter_rules())) != len(self.rules):
+            old = app.url_map
+            app.url_map = app.url_map_class(
+                [rule.empty() for rule in self.rules],
+                default_subdomain=old.default_subdomain,
+                strict_slashes=old.strict_slashes,
+                merge_slashes=old.merge_slashes,
+                redirect_defaults=old.redirect_defaults,
+                converters=old.converters,
+                sort_parameters=old.sort_parameters,
+                sort_key=old.sort_key,
+                host_matching=old.host_matching,
+            )
+        appbuilder.baseviews[:] = self.baseviews
+        if appbuilder.menu:
+            appbuilder.menu.menu = [item for item, _ in self.menu]
+            for item, childs in self.menu:
+                item.childs = childs
+        session.rollback()
+        if not self.with_db:
+            return
+        new_pvs = set(session.execute(select(PermissionView.id)).scalars()) - self.pv_ids
+        if new_pvs:
+            session.execute(
+                delete(assoc_permissionview_role).where(
+                    assoc_permissionview_role.c.permission_view_id.in_(new_pvs)
+                )
+            )
+            session.execute(delete(PermissionView).where(PermissionView.id.in_(new_pvs)))
+        new_vms = set(session.execute(select(ViewMenu.id)).scalars()) - self.vm_ids
+        if new_vms:
+            session.execute(delete(ViewMenu).where(ViewMenu.id.in_(new_vms)))
+        new_perms = set(session.execute(select(Permission.id)).scalars()) - self.perm_ids
+        if new_perms:
+            session.execute(delete(Permission).where(Permission.id.in_(new_perms)))
+        session.commit()

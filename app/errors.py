@@ -1,0 +1,80 @@
+"""Errors a service raises; API handlers and views map them to status codes."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from app.security.scope import NotFound
+
+M = TypeVar("M", bound=BaseModel)
+
+__all__ = ["Conflict", "Forbidden", "NotFound", "ServiceError", "ValidationFailed", "parse"]
+
+
+class ServiceError(Exception):
+    status = 400
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+    def __str__(self) -> str:
+        if not self.errors:
+            return self.message
+        details = "; ".join(f"{e['path']}: {e['message']}" for e in self.errors)
+        return f"{self.message}: {details}"
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class ValidationFailed(ServiceError):
+    status = 422
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+def error_path(loc: tuple[Any, ...]) -> str:
+    """('tasks', 2, 'depends_on', 0) -> 'tasks[2].depends_on[0]'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "$"
+
+
+def pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "missing":
+            message = "field required"
+        out.append({"path": error_path(tuple(err["loc"])), "message": message})
+    return out
+
+
+def parse(model: type[M], payload: Any) -> M:
+    if not isinstance(payload, dict):
+        raise ValidationFailed(
+            "Request body must be a JSON object", [{"path": "$", "message": "expected an object"}]
+        )
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise ValidationFailed("Invalid request", pydantic_errors(exc)) from exc

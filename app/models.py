@@ -1,0 +1,99 @@
+"""Platform tables: tenants, teams and who is a member of which team.
+
+Every row a capability scopes (workflows, runs, connections...) carries a ``team_id``;
+the team carries its tenant. ``app.security.scope`` turns that into query filters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask_appbuilder.models.sqla import Model
+from flask_appbuilder.security.sqla.models import User
+from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, false, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql import ColumnElement
+
+from app.ids import new_id
+from app.security.actor import Actor
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Tenant(Model):
+    __tablename__ = "apg_tenant"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+
+    teams: Mapped[list[Team]] = relationship(back_populates="tenant")
+
+    @classmethod
+    def scope_clause(cls, actor: Actor) -> ColumnElement[bool] | None:
+        if actor.is_admin:
+            return None
+        return cls.id.in_(sorted(actor.tenant_ids)) if actor.tenant_ids else false()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Team(Model):
+    __tablename__ = "apg_team"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_apg_team_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_tenant.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+
+    tenant: Mapped[Tenant] = relationship(back_populates="teams", lazy="joined")
+    memberships: Mapped[list[TeamMembership]] = relationship(
+        back_populates="team", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @classmethod
+    def scope_clause(cls, actor: Actor) -> ColumnElement[bool] | None:
+        if actor.is_admin:
+            return None
+        return cls.id.in_(sorted(actor.team_ids)) if actor.team_ids else false()
+
+    def __repr__(self) -> str:
+        return f"{self.tenant.name}/{self.name}" if self.tenant else self.name
+
+
+class TeamMembership(Model):
+    __tablename__ = "apg_team_membership"
+    __table_args__ = (UniqueConstraint("team_id", "user_id", name="uq_apg_team_member"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    team_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_team.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+
+    team: Mapped[Team] = relationship(back_populates="memberships")
+    user: Mapped[User] = relationship(User, lazy="joined")
+
+    @classmethod
+    def scope_clause(cls, actor: Actor) -> ColumnElement[bool] | None:
+        if actor.is_admin:
+            return None
+        return cls.team_id.in_(sorted(actor.team_ids)) if actor.team_ids else false()
+
+    def __repr__(self) -> str:
+        return f"{self.user.username}@{self.team.name}" if self.user and self.team else self.id

@@ -1,0 +1,1 @@
+"""Process-level services: Redis (external or embedded), workers, scheduler."""

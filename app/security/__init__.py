@@ -1,0 +1,1 @@
+"""Security: roles, the row scope of teams and tenants, login protection, headers."""

@@ -1,0 +1,47 @@
+"""The actor of the current HTTP request (the only place that reads ``g.user``)."""
+
+from __future__ import annotations
+
+from flask import g, has_request_context, request
+
+from app.extensions import db
+from app.ids import new_id
+from app.security.actor import Actor, actor_for_user
+
+
+def request_id() -> str:
+    rid = getattr(g, "request_id", None)
+    if rid is None:
+        supplied = request.headers.get("X-Request-ID", "")
+        # Accept a caller's id only when it is short and printable: it ends up in logs.
+        rid = supplied if 0 < len(supplied) <= 64 and supplied.isprintable() else new_id()
+        g.request_id = rid
+    return rid
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def current_user_or_none() -> object | None:
+    user = getattr(g, "user", None)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return user
+
+
+def request_actor() -> Actor:
+    """Actor of this request; anonymous callers get an actor with no roles."""
+    if not has_request_context():
+        raise RuntimeError("request_actor() needs a request context")
+    user = current_user_or_none()
+    key = getattr(user, "id", None)
+    cached = getattr(g, "_apg_actor", None)
+    if cached is not None and cached.user_id == key:
+        return cached
+    if user is None:
+        actor = Actor(username="anonymous", ip=client_ip(), request_id=request_id())
+    else:
+        actor = actor_for_user(db.session, user, ip=client_ip(), request_id=request_id())
+    g._apg_actor = actor
+    return actor

@@ -1,0 +1,67 @@
+"""The five roles of API.md and the FAB permissions each one holds.
+
+Rules are (view-menu regex, permission regex) pairs matched in full against every
+permission FAB knows after all views are registered; ``sync_roles`` runs at every
+start and makes each role hold exactly what its rules match (Admin: everything), so a
+permission granted by hand to a built-in role is taken back at the next start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+ADMIN = "Admin"
+AUTHOR = "Author"
+OPERATOR = "Operator"
+VIEWER = "Viewer"
+AUDITOR = "Auditor"
+ROLE_NAMES = (ADMIN, AUTHOR, OPERATOR, VIEWER, AUDITOR)
+
+Rule = tuple[str, str]
+
+# Every signed-in user may read and change their own profile and password.
+PERSONAL: list[Rule] = [
+    (r"UserDBModelView", r"can_userinfo|resetmypassword|userinfoedit"),
+    (r"UserInfoEditView|ResetMyPasswordView", r"can_this_form_(get|post)"),
+]
+
+def merge_rules(*sources: Mapping[str, Iterable[Rule]]) -> dict[str, list[Rule]]:
+    merged: dict[str, list[Rule]] = {name: [] for name in ROLE_NAMES}
+    for source in sources:
+        for role, rules in source.items():
+            merged.setdefault(role, []).extend(rules)
+    return merged
+
+
+def _matches(rules: list[Rule], view: str, permission: str) -> bool:
+    return any(re.fullmatch(v, view) and re.fullmatch(p, permission) for v, p in rules)
+
+
+def sync_roles(session: Session, rules: Mapping[str, list[Rule]]) -> dict[str, int]:
+    """Create missing roles and set each role's permissions to what its rules match."""
+    from flask_appbuilder.security.sqla.models import PermissionView, Role
+
+    all_pvs = list(session.execute(select(PermissionView)).scalars())
+    counts = {}
+    for name in ROLE_NAMES:
+        role = session.execute(select(Role).where(Role.name == name)).scalar()
+        if role is None:
+            role = Role(name=name)
+            session.add(role)
+        if name == ADMIN:
+            wanted = all_pvs
+        else:
+            wanted = [
+                pv for pv in all_pvs
+                if pv.view_menu and pv.permission
+                and _matches(rules.get(name, []), pv.view_menu.name, pv.permission.name)
+            ]
+        if {pv.id for pv in role.permissions} != {pv.id for pv in wanted}:
+            role.permissions = wanted
+        counts[name] = len(wanted)
+    session.commit()
+    return counts

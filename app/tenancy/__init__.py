@@ -1,0 +1,1 @@
+"""Tenants, teams and team membership."""

@@ -1,0 +1,211 @@
+"""Tenants, teams and memberships. Every function takes the acting user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from flask_appbuilder.security.sqla.models import User
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.audit.context import acting_as
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.models import Team, TeamMembership, Tenant
+from app.security.actor import Actor
+from app.security.scope import get_scoped, scoped
+
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$",
+    ),
+]
+
+
+class TenantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    tenant: Name | None = None
+
+
+class TeamUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+
+
+class MemberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=256)
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise Forbidden("Only an Admin may change tenants and teams")
+
+
+def ensure_default_tenant(session: Session, name: str) -> Tenant:
+    tenant = session.execute(select(Tenant).where(Tenant.name == name)).scalar()
+    if tenant is None:
+        tenant = Tenant(name=name)
+        session.add(tenant)
+        session.commit()
+    return tenant
+
+
+def list_tenants(session: Session, actor: Actor) -> list[Tenant]:
+    stmt = scoped(select(Tenant).order_by(Tenant.name), Tenant, actor)
+    return list(session.execute(stmt).scalars())
+
+
+def create_tenant(session: Session, actor: Actor, data: TenantIn) -> Tenant:
+    _require_admin(actor)
+    if session.execute(select(Tenant.id).where(Tenant.name == data.name)).first():
+        raise Conflict(
+            f"A tenant named {data.name!r} already exists",
+            [{"path": "name", "message": "already exists"}],
+        )
+    with acting_as(actor):
+        tenant = Tenant(name=data.name)
+        session.add(tenant)
+        _commit(session, "name", data.name)
+    return tenant
+
+
+def _tenant_by_name(session: Session, name: str) -> Tenant:
+    tenant = session.execute(select(Tenant).where(Tenant.name == name)).scalar()
+    if tenant is None:
+        raise ValidationFailed(
+            f"No tenant named {name!r}", [{"path": "tenant", "message": "unknown tenant"}]
+        )
+    return tenant
+
+
+def _name_taken(session: Session, tenant_id: str, name: str, except_id: str | None = None) -> bool:
+    stmt = select(Team.id).where(Team.tenant_id == tenant_id, func.lower(Team.name) == name.lower())
+    if except_id:
+        stmt = stmt.where(Team.id != except_id)
+    return session.execute(stmt).first() is not None
+
+
+def _commit(session: Session, path: str, name: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError as exc:  # a concurrent insert won the unique constraint
+        session.rollback()
+        raise Conflict(
+            f"{name!r} already exists", [{"path": path, "message": "already exists"}]
+        ) from exc
+
+
+def create_team(session: Session, actor: Actor, data: TeamIn, default_tenant: str) -> Team:
+    _require_admin(actor)
+    tenant = _tenant_by_name(session, data.tenant or default_tenant)
+    if _name_taken(session, tenant.id, data.name):
+        raise Conflict(
+            f"Tenant {tenant.name!r} already has a team named {data.name!r}",
+            [{"path": "name", "message": "already exists in this tenant"}],
+        )
+    with acting_as(actor):
+        team = Team(name=data.name, tenant=tenant)
+        session.add(team)
+        _commit(session, "name", data.name)
+    return team
+
+
+def list_teams(session: Session, actor: Actor) -> list[Team]:
+    return list(session.execute(scoped(select(Team).order_by(Team.name), Team, actor)).scalars())
+
+
+def get_team(session: Session, actor: Actor, team_id: str) -> Team:
+    return get_scoped(session, Team, team_id, actor)
+
+
+def update_team(session: Session, actor: Actor, team_id: str, data: TeamUpdate) -> Team:
+    team = get_team(session, actor, team_id)
+    _require_admin(actor)
+    if _name_taken(session, team.tenant_id, data.name, except_id=team.id):
+        raise Conflict(
+            f"Tenant {team.tenant.name!r} already has a team named {data.name!r}",
+            [{"path": "name", "message": "already exists in this tenant"}],
+        )
+    with acting_as(actor):
+        team.name = data.name
+        _commit(session, "name", data.name)
+    return team
+
+
+def delete_team(session: Session, actor: Actor, team_id: str) -> None:
+    team = get_team(session, actor, team_id)
+    _require_admin(actor)
+    with acting_as(actor):
+        session.delete(team)
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            session.rollback()
+            raise Conflict(
+                f"Team {team.name!r} still owns rows (workflows, runs...); move or delete them"
+            ) from exc
+
+
+def _user(session: Session, username: str) -> User:
+    user = session.execute(select(User).where(User.username == username)).scalar()
+    if user is None:
+        raise ValidationFailed(
+            f"No user named {username!r}", [{"path": "username", "message": "unknown user"}]
+        )
+    return user
+
+
+def add_member(session: Session, actor: Actor, team_id: str, data: MemberIn) -> TeamMembership:
+    team = get_team(session, actor, team_id)
+    _require_admin(actor)
+    user = _user(session, data.username)
+    exists = session.execute(
+        select(TeamMembership.id).where(
+            TeamMembership.team_id == team.id, TeamMembership.user_id == user.id
+        )
+    ).first()
+    if exists:
+        raise Conflict(
+            f"{user.username!r} is already a member of {team.name!r}",
+            [{"path": "username", "message": "already a member"}],
+        )
+    with acting_as(actor):
+        membership = TeamMembership(team=team, user=user)
+        session.add(membership)
+        _commit(session, "username", user.username)
+    return membership
+
+
+def remove_member(session: Session, actor: Actor, team_id: str, username: str) -> None:
+    team = get_team(session, actor, team_id)
+    _require_admin(actor)
+    membership = session.execute(
+        select(TeamMembership)
+        .join(User, User.id == TeamMembership.user_id)
+        .where(TeamMembership.team_id == team.id, User.username == username)
+    ).scalar()
+    if membership is None:
+        raise NotFound(f"{username!r} is not a member of this team")
+    with acting_as(actor):
+        session.delete(membership)
+        session.commit()
+
+
+def members(session: Session, team: Team) -> list[str]:
+    rows = session.execute(
+        select(User.username)
+        .join(TeamMembership, TeamMembership.user_id == User.id)
+        .where(TeamMembership.team_id == team.id)
+        .order_by(User.username)
+    )
+    return [row[0] for row in rows]

@@ -1,0 +1,90 @@
+"""Admin screens under "Security": tenants, teams and their members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask_appbuilder import ModelView
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from sqlalchemy import func, select
+
+from app.errors import parse
+from app.extensions import db
+from app.models import Team, TeamMembership, Tenant
+from app.security.scope import ScopedMixin
+from app.tenancy import service
+
+READ_WRITE_VIEW = {
+    "list": "read", "show": "read", "download": "read", "api_read": "read",
+    "add": "write", "edit": "write", "delete": "write", "action": "write",
+    "action_post": "write", "api_create": "write", "api_update": "write",
+    "api_delete": "write", "api": "read", "api_get": "read", "api_column_add": "write",
+    "api_column_edit": "write", "api_readvalues": "read",
+}
+
+
+def _check_team_name(item: Team, exclude_id: str | None = None) -> None:
+    data = parse(service.TeamUpdate, {"name": item.name or ""})
+    item.name = data.name
+    tenant_id = item.tenant.id if item.tenant else item.tenant_id
+    stmt = select(Team.id).where(
+        Team.tenant_id == tenant_id, func.lower(Team.name) == data.name.lower()
+    )
+    if exclude_id:
+        stmt = stmt.where(Team.id != exclude_id)
+    if db.session.execute(stmt).first():
+        raise ValueError(f"This tenant already has a team named {data.name!r}")
+
+
+class TeamMembershipView(ScopedMixin, ModelView):
+    datamodel = SQLAInterface(TeamMembership)
+    class_permission_name = "Teams"
+    method_permission_name = READ_WRITE_VIEW
+    list_columns = ["team", "user", "created_at"]
+    add_columns = ["team", "user"]
+    edit_columns = ["team", "user"]
+    show_columns = ["team", "user", "created_at"]
+
+
+class TeamView(ScopedMixin, ModelView):
+    datamodel = SQLAInterface(Team)
+    class_permission_name = "Teams"
+    method_permission_name = READ_WRITE_VIEW
+    list_title = "Teams"
+    list_columns = ["name", "tenant", "created_at"]
+    search_columns = ["name", "tenant"]
+    add_columns = ["name", "tenant"]
+    edit_columns = ["name"]
+    show_columns = ["name", "tenant", "created_at"]
+    related_views = [TeamMembershipView]
+
+    def pre_add(self, item: Team) -> None:
+        if item.tenant is None:
+            item.tenant = service.ensure_default_tenant(
+                db.session, current_app.config["DEFAULT_TENANT"]
+            )
+        _check_team_name(item)
+
+    def pre_update(self, item: Team) -> None:
+        _check_team_name(item, exclude_id=item.id)
+
+
+class TenantView(ScopedMixin, ModelView):
+    datamodel = SQLAInterface(Tenant)
+    class_permission_name = "Tenants"
+    method_permission_name = READ_WRITE_VIEW
+    list_columns = ["name", "created_at"]
+    add_columns = ["name"]
+    edit_columns = ["name"]
+    show_columns = ["name", "created_at"]
+    search_columns = ["name"]
+    related_views = [TeamView]
+
+    def pre_add(self, item: Any) -> None:
+        data = parse(service.TenantIn, {"name": item.name or ""})
+        item.name = data.name
+        if db.session.execute(select(Tenant.id).where(Tenant.name == data.name)).first():
+            raise ValueError(f"A tenant named {data.name!r} already exists")
+
+    pre_update = pre_add

@@ -1,0 +1,98 @@
+"""Application settings, every one read from an environment variable.
+
+Flask-AppBuilder reads the upper-case names of this module (``app.config.from_object``).
+Nothing here opens a connection: ``create_app`` decides what the values mean.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("APG_INSTANCE_DIR", BASE_DIR / "instance"))
+
+# The shipped key only exists so that `make run` works on a laptop; create_app refuses
+# to start with it when APG_ENV is anything but "development".
+DEFAULT_SECRET_KEY = "apg-development-only-secret-key-change-me-0123456789"
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+APG_ENV = os.environ.get("APG_ENV", "development")
+SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+
+# Storage. Unset means the embedded defaults: a SQLite file under instance/ and an
+# embedded Redis server started by `flask --app app up` (or by the test suite).
+SQLALCHEMY_DATABASE_URI = os.environ.get(
+    "DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'apg.db'}"
+)
+SQLALCHEMY_TRACK_MODIFICATIONS = False
+REDIS_URL = os.environ.get("REDIS_URL", "")
+RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
+PORT = _int("PORT", 8080)
+WORKERS = _int("WORKERS", 2)
+
+# Flask-AppBuilder
+APP_NAME = os.environ.get("APP_NAME", "APG Workflow Orchestration")
+APP_ICON = ""
+FAB_SECURITY_MANAGER_CLASS = "app.security.manager.ApgSecurityManager"
+FAB_ADD_SECURITY_API = True
+FAB_API_SWAGGER_UI = True
+FAB_API_MAX_PAGE_SIZE = _int("FAB_API_MAX_PAGE_SIZE", 100)
+# Migrations own the schema; the app still fills in permissions at start.
+FAB_CREATE_DB = False
+FAB_UPDATE_PERMS = True
+AUTH_ROLE_ADMIN = "Admin"
+AUTH_ROLE_PUBLIC = "Public"
+AUTH_USER_REGISTRATION = False
+AUTH_TYPE = 1  # AUTH_DB
+AUTH_RATE_LIMITED = _bool("AUTH_RATE_LIMITED", True)
+AUTH_RATE_LIMIT = os.environ.get("AUTH_RATE_LIMIT", "10 per minute")
+RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+RATELIMIT_HEADERS_ENABLED = True
+FAB_PASSWORD_COMPLEXITY_ENABLED = _bool("FAB_PASSWORD_COMPLEXITY_ENABLED", True)
+
+# Sessions and forms
+WTF_CSRF_ENABLED = _bool("WTF_CSRF_ENABLED", True)
+WTF_CSRF_TIME_LIMIT = None
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", APG_ENV != "development")
+JWT_ACCESS_TOKEN_EXPIRES = _int("JWT_ACCESS_TOKEN_EXPIRES", 900)
+
+# Request bodies over this size get 413 before any view runs.
+MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+
+# Composition engine: capabilities named here are loaded along with those that
+# installed packages declare in the `apg.capabilities` entry-point group.
+APG_CAPABILITIES = _list("APG_CAPABILITIES", ["capability.blueprint:capability"])
+APG_DISCOVER_ENTRY_POINTS = _bool("APG_DISCOVER_ENTRY_POINTS", True)
+
+DEFAULT_TENANT = os.environ.get("DEFAULT_TENANT", "default")
+ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME", "admin")
+ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD", "")
+ADMIN_EMAIL = os.environ.get("ADMIN_EMAIL", "admin@example.com")
+
+# Trust X-Forwarded-For from this many proxies when recording the client address.
+PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

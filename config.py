@@ -36,13 +36,21 @@ def _list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def database_url(raw: str) -> str:
+    """We ship psycopg2; SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg2://" + raw[len(prefix):]
+    return raw
+
+
 APG_ENV = os.environ.get("APG_ENV", "development")
 SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
 
 # Storage. Unset means the embedded defaults: a SQLite file under instance/ and an
 # embedded Redis server started by `flask --app app up` (or by the test suite).
-SQLALCHEMY_DATABASE_URI = os.environ.get(
-    "DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'apg.db'}"
+SQLALCHEMY_DATABASE_URI = database_url(
+    os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'apg.db'}"
 )
 SQLALCHEMY_TRACK_MODIFICATIONS = False
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -83,6 +83,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_object(default_config)
     if test_config:
         app.config.update(test_config)
+    app.config["SQLALCHEMY_DATABASE_URI"] = default_config.database_url(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    )
     _check_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.setdefault("INSTANCE_DIR", app.instance_path)

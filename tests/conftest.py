@@ -24,7 +24,9 @@ def _reset_postgres(url: str) -> None:
     name = sa.engine.make_url(url).database or ""
     if "test" not in name and "ci" not in name:
         raise RuntimeError(f"refusing to wipe database {name!r}: its name must contain 'test'")
-    engine = sa.create_engine(url)
+    from config import database_url
+
+    engine = sa.create_engine(database_url(url))
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
         conn.execute(sa.text("CREATE SCHEMA public"))

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from flask_appbuilder import AppBuilder
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import inspect as sa_inspect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -49,10 +50,8 @@ def schema_ready() -> bool:
 def sync_security(app: Flask) -> None:
     """Create FAB permissions for every registered view and re-sync the five roles."""
     from app.composition.engine import get_composition
-    from app.security.roles import merge_rules, sync_roles
+    from app.security.roles import ROLE_NAMES, merge_rules, sync_roles
     from app.tenancy.service import ensure_default_tenant
-
-    from app.security.roles import ROLE_NAMES
 
     appbuilder = app.extensions["appbuilder"]
     # Roles first: FAB grants every new permission to the Admin role as it creates it.
@@ -116,6 +115,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     specs.register_platform_specs()
     web.init_app(app)
     headers.init_app(app)
+    # Global CSRF: every form POST needs the token. It must exist before FAB builds its
+    # API blueprints, which exempt themselves (token auth) when they find it.
+    CSRFProtect(app)
     _json_errors(app)
 
     with app.app_context():

@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, jsonify, make_response, request
+from flask import Response, current_app, jsonify, make_response, request
+from flask_appbuilder.api import ModelRestApi, expose, merge_response_func, protect, rison, safe
+from flask_appbuilder.api.schemas import get_item_schema
+from flask_appbuilder.const import (
+    API_DESCRIPTION_COLUMNS_RIS_KEY,
+    API_LABEL_COLUMNS_RIS_KEY,
+    API_SHOW_COLUMNS_RIS_KEY,
+    API_SHOW_TITLE_RIS_KEY,
+)
+from flask_appbuilder.security.decorators import permission_name
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
-from app.errors import Forbidden, NotFound, ServiceError
+from app.errors import Forbidden, NotFound, PayloadTooLarge, ServiceError
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
@@ -24,7 +34,12 @@ def json_error(status: int, message: str, errors: list[dict[str, str]] | None = 
 
 def json_body() -> Any:
     """The request's JSON body; a ``ServiceError`` (400) when it is missing or malformed."""
-    if not request.data:
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge as exc:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes") from exc
+    if not raw:
         raise ServiceError("Request body is missing: send a JSON object")
     payload = request.get_json(silent=True)
     if payload is None:
@@ -65,3 +80,28 @@ def call_service(
     except ServiceError as exc:
         audit_failure(actor, exc, action, target_type, target_id)
         return json_error(exc.status, exc.message, exc.errors)
+
+
+class UuidModelApi(ModelRestApi):
+    """FAB's ModelRestApi reads one row at ``/<int:pk>``; our ids are UUIDv7 strings."""
+
+    @expose("/<pk>", methods=["GET"])
+    @protect()
+    @safe
+    @permission_name("get")
+    @rison(get_item_schema)
+    @merge_response_func(ModelRestApi.merge_show_label_columns, API_LABEL_COLUMNS_RIS_KEY)
+    @merge_response_func(ModelRestApi.merge_show_columns, API_SHOW_COLUMNS_RIS_KEY)
+    @merge_response_func(ModelRestApi.merge_description_columns, API_DESCRIPTION_COLUMNS_RIS_KEY)
+    @merge_response_func(ModelRestApi.merge_show_title, API_SHOW_TITLE_RIS_KEY)
+    def get(self, pk: str, **kwargs: Any) -> Response:
+        """Get one item by id
+        ---
+        get:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          responses:
+            200: {description: the item}
+            404: {description: "not found, or not in your scope"}
+        """
+        return self.get_headless(pk, **kwargs)

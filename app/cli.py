@@ -59,7 +59,7 @@ def audit_verify() -> None:
     """Exit 0 when the hash chain holds; 1 naming the first broken event."""
     from app.audit.service import verify
 
-    result = verify(db.session)
+    result = verify(db.session())
     if result.ok:
         click.echo(f"audit chain intact: {result.checked} event(s)")
         return

@@ -10,7 +10,10 @@ from app.security.scope import NotFound
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["Conflict", "Forbidden", "NotFound", "ServiceError", "ValidationFailed", "parse"]
+__all__ = [
+    "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError", "ValidationFailed",
+    "parse",
+]
 
 
 class ServiceError(Exception):
@@ -40,6 +43,10 @@ class ValidationFailed(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
 
 
 class Forbidden(ServiceError):

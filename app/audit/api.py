@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, request, stream_with_context
-from flask_appbuilder.api import ModelRestApi, expose, protect, safe
+from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.hooks import before_request
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 
-from app.api_support import json_error
+from app.api_support import UuidModelApi, json_error
 from app.audit import service
 from app.audit.models import AuditEvent
 from app.errors import ValidationFailed
@@ -32,7 +32,7 @@ class AuditArgsFilter(BaseFilter):
         return query.filter(*found) if found else query
 
 
-class AuditApi(ScopedMixin, ModelRestApi):
+class AuditApi(ScopedMixin, UuidModelApi):
     resource_name = "audit"
     datamodel = SQLAInterface(AuditEvent)
     class_permission_name = "AuditTrail"

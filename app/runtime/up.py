@@ -1,29 +1,41 @@
 """``flask --app app up``: everything on one machine.
 
 Migrates, ensures the admin, then runs N RQ workers and one scheduler as child
-processes and the web server (Flask-SocketIO) in this process. Children get this
-process's ``REDIS_URL`` (the embedded server's socket when none was configured), so
-every process talks to the same Redis.
+processes and the web server (Flask-SocketIO on Werkzeug, threaded) in this process.
+Children get this process's ``REDIS_URL`` (the embedded server's URL when none was
+configured) and ``DATABASE_URL``, so every process talks to the same services.
+
+Lifecycle:
+
+* a child that dies while the web server runs is started again (after a pause that
+  grows when it keeps dying at once), so ``/health`` keeps reporting N workers;
+* SIGTERM or Ctrl-C: the web server stops, each child gets SIGTERM (an RQ worker
+  finishes its current job, then exits), a child still busy after the grace period
+  gets a second SIGTERM (RQ's cold shutdown) and finally SIGKILL; the embedded Redis,
+  if this process started it, is stopped last;
+* if this process is killed outright, the kernel sends SIGTERM to the children
+  (``PR_SET_PDEATHSIG``, Linux), so nothing is left running.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import click
 from flask import Flask
 
 from app.extensions import db, socketio
+from app.runtime.redis_conn import pdeathsig_preexec, stop_embedded
 
-
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "app", *args], env=env
-    )
+# Seconds a worker may take to finish its current job after SIGTERM.
+GRACE_SECONDS = float(os.environ.get("APG_SHUTDOWN_GRACE", "30"))
 
 
 def prepare(app: Flask) -> None:
@@ -48,28 +60,149 @@ def prepare(app: Flask) -> None:
     db.session.remove()
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail before migrating and spawning anything when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}). Another program uses the "
+                "port: stop it, or choose another one (PORT=8081 make run, or --port)."
+            ) from exc
+
+
+class _Child:
+    """One supervised child process (`flask --app app worker|scheduler`)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.quick_deaths = 0
+        self.next_start = 0.0
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.args)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", *self.args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            # The spawning thread lives as long as this process serves.
+            preexec_fn=pdeathsig_preexec(),
+        )
+        self.started = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+class _Supervisor:
+    def __init__(self, children: list[_Child]) -> None:
+        self.children = children
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="apg-supervisor", daemon=True)
+
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self._check()
+            except Exception as exc:  # keep supervising whatever happens
+                click.echo(f"supervisor: {type(exc).__name__}: {exc}", err=True)
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive() or self.stopping.is_set():
+                continue
+            if child.next_start == 0.0:
+                assert child.proc is not None
+                lived = now - child.started
+                child.quick_deaths = child.quick_deaths + 1 if lived < 10 else 0
+                delay = min(60.0, 2.0 ** child.quick_deaths) if child.quick_deaths else 1.0
+                click.echo(
+                    f"`flask --app app {child.name}` (pid {child.proc.pid}) exited with code "
+                    f"{child.proc.returncode}; starting it again in {delay:.0f}s",
+                    err=True,
+                )
+                child.next_start = now + delay
+            elif now >= child.next_start:
+                child.next_start = 0.0
+                child.start()
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        self.stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        for child in self.children:
+            child.send(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(c.alive() for c in self.children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        busy = [c for c in self.children if c.alive()]
+        if busy:
+            click.echo(
+                f"{len(busy)} child process(es) still busy after {grace:.0f}s: cold shutdown",
+                err=True,
+            )
+            for child in busy:
+                child.send(signal.SIGTERM)  # RQ: a second signal kills the job and exits
+            deadline = time.monotonic() + 10
+            while any(c.alive() for c in busy) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for child in self.children:
+            if child.alive():
+                assert child.proc is not None
+                child.proc.kill()
+            if child.proc is not None:
+                child.proc.wait()
+
+
 def run_up(app: Flask, host: str, port: int, workers: int) -> None:
+    _check_port(host, port)
     prepare(app)
     env = dict(os.environ)
     env["REDIS_URL"] = app.config["REDIS_URL"]
     env["DATABASE_URL"] = app.config["SQLALCHEMY_DATABASE_URI"]
     # Children must not race each other creating permissions; this process did it.
     env["APG_SYNC_SECURITY"] = "0"
-    children = [_spawn(["worker"], env) for _ in range(workers)]
-    children.append(_spawn(["scheduler"], env))
+    supervisor = _Supervisor(
+        [_Child(["worker"], env) for _ in range(workers)] + [_Child(["scheduler"], env)]
+    )
 
-    def stop(*_: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    stopping = False
+
+    def on_sigterm(*_: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            return  # already shutting down; let it finish
+        stopping = True
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # Flask's app.run(), which socketio.run() calls, refuses to serve under the `flask`
+    # command (it assumes `flask run` is serving); this command is the server.
+    os.environ.pop("FLASK_RUN_FROM_CLI", None)
+    supervisor.start()
     click.echo(
         f"APG Workflow Orchestration is up: http://{host}:{port}/  "
         f"(log in at http://{host}:{port}/login/ ; {workers} worker(s), 1 scheduler; "
@@ -78,4 +211,8 @@ def run_up(app: Flask, host: str, port: int, workers: int) -> None:
     try:
         socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False)
     finally:
-        stop()
+        stopping = True
+        click.echo("Stopping: waiting for the workers and the scheduler to exit ...")
+        supervisor.stop()
+        stop_embedded()
+        click.echo("Stopped.")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app
-from flask_appbuilder.api import ModelRestApi, expose, protect, safe
+from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 
-from app.api_support import call_service, json_body
+from app.api_support import UuidModelApi, call_service, json_body
 from app.errors import parse
 from app.extensions import db
 from app.models import Team, Tenant
@@ -23,7 +23,7 @@ READ_WRITE = {
 }
 
 
-class TenantApi(ScopedMixin, ModelRestApi):
+class TenantApi(ScopedMixin, UuidModelApi):
     resource_name = "tenants"
     datamodel = SQLAInterface(Tenant)
     class_permission_name = "Tenants"
@@ -74,7 +74,7 @@ def _team(team: Team) -> dict[str, Any]:
     }
 
 
-class TeamApi(ScopedMixin, ModelRestApi):
+class TeamApi(ScopedMixin, UuidModelApi):
     resource_name = "teams"
     datamodel = SQLAInterface(Team)
     class_permission_name = "Teams"

@@ -33,7 +33,7 @@ def _check_team_name(item: Team, exclude_id: str | None = None) -> None:
     )
     if exclude_id:
         stmt = stmt.where(Team.id != exclude_id)
-    if db.session.execute(stmt).first():
+    if db.session.execute(stmt, execution_options={"autoflush": False}).first():
         raise ValueError(f"This tenant already has a team named {data.name!r}")
 
 

@@ -158,8 +158,10 @@ def test_verify_cli_names_the_first_tampered_event(app, factory):
     _set_triggers(app, False)
     try:
         with app.app_context():
-            db.session.execute(sa.text("UPDATE apg_audit_event SET actor = 'mallory' WHERE seq = :s"),
-                               {"s": victim.seq})
+            db.session.execute(
+                sa.text("UPDATE apg_audit_event SET actor = 'mallory' WHERE seq = :s"),
+                {"s": victim.seq},
+            )
             db.session.commit()
         broken = runner.invoke(args=["audit", "verify"])
         assert broken.exit_code == 1

@@ -1,0 +1,164 @@
+"""Role x endpoint x own/other team/other tenant: the status each combination gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.audit.models import AuditEvent
+from app.extensions import db
+from tests.conftest import api_token, auth, unique
+
+ROLES = ["Admin", "Author", "Operator", "Viewer", "Auditor"]
+
+
+@pytest.fixture(scope="module")
+def world(app) -> dict[str, Any]:
+    from tests.conftest import Factory
+
+    f = Factory(app)
+    other_tenant = f.tenant()
+    own = f.team()
+    other = f.team()
+    foreign = f.team(tenant=other_tenant.name)
+    users = {role: f.user(role, teams=[own]) for role in ROLES}
+    foreign_auditor = f.user("Auditor", teams=[foreign])
+    client = app.test_client()
+    tokens = {role: api_token(client, users[role]["username"]) for role in ROLES}
+    tokens["ForeignAuditor"] = api_token(client, foreign_auditor["username"])
+    # Give the foreign tenant an audit event of its own to try to read.
+    admin_h = auth(tokens["Admin"])
+    client.put(f"/api/v1/teams/{foreign['id']}", json={"name": foreign["name"]}, headers=admin_h)
+    with app.app_context():
+        foreign_event = db.session.execute(
+            select(AuditEvent.id).where(AuditEvent.tenant == other_tenant.name)
+            .order_by(AuditEvent.seq.desc())
+        ).scalars().first()
+    return {"own": own, "other": other, "foreign": foreign, "users": users, "tokens": tokens,
+            "foreign_event": foreign_event}
+
+
+def _expect(admin: int, member: int, auditor: int) -> dict[str, int]:
+    return {"Admin": admin, "Author": member, "Operator": member, "Viewer": member,
+            "Auditor": auditor}
+
+
+# (name, method, path template, json body, expected status per role)
+CASES = [
+    ("tenants list", "GET", "/api/v1/tenants/", None, _expect(200, 403, 403)),
+    ("tenant create", "POST", "/api/v1/tenants/", {"name": "@new"}, _expect(201, 403, 403)),
+    ("teams list", "GET", "/api/v1/teams/", None, _expect(200, 200, 403)),
+    ("team get own", "GET", "/api/v1/teams/{own}", None, _expect(200, 200, 403)),
+    ("team get other team", "GET", "/api/v1/teams/{other}", None, _expect(200, 404, 403)),
+    ("team get other tenant", "GET", "/api/v1/teams/{foreign}", None, _expect(200, 404, 403)),
+    ("team create", "POST", "/api/v1/teams/", {"name": "@new"}, _expect(201, 403, 403)),
+    ("team rename own", "PUT", "/api/v1/teams/{own}", {"name": "@own"}, _expect(200, 403, 403)),
+    ("team rename other tenant", "PUT", "/api/v1/teams/{foreign}", {"name": "@foreign"},
+     _expect(200, 403, 403)),
+    ("member add", "POST", "/api/v1/teams/{other}/members", {"username": "@viewer"},
+     _expect(201, 403, 403)),
+    ("member remove", "DELETE", "/api/v1/teams/{other}/members/@viewer", None,
+     _expect(200, 403, 403)),
+    ("team delete", "DELETE", "/api/v1/teams/@scratch", None, _expect(200, 403, 403)),
+    ("audit list", "GET", "/api/v1/audit/", None, _expect(200, 403, 200)),
+    ("audit export", "GET", "/api/v1/audit/export.csv", None, _expect(200, 403, 200)),
+    ("audit event other tenant", "GET", "/api/v1/audit/{foreign_event}", None,
+     _expect(200, 403, 404)),
+    ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
+    ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
+    ("security roles", "GET", "/api/v1/security/roles/", None, _expect(200, 403, 403)),
+]
+
+
+def _fill(app, world, role, text: str) -> str:
+    from tests.conftest import Factory
+
+    if "@scratch" in text:
+        text = text.replace("@scratch", Factory(app).team()["id"])
+    return (
+        text.replace("{own}", world["own"]["id"])
+        .replace("{other}", world["other"]["id"])
+        .replace("{foreign}", world["foreign"]["id"])
+        .replace("{foreign_event}", str(world["foreign_event"]))
+        .replace("@viewer", world["users"]["Viewer"]["username"])
+        .replace("@new", unique("new"))
+        .replace("@own", world["own"]["name"])
+        .replace("@foreign", world["foreign"]["name"])
+    )
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_api_matrix(app, client, world, case, role):
+    name, method, path, body, expected = case
+    path = _fill(app, world, role, path)
+    json_body = {k: _fill(app, world, role, v) for k, v in body.items()} if body else None
+    if name == "member remove" and role == "Admin":
+        # Removing needs a membership to exist first.
+        client.post(f"/api/v1/teams/{world['other']['id']}/members",
+                    json={"username": world["users"]["Viewer"]["username"]},
+                    headers=auth(world["tokens"]["Admin"]))
+    r = client.open(path, method=method, json=json_body, headers=auth(world["tokens"][role]))
+    assert r.status_code == expected[role], (name, role, r.get_data(as_text=True)[:300])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_api_matrix_anonymous(app, client, world, case):
+    _, method, path, body, _ = case
+    path = _fill(app, world, "anonymous", path)
+    r = client.open(path, method=method, json=body)
+    assert r.status_code == 401
+
+
+def test_members_see_only_their_teams_in_lists(client, world):
+    for role in ("Author", "Operator", "Viewer"):
+        r = client.get("/api/v1/teams/", headers=auth(world["tokens"][role]))
+        ids = {t["id"] for t in r.get_json()["result"]}
+        assert ids == {world["own"]["id"]}, role
+    r = client.get("/api/v1/teams/", headers=auth(world["tokens"]["Admin"]))
+    assert r.get_json()["count"] >= 3
+
+
+def test_auditor_reads_only_own_tenant(client, world):
+    r = client.get("/api/v1/audit/?page_size=100", headers=auth(world["tokens"]["Auditor"]))
+    assert {e["tenant"] for e in r.get_json()["result"]} <= {"default"}
+    r = client.get("/api/v1/audit/", headers=auth(world["tokens"]["ForeignAuditor"]))
+    tenants = {e["tenant"] for e in r.get_json()["result"]}
+    assert "default" not in tenants and tenants
+
+
+UI_CASES = [
+    ("teams list", "/teamview/list/", _expect(200, 200, 403)),
+    ("team show other", "/teamview/show/{other}", _expect(200, 404, 403)),
+    ("tenants list", "/tenantview/list/", _expect(200, 403, 403)),
+    ("audit trail", "/audit/list/", _expect(200, 403, 200)),
+    ("audit export", "/audit/export.csv", _expect(200, 403, 200)),
+    ("capabilities", "/capabilities/", _expect(200, 403, 403)),
+    ("workers", "/workers/", _expect(200, 403, 403)),
+    ("users", "/users/list/", _expect(200, 403, 403)),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("case", UI_CASES, ids=[c[0] for c in UI_CASES])
+def test_ui_matrix(app, world, case, role):
+    name, path, expected = case
+    client = app.test_client()
+    user = world["users"][role]
+    login = client.post(
+        "/login/", data={"username": user["username"], "password": user["password"]}
+    )
+    assert login.status_code == 302
+    r = client.get(_fill(app, world, role, path))
+    assert r.status_code == expected[role], (name, role)
+
+
+def test_ui_list_shows_only_own_teams(app, world):
+    client = app.test_client()
+    user = world["users"]["Viewer"]
+    client.post("/login/", data={"username": user["username"], "password": user["password"]})
+    page = client.get("/teamview/list/").get_data(as_text=True)
+    assert world["own"]["name"] in page
+    assert world["other"]["name"] not in page and world["foreign"]["name"] not in page

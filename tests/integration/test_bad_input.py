@@ -1,0 +1,130 @@
+"""Bad input: a clear 4xx JSON error, nothing changed, an audit event for the person."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.audit.models import AuditEvent
+from app.extensions import db
+from app.models import Team, Tenant
+from tests.conftest import api_token, auth, unique
+
+
+def counts(app):
+    with app.app_context():
+        result = (
+            db.session.execute(select(func.count()).select_from(Team)).scalar_one(),
+            db.session.execute(select(func.count()).select_from(Tenant)).scalar_one(),
+        )
+        db.session.remove()
+        return result
+
+
+def last_event(app, actor):
+    with app.app_context():
+        event = db.session.execute(
+            select(AuditEvent).where(AuditEvent.actor == actor).order_by(AuditEvent.seq.desc())
+        ).scalars().first()
+        db.session.expunge_all()
+        return event
+
+
+@pytest.fixture()
+def admin(client, factory):
+    user = factory.user("Admin")
+    return user, auth(api_token(client, user["username"]))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "path"),
+    [
+        ({}, 422, "name"),
+        ({"name": ""}, 422, "name"),
+        ({"name": "   "}, 422, "name"),
+        ({"name": "bad/name"}, 422, "name"),
+        ({"name": "x" * 65}, 422, "name"),
+        ({"name": 12}, 422, "name"),
+        ({"name": "ok", "colour": "red"}, 422, "colour"),
+        ({"name": "ok", "tenant": "no-such-tenant"}, 422, "tenant"),
+    ],
+)
+def test_invalid_team_payloads(app, client, admin, body, status, path):
+    user, headers = admin
+    before = counts(app)
+    r = client.post("/api/v1/teams/", json=body, headers=headers)
+    assert r.status_code == status, r.get_json()
+    payload = r.get_json()
+    assert payload["message"]
+    assert path in {e["path"] for e in payload["errors"]}
+    assert counts(app) == before
+    event = last_event(app, user["username"])
+    assert event.outcome == "error" and event.target_type == "team" and event.action == "create"
+
+
+def test_malformed_and_missing_json(app, client, admin):
+    user, headers = admin
+    before = counts(app)
+    r = client.post("/api/v1/teams/", data="{not json", headers={
+        **headers, "Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.get_json()["message"]
+    r = client.post("/api/v1/teams/", headers=headers)
+    assert r.status_code == 400 and "missing" in r.get_json()["message"]
+    r = client.post("/api/v1/teams/", json=["a", "list"], headers=headers)
+    assert r.status_code == 422
+    assert counts(app) == before
+    assert last_event(app, user["username"]).outcome == "error"
+
+
+def test_duplicate_names_conflict(app, client, admin, factory):
+    user, headers = admin
+    team = factory.team()
+    tenant = factory.tenant()
+    before = counts(app)
+    r = client.post("/api/v1/teams/", json={"name": team["name"].upper()}, headers=headers)
+    assert r.status_code == 409
+    assert r.get_json()["errors"][0]["path"] == "name"
+    r = client.post("/api/v1/tenants/", json={"name": tenant.name}, headers=headers)
+    assert r.status_code == 409
+    assert counts(app) == before
+    other = factory.team()
+    r = client.put(f"/api/v1/teams/{other['id']}", json={"name": team["name"]}, headers=headers)
+    assert r.status_code == 409
+    event = last_event(app, user["username"])
+    assert event.outcome == "error" and event.target_id == other["id"]
+
+
+def test_oversize_body_is_refused(app, client, admin):
+    user, headers = admin
+    before = counts(app)
+    big = {"name": "x", "pad": "y" * (app.config["MAX_CONTENT_LENGTH"] + 10)}
+    r = client.post("/api/v1/teams/", json=big, headers=headers)
+    assert r.status_code == 413
+    assert r.is_json and r.get_json()["message"]
+    assert counts(app) == before
+    assert last_event(app, user["username"]).outcome == "error"
+
+
+def test_unknown_member_and_duplicate_member(app, client, admin, factory):
+    _, headers = admin
+    team = factory.team()
+    member = factory.user("Viewer")
+    r = client.post(f"/api/v1/teams/{team['id']}/members", json={"username": unique("nobody")},
+                    headers=headers)
+    assert r.status_code == 422 and r.get_json()["errors"][0]["path"] == "username"
+    ok = client.post(f"/api/v1/teams/{team['id']}/members",
+                     json={"username": member["username"]}, headers=headers)
+    assert ok.status_code == 201
+    again = client.post(f"/api/v1/teams/{team['id']}/members",
+                        json={"username": member["username"]}, headers=headers)
+    assert again.status_code == 409
+
+
+def test_wrong_credentials(client, factory):
+    user = factory.user("Viewer")
+    r = client.post("/api/v1/security/login", json={
+        "username": user["username"], "password": "nope", "provider": "db"})
+    assert r.status_code == 401
+    r = client.post("/api/v1/security/login", data="garbage",
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 400

@@ -1,0 +1,120 @@
+"""Login protection, password policy, CSRF, headers and the secret-key guard."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app import InsecureConfiguration, create_app
+from tests.conftest import PASSWORD, api_token, auth, make_config, unique
+
+
+@pytest.fixture(scope="module")
+def limited_app(app, service_urls):
+    return create_app(make_config(service_urls, AUTH_RATE_LIMIT="3 per minute"))
+
+
+def test_api_login_is_rate_limited(limited_app, factory):
+    user = factory.user("Viewer")
+    client = limited_app.test_client()
+    body = {"username": user["username"], "password": "wrong", "provider": "db"}
+    codes = [client.post("/api/v1/security/login", json=body,
+                         environ_base={"REMOTE_ADDR": "10.9.9.1"}).status_code for _ in range(5)]
+    assert codes[:3] == [401, 401, 401]
+    assert codes[3:] == [429, 429]
+    # Another client address is not affected.
+    ok = client.post("/api/v1/security/login", environ_base={"REMOTE_ADDR": "10.9.9.2"},
+                     json={**body, "password": PASSWORD})
+    assert ok.status_code == 200
+
+
+def test_form_login_is_rate_limited(limited_app, factory):
+    user = factory.user("Viewer")
+    client = limited_app.test_client()
+    data = {"username": user["username"], "password": "wrong"}
+    codes = [client.post("/login/", data=data, environ_base={"REMOTE_ADDR": "10.9.8.1"}).status_code
+             for _ in range(4)]
+    assert codes[-1] == 429
+
+
+def test_password_complexity_on_user_api(client, factory):
+    admin = factory.user("Admin")
+    headers = auth(api_token(client, admin["username"]))
+    name = unique("weak")
+    r = client.post("/api/v1/security/users/", headers=headers, json={
+        "username": name, "first_name": "W", "last_name": "P", "email": f"{name}@x.io",
+        "active": True, "password": "password", "roles": [1]})
+    assert r.status_code == 400
+    assert "Password needs" in str(r.get_json())
+
+
+def test_password_rules():
+    from app.security.passwords import generate, problems
+
+    assert problems("short") != []
+    assert problems("alllowercase1!") == ["an upper-case letter"]
+    assert problems("Newcomer-Pass-1!") == []
+    assert problems(generate()) == []
+
+
+def test_forms_require_csrf(app, service_urls, factory):
+    csrf_app = create_app(make_config(service_urls, WTF_CSRF_ENABLED=True))
+    client = csrf_app.test_client()
+    user = factory.user("Admin")
+    page = client.get("/login/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token, "the login form carries a CSRF token"
+    refused = client.post("/login/", data={"username": user["username"], "password": PASSWORD})
+    assert refused.status_code == 400
+    accepted = client.post("/login/", data={"username": user["username"], "password": PASSWORD,
+                                             "csrf_token": token.group(1)})
+    assert accepted.status_code == 302
+    # Every add form of ours carries it too.
+    form = client.get("/teamview/add").get_data(as_text=True)
+    assert 'name="csrf_token"' in form
+    no_token = client.post("/teamview/add", data={"name": unique("csrf")})
+    assert no_token.status_code == 400
+
+
+def test_security_headers(client):
+    r = client.get("/login/")
+    csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
+    assert f'nonce="{nonce}"' in r.get_data(as_text=True)
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    assert r.headers["X-Request-ID"]
+
+
+def test_pages_use_no_external_assets(client, factory):
+    user = factory.user("Admin")
+    client.post("/login/", data={"username": user["username"], "password": PASSWORD})
+    for path in ("/", "/audit/list/", "/teamview/list/", "/capabilities/", "/swagger/v1"):
+        html = client.get(path).get_data(as_text=True)
+        assert not re.search(r'(src|href)="(https?:)?//', html), path
+
+
+def test_default_secret_key_is_refused_outside_development(service_urls):
+    import config
+
+    with pytest.raises(InsecureConfiguration):
+        create_app(make_config(service_urls, APG_ENV="production",
+                               SECRET_KEY=config.DEFAULT_SECRET_KEY))
+    with pytest.raises(InsecureConfiguration):
+        create_app(make_config(service_urls, SECRET_KEY="too-short"))
+
+
+def test_openapi_and_swagger(client, factory):
+    admin = factory.user("Admin")
+    headers = auth(api_token(client, admin["username"]))
+    spec = client.get("/api/v1/_openapi", headers=headers)
+    assert spec.status_code == 200
+    paths = spec.get_json()["paths"]
+    for path in ("/teams/", "/teams/{pk}", "/teams/{pk}/members", "/tenants/", "/audit/",
+                 "/audit/export.csv", "/capabilities/"):
+        assert "/api/v1" + path in paths, path
+    client.post("/login/", data={"username": admin["username"], "password": PASSWORD})
+    assert client.get("/swagger/v1").status_code == 200

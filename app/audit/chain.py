@@ -36,7 +36,7 @@ def _canonical_time(value: dt.datetime) -> str:
 
 def compute_hash(fields: dict[str, Any]) -> str:
     material = {name: fields.get(name) for name in HASHED_FIELDS}
-    material["at"] = _canonical_time(material["at"])
+    material["at"] = _canonical_time(fields["at"])
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -69,8 +69,7 @@ def append(conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any
         row["seq"] = seq
         row["at"] = event.get("at") or dt.datetime.now(dt.UTC)
         row["prev_hash"] = prev
-        row["hash"] = compute_hash(row)
-        prev = row["hash"]
+        prev = row["hash"] = compute_hash(row)
         rows.append(row)
     conn.execute(insert(AuditEvent), rows)
     conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.audit import chain
 from app.audit.models import OUTCOMES, AuditEvent
 from app.errors import ValidationFailed
+from app.extensions import DbSession
 from app.security.actor import Actor
 from app.security.scope import scoped
 
@@ -90,7 +90,7 @@ def query(actor: Actor, flt: AuditFilter) -> Any:
 
 
 def list_events(
-    session: Session, actor: Actor, flt: AuditFilter, page: int = 0, page_size: int = 100
+    session: DbSession, actor: Actor, flt: AuditFilter, page: int = 0, page_size: int = 100
 ) -> tuple[int, list[AuditEvent]]:
     from sqlalchemy import func
 
@@ -131,7 +131,7 @@ def csv_stream(batches: Iterator[list[AuditEvent]]) -> Iterator[str]:
         yield flush()
 
 
-def export_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]:
+def export_csv(session: DbSession, actor: Actor, flt: AuditFilter) -> Iterator[str]:
     def batches() -> Iterator[list[AuditEvent]]:
         last = 0
         stmt = query(actor, flt).order_by(AuditEvent.seq).limit(500)
@@ -149,5 +149,5 @@ def csv_safe(value: Any) -> Any:
     return "" if value is None else value
 
 
-def verify(session: Session) -> chain.VerifyResult:
+def verify(session: DbSession) -> chain.VerifyResult:
     return chain.verify(session.connection())

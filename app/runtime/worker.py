@@ -53,6 +53,15 @@ class AppWorker(Worker):
                     db.session.remove()
                     db.engine.dispose()
 
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to 1s.
+        # When the reply wakes the thread before the stop, the thread goes back to
+        # waiting (60s) and every shutdown takes that second. Stopping first lets the
+        # reply end the thread at once.
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
 
 class AppScheduler(RQScheduler):
     """RQ's scheduler, retrying the queue locks it does not hold every

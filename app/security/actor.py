@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+
+from app.extensions import DbSession
 
 ADMIN_ROLE = "Admin"
 
@@ -49,7 +50,7 @@ SYSTEM = Actor(username="system", roles=frozenset({ADMIN_ROLE}))
 
 
 def actor_for_user(
-    session: Session, user: Any, *, ip: str | None = None, request_id: str | None = None
+    session: DbSession, user: Any, *, ip: str | None = None, request_id: str | None = None
 ) -> Actor:
     """Build the actor of a FAB user: roles (direct and through groups), teams, tenants."""
     from app.models import Team, TeamMembership, Tenant

@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+
+from app.extensions import DbSession
 
 ADMIN = "Admin"
 AUTHOR = "Author"
@@ -41,7 +42,7 @@ def _matches(rules: list[Rule], view: str, permission: str) -> bool:
     return any(re.fullmatch(v, view) and re.fullmatch(p, permission) for v, p in rules)
 
 
-def sync_roles(session: Session, rules: Mapping[str, list[Rule]]) -> dict[str, int]:
+def sync_roles(session: DbSession, rules: Mapping[str, list[Rule]]) -> dict[str, int]:
     """Create missing roles and set each role's permissions to what its rules match."""
     from flask_appbuilder.security.sqla.models import PermissionView, Role
 

@@ -106,7 +106,7 @@ class ScopedMixin:
     """
 
     datamodel: Any
-    base_filters: ClassVar[list[Any]]
+    base_filters: list[Any]
     _scope_rel_attrs: ClassVar[tuple[str, ...]] = (
         "add_form_query_rel_fields",
         "edit_form_query_rel_fields",

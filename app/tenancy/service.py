@@ -8,10 +8,10 @@ from flask_appbuilder.security.sqla.models import User
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from app.audit.context import acting_as
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.extensions import DbSession
 from app.models import Team, TeamMembership, Tenant
 from app.security.actor import Actor
 from app.security.scope import get_scoped, scoped
@@ -51,7 +51,7 @@ def _require_admin(actor: Actor) -> None:
         raise Forbidden("Only an Admin may change tenants and teams")
 
 
-def ensure_default_tenant(session: Session, name: str) -> Tenant:
+def ensure_default_tenant(session: DbSession, name: str) -> Tenant:
     tenant = session.execute(select(Tenant).where(Tenant.name == name)).scalar()
     if tenant is None:
         tenant = Tenant(name=name)
@@ -60,12 +60,12 @@ def ensure_default_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def list_tenants(session: Session, actor: Actor) -> list[Tenant]:
+def list_tenants(session: DbSession, actor: Actor) -> list[Tenant]:
     stmt = scoped(select(Tenant).order_by(Tenant.name), Tenant, actor)
     return list(session.execute(stmt).scalars())
 
 
-def create_tenant(session: Session, actor: Actor, data: TenantIn) -> Tenant:
+def create_tenant(session: DbSession, actor: Actor, data: TenantIn) -> Tenant:
     _require_admin(actor)
     if session.execute(select(Tenant.id).where(Tenant.name == data.name)).first():
         raise Conflict(
@@ -79,7 +79,7 @@ def create_tenant(session: Session, actor: Actor, data: TenantIn) -> Tenant:
     return tenant
 
 
-def _tenant_by_name(session: Session, name: str) -> Tenant:
+def _tenant_by_name(session: DbSession, name: str) -> Tenant:
     tenant = session.execute(select(Tenant).where(Tenant.name == name)).scalar()
     if tenant is None:
         raise ValidationFailed(
@@ -88,14 +88,16 @@ def _tenant_by_name(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def _name_taken(session: Session, tenant_id: str, name: str, except_id: str | None = None) -> bool:
+def _name_taken(
+    session: DbSession, tenant_id: str, name: str, except_id: str | None = None
+) -> bool:
     stmt = select(Team.id).where(Team.tenant_id == tenant_id, func.lower(Team.name) == name.lower())
     if except_id:
         stmt = stmt.where(Team.id != except_id)
     return session.execute(stmt).first() is not None
 
 
-def _commit(session: Session, path: str, name: str) -> None:
+def _commit(session: DbSession, path: str, name: str) -> None:
     try:
         session.commit()
     except IntegrityError as exc:  # a concurrent insert won the unique constraint
@@ -105,7 +107,7 @@ def _commit(session: Session, path: str, name: str) -> None:
         ) from exc
 
 
-def create_team(session: Session, actor: Actor, data: TeamIn, default_tenant: str) -> Team:
+def create_team(session: DbSession, actor: Actor, data: TeamIn, default_tenant: str) -> Team:
     _require_admin(actor)
     tenant = _tenant_by_name(session, data.tenant or default_tenant)
     if _name_taken(session, tenant.id, data.name):
@@ -120,15 +122,15 @@ def create_team(session: Session, actor: Actor, data: TeamIn, default_tenant: st
     return team
 
 
-def list_teams(session: Session, actor: Actor) -> list[Team]:
+def list_teams(session: DbSession, actor: Actor) -> list[Team]:
     return list(session.execute(scoped(select(Team).order_by(Team.name), Team, actor)).scalars())
 
 
-def get_team(session: Session, actor: Actor, team_id: str) -> Team:
+def get_team(session: DbSession, actor: Actor, team_id: str) -> Team:
     return get_scoped(session, Team, team_id, actor)
 
 
-def update_team(session: Session, actor: Actor, team_id: str, data: TeamUpdate) -> Team:
+def update_team(session: DbSession, actor: Actor, team_id: str, data: TeamUpdate) -> Team:
     team = get_team(session, actor, team_id)
     _require_admin(actor)
     if _name_taken(session, team.tenant_id, data.name, except_id=team.id):
@@ -142,7 +144,7 @@ def update_team(session: Session, actor: Actor, team_id: str, data: TeamUpdate) 
     return team
 
 
-def delete_team(session: Session, actor: Actor, team_id: str) -> None:
+def delete_team(session: DbSession, actor: Actor, team_id: str) -> None:
     team = get_team(session, actor, team_id)
     _require_admin(actor)
     with acting_as(actor):
@@ -156,7 +158,7 @@ def delete_team(session: Session, actor: Actor, team_id: str) -> None:
             ) from exc
 
 
-def _user(session: Session, username: str) -> User:
+def _user(session: DbSession, username: str) -> User:
     user = session.execute(select(User).where(User.username == username)).scalar()
     if user is None:
         raise ValidationFailed(
@@ -165,7 +167,7 @@ def _user(session: Session, username: str) -> User:
     return user
 
 
-def add_member(session: Session, actor: Actor, team_id: str, data: MemberIn) -> TeamMembership:
+def add_member(session: DbSession, actor: Actor, team_id: str, data: MemberIn) -> TeamMembership:
     team = get_team(session, actor, team_id)
     _require_admin(actor)
     user = _user(session, data.username)
@@ -186,7 +188,7 @@ def add_member(session: Session, actor: Actor, team_id: str, data: MemberIn) -> 
     return membership
 
 
-def remove_member(session: Session, actor: Actor, team_id: str, username: str) -> None:
+def remove_member(session: DbSession, actor: Actor, team_id: str, username: str) -> None:
     team = get_team(session, actor, team_id)
     _require_admin(actor)
     membership = session.execute(
@@ -201,7 +203,7 @@ def remove_member(session: Session, actor: Actor, team_id: str, username: str) -
         session.commit()
 
 
-def members(session: Session, team: Team) -> list[str]:
+def members(session: DbSession, team: Team) -> list[str]:
     rows = session.execute(
         select(User.username)
         .join(TeamMembership, TeamMembership.user_id == User.id)

@@ -9,7 +9,9 @@ from typing import Any
 from flask import Flask, jsonify, request
 from flask_appbuilder import AppBuilder
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -41,6 +43,15 @@ def _engine_options(uri: str) -> dict[str, Any]:
         # Writers queue on SQLite's lock instead of failing at once.
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     return {"pool_pre_ping": True}
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite ignores ON DELETE CASCADE / RESTRICT unless asked, per connection.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
 
 
 def schema_ready() -> bool:

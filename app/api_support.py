@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Response, current_app, jsonify, make_response, request
@@ -62,6 +63,17 @@ def audit_failure(
     )
     db.session.commit()
     mark_audited()
+
+
+@contextmanager
+def audit_rejection(action: str, target_type: str, target_id: str | None) -> Iterator[None]:
+    """For form views: a check that raises is recorded as a rejected attempt, then re-raised
+    (FAB shows its message to the user)."""
+    try:
+        yield
+    except Exception as exc:
+        audit_failure(request_actor(), exc, action, target_type, target_id)
+        raise
 
 
 def call_service(

@@ -8,11 +8,13 @@ from app.composition import Capability, Registrar
 
 
 def register(reg: Registrar) -> None:
+    from capability.api import TransportApi
     from capability.views import TransportView
 
     reg.add_view(
         TransportView, "Workers & queues", icon="fa-server", category="Security",
     )
+    reg.add_api(TransportApi)
 
 
 def health() -> dict[str, Any]:

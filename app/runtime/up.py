@@ -9,12 +9,16 @@ Lifecycle:
 
 * a child that dies while the web server runs is started again (after a pause that
   grows when it keeps dying at once), so ``/health`` keeps reporting N workers;
-* SIGTERM or Ctrl-C: the web server stops, each child gets SIGTERM (an RQ worker
+* children run in their own process groups, so signals meant for the whole command
+  (Ctrl-C, ``kill -TERM -- -<pgid>``) reach this process only, and it relays them;
+* SIGTERM or Ctrl-C: the web server stops, each child gets one SIGTERM (an RQ worker
   finishes its current job, then exits), a child still busy after the grace period
-  gets a second SIGTERM (RQ's cold shutdown) and finally SIGKILL; the embedded Redis,
-  if this process started it, is stopped last;
-* if this process is killed outright, the kernel sends SIGTERM to the children
-  (``PR_SET_PDEATHSIG``, Linux), so nothing is left running.
+  (``APG_SHUTDOWN_GRACE``, 30 s) gets a second SIGTERM (RQ's cold shutdown: the job is
+  killed) and finally SIGKILL; the embedded Redis, if this process started it, is
+  stopped last;
+* if this process is killed outright (SIGKILL), the kernel sends SIGTERM to the
+  children and to the embedded Redis (``PR_SET_PDEATHSIG``, Linux), so nothing is
+  left running.
 """
 
 from __future__ import annotations
@@ -94,7 +98,11 @@ class _Child:
             [sys.executable, "-m", "flask", "--app", "app", *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
-            # The spawning thread lives as long as this process serves.
+            # Its own process group: a Ctrl-C or a signal to the `make run` group reaches
+            # this process only, which then sends each child exactly one SIGTERM (RQ
+            # reads a second signal as "kill the running job").
+            process_group=0,
+            # And should this process be killed outright, the kernel sends the SIGTERM.
             preexec_fn=pdeathsig_preexec(),
         )
         self.started = time.monotonic()

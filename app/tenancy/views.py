@@ -9,6 +9,7 @@ from flask_appbuilder import ModelView
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from sqlalchemy import func, select
 
+from app.api_support import audit_rejection
 from app.errors import parse
 from app.extensions import db
 from app.models import Team, TeamMembership, Tenant
@@ -64,10 +65,12 @@ class TeamView(ScopedMixin, ModelView):
             item.tenant = service.ensure_default_tenant(
                 db.session, current_app.config["DEFAULT_TENANT"]
             )
-        _check_team_name(item)
+        with audit_rejection("create", "team", None):
+            _check_team_name(item)
 
     def pre_update(self, item: Team) -> None:
-        _check_team_name(item, exclude_id=item.id)
+        with audit_rejection("update", "team", item.id):
+            _check_team_name(item, exclude_id=item.id)
 
 
 class TenantView(ScopedMixin, ModelView):
@@ -81,10 +84,19 @@ class TenantView(ScopedMixin, ModelView):
     search_columns = ["name"]
     related_views = [TeamView]
 
-    def pre_add(self, item: Any) -> None:
+    def _check(self, item: Any) -> None:
         data = parse(service.TenantIn, {"name": item.name or ""})
         item.name = data.name
-        if db.session.execute(select(Tenant.id).where(Tenant.name == data.name)).first():
+        stmt = select(Tenant.id).where(Tenant.name == data.name)
+        if item.id:
+            stmt = stmt.where(Tenant.id != item.id)
+        if db.session.execute(stmt, execution_options={"autoflush": False}).first():
             raise ValueError(f"A tenant named {data.name!r} already exists")
 
-    pre_update = pre_add
+    def pre_add(self, item: Any) -> None:
+        with audit_rejection("create", "tenant", None):
+            self._check(item)
+
+    def pre_update(self, item: Any) -> None:
+        with audit_rejection("update", "tenant", item.id):
+            self._check(item)

@@ -67,6 +67,7 @@ CASES = [
     ("audit event other tenant", "GET", "/api/v1/audit/{foreign_event}", None,
      _expect(200, 403, 404)),
     ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
+    ("workers", "GET", "/api/v1/workers/", None, _expect(200, 403, 403)),
     ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
     ("security roles", "GET", "/api/v1/security/roles/", None, _expect(200, 403, 403)),
 ]

@@ -128,3 +128,35 @@ def test_wrong_credentials(client, factory):
     r = client.post("/api/v1/security/login", data="garbage",
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 400
+
+
+def test_rejected_ui_form_changes_nothing_and_is_audited(app, factory):
+    admin = factory.user("Admin")
+    team = factory.team()
+    client = app.test_client()
+    client.post("/login/", data={"username": admin["username"], "password": admin["password"]})
+    before = counts(app)
+    with app.app_context():
+        tenant_id = db.session.execute(
+            select(Tenant.id).where(Tenant.name == "default")).scalar_one()
+    r = client.post("/teamview/add", data={"name": team["name"], "tenant": tenant_id},
+                    follow_redirects=True)
+    assert "already has a team named" in r.get_data(as_text=True)
+    assert counts(app) == before
+    event = last_event(app, admin["username"])
+    assert (event.action, event.target_type, event.outcome) == ("create", "team", "error")
+    assert "already has a team named" in event.after["message"]
+
+
+def test_deleting_a_team_removes_its_memberships(app, client, factory):
+    from app.models import TeamMembership
+
+    admin = factory.user("Admin")
+    team = factory.team()
+    factory.user("Viewer", teams=[team])
+    headers = auth(api_token(client, admin["username"]))
+    assert client.delete(f"/api/v1/teams/{team['id']}", headers=headers).status_code == 200
+    with app.app_context():
+        left = db.session.execute(
+            select(TeamMembership).where(TeamMembership.team_id == team["id"])).first()
+    assert left is None

@@ -1,0 +1,116 @@
+"""Browser fixtures: a live server on a real port and a headless Chromium.
+
+The live app is a separate application (CSRF ON, as in production) on the same
+database and Redis as the session ``app`` fixture, so ``factory`` users can log in.
+Chromium is Debian's package; a missing browser fails the suite, it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import make_config
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask, service_urls: dict[str, str]) -> Iterator[str]:
+    """Serve a CSRF-enabled app on 127.0.0.1:<free port>; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    from app import create_app
+
+    # ``app`` is requested first: it runs the migrations this app starts on.
+    live = create_app(make_config(service_urls, WTF_CSRF_ENABLED=True))
+    assert live.config["WTF_CSRF_ENABLED"] is True
+    server = make_server("127.0.0.1", 0, live, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` "
+            "(never `playwright install`)",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+class ConsoleLog:
+    """Console errors, page errors and server errors (5xx) seen by one page."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.server_errors: list[str] = []
+
+    def on_console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(f"{message.text} @ {message.location}")
+
+    def on_page_error(self, error: Any) -> None:
+        self.errors.append(f"pageerror: {error}")
+
+    def on_response(self, response: Any) -> None:
+        if response.status >= 500:
+            self.server_errors.append(f"{response.status} {response.request.method} {response.url}")
+
+    def csp_violations(self) -> list[str]:
+        return [m for m in self.errors if "Content Security Policy" in m]
+
+
+@pytest.fixture()
+def console() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture()
+def page(browser: Any, live_server: str, console: ConsoleLog) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(5000)
+    pg = context.new_page()
+    pg.on("console", console.on_console)
+    pg.on("pageerror", console.on_page_error)
+    pg.on("response", console.on_response)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

@@ -1,0 +1,148 @@
+"""End-to-end: a real Chromium drives the real login form, menus and forms of a live
+server with CSRF on, and every page loads without a Content-Security-Policy block."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import api_token, auth, unique
+from tests.e2e.conftest import ConsoleLog
+
+pytestmark = pytest.mark.e2e
+
+
+def login(page: Any, username: str, password: str) -> None:
+    page.goto("/login/")
+    form = page.locator("form[name=login]")
+    # The form must carry a CSRF token (WTF_CSRF_ENABLED is on in the live app).
+    assert form.locator("input[name=csrf_token]").get_attribute("value")
+    form.locator("input[name=username]").fill(username)
+    form.locator("input[name=password]").fill(password)
+    form.locator("input[type=submit]").click()
+    page.wait_for_load_state("domcontentloaded")
+
+
+def open_menu(page: Any, category: str, item: str) -> None:
+    navbar = page.locator(".navbar")
+    navbar.locator("a.dropdown-toggle", has_text=re.compile(rf"^\s*{category}\s*$")).click()
+    navbar.locator(".dropdown-menu a", has_text=re.compile(rf"^\s*{item}\s*$")).click()
+    page.wait_for_load_state("domcontentloaded")
+
+
+def settle(page: Any) -> None:
+    """Wait for stylesheets and web fonts (icons) before a screenshot."""
+    page.wait_for_load_state("load")
+    page.evaluate("document.fonts.ready.then(() => true)")
+
+
+def menu_categories(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator(".navbar a.dropdown-toggle").all_inner_texts()]
+
+
+def assert_no_csp_errors(console: ConsoleLog) -> None:
+    assert not console.csp_violations(), console.csp_violations()
+    assert not console.server_errors, console.server_errors
+
+
+def test_admin_logs_in_and_sees_own_login_in_audit_trail(
+    page: Any, live_server: str, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    admin = factory.user("Admin")
+    login(page, admin["username"], admin["password"])
+
+    assert page.url == f"{live_server}/"  # the home page
+    assert page.locator("#home-user").inner_text() == admin["username"]
+    settle(page)
+    page.screenshot(path=str(screenshots / "home.png"), full_page=True)
+
+    open_menu(page, "Audit", "Audit trail")
+    assert "/audit/list/" in page.url
+    row = page.locator("table tr", has_text=admin["username"]).filter(
+        has=page.locator("td", has_text=re.compile(r"^\s*login\s*$"))
+    )
+    assert row.count() >= 1, page.locator("table").inner_text()
+    assert "success" in row.first.inner_text()
+    settle(page)
+    # The viewport only: the full page is 50 rows long.
+    page.screenshot(path=str(screenshots / "audit_trail.png"))
+    assert_no_csp_errors(console)
+
+
+def test_wrong_password_is_refused_and_audited_as_denied(
+    page: Any, app: Flask, factory: Any, console: ConsoleLog
+) -> None:
+    victim = factory.user("Viewer")
+    login(page, victim["username"], "Wrong-Pass-999!")
+
+    assert "/login" in page.url
+    assert page.locator(".alert", has_text="Invalid login").is_visible()
+    assert page.locator("#home-user").count() == 0
+    # Still anonymous: a protected page sends the browser back to the login form.
+    page.goto("/audit/list/")
+    assert "/login" in page.url
+    assert_no_csp_errors(console)
+
+    admin = factory.user("Admin")
+    client = app.test_client()
+    token = api_token(client, admin["username"])
+    response = client.get(
+        "/api/v1/audit/",
+        query_string={"actor": victim["username"], "action": "login"},
+        headers=auth(token),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    rows = response.get_json()["result"]
+    assert [r["outcome"] for r in rows] == ["denied"], rows
+
+
+def test_menus_follow_roles(page: Any, factory: Any, console: ConsoleLog) -> None:
+    auditor = factory.user("Auditor")
+    login(page, auditor["username"], auditor["password"])
+    assert page.locator("#home-user").inner_text() == auditor["username"]
+    categories = menu_categories(page)
+    assert "Audit" in categories and "Security" not in categories, categories
+    open_menu(page, "Audit", "Audit trail")
+    assert "/audit/list/" in page.url
+
+    page.goto("/logout/")
+    viewer = factory.user("Viewer")
+    login(page, viewer["username"], viewer["password"])
+    assert page.locator("#home-user").inner_text() == viewer["username"]
+    assert "Audit" not in menu_categories(page)
+    assert_no_csp_errors(console)
+
+
+def test_admin_creates_team_through_form(
+    page: Any, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    admin = factory.user("Admin")
+    login(page, admin["username"], admin["password"])
+
+    open_menu(page, "Security", "Teams")
+    assert "/teamview/list/" in page.url
+    # Bootstrap's tooltip moves `title` away, so find the add button by its target.
+    page.locator("a[href$='/teamview/add']").click()
+    form = page.locator("form#model_form")
+    assert form.locator("input[name=csrf_token]").get_attribute("value")
+    name = unique("e2e-team")
+    form.locator("input[name=name]").fill(name)
+    form.locator("button[type=submit]").click()
+    page.wait_for_load_state("domcontentloaded")
+
+    assert "/teamview/list/" in page.url, page.content()
+    assert page.locator(".alert-success").is_visible(), page.locator(".alert").all_inner_texts()
+    assert page.locator("table td", has_text=name).count() == 1
+    settle(page)
+    page.screenshot(path=str(screenshots / "teams.png"), full_page=True)
+
+    open_menu(page, "Security", "Capabilities")
+    assert "/capabilities/" in page.url
+    assert page.locator("#capabilities td code", has_text="platform").count() == 1
+    settle(page)
+    page.screenshot(path=str(screenshots / "capabilities.png"), full_page=True)
+    assert_no_csp_errors(console)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_appbuilder import AppBuilder
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
@@ -58,29 +58,56 @@ def schema_ready() -> bool:
     return sa_inspect(db.engine).has_table("apg_audit_head")
 
 
-def sync_security(app: Flask) -> None:
-    """Create FAB permissions for every registered view and re-sync the five roles."""
+def sync_security(app: Flask, baseline: dict[str, set[str]] | None = None) -> None:
+    """Create FAB permissions for every registered view and re-sync the five roles.
+
+    ``baseline`` is what the roles held before this start touched them (FAB grants
+    Admin each new permission as views register), so the audit trail gets one event
+    per changed role instead of one per permission.
+    """
+    from app.audit.recorder import row_events_off
     from app.composition.engine import get_composition
-    from app.security.roles import ROLE_NAMES, merge_rules, sync_roles
+    from app.security.roles import ROLE_NAMES, merge_rules, role_permissions, sync_roles
     from app.tenancy.service import ensure_default_tenant
 
+    if baseline is None:
+        baseline = role_permissions(db.session)
     appbuilder = app.extensions["appbuilder"]
     # Roles first: FAB grants every new permission to the Admin role as it creates it.
-    for name in (*ROLE_NAMES, app.config["AUTH_ROLE_PUBLIC"]):
-        if appbuilder.sm.find_role(name) is None:
-            appbuilder.sm.add_role(name)
-    appbuilder.add_permissions(update_perms=True)
-    sync_roles(db.session, merge_rules(get_composition(app).role_rules()))
+    with row_events_off():
+        for name in (*ROLE_NAMES, app.config["AUTH_ROLE_PUBLIC"]):
+            if appbuilder.sm.find_role(name) is None:
+                appbuilder.sm.add_role(name)
+        appbuilder.add_permissions(update_perms=True)
+    sync_roles(db.session, merge_rules(get_composition(app).role_rules()), baseline)
     ensure_default_tenant(db.session, app.config["DEFAULT_TENANT"])
 
 
 def _json_errors(app: Flask) -> None:
+    @app.before_request
+    def _refuse_oversize() -> Any:
+        # Refused before any view reads the body, so FAB's @safe cannot turn it into a 500.
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if limit and (request.content_length or 0) > limit:
+            return _error_response(413, f"Request body is larger than {limit} bytes")
+        return None
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
-        # API clients get JSON for every error; browsers keep Flask's pages.
-        if request.path.startswith("/api/"):
-            return jsonify({"message": exc.description or exc.name}), exc.code
-        return exc
+        return _error_response(exc.code or 500, exc.description or exc.name, exc)
+
+
+def _error_response(code: int, message: str, exc: HTTPException | None = None) -> Any:
+    """API clients get JSON for every error; browsers get the page in the app's layout."""
+    if request.path.startswith("/api/"):
+        return jsonify({"message": message}), code
+    appbuilder = current_app.extensions.get("appbuilder")
+    if appbuilder is None or code not in (403, 404, 413):
+        return exc if exc is not None else (message, code)
+    return render_template(
+        "error.html", appbuilder=appbuilder, base_template=appbuilder.base_template,
+        code=code, message=message,
+    ), code
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -138,15 +165,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["FAB_UPDATE_PERMS"] = sync
         appbuilder.init_app(app, db.session)
 
+        from app.audit.recorder import row_events_off
         from app.composition.engine import compose, discover
         from app.platform import capability as platform
+        from app.security.roles import role_permissions
 
         capabilities = [platform, *discover(
             app.config["APG_CAPABILITIES"], app.config["APG_DISCOVER_ENTRY_POINTS"]
         )]
-        compose(app, appbuilder, db.session, capabilities, with_db=ready)
+        baseline = role_permissions(db.session) if sync else None
+        with row_events_off():
+            compose(app, appbuilder, db.session, capabilities, with_db=ready)
         if sync:
-            sync_security(app)
+            sync_security(app, baseline)
         db.session.remove()
 
     from app.health import bp as health_bp

@@ -34,4 +34,5 @@ capability = Capability.build(
     version="0.1.0",
     description="Workflows of typed tasks run on RQ workers (engine: issue 3).",
     depends_on=("platform",),
+    menus=("Security",),
 )

@@ -9,6 +9,9 @@ denied requests, run controls) go through ``record``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event, inspect
@@ -21,6 +24,18 @@ from app.audit.registry import REDACTED, AuditSpec, json_safe, spec_for
 from app.security.actor import Actor
 
 PENDING_KEY = "apg_audit_pending"
+_row_events_off: ContextVar[bool] = ContextVar("apg_audit_row_events_off", default=False)
+
+
+@contextmanager
+def row_events_off() -> Iterator[None]:
+    """Stop per-row events for bulk system work that records its own summary events
+    (FAB creating ~90 permissions at first start would otherwise bury the trail)."""
+    token = _row_events_off.set(True)
+    try:
+        yield
+    finally:
+        _row_events_off.reset(token)
 
 
 def _value(spec: AuditSpec, key: str, value: Any) -> Any:
@@ -133,6 +148,8 @@ def _event_for(obj: Any, spec: AuditSpec, action: str, actor: Actor, before: Any
 
 
 def _orm_events(session: Session) -> list[dict[str, Any]]:
+    if _row_events_off.get():
+        return []
     actor: Actor | None = None
     events = []
 

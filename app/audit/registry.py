@@ -12,7 +12,7 @@ import decimal
 import enum
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 REDACTED = "***"
@@ -27,7 +27,6 @@ class AuditSpec:
     team_of: Callable[[Any], str | None] | None = None
     tenant_of: Callable[[Any], str | None] | None = None
     target_id_of: Callable[[Any], str | None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _SPECS: dict[type, AuditSpec] = {}

@@ -17,6 +17,10 @@ from app.audit.models import AuditEvent
 from app.security.scope import ScopedMixin
 
 
+def _blank(value: Any) -> Any:
+    return "—" if value is None else value
+
+
 class AuditTrailView(ScopedMixin, ModelView):
     route_base = "/audit"
     datamodel = SQLAInterface(AuditEvent)
@@ -32,7 +36,12 @@ class AuditTrailView(ScopedMixin, ModelView):
     search_columns = ["actor", "action", "target_type", "target_id", "outcome", "at", "team",
                       "tenant"]
     label_columns = {"seq": "#", "target_type": "Target", "target_id": "Target id",
-                     "at": "Time (UTC)"}
+                     "at": "Time (UTC)", "ip": "IP", "request_id": "Request id",
+                     "prev_hash": "Previous hash"}
+    formatters_columns = {
+        "at": lambda at: at.strftime("%Y-%m-%d %H:%M:%S") if at else "",
+        **{name: _blank for name in ("team", "ip", "target_id", "tenant", "request_id")},
+    }
     base_order = ("seq", "desc")
     page_size = 50
 

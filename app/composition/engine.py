@@ -47,6 +47,7 @@ class Loaded:
             "version": meta.version,
             "description": meta.description,
             "depends_on": list(meta.depends_on),
+            "menus": list(meta.menus),
             "status": self.status,
             "error": self.error,
             "health": self.health(),

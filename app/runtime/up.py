@@ -38,6 +38,11 @@ from flask import Flask
 from app.extensions import db, socketio
 from app.runtime.redis_conn import pdeathsig_preexec, stop_embedded
 
+# Children must not race each other writing permissions and roles: this process did
+# it. APG_SYNC_SECURITY is a config key, not read from the environment, so the children
+# build the app with it through the factory call Flask's --app accepts.
+CHILD_APP = "app:create_app({'APG_SYNC_SECURITY': False})"
+
 # Seconds a worker may take to finish its current job after SIGTERM.
 GRACE_SECONDS = float(os.environ.get("APG_SHUTDOWN_GRACE", "30"))
 
@@ -95,7 +100,7 @@ class _Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "app", *self.args],
+            [sys.executable, "-m", "flask", "--app", CHILD_APP, *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             # Its own process group: a Ctrl-C or a signal to the `make run` group reaches
@@ -191,8 +196,6 @@ def run_up(app: Flask, host: str, port: int, workers: int) -> None:
     env = dict(os.environ)
     env["REDIS_URL"] = app.config["REDIS_URL"]
     env["DATABASE_URL"] = app.config["SQLALCHEMY_DATABASE_URI"]
-    # Children must not race each other creating permissions; this process did it.
-    env["APG_SYNC_SECURITY"] = "0"
     supervisor = _Supervisor(
         [_Child(["worker"], env) for _ in range(workers)] + [_Child(["scheduler"], env)]
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g
+from flask import Flask, Response, current_app, g, jsonify, make_response
 from flask_appbuilder.security.sqla.manager import SecurityManager
+from flask_jwt_extended import JWTManager
 
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
@@ -13,7 +14,22 @@ from app.security.actor import Actor
 from app.security.request import client_ip, request_id
 
 
+def _unauthorized(reason: str) -> Response:
+    return make_response(jsonify({"message": reason}), 401)
+
+
 class ApgSecurityManager(SecurityManager):
+    def create_jwt_manager(self, app: Flask) -> JWTManager:
+        """Token errors answer 401 with ``message`` like every other error of the API
+        (flask-jwt-extended's defaults are ``{"msg"}`` and 422 for a malformed token)."""
+        manager = super().create_jwt_manager(app)
+        manager.unauthorized_loader(lambda reason: _unauthorized(f"Not authenticated: {reason}"))
+        manager.invalid_token_loader(lambda reason: _unauthorized(f"Invalid token: {reason}"))
+        manager.expired_token_loader(lambda _h, _p: _unauthorized("Token has expired"))
+        manager.revoked_token_loader(lambda _h, _p: _unauthorized("Token has been revoked"))
+        manager.user_lookup_error_loader(lambda _h, _p: _unauthorized("Unknown or inactive user"))
+        return manager
+
     def register_views(self) -> None:
         super().register_views()
         # FAB limits only the form login (AUTH_RATE_LIMITED); the API login is the

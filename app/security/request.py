@@ -26,8 +26,23 @@ def client_ip() -> str | None:
 def current_user_or_none() -> object | None:
     user = getattr(g, "user", None)
     if user is None or not getattr(user, "is_authenticated", False):
-        return None
+        user = _bearer_user()
     return user
+
+
+def _bearer_user() -> object | None:
+    """The user of a Bearer token, for requests refused before FAB checked it
+    (oversize bodies, malformed JSON): the audit event still names who tried."""
+    if not request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return None
+    from flask_jwt_extended import get_current_user, verify_jwt_in_request
+
+    try:
+        verify_jwt_in_request(optional=True)
+        user = get_current_user()
+    except Exception:  # an invalid token is simply no user
+        return None
+    return user if getattr(user, "is_authenticated", False) else None
 
 
 def request_actor() -> Actor:

@@ -42,9 +42,34 @@ def _matches(rules: list[Rule], view: str, permission: str) -> bool:
     return any(re.fullmatch(v, view) and re.fullmatch(p, permission) for v, p in rules)
 
 
-def sync_roles(session: DbSession, rules: Mapping[str, list[Rule]]) -> dict[str, int]:
-    """Create missing roles and set each role's permissions to what its rules match."""
+def _label(pv: object) -> str:
+    return f"{pv.permission.name} on {pv.view_menu.name}"  # type: ignore[attr-defined]
+
+
+def role_permissions(session: DbSession) -> dict[str, set[str]]:
+    """What each role holds now, to compare with after FAB and the sync changed it."""
+    from flask_appbuilder.security.sqla.models import Role
+
+    return {
+        role.name: {_label(pv) for pv in role.permissions}
+        for role in session.execute(select(Role)).scalars()
+    }
+
+
+def sync_roles(
+    session: DbSession,
+    rules: Mapping[str, list[Rule]],
+    baseline: Mapping[str, set[str]] | None = None,
+) -> dict[str, int]:
+    """Create missing roles and set each role's permissions to what its rules match.
+
+    One audit event per role that changed since ``baseline`` (default: now), listing
+    what was granted and revoked.
+    """
     from flask_appbuilder.security.sqla.models import PermissionView, Role
+
+    from app.audit.recorder import build_event, record, row_events_off
+    from app.security.actor import SYSTEM
 
     all_pvs = list(session.execute(select(PermissionView)).scalars())
     counts = {}
@@ -61,8 +86,18 @@ def sync_roles(session: DbSession, rules: Mapping[str, list[Rule]]) -> dict[str,
                 if pv.view_menu and pv.permission
                 and _matches(rules.get(name, []), pv.view_menu.name, pv.permission.name)
             ]
-        if {pv.id for pv in role.permissions} != {pv.id for pv in wanted}:
-            role.permissions = wanted
+        current = {_label(pv) for pv in role.permissions}
+        had = set(baseline.get(name, set())) if baseline is not None else current
+        now = {_label(pv) for pv in wanted}
+        if current != now:
+            with row_events_off():
+                role.permissions = wanted
+                session.flush()
+        if had != now:
+            record(session, build_event(
+                SYSTEM, "sync", "role", name,
+                before={"revoked": sorted(had - now)}, after={"granted": sorted(now - had)},
+            ))
         counts[name] = len(wanted)
     session.commit()
     return counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from flask_appbuilder.security.sqla.models import PermissionView, Role
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import create_app
 from app.extensions import db
@@ -67,14 +67,43 @@ def test_roles_are_resynced_at_start(app, service_urls):
         viewer = db.session.execute(select(Role).where(Role.name == "Viewer")).scalar_one()
         extra = db.session.execute(select(PermissionView).join(PermissionView.view_menu).where(
             PermissionView.view_menu.has(name="Tenants"))).scalars().first()
-        viewer.permissions = [extra]  # drop everything it should have, add one it should not
-        db.session.commit()
+        from app.audit.context import acting_as
+        from app.security.actor import Actor
+
+        with acting_as(Actor(username="tamperer", roles=frozenset({"Admin"}))):
+            viewer.permissions = [extra]  # drop all it should have, add one it should not
+            db.session.commit()
         db.session.remove()
     assert any(view == "Tenants" for _, view in _perms(app, "Viewer"))
     create_app(make_config(service_urls))
     restored = _perms(app, "Viewer")
     assert ("can_read", "Teams") in restored
     assert not any(view == "Tenants" for _, view in restored)
+    from app.audit.models import AuditEvent
+
+    with app.app_context():
+        event = db.session.execute(
+            select(AuditEvent).where(AuditEvent.action == "sync", AuditEvent.target_id == "Viewer")
+            .order_by(AuditEvent.seq.desc())
+        ).scalars().first()
+        assert event.actor == "system"
+        assert "can_read on Teams" in event.after["granted"]
+        assert any("Tenants" in p for p in event.before["revoked"])
+
+
+def test_first_start_records_one_event_per_role_not_per_permission(app):
+    from app.audit.models import AuditEvent
+
+    with app.app_context():
+        first = db.session.execute(
+            select(AuditEvent.action, AuditEvent.target_id)
+            .where(AuditEvent.actor == "system", AuditEvent.target_type == "role")
+        ).all()
+        permissions = db.session.execute(select(func.count()).select_from(PermissionView)).scalar()
+    # Each start adds at most one event per role; ~90 permissions never become 90 events.
+    assert all(row.action == "sync" for row in first)
+    assert {row.target_id for row in first} <= set(ROLE_NAMES)
+    assert len(first) < permissions / 2
 
 
 def test_workers_api_lists_queues_and_a_live_worker(app, client, factory):

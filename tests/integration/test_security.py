@@ -118,3 +118,27 @@ def test_openapi_and_swagger(client, factory):
         assert "/api/v1" + path in paths, path
     client.post("/login/", data={"username": admin["username"], "password": PASSWORD})
     assert client.get("/swagger/v1").status_code == 200
+
+
+def test_token_errors_are_401_with_message(client):
+    for header in ("Bearer not-a-jwt", "Bearer a.b.c"):
+        r = client.get("/api/v1/teams/", headers={"Authorization": header})
+        assert r.status_code == 401 and r.get_json()["message"], header
+    r = client.get("/api/v1/teams/")
+    assert r.status_code == 401 and "message" in r.get_json()
+
+
+def test_oversize_login_is_413_not_500(client, app):
+    pad = "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)
+    r = client.post("/api/v1/security/login", json={"username": "a", "password": pad})
+    assert r.status_code == 413 and r.get_json()["message"]
+
+
+def test_forbidden_page_keeps_the_layout(app, factory):
+    viewer = factory.user("Viewer")
+    client = app.test_client()
+    client.post("/login/", data={"username": viewer["username"], "password": PASSWORD})
+    r = client.get("/audit/list/")
+    assert r.status_code == 403
+    html = r.get_data(as_text=True)
+    assert 'id="error-403"' in html and "navbar" in html

@@ -68,6 +68,9 @@ FAB_API_MAX_PAGE_SIZE = _int("FAB_API_MAX_PAGE_SIZE", 100)
 # Migrations own the schema; the app still fills in permissions at start.
 FAB_CREATE_DB = False
 FAB_UPDATE_PERMS = True
+# Create permissions and re-sync roles at start. `up` turns it off in its worker and
+# scheduler children; a fleet can turn it off on all but one process.
+APG_SYNC_SECURITY = _bool("APG_SYNC_SECURITY", True)
 AUTH_ROLE_ADMIN = "Admin"
 AUTH_ROLE_PUBLIC = "Public"
 AUTH_USER_REGISTRATION = False

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
 from flask_appbuilder import AppBuilder
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
@@ -102,8 +102,12 @@ def _error_response(code: int, message: str, exc: HTTPException | None = None) -
     if request.path.startswith("/api/"):
         return jsonify({"message": message}), code
     appbuilder = current_app.extensions.get("appbuilder")
-    if appbuilder is None or code not in (403, 404, 413):
+    if appbuilder is None or code not in (400, 403, 404, 413):
         return exc if exc is not None else (message, code)
+    if "user" not in g:  # refused (CSRF) before FAB's own before_request set it
+        from flask_login import current_user
+
+        g.user = current_user
     return render_template(
         "error.html", appbuilder=appbuilder, base_template=appbuilder.base_template,
         code=code, message=message,
@@ -156,7 +160,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Global CSRF: every form POST needs the token. It must exist before FAB builds its
     # API blueprints, which exempt themselves (token auth) when they find it.
     CSRFProtect(app)
-    _json_errors(app)
 
     with app.app_context():
         ready = schema_ready()
@@ -180,6 +183,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             sync_security(app, baseline)
         db.session.remove()
 
+    # After FAB's own before_request (which sets g.user), so error pages can draw the menu.
+    _json_errors(app)
     from app.health import bp as health_bp
 
     app.register_blueprint(health_bp)

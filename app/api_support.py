@@ -117,3 +117,32 @@ class UuidModelApi(ModelRestApi):
             404: {description: "not found, or not in your scope"}
         """
         return self.get_headless(pk, **kwargs)
+
+
+class AuditedFormsMixin:
+    """For FAB ModelViews: a form the view refuses (field validation, FAB's own unique
+    check) is recorded as a rejected attempt, like a refused API call."""
+
+    audit_target_type = ""
+
+    def _audit_form(self, action: str, form: Any) -> None:
+        if request.method == "POST" and form is not None and form.errors:
+            errors = [
+                {"path": field, "message": "; ".join(str(m) for m in messages)}
+                for field, messages in form.errors.items()
+            ]
+            exc = ServiceError("Form rejected", errors)
+            target = (request.view_args or {}).get("pk")
+            audit_failure(request_actor(), exc, action, self.audit_target_type, target)
+
+    def _get_add_widget(self, form: Any, exclude_cols: Any = None, widgets: Any = None) -> Any:
+        self._audit_form("create", form)
+        return super()._get_add_widget(  # type: ignore[misc]
+            form, exclude_cols=exclude_cols, widgets=widgets
+        )
+
+    def _get_edit_widget(self, form: Any, exclude_cols: Any = None, widgets: Any = None) -> Any:
+        self._audit_form("update", form)
+        return super()._get_edit_widget(  # type: ignore[misc]
+            form, exclude_cols=exclude_cols, widgets=widgets
+        )

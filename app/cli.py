@@ -14,9 +14,12 @@ from app.extensions import db
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="default: PORT or 8080")
-@click.option("--workers", type=int, default=None, help="RQ workers (default: WORKERS or 2)")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="RQ workers to start (default: WORKERS or 2)")
+@click.option("--scheduler/--no-scheduler", default=True, show_default=True,
+              help="start a scheduler process")
 @with_appcontext
-def up_command(host: str, port: int | None, workers: int | None) -> None:
+def up_command(host: str, port: int | None, workers: int | None, scheduler: bool) -> None:
     """Migrate, ensure the admin, start web + RQ workers + scheduler."""
     from app.runtime.up import run_up
 
@@ -24,6 +27,7 @@ def up_command(host: str, port: int | None, workers: int | None) -> None:
     run_up(
         app, host, port or app.config["PORT"],
         workers if workers is not None else app.config["WORKERS"],
+        scheduler=scheduler,
     )
 
 

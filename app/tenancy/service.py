@@ -144,9 +144,39 @@ def update_team(session: DbSession, actor: Actor, team_id: str, data: TeamUpdate
     return team
 
 
+def dependents(session: DbSession, table: str, row_id: str) -> dict[str, int]:
+    """Rows of other tables that would block deleting ``table``'s row ``row_id``:
+    every foreign key to it that does not cascade (workflows, runs... as capabilities
+    add them), so the answer stays right without this module knowing those tables."""
+    from sqlalchemy import Table
+
+    from app.extensions import db
+
+    found: dict[str, int] = {}
+    for other in db.metadata.tables.values():
+        for fk in other.foreign_keys:
+            if fk.column.table.name != table or (fk.ondelete or "").upper() == "CASCADE":
+                continue
+            assert isinstance(other, Table)
+            count = session.execute(
+                select(func.count()).select_from(other).where(fk.parent == row_id)
+            ).scalar_one()
+            if count:
+                found[other.name] = found.get(other.name, 0) + int(count)
+    return found
+
+
+def refuse_if_referenced(session: DbSession, kind: str, name: str, table: str, row_id: str) -> None:
+    blocking = dependents(session, table, row_id)
+    if blocking:
+        what = ", ".join(f"{n} row(s) in {t}" for t, n in sorted(blocking.items()))
+        raise Conflict(f"{kind} {name!r} is still referenced by {what}; move or delete them first")
+
+
 def delete_team(session: DbSession, actor: Actor, team_id: str) -> None:
     team = get_team(session, actor, team_id)
     _require_admin(actor)
+    refuse_if_referenced(session, "Team", team.name, Team.__tablename__, team.id)
     with acting_as(actor):
         session.delete(team)
         try:

@@ -9,7 +9,7 @@ from flask_appbuilder import ModelView
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from sqlalchemy import func, select
 
-from app.api_support import audit_rejection
+from app.api_support import AuditedFormsMixin, audit_rejection
 from app.errors import parse
 from app.extensions import db
 from app.models import Team, TeamMembership, Tenant
@@ -38,7 +38,8 @@ def _check_team_name(item: Team, exclude_id: str | None = None) -> None:
         raise ValueError(f"This tenant already has a team named {data.name!r}")
 
 
-class TeamMembershipView(ScopedMixin, ModelView):
+class TeamMembershipView(AuditedFormsMixin, ScopedMixin, ModelView):
+    audit_target_type = "team_membership"
     datamodel = SQLAInterface(TeamMembership)
     class_permission_name = "Teams"
     method_permission_name = READ_WRITE_VIEW
@@ -48,7 +49,8 @@ class TeamMembershipView(ScopedMixin, ModelView):
     show_columns = ["team", "user", "created_at"]
 
 
-class TeamView(ScopedMixin, ModelView):
+class TeamView(AuditedFormsMixin, ScopedMixin, ModelView):
+    audit_target_type = "team"
     datamodel = SQLAInterface(Team)
     class_permission_name = "Teams"
     method_permission_name = READ_WRITE_VIEW
@@ -72,8 +74,13 @@ class TeamView(ScopedMixin, ModelView):
         with audit_rejection("update", "team", item.id):
             _check_team_name(item, exclude_id=item.id)
 
+    def pre_delete(self, item: Team) -> None:
+        with audit_rejection("delete", "team", item.id):
+            service.refuse_if_referenced(db.session, "Team", item.name, Team.__tablename__, item.id)
 
-class TenantView(ScopedMixin, ModelView):
+
+class TenantView(AuditedFormsMixin, ScopedMixin, ModelView):
+    audit_target_type = "tenant"
     datamodel = SQLAInterface(Tenant)
     class_permission_name = "Tenants"
     method_permission_name = READ_WRITE_VIEW
@@ -100,3 +107,9 @@ class TenantView(ScopedMixin, ModelView):
     def pre_update(self, item: Any) -> None:
         with audit_rejection("update", "tenant", item.id):
             self._check(item)
+
+    def pre_delete(self, item: Any) -> None:
+        with audit_rejection("delete", "tenant", item.id):
+            service.refuse_if_referenced(
+                db.session, "Tenant", item.name, Tenant.__tablename__, item.id
+            )

@@ -111,6 +111,10 @@ def page(browser: Any, live_server: str, console: ConsoleLog) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/screenshots/ when APG_SAVE_SCREENSHOTS=1 (to refresh the committed ones),
+    else a temporary folder, so a test run leaves the work tree as it was."""
+    if os.environ.get("APG_SAVE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")

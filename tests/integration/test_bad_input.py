@@ -160,3 +160,58 @@ def test_deleting_a_team_removes_its_memberships(app, client, factory):
         left = db.session.execute(
             select(TeamMembership).where(TeamMembership.team_id == team["id"])).first()
     assert left is None
+
+
+def _ui_admin(app, factory):
+    admin = factory.user("Admin")
+    client = app.test_client()
+    client.post("/login/", data={"username": admin["username"], "password": admin["password"]})
+    return admin, client
+
+
+def test_ui_delete_of_referenced_tenant_is_refused_and_audited(app, factory):
+    admin, client = _ui_admin(app, factory)
+    tenant = factory.tenant()
+    factory.team(tenant=tenant.name)
+    r = client.post(f"/tenantview/delete/{tenant.id}", follow_redirects=True)
+    assert "still referenced by 1 row(s) in apg_team" in r.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Tenant, tenant.id) is not None
+    event = last_event(app, admin["username"])
+    assert (event.action, event.target_type, event.outcome) == ("delete", "tenant", "error")
+
+
+def test_ui_form_validation_failures_are_audited(app, factory):
+    admin, client = _ui_admin(app, factory)
+    tenant = factory.tenant()
+    r = client.post("/tenantview/add", data={"name": tenant.name})
+    assert r.status_code == 200  # the form comes back with FAB's "Already exists."
+    event = last_event(app, admin["username"])
+    assert (event.action, event.target_type, event.outcome) == ("create", "tenant", "error")
+    assert event.after["errors"][0]["path"] == "name"
+
+
+def test_ui_oversize_form_gets_the_413_page(app, factory):
+    _, client = _ui_admin(app, factory)
+    r = client.post("/teamview/add", data={"name": "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)})
+    assert r.status_code == 413
+    assert 'id="error-413"' in r.get_data(as_text=True)
+
+
+def test_csrf_refusal_names_the_signed_in_user(app, service_urls, factory):
+    from app import create_app
+    from tests.conftest import make_config
+
+    csrf_app = create_app(make_config(service_urls, WTF_CSRF_ENABLED=True))
+    admin = factory.user("Admin")
+    client = csrf_app.test_client()
+    page = client.get("/login/").get_data(as_text=True)
+    import re
+
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    client.post("/login/", data={"username": admin["username"], "password": admin["password"],
+                                 "csrf_token": token})
+    r = client.post("/teamview/add", data={"name": unique("nocsrf")})
+    assert r.status_code == 400
+    event = last_event(app, admin["username"])
+    assert event.outcome == "error" and event.target_id == "/teamview/add"

@@ -190,6 +190,22 @@ class _Supervisor:
                 child.proc.wait()
 
 
+def _wait_for_workers(app: Flask, expected: int, timeout: float = 20.0) -> None:
+    """Serve only once the workers have registered, so the first /health a user or a
+    load balancer sees already counts them (a slow start is reported, not fatal)."""
+    from rq import Worker
+
+    from app.runtime.redis_conn import get_redis
+
+    deadline = time.monotonic() + timeout
+    while expected and time.monotonic() < deadline:
+        if len(Worker.all(connection=get_redis(app))) >= expected:
+            return
+        time.sleep(0.1)
+    if expected:
+        click.echo(f"warning: not all {expected} workers registered within {timeout:.0f}s")
+
+
 def run_up(app: Flask, host: str, port: int, workers: int, scheduler: bool = True) -> None:
     _check_port(host, port)
     prepare(app)
@@ -215,6 +231,7 @@ def run_up(app: Flask, host: str, port: int, workers: int, scheduler: bool = Tru
     # command (it assumes `flask run` is serving); this command is the server.
     os.environ.pop("FLASK_RUN_FROM_CLI", None)
     supervisor.start()
+    _wait_for_workers(app, workers)
     click.echo(
         f"APG Workflow Orchestration is up: http://{host}:{port}/  "
         f"(log in at http://{host}:{port}/login/ ; {workers} worker(s), "

@@ -50,6 +50,8 @@ def _after_request(response: Response) -> Response:
             status in ERROR_STATUSES
             and request.method in MUTATING
             and request.endpoint not in SKIP_ERROR_ENDPOINTS
+            # Anonymous probes of URLs that do not exist are noise, not a person's act.
+            and not (status == 404 and current_actor().user_id is None)
         ):
             _record_request("error", status)
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from flask_appbuilder.security.sqla.models import User
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -79,13 +79,18 @@ def create_tenant(session: DbSession, actor: Actor, data: TenantIn) -> Tenant:
     return tenant
 
 
-def _tenant_by_name(session: DbSession, name: str) -> Tenant:
-    tenant = session.execute(select(Tenant).where(Tenant.name == name)).scalar()
-    if tenant is None:
+def _named(session: DbSession, column: Any, name: str, path: str, what: str) -> Any:
+    """The row whose ``column`` is ``name``, or a 422 naming the request field."""
+    row = session.execute(select(column.class_).where(column == name)).scalar()
+    if row is None:
         raise ValidationFailed(
-            f"No tenant named {name!r}", [{"path": "tenant", "message": "unknown tenant"}]
+            f"No {what} named {name!r}", [{"path": path, "message": f"unknown {what}"}]
         )
-    return tenant
+    return row
+
+
+def _tenant_by_name(session: DbSession, name: str) -> Tenant:
+    return _named(session, Tenant.name, name, "tenant", "tenant")  # type: ignore[no-any-return]
 
 
 def _name_taken(
@@ -189,12 +194,7 @@ def delete_team(session: DbSession, actor: Actor, team_id: str) -> None:
 
 
 def _user(session: DbSession, username: str) -> User:
-    user = session.execute(select(User).where(User.username == username)).scalar()
-    if user is None:
-        raise ValidationFailed(
-            f"No user named {username!r}", [{"path": "username", "message": "unknown user"}]
-        )
-    return user
+    return _named(session, User.username, username, "username", "user")  # type: ignore[no-any-return]
 
 
 def add_member(session: DbSession, actor: Actor, team_id: str, data: MemberIn) -> TeamMembership:

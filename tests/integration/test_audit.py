@@ -259,3 +259,21 @@ def test_audit_api_filters_export_and_auditor_tenant_scope(app, client, factory)
     assert bad.get_json()["errors"][0]["path"] == "since"
     r = client.get("/api/v1/audit/?since=2000-01-01T00:00:00Z&until=2001-01-01", headers=admin_h)
     assert r.get_json()["count"] == 0
+
+
+def test_role_changes_through_the_security_api_are_audited(app, client, factory):
+    admin = factory.user("Admin")
+    headers = auth(api_token(client, admin["username"]))
+    name = unique("Role")
+    r = client.post("/api/v1/security/roles/", json={"name": name}, headers=headers)
+    assert r.status_code == 201, r.get_json()
+    role_id = r.get_json()["id"]
+    r = client.put(f"/api/v1/security/roles/{role_id}", json={"name": name + "x"},
+                   headers=headers)
+    assert r.status_code == 200, r.get_json()
+    r = client.delete(f"/api/v1/security/roles/{role_id}", headers=headers)
+    assert r.status_code == 200, r.get_json()
+    got = events(app, target_type="role", target_id=str(role_id))
+    assert [e.action for e in got] == ["create", "update", "delete"]
+    assert got[1].before == {"name": name} and got[1].after == {"name": name + "x"}
+    assert all(e.actor == admin["username"] for e in got)

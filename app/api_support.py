@@ -84,13 +84,18 @@ def call_service(
 ) -> Response:
     """Run ``fn(actor)``; on a service error answer with JSON and audit the attempt."""
     actor = request_actor()
+    # Refused changes are kept; a failed read changed nothing and is not an act to audit
+    # (a 403 on a read is still recorded by the request hook).
+    audited = request.method in {"POST", "PUT", "PATCH", "DELETE"}
     try:
         return fn(actor)
     except NotFound as exc:
-        audit_failure(actor, exc, action, target_type, target_id)
+        if audited:
+            audit_failure(actor, exc, action, target_type, target_id)
         return json_error(404, "Not found")
     except ServiceError as exc:
-        audit_failure(actor, exc, action, target_type, target_id)
+        if audited:
+            audit_failure(actor, exc, action, target_type, target_id)
         return json_error(exc.status, exc.message, exc.errors)
 
 

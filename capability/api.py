@@ -10,7 +10,7 @@ from flask_appbuilder.api import BaseApi, expose, protect, safe
 from app.api_support import call_service
 from app.runtime.redis_conn import get_redis
 from app.security.actor import Actor
-from capability import service
+from capability import transport
 
 
 class TransportApi(BaseApi):
@@ -39,7 +39,7 @@ class TransportApi(BaseApi):
         """
 
         def run(actor: Actor) -> Response:
-            data = service.transport_status(
+            data = transport.transport_status(
                 actor, get_redis(current_app), current_app.config["RQ_QUEUES"]
             )
             return self.response(

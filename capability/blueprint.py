@@ -4,35 +4,63 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.audit.registry import AuditSpec
 from app.composition import Capability, Registrar
+from app.security.roles import AUTHOR, OPERATOR, VIEWER
+
+# Imported here, not in register(): Alembic must see these tables even when a start
+# fails to register the capability.
+from capability.models import Workflow
+
+
+def _team(obj: Any) -> str | None:
+    return obj.team.name if obj.team is not None else None
+
+
+def _tenant(obj: Any) -> str | None:
+    return obj.team.tenant.name if obj.team is not None else None
 
 
 def register(reg: Registrar) -> None:
     from capability.api import TransportApi
     from capability.views import TransportView
+    from capability.workflow_api import WorkflowApi
 
     reg.add_view(
         TransportView, "Workers & queues", icon="fa-server", category="Security",
     )
     reg.add_api(TransportApi)
+    reg.add_api(WorkflowApi)
+    reg.audited(
+        Workflow,
+        AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
+                  team_of=_team, tenant_of=_tenant),
+    )
 
 
 def health() -> dict[str, Any]:
     from flask import current_app
 
     from app.runtime.redis_conn import get_redis
-    from capability import service
+    from capability import transport
 
-    return service.health(get_redis(current_app), current_app.config["RQ_QUEUES"])
+    return transport.health(get_redis(current_app), current_app.config["RQ_QUEUES"])
 
+
+_read = ("Workflows", "can_read")
 
 capability = Capability.build(
     register,
     health,
     id="workflow",
     name="Workflow orchestration",
-    version="0.1.0",
-    description="Workflows of typed tasks run on RQ workers (engine: issue 3).",
+    version="0.2.0",
+    description="Workflows of typed tasks, versioned; runs on RQ workers (engine in progress).",
     depends_on=("platform",),
+    role_permissions={
+        AUTHOR: (("Workflows", "can_read|can_write"),),
+        OPERATOR: (_read,),
+        VIEWER: (_read,),
+    },
     menus=("Security",),
 )

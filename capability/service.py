@@ -1,78 +1,283 @@
-"""Queue and worker status of the RQ transport the engine runs on."""
+"""Workflows and their versions. Every function takes the acting user.
+
+Definitions are validated by ``capability.dsl`` (the public DSL contract); a save that
+fails validation raises ``ValidationFailed`` with every error and its path, and
+nothing is written.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from redis import Redis
-from rq import Queue, Worker
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from app.errors import Forbidden
+from app.audit.context import acting_as
+from app.audit.recorder import update_action
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.extensions import DbSession
+from app.models import Team, Tenant
 from app.security.actor import Actor
+from app.security.roles import AUTHOR
+from app.security.scope import scoped
+from capability import dsl
+from capability.models import Workflow, WorkflowVersion
 
 
 @dataclass(frozen=True)
-class QueueStatus:
-    name: str
-    queued: int
-    started: int
-    scheduled: int
-    failed: int
+class Source:
+    """A definition as the author sent it: an object, or YAML/JSON text."""
+
+    data: Any
+    text: str
+    fmt: str
 
 
-@dataclass(frozen=True)
-class WorkerStatus:
-    name: str
-    state: str
-    queues: list[str]
-    current_job: str | None
-    last_heartbeat: str | None
-    successful: int
-    failed: int
+def read_source(definition: Any, fmt: str | None = None) -> Source:
+    if isinstance(definition, str):
+        data, errors = dsl.parse_source(definition, fmt)
+        if errors:
+            raise ValidationFailed("The definition is not valid YAML or JSON", errors)
+        return Source(data, definition, fmt or _detect(definition))
+    if isinstance(definition, dict):
+        return Source(definition, json.dumps(definition, indent=2, sort_keys=False), "json")
+    raise ValidationFailed(
+        "The definition must be an object or YAML/JSON text",
+        [{"path": "definition", "message": "expected an object or a string"}],
+    )
 
 
-def queue_status(conn: Redis, names: list[str]) -> list[QueueStatus]:
-    out = []
-    for name in names:
-        queue = Queue(name, connection=conn)
-        out.append(QueueStatus(
-            name=name,
-            queued=queue.count,
-            started=StartedJobRegistry(queue=queue).count,
-            scheduled=ScheduledJobRegistry(queue=queue).count,
-            failed=FailedJobRegistry(queue=queue).count,
-        ))
-    return out
+def _detect(text: str) -> str:
+    try:
+        json.loads(text)
+    except ValueError:
+        return "yaml"
+    return "json"
 
 
-def worker_status(conn: Redis) -> list[WorkerStatus]:
-    out = []
-    for worker in sorted(Worker.all(connection=conn), key=lambda w: w.name):
-        out.append(WorkerStatus(
-            name=worker.name,
-            state=str(worker.get_state()),
-            queues=worker.queue_names(),
-            current_job=worker.get_current_job_id(),
-            last_heartbeat=worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
-            successful=worker.successful_job_count,
-            failed=worker.failed_job_count,
-        ))
-    return out
+def check_definition(source: Source) -> dsl.WorkflowDefinition:
+    result = dsl.validate_definition(source.data)
+    if not result.valid or result.definition is None:
+        raise ValidationFailed("Invalid workflow definition", result.errors)
+    return result.definition
 
 
-def transport_status(actor: Actor, conn: Redis, names: list[str]) -> dict[str, Any]:
-    """Queues and workers are shared by every team, so only an Admin sees them."""
-    if not actor.is_admin:
-        raise Forbidden("Only an Admin may see the workers and queues")
-    return {"queues": queue_status(conn, names), "workers": worker_status(conn)}
+def _require_author(actor: Actor, team_id: str) -> None:
+    if actor.is_admin:
+        return
+    if AUTHOR not in actor.roles or team_id not in actor.team_ids:
+        raise Forbidden("Only an Author of the workflow's team may change it")
 
 
-def health(conn: Redis, names: list[str]) -> dict[str, Any]:
-    conn.ping()
-    return {
-        "status": "ok",
-        "workers": len(Worker.all(connection=conn)),  # count() keeps dead workers
-        "queued": sum(Queue(n, connection=conn).count for n in names),
+def _team(session: DbSession, actor: Actor, name: str) -> Team:
+    """A team the actor can see, by ``name`` or ``tenant/name``."""
+    tenant, _, team_name = name.rpartition("/")
+    stmt = scoped(select(Team).join(Tenant), Team, actor).where(Team.name == team_name)
+    if tenant:
+        stmt = stmt.where(Tenant.name == tenant)
+    teams = list(session.execute(stmt).scalars().unique())
+    if not teams:
+        raise ValidationFailed(
+            f"No team named {name!r}", [{"path": "team", "message": "unknown team"}]
+        )
+    if len(teams) > 1:
+        raise ValidationFailed(
+            f"Several tenants have a team named {name!r}",
+            [{"path": "team", "message": "ambiguous: write it as tenant/team"}],
+        )
+    return teams[0]
+
+
+def _live(actor: Actor) -> Any:
+    return scoped(select(Workflow), Workflow, actor).where(Workflow.deleted_at.is_(None))
+
+
+def _name_taken(session: DbSession, team_id: str, name: str, except_id: str | None = None) -> bool:
+    stmt = select(Workflow.id).where(
+        Workflow.team_id == team_id, Workflow.name == name, Workflow.deleted_at.is_(None)
+    )
+    if except_id:
+        stmt = stmt.where(Workflow.id != except_id)
+    return session.execute(stmt).first() is not None
+
+
+def _name_conflict(name: str) -> Conflict:
+    return Conflict(
+        f"This team already has a workflow named {name!r}",
+        [{"path": "name", "message": "already exists in this team"}],
+    )
+
+
+def _add_version(
+    session: DbSession, workflow: Workflow, number: int, definition: dict[str, Any],
+    source: Source, actor: Actor, note: str = "",
+) -> WorkflowVersion:
+    version = WorkflowVersion(
+        workflow=workflow, version=number, definition=definition, source=source.text,
+        source_format=source.fmt, note=note, created_by=actor.username,
+    )
+    session.add(version)
+    return version
+
+
+def _commit(session: DbSession, name: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError as exc:  # a concurrent save took the name or the version number
+        session.rollback()
+        raise _name_conflict(name) from exc
+
+
+def create_workflow(session: DbSession, actor: Actor, team_name: str, source: Source) -> Workflow:
+    team = _team(session, actor, team_name)
+    _require_author(actor, team.id)
+    definition = check_definition(source)
+    if _name_taken(session, team.id, definition.name):
+        raise _name_conflict(definition.name)
+    # Stored as the author wrote it (durations stay "30s"); it is re-validated on use.
+    data = source.data
+    with acting_as(actor):
+        workflow = Workflow(
+            team=team, name=definition.name, description=definition.description or "",
+            current_version=1, created_by=actor.username,
+        )
+        session.add(workflow)
+        _add_version(session, workflow, 1, data, source, actor)
+        _commit(session, definition.name)
+    return workflow
+
+
+def list_workflows(
+    session: DbSession, actor: Actor, search: str | None = None
+) -> list[Workflow]:
+    stmt = _live(actor).order_by(Workflow.name)
+    if search:
+        stmt = stmt.where(func.lower(Workflow.name).contains(search.lower()))
+    return list(session.execute(stmt).scalars().unique())
+
+
+def get_workflow(session: DbSession, actor: Actor, workflow_id: str) -> Workflow:
+    workflow = session.execute(_live(actor).where(Workflow.id == workflow_id)).scalar()
+    if workflow is None:
+        raise NotFound(f"workflow {workflow_id} not found")
+    return workflow
+
+
+def get_version(
+    session: DbSession, actor: Actor, workflow_id: str, number: int | None = None
+) -> WorkflowVersion:
+    workflow = get_workflow(session, actor, workflow_id)
+    wanted = workflow.current_version if number is None else number
+    version = session.execute(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == wanted
+        )
+    ).scalar()
+    if version is None:
+        raise NotFound(f"version {wanted} of workflow {workflow_id} not found")
+    return version
+
+
+def list_versions(session: DbSession, actor: Actor, workflow_id: str) -> list[WorkflowVersion]:
+    workflow = get_workflow(session, actor, workflow_id)
+    return list(session.execute(
+        select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow.id)
+        .order_by(WorkflowVersion.version.desc())
+    ).scalars())
+
+
+def _new_version(
+    session: DbSession, actor: Actor, workflow: Workflow, definition: dsl.WorkflowDefinition,
+    source: Source, action: str, note: str = "",
+) -> Workflow:
+    if definition.name != workflow.name and _name_taken(
+        session, workflow.team_id, definition.name, except_id=workflow.id
+    ):
+        raise _name_conflict(definition.name)
+    data = source.data
+    with acting_as(actor), update_action(action):
+        number = workflow.current_version + 1
+        workflow.name = definition.name
+        workflow.description = definition.description or ""
+        workflow.current_version = number
+        workflow.updated_at = dt.datetime.now(dt.UTC)
+        _add_version(session, workflow, number, data, source, actor, note)
+        _commit(session, definition.name)
+    return workflow
+
+
+def update_workflow(session: DbSession, actor: Actor, workflow_id: str, source: Source) -> Workflow:
+    workflow = get_workflow(session, actor, workflow_id)
+    _require_author(actor, workflow.team_id)
+    definition = check_definition(source)
+    return _new_version(session, actor, workflow, definition, source, "update")
+
+
+def rollback(session: DbSession, actor: Actor, workflow_id: str, number: Any) -> Workflow:
+    workflow = get_workflow(session, actor, workflow_id)
+    _require_author(actor, workflow.team_id)
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        raise ValidationFailed(
+            "version must be a positive whole number",
+            [{"path": "version", "message": "expected a version number"}],
+        )
+    try:
+        target = get_version(session, actor, workflow_id, number)
+    except NotFound as exc:
+        raise ValidationFailed(
+            f"Workflow has no version {number}",
+            [{"path": "version",
+              "message": f"no such version (latest is {workflow.current_version})"}],
+        ) from exc
+    source = Source(target.definition, target.source, target.source_format)
+    # The old definition is re-checked: task types or rules may have changed since.
+    definition = check_definition(source)
+    return _new_version(
+        session, actor, workflow, definition, source, "rollback", note=f"rollback to v{number}"
+    )
+
+
+def delete_workflow(session: DbSession, actor: Actor, workflow_id: str) -> None:
+    """Soft delete: the workflow disappears from lists, its versions and runs stay."""
+    workflow = get_workflow(session, actor, workflow_id)
+    _require_author(actor, workflow.team_id)
+    with acting_as(actor), update_action("delete"):
+        workflow.deleted_at = dt.datetime.now(dt.UTC)
+        session.commit()
+
+
+def workflow_dict(workflow: Workflow, version: WorkflowVersion | None = None) -> dict[str, Any]:
+    out = {
+        "id": workflow.id,
+        "name": workflow.name,
+        "description": workflow.description,
+        "team": workflow.team.name,
+        "tenant": workflow.team.tenant.name,
+        "version": workflow.current_version,
+        "created_by": workflow.created_by,
+        "created_at": _iso(workflow.created_at),
+        "updated_at": _iso(workflow.updated_at),
     }
+    if version is not None:
+        out["definition"] = version.definition
+        out["source"] = version.source
+        out["source_format"] = version.source_format
+    return out
+
+
+def version_dict(version: WorkflowVersion) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "created_by": version.created_by,
+        "created_at": _iso(version.created_at),
+        "note": version.note,
+        "definition": version.definition,
+    }
+
+
+def _iso(value: dt.datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+

@@ -9,7 +9,7 @@ from flask_appbuilder.views import expose
 
 from app.runtime.redis_conn import get_redis
 from app.security.request import request_actor
-from capability import service
+from capability import transport
 
 
 class TransportView(BaseView):
@@ -22,7 +22,7 @@ class TransportView(BaseView):
     @has_access
     @permission_name("read")
     def status(self) -> str:
-        data = service.transport_status(
+        data = transport.transport_status(
             request_actor(), get_redis(current_app), current_app.config["RQ_QUEUES"]
         )
         return self.render_template("capability/workers.html", **data)

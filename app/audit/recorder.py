@@ -25,6 +25,18 @@ from app.security.actor import Actor
 
 PENDING_KEY = "apg_audit_pending"
 _row_events_off: ContextVar[bool] = ContextVar("apg_audit_row_events_off", default=False)
+_update_action: ContextVar[str | None] = ContextVar("apg_audit_update_action", default=None)
+
+
+@contextmanager
+def update_action(name: str) -> Iterator[None]:
+    """Name the action of row updates in this block (``rollback``, ``delete`` for a soft
+    delete, ``version``...) so the trail says what a person did, not which column moved."""
+    token = _update_action.set(name)
+    try:
+        yield
+    finally:
+        _update_action.reset(token)
 
 
 @contextmanager
@@ -169,7 +181,8 @@ def _orm_events(session: Session) -> list[dict[str, Any]]:
             continue
         before, after = diff(obj, spec)
         if after or before:
-            events.append(_event_for(obj, spec, "update", who(), before, after))
+            action = _update_action.get() or "update"
+            events.append(_event_for(obj, spec, action, who(), before, after))
     for obj in list(session.deleted):
         spec = spec_for(obj)
         if spec is not None:

@@ -36,8 +36,23 @@ def world(app) -> dict[str, Any]:
             select(AuditEvent.id).where(AuditEvent.tenant == other_tenant.name)
             .order_by(AuditEvent.seq.desc())
         ).scalars().first()
+    workflows = {}
+    for key, team in (("own", own), ("other", other), ("foreign", foreign)):
+        r = client.post("/api/v1/workflows/", headers=admin_h, json={
+            "team": f"{team['tenant']}/{team['name']}", "definition": _definition(unique("wf"))})
+        assert r.status_code == 201, r.get_json()
+        workflows[key] = {"id": r.get_json()["id"], "name": r.get_json()["result"]["name"]}
     return {"own": own, "other": other, "foreign": foreign, "users": users, "tokens": tokens,
-            "foreign_event": foreign_event}
+            "foreign_event": foreign_event, "wf": workflows}
+
+
+def _definition(name: str) -> dict[str, Any]:
+    return {"name": name, "tasks": [{"id": "only", "type": "noop"}]}
+
+
+def _roles(admin: int, author: int, operator: int, viewer: int, auditor: int) -> dict[str, int]:
+    return {"Admin": admin, "Author": author, "Operator": operator, "Viewer": viewer,
+            "Auditor": auditor}
 
 
 def _expect(admin: int, member: int, auditor: int) -> dict[str, int]:
@@ -66,6 +81,33 @@ CASES = [
     ("audit export", "GET", "/api/v1/audit/export.csv", None, _expect(200, 403, 200)),
     ("audit event other tenant", "GET", "/api/v1/audit/{foreign_event}", None,
      _expect(200, 403, 404)),
+    ("workflows list", "GET", "/api/v1/workflows/", None, _expect(200, 200, 403)),
+    ("workflow get own", "GET", "/api/v1/workflows/{wf_own}", None, _expect(200, 200, 403)),
+    ("workflow get other team", "GET", "/api/v1/workflows/{wf_other}", None,
+     _expect(200, 404, 403)),
+    ("workflow get other tenant", "GET", "/api/v1/workflows/{wf_foreign}", None,
+     _expect(200, 404, 403)),
+    ("workflow versions other tenant", "GET", "/api/v1/workflows/{wf_foreign}/versions", None,
+     _expect(200, 404, 403)),
+    ("workflow create in own team", "POST", "/api/v1/workflows/",
+     {"team": "@ownteam", "definition": "@definition"}, _roles(201, 201, 403, 403, 403)),
+    ("workflow create in other team", "POST", "/api/v1/workflows/",
+     {"team": "@otherteam", "definition": "@definition"}, _roles(201, 422, 403, 403, 403)),
+    ("workflow update own", "PUT", "/api/v1/workflows/{wf_own}",
+     {"definition": "@same_own"}, _roles(200, 200, 403, 403, 403)),
+    ("workflow update other team", "PUT", "/api/v1/workflows/{wf_other}",
+     {"definition": "@same_other"}, _roles(200, 404, 403, 403, 403)),
+    ("workflow rollback own", "POST", "/api/v1/workflows/{wf_own}/rollback", {"version": 1},
+     _roles(200, 200, 403, 403, 403)),
+    ("workflow rollback other tenant", "POST", "/api/v1/workflows/{wf_foreign}/rollback",
+     {"version": 1}, _roles(200, 404, 403, 403, 403)),
+    ("workflow delete own", "DELETE", "/api/v1/workflows/@scratch_wf", None,
+     _roles(200, 200, 403, 403, 403)),
+    ("workflow delete other team", "DELETE", "/api/v1/workflows/{wf_other_scratch}", None,
+     _roles(200, 404, 403, 403, 403)),
+    ("workflow validate", "POST", "/api/v1/workflows/validate", {"definition": "@definition"},
+     _expect(200, 200, 403)),
+    ("workflow schema", "GET", "/api/v1/workflows/schema", None, _expect(200, 200, 403)),
     ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
     ("workers", "GET", "/api/v1/workers/", None, _expect(200, 403, 403)),
     ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
@@ -73,11 +115,42 @@ CASES = [
 ]
 
 
+def _scratch_workflow(app, world, team_key: str) -> str:
+    client = app.test_client()
+    team = world[team_key]
+    r = client.post("/api/v1/workflows/", headers=auth(world["tokens"]["Admin"]), json={
+        "team": f"{team['tenant']}/{team['name']}", "definition": _definition(unique("scratch"))})
+    assert r.status_code == 201, r.get_json()
+    return str(r.get_json()["id"])
+
+
+def _value(app, world, role, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value == "@definition":
+        return _definition(unique("new"))
+    if value == "@same_own":
+        return _definition(world["wf"]["own"]["name"])
+    if value == "@same_other":
+        return _definition(world["wf"]["other"]["name"])
+    if value == "@ownteam":
+        return f"{world['own']['tenant']}/{world['own']['name']}"
+    if value == "@otherteam":
+        return f"{world['other']['tenant']}/{world['other']['name']}"
+    return _fill(app, world, role, value)
+
+
 def _fill(app, world, role, text: str) -> str:
     from tests.conftest import Factory
 
+    if "@scratch_wf" in text:
+        text = text.replace("@scratch_wf", _scratch_workflow(app, world, "own"))
+    if "{wf_other_scratch}" in text:
+        text = text.replace("{wf_other_scratch}", _scratch_workflow(app, world, "other"))
     if "@scratch" in text:
         text = text.replace("@scratch", Factory(app).team()["id"])
+    for key in ("own", "other", "foreign"):
+        text = text.replace("{wf_" + key + "}", world["wf"][key]["id"])
     return (
         text.replace("{own}", world["own"]["id"])
         .replace("{other}", world["other"]["id"])
@@ -95,7 +168,7 @@ def _fill(app, world, role, text: str) -> str:
 def test_api_matrix(app, client, world, case, role):
     name, method, path, body, expected = case
     path = _fill(app, world, role, path)
-    json_body = {k: _fill(app, world, role, v) for k, v in body.items()} if body else None
+    json_body = {k: _value(app, world, role, v) for k, v in body.items()} if body else None
     if name == "member remove" and role == "Admin":
         # Removing needs a membership to exist first.
         client.post(f"/api/v1/teams/{world['other']['id']}/members",
@@ -108,6 +181,7 @@ def test_api_matrix(app, client, world, case, role):
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_api_matrix_anonymous(app, client, world, case):
     _, method, path, body, _ = case
+    path = path.replace("@scratch_wf", "x").replace("{wf_other_scratch}", "x")
     path = _fill(app, world, "anonymous", path)
     r = client.open(path, method=method, json=body)
     assert r.status_code == 401

@@ -108,6 +108,8 @@ def test_capabilities_api_lists_versions_and_health(client, factory):
     assert r.status_code == 200
     items = {item["id"]: item for item in r.get_json()["result"]}
     assert items["platform"]["status"] == "registered"
-    assert items["workflow"]["version"] == "0.1.0"
+    from capability.blueprint import capability
+
+    assert items["workflow"]["version"] == capability.meta.version
     assert items["workflow"]["health"]["status"] == "ok"
     assert items["workflow"]["depends_on"] == ["platform"]

@@ -1,0 +1,69 @@
+"""The workflow definition language (the DSL.md product contract): parse, validate,
+render expressions. Pure Python (no Flask, no database), so the API, the workers and
+the UI all call the same code.
+
+    result = validate_source(text)            # YAML or JSON text
+    if result.valid:
+        definition = result.definition        # WorkflowDefinition
+        params, errors = validate_params(definition, {"dry_run": True})
+        url = render(task.with_["url"], scope, "with.url")
+"""
+
+from capability.dsl.durations import format_duration, parse_duration
+from capability.dsl.expressions import (
+    MASK,
+    ExpressionError,
+    check_syntax,
+    evaluate_condition,
+    evaluate_items,
+    find_expressions,
+    is_template,
+    mask_secrets,
+    mask_text,
+    referenced_keys,
+    referenced_names,
+    referenced_tasks,
+    render,
+)
+from capability.dsl.fields import Duration, PositiveDuration, Templated
+from capability.dsl.graph import find_cycles, topological_order, upstream_map
+from capability.dsl.issues import ValidationIssue, error_path, pydantic_issues
+from capability.dsl.models import (
+    DEFAULT_QUEUE,
+    CompensateSpec,
+    DefaultsSpec,
+    ParamSpec,
+    RetrySpec,
+    TaskSpec,
+    WorkflowDefinition,
+    effective_queue,
+    effective_retry,
+    effective_timeout,
+)
+from capability.dsl.params import check_param_value, validate_params
+from capability.dsl.schema import SCHEMA_ID, definition_json_schema
+from capability.dsl.source import SourceError, load_source, parse_source
+from capability.dsl.statuses import (
+    FINISHED_RUN_STATUSES,
+    FINISHED_TASK_STATUSES,
+    RunStatus,
+    TaskStatus,
+    TriggerRule,
+)
+from capability.dsl.types import TaskType, TaskTypeRegistry, UnknownTaskType, registry
+from capability.dsl.validate import ValidationResult, validate_definition, validate_source
+
+__all__ = [
+    "DEFAULT_QUEUE", "FINISHED_RUN_STATUSES", "FINISHED_TASK_STATUSES", "MASK", "SCHEMA_ID",
+    "CompensateSpec", "DefaultsSpec", "Duration", "ExpressionError", "ParamSpec",
+    "PositiveDuration", "RetrySpec", "RunStatus", "SourceError", "TaskSpec", "TaskStatus",
+    "TaskType", "TaskTypeRegistry", "Templated", "TriggerRule", "UnknownTaskType",
+    "ValidationIssue", "ValidationResult", "WorkflowDefinition", "check_param_value",
+    "check_syntax", "definition_json_schema", "effective_queue", "effective_retry",
+    "effective_timeout", "error_path", "evaluate_condition", "evaluate_items",
+    "find_cycles", "find_expressions", "format_duration", "is_template", "load_source",
+    "mask_secrets",
+    "mask_text", "parse_duration", "parse_source", "pydantic_issues", "referenced_keys",
+    "referenced_names", "referenced_tasks", "registry", "render", "topological_order",
+    "upstream_map", "validate_definition", "validate_params", "validate_source",
+]

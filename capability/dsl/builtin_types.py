@@ -1,0 +1,268 @@
+"""The ``with`` models of the built-in task types (DSL.md, "Built-in task types").
+
+Every field that takes a typed value is ``Templated``: ``seconds: "{{ params.wait }}"``
+passes when the definition is saved and is checked once the engine has rendered it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from jsonpath_ng.ext import parse as parse_jsonpath
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from capability.dsl.expressions import referenced_names
+from capability.dsl.fields import (
+    CALLABLE_PATTERN,
+    Duration,
+    PositiveDuration,
+    Templated,
+    WorkflowName,
+    rendered,
+)
+
+__all__ = [
+    "BUILTINS", "ApprovalWith", "DelayWith", "FailWith", "HttpAuth",
+    "HttpWith", "NoopWith", "PythonWith", "TransformWith", "WorkflowWith",
+]
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class _With(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+", value, re.IGNORECASE):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _scalar_text(value: Any) -> Any:
+    # Headers and query values travel as text; `{{ params.limit }}` renders to an int.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _query_value(value: Any) -> Any:
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str | int | float | bool) for item in values):
+        raise ValueError("must be text, a number, a boolean or a list of them")
+    if isinstance(value, list):
+        return [_scalar_text(item) for item in value]
+    return _scalar_text(value)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, int | str) and not isinstance(value, bool) else value
+
+
+def _text_or_object(value: Any) -> Any:
+    if not isinstance(value, str | dict):
+        raise ValueError("must be text or an object of form fields")
+    return value
+
+
+@lru_cache(maxsize=512)
+def _jsonpath_error(query: str) -> str | None:
+    try:
+        parse_jsonpath(query)
+    except Exception as exc:  # JSONPathError, and plain Exception from the lexer
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _jsonpath(value: str) -> str:
+    error = _jsonpath_error(value)
+    if error:
+        raise ValueError(f"invalid JSONPath: {error}")
+    return value
+
+
+Method = Annotated[HttpMethod, BeforeValidator(_upper)]
+Url = Annotated[str, AfterValidator(_http_url)]
+Text = Annotated[str, BeforeValidator(_scalar_text)]
+QueryValue = Annotated[
+    str | list[str],
+    BeforeValidator(_query_value),
+    WithJsonSchema({"anyOf": [{"type": ["string", "number", "boolean"]}, {"type": "array"}]}),
+]
+FormData = Annotated[
+    Any,
+    AfterValidator(_text_or_object),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "object"}]}),
+]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+ExpectStatus = Annotated[
+    list[Templated[StatusCode]],
+    BeforeValidator(_as_list),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
+    ),
+]
+JsonPath = Annotated[str, AfterValidator(_jsonpath)]
+
+
+class NoopWith(_With):
+    """Does nothing. Output: with.value (any templated structure), or null."""
+
+    value: Any = None
+
+
+class FailWith(_With):
+    """Never succeeds: fails with the message (to test failure paths and compensation)."""
+
+    message: str
+
+
+class DelayWith(_With):
+    """Waits for seconds (a number, or a duration like 30s) without holding a worker."""
+
+    seconds: Templated[Duration]
+
+
+_SECRET_HINT = 'must come from a secret, e.g. "{{ secrets.api_token }}"'
+
+
+class HttpAuth(_With):
+    """basic (username and password) or bearer (token); credentials come from secrets."""
+
+    type: Literal["basic", "bearer"]
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    @field_validator("password", "token")
+    @classmethod
+    def _from_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A credential written into the definition would be stored and shown in clear.
+        if value is not None and not rendered(info) and "secrets" not in referenced_names(value):
+            raise ValueError(_SECRET_HINT)
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> HttpAuth:
+        if self.type == "basic":
+            if self.username is None or self.password is None:
+                raise ValueError("basic auth needs username and password")
+            if self.token is not None:
+                raise ValueError("basic auth takes username and password, not token")
+        else:
+            if self.token is None:
+                raise ValueError("bearer auth needs token")
+            if self.username is not None or self.password is not None:
+                raise ValueError("bearer auth takes token, not username or password")
+        return self
+
+
+class HttpWith(_With):
+    """An HTTP request. Output: {status, headers, json, text}.
+
+    Connection errors, timeouts, 429 and 5xx are retried; other unexpected statuses fail.
+    """
+
+    method: Templated[Method] = "GET"
+    url: Templated[Url]
+    headers: Templated[dict[str, Templated[Text]]] = Field(default_factory=dict)
+    params: Templated[dict[str, QueryValue]] = Field(
+        default_factory=dict, description="query string parameters"
+    )
+    json_: Any = Field(default=None, alias="json", description="a JSON body (not with data)")
+    data: Templated[FormData | None] = Field(
+        default=None, description="a form or text body (not with json)"
+    )
+    timeout: Templated[PositiveDuration | None] = None
+    expect_status: Templated[ExpectStatus | None] = Field(
+        default=None, description="accepted statuses; default any 2xx"
+    )
+    auth: Templated[HttpAuth | None] = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpWith:
+        if self.json_ is not None and self.data is not None:
+            raise ValueError("use either json or data, not both")
+        return self
+
+
+class TransformWith(_With):
+    """Output: value (any templated structure), or the matches of jsonpath in input."""
+
+    value: Any = None
+    jsonpath: Templated[JsonPath | None] = None
+    input: Any = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TransformWith:
+        given = self.model_fields_set
+        if "value" in given and given & {"jsonpath", "input"}:
+            raise ValueError("use either value, or jsonpath with input, not both")
+        if "jsonpath" in given and "input" not in given:
+            raise ValueError("jsonpath needs input: the data to query")
+        if "input" in given and "jsonpath" not in given:
+            raise ValueError("input needs jsonpath: the query to run on it")
+        if not given:
+            raise ValueError("set value, or jsonpath and input")
+        return self
+
+
+class PythonWith(_With):
+    """Calls a function named "package.module:function" with kwargs; only functions under
+    the configured allowed prefixes may run. Output: its (JSON-serialisable) return value."""
+
+    callable: str = Field(pattern=CALLABLE_PATTERN)
+    kwargs: Templated[dict[str, Any]] = Field(default_factory=dict)
+
+
+class ApprovalWith(_With):
+    """Waits in waiting_approval until a user with the approvers role approves (output:
+    {approved_by, comment}) or rejects (the task fails)."""
+
+    message: str
+    approvers: str | None = Field(default=None, description="role name; default: any approver")
+
+
+class WorkflowWith(_With):
+    """Runs another workflow of the same team with params. Output: the child run's task
+    outputs. Fails if the child run fails; nesting deeper than 10 fails."""
+
+    workflow: Templated[WorkflowName]
+    params: Templated[dict[str, Any]] = Field(default_factory=dict)
+
+
+def _summary(model: type[BaseModel]) -> str:
+    return " ".join((model.__doc__ or "").split())
+
+
+BUILTINS: tuple[tuple[str, type[BaseModel], str], ...] = tuple(
+    (name, model, _summary(model))
+    for name, model in (
+        ("noop", NoopWith),
+        ("fail", FailWith),
+        ("delay", DelayWith),
+        ("http", HttpWith),
+        ("transform", TransformWith),
+        ("python", PythonWith),
+        ("approval", ApprovalWith),
+        ("workflow", WorkflowWith),
+    )
+)

@@ -1,0 +1,367 @@
+"""``{{ ... }}`` expressions: a sandboxed Jinja2 with strict undefined names.
+
+Rendering happens in workers and previews, analysis (syntax, referenced names) when a
+definition is saved; both use the one environment below, so what validates renders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, nodes
+from jinja2.environment import TemplateExpression
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.meta import find_undeclared_variables
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = [
+    "ITEM_NAMES", "MASK", "SCOPE_NAMES", "ExpressionError", "check_syntax",
+    "evaluate_condition", "evaluate_items", "find_expressions", "is_template", "mask_secrets",
+    "mask_text", "referenced_keys", "referenced_names", "referenced_tasks", "render",
+]
+
+MASK = "***"
+SCOPE_NAMES = ("params", "tasks", "run", "secrets")
+ITEM_NAMES = ("item", "index")
+
+_MARKERS = ("{{", "{%", "{#")
+# `'x' * 10**9` or `9 ** 9 ** 9` would stall a worker long before any task timeout.
+_MAX_REPEAT = 1_000_000
+_MAX_POWER_BITS = 4096
+
+
+class ExpressionError(Exception):
+    """An expression failed. The message names the field and the cause; never retried."""
+
+    retriable = False
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"{path}: {cause}" if path else cause)
+        self.path = path
+        self.cause = cause
+
+
+def is_template(value: Any) -> bool:
+    """True for a string that Jinja would treat as more than plain text."""
+    return isinstance(value, str) and any(marker in value for marker in _MARKERS)
+
+
+class _Namespace(dict[str, Any]):
+    """A scope mapping that knows its own name, for messages like ``'params' has no 'x'``."""
+
+    __slots__ = ("_label",)
+
+    def __init__(self, label: str, data: Mapping[str, Any]) -> None:
+        super().__init__(data)
+        self._label = label
+
+
+class _Undefined(StrictUndefined):
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        scope = self._undefined_obj
+        if not self._undefined_hint and isinstance(scope, _Namespace):
+            if scope._label == "secrets":
+                return f"unknown secret {self._undefined_name!r}"
+            return f"{scope._label!r} has no {self._undefined_name!r}"
+        return str(super()._undefined_message)
+
+
+def _repeat_too_long(left: Any, right: Any) -> bool:
+    for seq, count in ((left, right), (right, left)):
+        if isinstance(seq, str | list | tuple) and isinstance(count, int):
+            return len(seq) * count > _MAX_REPEAT
+    return False
+
+
+def _power_too_big(base: Any, exponent: Any) -> bool:
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
+        return abs(base).bit_length() * exponent > _MAX_POWER_BITS
+    return False
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Data before methods: `output.json.items` is the key "items" of an API
+        # response, not dict.items.
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and _repeat_too_long(left, right):
+            raise SecurityError(f"the result of * would be longer than {_MAX_REPEAT:,} items")
+        if operator == "**" and _power_too_big(left, right):
+            raise SecurityError("the result of ** would be too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _finalize(value: Any) -> Any:
+    # Interpolated structures read as JSON (`{"a": 1}`, `true`, `null`), which is what
+    # URLs and request bodies expect, rather than Python reprs.
+    if value is None or isinstance(value, bool | dict | list | tuple):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return value
+
+
+_ENV = _Sandbox(
+    undefined=_Undefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize
+)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> nodes.Template:
+    return _ENV.parse(text)
+
+
+@lru_cache(maxsize=4096)
+def _template(text: str) -> Template:
+    return _ENV.from_string(text)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str) -> TemplateExpression:
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+def _single_expression(text: str) -> str | None:
+    """The source between ``{{`` and ``}}`` when ``text`` is exactly one expression."""
+    stripped = text.strip()
+    if not (stripped.startswith("{{") and stripped.endswith("}}")):
+        return None
+    body = _parse(stripped).body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+        return None
+    parts = body[0].nodes
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    inner = stripped[2:-2]
+    # `{{-` and `-}}` are whitespace control, never part of the expression.
+    if inner.startswith(("-", "+")):
+        inner = inner[1:]
+    if inner.endswith(("-", "+")):
+        inner = inner[:-1]
+    return inner
+
+
+# ---------------------------------------------------------------- analysis (save time)
+
+def find_expressions(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every templated string in a nested structure as ``(path, text)``, in document order.
+
+    ``path`` is the prefix: ``find_expressions({"url": "{{ x }}"}, "with")`` gives
+    ``[("with.url", "{{ x }}")]``. Dict keys are never templates.
+    """
+    found: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        if is_template(value):
+            found.append((path, value))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            found.extend(find_expressions(item, _join(path, key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found.extend(find_expressions(item, f"{path}[{index}]"))
+    return found
+
+
+def check_syntax(text: str) -> str | None:
+    """The compile error of a template in words (``None`` when it compiles)."""
+    try:
+        _template(text)
+    except TemplateSyntaxError as exc:
+        where = f" (line {exc.lineno})" if "\n" in text.strip() else ""
+        return f"{exc.message or exc}{where}"
+    return None
+
+
+def referenced_keys(text: str, name: str) -> set[str]:
+    """Keys read from the scope variable ``name``: ``tasks.a`` and ``tasks['a']`` give 'a'."""
+    try:
+        tree = _parse(text)
+    except TemplateSyntaxError:
+        return set()
+    keys = {
+        node.attr for node in tree.find_all(nodes.Getattr)
+        if isinstance(node.node, nodes.Name) and node.node.name == name
+    }
+    keys.update(
+        node.arg.value for node in tree.find_all(nodes.Getitem)
+        if isinstance(node.node, nodes.Name) and node.node.name == name
+        and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str)
+    )
+    return keys
+
+
+def referenced_tasks(text: str) -> set[str]:
+    """Task ids an expression reads as ``tasks.<id>`` or ``tasks['<id>']``."""
+    return referenced_keys(text, "tasks")
+
+
+def referenced_names(text: str) -> set[str]:
+    """Top-level names an expression reads that it does not define itself (no globals)."""
+    try:
+        tree = _parse(text)
+    except TemplateSyntaxError:
+        return set()
+    return set(find_undeclared_variables(tree)) - set(_ENV.globals)
+
+
+# ---------------------------------------------------------------- rendering (run time)
+
+def render(value: Any, scope: Mapping[str, Any], path: str = "") -> Any:
+    """Render every templated string of a nested structure.
+
+    A string that is exactly one ``{{ ... }}`` (surrounding whitespace aside) yields the
+    expression's native value: number, bool, None, list, dict. Any other template is
+    rendered to text, with lists, dicts, booleans and None written as JSON. Raises
+    ``ExpressionError`` naming ``path`` plus the failing key, with secrets masked.
+
+    ``scope`` as DSL.md names it: ``params``, ``tasks`` (id -> ``{output, status,
+    error}``), ``run`` (``{id, trigger}``), ``secrets`` (name -> value) and, inside
+    ``for_each``, ``item`` and ``index``.
+    """
+    namespaces = _namespaces(scope)
+    secrets = _secret_values(scope)
+    return _render(value, namespaces, path, secrets)
+
+
+def evaluate_condition(text: str, scope: Mapping[str, Any], path: str = "when") -> bool:
+    """Truthiness of a ``when`` expression's native value."""
+    return bool(render(text, scope, path))
+
+
+def evaluate_items(value: Any, scope: Mapping[str, Any], path: str = "for_each") -> list[Any]:
+    """The elements of ``for_each``: a literal list (its strings rendered) or an expression."""
+    items = render(value, scope, path)
+    if not isinstance(items, list):
+        raise ExpressionError(path, f"for_each must yield a list, got {_json_type(items)}")
+    return items
+
+
+def _render(value: Any, scope: dict[str, Any], path: str, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return _render_text(value, scope, path, secrets) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {key: _render(item, scope, _join(path, key), secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_render(item, scope, f"{path}[{i}]", secrets) for i, item in enumerate(value)]
+    return value
+
+
+def _render_text(text: str, scope: dict[str, Any], path: str, secrets: tuple[str, ...]) -> Any:
+    try:
+        inner = _single_expression(text)
+        if inner is not None:
+            return _json_value(_expression(inner)(scope))
+        return _template(text).render(scope)
+    except TemplateSyntaxError as exc:
+        cause = f"invalid expression: {exc.message or exc}"
+    except SecurityError as exc:
+        cause = f"not allowed: {exc}"
+    except (UndefinedError, _NotJSON) as exc:
+        cause = str(exc)
+    except Exception as exc:
+        cause = f"{exc} ({type(exc).__name__})"
+    # `from None`: the original exception text may hold a secret and would reach logs
+    # through the chained traceback.
+    raise ExpressionError(path, mask_text(cause, secrets)) from None
+
+
+class _NotJSON(Exception):
+    pass
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Undefined):
+        str(value)  # a strict undefined raises here with its message
+        raise _NotJSON("the expression is undefined")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | range):
+        return [_json_value(item) for item in value]
+    raise _NotJSON(f"the expression yields a {type(value).__name__}, which is not a JSON value")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _namespaces(scope: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(scope)
+    for name in ("params", "run", "secrets"):
+        if type(out.get(name)) is dict:
+            out[name] = _Namespace(name, out[name])
+    tasks = out.get("tasks")
+    if type(tasks) is dict:
+        out["tasks"] = _Namespace("tasks", {
+            task_id: _Namespace(f"tasks.{task_id}", entry) if type(entry) is dict else entry
+            for task_id, entry in tasks.items()
+        })
+    return out
+
+
+def _secret_values(scope: Mapping[str, Any]) -> tuple[str, ...]:
+    secrets = scope.get("secrets")
+    if not isinstance(secrets, Mapping):
+        return ()
+    return _ordered(secrets.values())
+
+
+# ---------------------------------------------------------------- secrets
+
+def _ordered(values: Iterable[Any]) -> tuple[str, ...]:
+    # Longest first, so a secret that contains another is masked whole.
+    return tuple(sorted({v for v in values if isinstance(v, str) and v}, key=len, reverse=True))
+
+
+def mask_text(text: str, secret_values: Iterable[str]) -> str:
+    """``text`` with every occurrence of every non-empty secret replaced by ``***``."""
+    secrets = _ordered(secret_values)
+    if not secrets:
+        return text
+    return re.sub("|".join(map(re.escape, secrets)), MASK, text)
+
+
+def mask_secrets(value: Any, secret_values: Iterable[str]) -> Any:
+    """A copy of a nested structure with every secret masked in strings and dict keys."""
+    secrets = _ordered(secret_values)
+    if not secrets:
+        return value
+    pattern = re.compile("|".join(map(re.escape, secrets)))
+    return _mask(value, pattern)
+
+
+def _mask(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(MASK, value)
+    if isinstance(value, Mapping):
+        return {_mask(k, pattern): _mask(v, pattern) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(item, pattern) for item in value]
+    return value

@@ -1,0 +1,98 @@
+"""Tables of the workflow capability: workflows and their immutable versions.
+
+A workflow row is the mutable head (name, team, which version is current); every
+save adds a ``WorkflowVersion`` that is never changed again, so a run can pin the
+exact definition it was started with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask_appbuilder.models.sqla import Model
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.ids import new_id
+from app.models import Team, utcnow
+from app.security.scope import TeamScoped
+
+
+class Workflow(TeamScoped, Model):
+    __tablename__ = "apg_workflow"
+    __table_args__ = (
+        # Names are unique per team among live workflows; a deleted one frees its name.
+        Index(
+            "uq_apg_workflow_team_name_live", "team_id", "name", unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    current_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    team: Mapped[Team] = relationship(lazy="joined")
+    versions: Mapped[list[WorkflowVersion]] = relationship(
+        back_populates="workflow", order_by="WorkflowVersion.version"
+    )
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class WorkflowVersion(Model):
+    __tablename__ = "apg_workflow_version"
+    __table_args__ = (UniqueConstraint("workflow_id", "version", name="uq_apg_workflow_version"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workflow_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_workflow.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # What the author wrote (YAML keeps its comments); `definition` is what runs.
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    source_format: Mapped[str] = mapped_column(String(8), nullable=False, default="json")
+    note: Mapped[str] = mapped_column(String(256), nullable=False, default="")
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+
+    workflow: Mapped[Workflow] = relationship(back_populates="versions")
+
+    @classmethod
+    def scope_clause(cls, actor: Any) -> Any:
+        """A version is visible exactly when its workflow is."""
+        clause = Workflow.scope_clause(actor)
+        if clause is None:
+            return None
+        from sqlalchemy import select
+
+        return cls.workflow_id.in_(select(Workflow.id).where(clause))
+
+    def __repr__(self) -> str:
+        return f"v{self.version}"

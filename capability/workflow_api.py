@@ -1,0 +1,265 @@
+"""``/api/v1/workflows/`` (API.md, "Workflows"): definitions and their versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask_appbuilder.api import expose, protect, safe
+from flask_appbuilder.models.filters import BaseFilter
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+
+from app.api_support import UuidModelApi, call_service, json_body
+from app.errors import ValidationFailed
+from app.extensions import db
+from app.security.actor import Actor
+from app.security.scope import ScopedMixin
+from capability import dsl, service
+from capability.models import Workflow
+
+PERMISSIONS = {
+    "get_list": "read", "get": "read", "info": "read", "versions": "read", "schema": "read",
+    "validate": "read", "post": "write", "put": "write", "delete": "write", "rollback": "write",
+}
+UNKNOWN = "unknown field"
+
+
+class LiveOnly(BaseFilter):
+    """Soft-deleted workflows are gone for every reader."""
+
+    name = "Not deleted"
+    arg_name = None
+
+    def apply(self, query: Any, value: Any) -> Any:
+        return query.filter(Workflow.deleted_at.is_(None))
+
+
+def _body(allowed: set[str], required: set[str]) -> dict[str, Any]:
+    payload = json_body()
+    if not isinstance(payload, dict):
+        raise ValidationFailed("Request body must be a JSON object",
+                               [{"path": "$", "message": "expected an object"}])
+    errors = [{"path": k, "message": UNKNOWN} for k in sorted(set(payload) - allowed)]
+    errors += [{"path": k, "message": "field required"} for k in sorted(required - set(payload))]
+    if errors:
+        raise ValidationFailed("Invalid request", errors)
+    return payload
+
+
+class WorkflowApi(ScopedMixin, UuidModelApi):
+    resource_name = "workflows"
+    datamodel = SQLAInterface(Workflow)
+    class_permission_name = "Workflows"
+    method_permission_name = PERMISSIONS
+    allow_browser_login = True
+    include_route_methods = set(PERMISSIONS)
+    list_columns = ["id", "name", "description", "team.name", "current_version", "created_by",
+                    "created_at", "updated_at"]
+    order_columns = ["name", "created_at", "updated_at"]
+    search_columns = ["name", "description", "team"]
+    base_order = ("name", "asc")
+    base_filters = [["id", LiveOnly, lambda: None]]
+
+    def pre_get_list(self, data: dict[str, Any]) -> None:
+        for item in data.get("result", []):
+            item["team"] = (item.get("team") or {}).get("name")
+            item["version"] = item.pop("current_version", None)
+
+    @expose("/<pk>", methods=["GET"])
+    @protect()
+    @safe
+    def get(self, pk: str, **_: Any) -> Response:  # type: ignore[override]
+        """A workflow with its current definition and version.
+        ---
+        get:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: the workflow}
+            404: {description: "not found, deleted, or not in your teams"}
+        """
+
+        def run(actor: Actor) -> Response:
+            version = service.get_version(db.session, actor, pk)
+            result = service.workflow_dict(version.workflow, version)
+            return self.response(200, id=pk, result=result)
+
+        return call_service("read", "workflow", pk, run)
+
+    @expose("/", methods=["POST"])
+    @protect()
+    @safe
+    def post(self) -> Response:
+        """Create a workflow in a team: version 1.
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    team: {type: string}
+                    definition: {description: "the definition: an object, or YAML/JSON text"}
+                    format: {type: string, enum: [yaml, json]}
+          responses:
+            201: {description: created}
+            409: {description: a workflow of that name exists in the team}
+            422: {description: "invalid definition: every error with its path"}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"team", "definition", "format"}, {"team", "definition"})
+            source = service.read_source(body["definition"], body.get("format"))
+            workflow = service.create_workflow(db.session, actor, str(body["team"]), source)
+            version = service.get_version(db.session, actor, workflow.id)
+            result = service.workflow_dict(workflow, version)
+            return self.response(201, id=workflow.id, result=result)
+
+        return call_service("create", "workflow", None, run)
+
+    @expose("/<pk>", methods=["PUT"])
+    @protect()
+    @safe
+    def put(self, pk: str) -> Response:
+        """Save a new immutable version (runs keep the version they started with).
+        ---
+        put:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    definition: {description: "an object, or YAML/JSON text"}
+                    format: {type: string, enum: [yaml, json]}
+          responses:
+            200: {description: the new version}
+            404: {description: not found}
+            422: {description: invalid definition}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"definition", "format"}, {"definition"})
+            source = service.read_source(body["definition"], body.get("format"))
+            workflow = service.update_workflow(db.session, actor, pk, source)
+            version = service.get_version(db.session, actor, workflow.id)
+            return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
+
+        return call_service("update", "workflow", pk, run)
+
+    @expose("/<pk>", methods=["DELETE"])
+    @protect()
+    @safe
+    def delete(self, pk: str) -> Response:
+        """Delete a workflow (soft: its versions and runs are kept).
+        ---
+        delete:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: deleted}
+            404: {description: not found}
+        """
+
+        def run(actor: Actor) -> Response:
+            service.delete_workflow(db.session, actor, pk)
+            return self.response(200, message="OK")
+
+        return call_service("delete", "workflow", pk, run)
+
+    @expose("/<pk>/versions", methods=["GET"])
+    @protect()
+    @safe
+    def versions(self, pk: str) -> Response:
+        """Every version, newest first.
+        ---
+        get:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: versions}
+            404: {description: not found}
+        """
+
+        def run(actor: Actor) -> Response:
+            rows = service.list_versions(db.session, actor, pk)
+            return self.response(200, count=len(rows),
+                                 result=[service.version_dict(v) for v in rows])
+
+        return call_service("read", "workflow", pk, run)
+
+    @expose("/<pk>/rollback", methods=["POST"])
+    @protect()
+    @safe
+    def rollback(self, pk: str) -> Response:
+        """Make a new version equal to version n.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          requestBody:
+            content:
+              application/json:
+                schema: {type: object, properties: {version: {type: integer}}}
+          responses:
+            200: {description: the new version}
+            404: {description: not found}
+            422: {description: no such version}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"version"}, {"version"})
+            workflow = service.rollback(db.session, actor, pk, body["version"])
+            version = service.get_version(db.session, actor, workflow.id)
+            return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
+
+        return call_service("rollback", "workflow", pk, run)
+
+    @expose("/validate", methods=["POST"])
+    @protect()
+    @safe
+    def validate(self) -> Response:
+        """Check a definition without saving it: every error at once, with its path.
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    definition: {description: "an object, or YAML/JSON text"}
+                    format: {type: string, enum: [yaml, json]}
+          responses:
+            200:
+              description: the verdict
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      valid: {type: boolean}
+                      errors: {type: array, items: {type: object}}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"definition", "format"}, {"definition"})
+            try:
+                source = service.read_source(body["definition"], body.get("format"))
+                service.check_definition(source)
+            except ValidationFailed as exc:
+                return self.response(200, valid=False, errors=exc.errors)
+            return self.response(200, valid=True, errors=[])
+
+        return call_service("validate", "workflow", None, run)
+
+    @expose("/schema", methods=["GET"])
+    @protect()
+    @safe
+    def schema(self) -> Response:
+        """The JSON Schema of workflow definitions (DSL v1).
+        ---
+        get:
+          responses:
+            200: {description: a JSON Schema document}
+        """
+        return self.response(200, **dsl.definition_json_schema())
+

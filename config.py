@@ -55,6 +55,10 @@ SQLALCHEMY_DATABASE_URI = database_url(
 SQLALCHEMY_TRACK_MODIFICATIONS = False
 REDIS_URL = os.environ.get("REDIS_URL", "")
 RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
+# A task without its own `timeout` may run this long (seconds) before RQ stops it.
+TASK_DEFAULT_TIMEOUT = _int("TASK_DEFAULT_TIMEOUT", 3600)
+# `python` tasks may only name callables in these packages (DSL.md); empty = none.
+PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
 PORT = _int("PORT", 8080)
 WORKERS = _int("WORKERS", 2)
 

@@ -23,14 +23,19 @@ def _tenant(obj: Any) -> str | None:
 
 def register(reg: Registrar) -> None:
     from capability.api import TransportApi
+    from capability.run_api import RunApi
     from capability.views import TransportView
     from capability.workflow_api import WorkflowApi
+    from capability.workflow_views import WorkflowView
 
     reg.add_view(
         TransportView, "Workers & queues", icon="fa-server", category="Security",
     )
     reg.add_api(TransportApi)
     reg.add_api(WorkflowApi)
+    reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
+                 category_icon="fa-sitemap")
+    reg.add_api(RunApi)
     reg.audited(
         Workflow,
         AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
@@ -48,6 +53,8 @@ def health() -> dict[str, Any]:
 
 
 _read = ("Workflows", "can_read")
+_menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its list entry
+_runs = ("Runs", "can_read")
 
 capability = Capability.build(
     register,
@@ -58,9 +65,9 @@ capability = Capability.build(
     description="Workflows of typed tasks, versioned; runs on RQ workers (engine in progress).",
     depends_on=("platform",),
     role_permissions={
-        AUTHOR: (("Workflows", "can_read|can_write"),),
-        OPERATOR: (_read,),
-        VIEWER: (_read,),
+        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _runs, _menu),
+        OPERATOR: (("Workflows", "can_read|can_run"), _runs, _menu),
+        VIEWER: (_read, _runs, _menu),
     },
-    menus=("Security",),
+    menus=("Workflows", "Security"),
 )

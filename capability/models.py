@@ -96,3 +96,103 @@ class WorkflowVersion(Model):
 
     def __repr__(self) -> str:
         return f"v{self.version}"
+
+
+class Run(TeamScoped, Model):
+    """One execution of a pinned workflow version."""
+
+    __tablename__ = "apg_run"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "idempotency_key", name="uq_apg_run_idempotency"),
+        Index("ix_apg_run_workflow_status", "workflow_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workflow_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_workflow.id", ondelete="RESTRICT"), nullable=False
+    )
+    version_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_workflow_version.id", ondelete="RESTRICT"), nullable=False
+    )
+    workflow_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False, default="api")
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False,
+        index=True,
+    )
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    workflow: Mapped[Workflow] = relationship(lazy="joined")
+    version: Mapped[WorkflowVersion] = relationship()
+    team: Mapped[Team] = relationship(lazy="joined")
+    tasks: Mapped[list[TaskRun]] = relationship(
+        back_populates="run", order_by="TaskRun.position"
+    )
+
+    def __repr__(self) -> str:
+        return f"run {self.id}"
+
+
+class TaskRun(Model):
+    """The state of one task of a run (its outcome is decided exactly once)."""
+
+    __tablename__ = "apg_task_run"
+    __table_args__ = (UniqueConstraint("run_id", "task_id", name="uq_apg_task_run"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_run.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    task_id: Mapped[str] = mapped_column(String(63), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The attempt whose result counts; a late or duplicate attempt cannot overwrite.
+    current_attempt_id: Mapped[str | None] = mapped_column(String(36))
+    output: Mapped[Any | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    run: Mapped[Run] = relationship(back_populates="tasks")
+
+    @classmethod
+    def scope_clause(cls, actor: Any) -> Any:
+        clause = Run.scope_clause(actor)
+        if clause is None:
+            return None
+        from sqlalchemy import select
+
+        return cls.run_id.in_(select(Run.id).where(clause))
+
+
+class TaskAttempt(Model):
+    """One try of a task. Its id is the idempotency key a connector may pass on."""
+
+    __tablename__ = "apg_task_attempt"
+    __table_args__ = (UniqueConstraint("task_run_id", "number", name="uq_apg_task_attempt"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    task_run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    # queued | scheduled | running | succeeded | failed | lost | cancelled
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    queue: Mapped[str] = mapped_column(String(63), nullable=False, default="default")
+    not_before: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    task_run: Mapped[TaskRun] = relationship()

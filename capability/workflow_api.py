@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app, request
 from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -14,14 +14,22 @@ from app.errors import ValidationFailed
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
-from capability import dsl, service
+from capability import dsl, runs, service
+from capability.engine.dispatch import Dispatcher
 from capability.models import Workflow
 
 PERMISSIONS = {
     "get_list": "read", "get": "read", "info": "read", "versions": "read", "schema": "read",
     "validate": "read", "post": "write", "put": "write", "delete": "write", "rollback": "write",
+    "start_run": "run",
 }
 UNKNOWN = "unknown field"
+
+
+def dispatcher() -> Dispatcher:
+    from app.runtime.redis_conn import get_redis
+
+    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"])
 
 
 class LiveOnly(BaseFilter):
@@ -212,6 +220,48 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
             return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
 
         return call_service("rollback", "workflow", pk, run)
+
+    @expose("/<pk>/runs", methods=["POST"])
+    @protect()
+    @safe
+    def start_run(self, pk: str) -> Response:
+        """Start a run of the current version.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    params: {type: object}
+                    idempotency_key: {type: string}
+          responses:
+            201: {description: "the run, status queued"}
+            200: {description: "the run created earlier with the same idempotency key"}
+            404: {description: not found}
+            422: {description: "params that break their declarations: every error"}
+        """
+
+        def run(actor: Actor) -> Response:
+            payload = json_body() if request.get_data(cache=True) else {}
+            body = payload if isinstance(payload, dict) else None
+            if body is None:
+                raise ValidationFailed("Request body must be a JSON object",
+                                       [{"path": "$", "message": "expected an object"}])
+            unknown = sorted(set(body) - {"params", "idempotency_key"})
+            if unknown:
+                raise ValidationFailed("Invalid request",
+                                       [{"path": k, "message": UNKNOWN} for k in unknown])
+            started, created = runs.start_run(
+                db.session, actor, dispatcher(), pk, body.get("params"),
+                body.get("idempotency_key"), trigger="api",
+            )
+            return self.response(201 if created else 200, id=started.id,
+                                 result=runs.run_dict(db.session, started))
+
+        return call_service("start", "run", pk, run)
 
     @expose("/validate", methods=["POST"])
     @protect()

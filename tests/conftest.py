@@ -55,6 +55,7 @@ def make_config(urls: dict[str, str], **extra: Any) -> dict[str, Any]:
         "WTF_CSRF_ENABLED": False,
         "AUTH_RATE_LIMIT": "10000 per minute",
         "APG_DISCOVER_ENTRY_POINTS": False,
+        "PYTHON_TASK_PREFIXES": ["tests.engine_callables"],
     }
     config.update(extra)
     return config

@@ -28,6 +28,7 @@ from capability.dsl.expressions import (
 from capability.dsl.fields import Duration, PositiveDuration, Templated
 from capability.dsl.graph import find_cycles, topological_order, upstream_map
 from capability.dsl.issues import ValidationIssue, error_path, pydantic_issues
+from capability.dsl.locate import locate, locate_issues
 from capability.dsl.models import (
     DEFAULT_QUEUE,
     CompensateSpec,
@@ -62,7 +63,7 @@ __all__ = [
     "check_syntax", "definition_json_schema", "effective_queue", "effective_retry",
     "effective_timeout", "error_path", "evaluate_condition", "evaluate_items",
     "find_cycles", "find_expressions", "format_duration", "is_template", "load_source",
-    "mask_secrets",
+    "locate", "locate_issues", "mask_secrets",
     "mask_text", "parse_duration", "parse_source", "pydantic_issues", "referenced_keys",
     "referenced_names", "referenced_tasks", "registry", "render", "topological_order",
     "upstream_map", "validate_definition", "validate_params", "validate_source",

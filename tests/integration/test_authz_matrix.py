@@ -42,6 +42,10 @@ def world(app) -> dict[str, Any]:
             "team": f"{team['tenant']}/{team['name']}", "definition": _definition(unique("wf"))})
         assert r.status_code == 201, r.get_json()
         workflows[key] = {"id": r.get_json()["id"], "name": r.get_json()["result"]["name"]}
+        started = client.post(f"/api/v1/workflows/{workflows[key]['id']}/runs", headers=admin_h,
+                              json={})
+        assert started.status_code == 201, started.get_json()
+        workflows[key]["run"] = started.get_json()["id"]
     return {"own": own, "other": other, "foreign": foreign, "users": users, "tokens": tokens,
             "foreign_event": foreign_event, "wf": workflows}
 
@@ -108,6 +112,15 @@ CASES = [
     ("workflow validate", "POST", "/api/v1/workflows/validate", {"definition": "@definition"},
      _expect(200, 200, 403)),
     ("workflow schema", "GET", "/api/v1/workflows/schema", None, _expect(200, 200, 403)),
+    ("run start own", "POST", "/api/v1/workflows/{wf_own}/runs", {"params": {}},
+     _roles(201, 201, 201, 403, 403)),
+    ("run start other team", "POST", "/api/v1/workflows/{wf_other}/runs", {"params": {}},
+     _roles(201, 404, 404, 403, 403)),
+    ("runs list", "GET", "/api/v1/runs/", None, _expect(200, 200, 403)),
+    ("run get own", "GET", "/api/v1/runs/{run_own}", None, _expect(200, 200, 403)),
+    ("run get other team", "GET", "/api/v1/runs/{run_other}", None, _expect(200, 404, 403)),
+    ("run get other tenant", "GET", "/api/v1/runs/{run_foreign}", None,
+     _expect(200, 404, 403)),
     ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
     ("workers", "GET", "/api/v1/workers/", None, _expect(200, 403, 403)),
     ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
@@ -151,6 +164,7 @@ def _fill(app, world, role, text: str) -> str:
         text = text.replace("@scratch", Factory(app).team()["id"])
     for key in ("own", "other", "foreign"):
         text = text.replace("{wf_" + key + "}", world["wf"][key]["id"])
+        text = text.replace("{run_" + key + "}", world["wf"][key]["run"])
     return (
         text.replace("{own}", world["own"]["id"])
         .replace("{other}", world["other"]["id"])
@@ -185,6 +199,13 @@ def test_api_matrix_anonymous(app, client, world, case):
     path = _fill(app, world, "anonymous", path)
     r = client.open(path, method=method, json=body)
     assert r.status_code == 401
+
+
+def test_members_see_only_their_teams_runs(client, world):
+    for role in ("Author", "Operator", "Viewer"):
+        r = client.get("/api/v1/runs/?page_size=100", headers=auth(world["tokens"][role]))
+        teams = {run["team"] for run in r.get_json()["result"]}
+        assert teams == {world["own"]["name"]}, role
 
 
 def test_members_see_only_their_teams_in_lists(client, world):

@@ -17,7 +17,10 @@ REF = "tests.capabilities_fixture:"
 
 
 def build(service_urls, *names):
-    return create_app(make_config(service_urls, APG_CAPABILITIES=[REF + n for n in names]))
+    # The real capability stays installed: every start re-syncs the roles to the rules of
+    # the capabilities it has, and the other tests' users need the workflow grants.
+    refs = ["capability.blueprint:capability", *[REF + n for n in names]]
+    return create_app(make_config(service_urls, APG_CAPABILITIES=refs))
 
 
 def test_dependencies_register_first(app, service_urls):
@@ -28,7 +31,7 @@ def test_dependencies_register_first(app, service_urls):
         from app.composition.engine import get_composition
 
         ids = [item.id for item in get_composition(application).loaded]
-    assert ids == ["platform", "alpha", "beta", "gamma"]
+    assert ids == ["platform", "alpha", "beta", "gamma", "workflow"]
 
 
 def test_order_is_independent_of_declaration_order():

@@ -16,7 +16,8 @@ from tests.scope_fixture import Note, NoteBase
 @pytest.fixture(scope="module")
 def scoped(app, service_urls):
     application = create_app(make_config(
-        service_urls, APG_CAPABILITIES=["tests.scope_fixture:capability"]))
+        service_urls,
+        APG_CAPABILITIES=["capability.blueprint:capability", "tests.scope_fixture:capability"]))
     with application.app_context():
         NoteBase.metadata.create_all(db.engine)
     f = Factory(application)

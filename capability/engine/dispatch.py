@@ -1,0 +1,47 @@
+"""Handing attempts to RQ, always after the transaction that created them committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue
+
+JOB_PREFIX = "apg-attempt-"
+
+
+@dataclass(frozen=True)
+class Send:
+    attempt_id: str
+    queue: str
+    delay: float = 0.0  # seconds to wait in RQ's scheduled registry (retries, delays)
+    timeout: float | None = None
+    finish_delay: bool = False  # the end of a `delay` task, not a new attempt
+
+
+class Dispatcher:
+    """Enqueues on the RQ queues of one Redis; services get it as an argument."""
+
+    def __init__(self, conn: Redis, default_timeout: float = 3600.0) -> None:
+        self.conn = conn
+        self.default_timeout = default_timeout
+
+    def send(self, items: list[Send]) -> None:
+        for item in items:
+            queue = Queue(item.queue, connection=self.conn)
+            func = (
+                "capability.engine.jobs.finish_delay" if item.finish_delay
+                else "capability.engine.jobs.run_attempt"
+            )
+            job_id = JOB_PREFIX + item.attempt_id + ("-end" if item.finish_delay else "")
+            # RQ's timeout is a backstop a little past the task's own; the task's is
+            # enforced in the job so that it becomes a retriable failure.
+            timeout = int((item.timeout or self.default_timeout) + 30)
+            options = {"job_id": job_id, "job_timeout": timeout, "result_ttl": 0,
+                       "failure_ttl": 86400}
+            if item.delay > 0:
+                queue.enqueue_in(dt.timedelta(seconds=item.delay), func, item.attempt_id,
+                                 **options)
+            else:
+                queue.enqueue(func, item.attempt_id, **options)

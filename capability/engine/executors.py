@@ -1,0 +1,120 @@
+"""What each built-in task type does with its rendered ``with`` (DSL.md, "Built-in task
+types"). An executor returns an ``Outcome``; raising means a retriable failure."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from capability.dsl import parse_duration
+from capability.engine.runner import AttemptContext, Outcome
+
+Executor = Callable[[dict[str, Any], AttemptContext, "Settings"], Outcome]
+RETRIABLE_STATUS = {429} | set(range(500, 600))
+
+
+class Settings:
+    """The worker-side configuration executors need (passed in, never read globally)."""
+
+    def __init__(self, python_prefixes: list[str], http_timeout: float = 30.0) -> None:
+        self.python_prefixes = python_prefixes
+        self.http_timeout = http_timeout
+
+
+def noop(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    return Outcome.success(params.get("value"))
+
+
+def fail(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    # Retriable like any failure, so `fail` can exercise retries as well as compensation.
+    return Outcome.failure(str(params.get("message") or "failed on purpose"))
+
+
+def delay(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    seconds = parse_duration(params.get("seconds", 0))
+    if seconds < 0:
+        return Outcome.failure("with.seconds: must not be negative", retriable=False)
+    return Outcome(True, defer=seconds)
+
+
+def transform(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    if "jsonpath" in params:
+        from jsonpath_ng.ext import parse as jsonpath
+
+        try:
+            expr = jsonpath(str(params["jsonpath"]))
+        except Exception as exc:  # the library raises several types for bad syntax
+            return Outcome.failure(f"with.jsonpath: {exc}", retriable=False)
+        matches = [m.value for m in expr.find(params.get("input"))]
+        return Outcome.success(matches[0] if len(matches) == 1 else matches)
+    return Outcome.success(params.get("value"))
+
+
+def python(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    target = str(params.get("callable", ""))
+    module_name, _, attr = target.partition(":")
+    if not any(module_name == p or module_name.startswith(p + ".")
+               for p in settings.python_prefixes):
+        allowed = ", ".join(settings.python_prefixes) or "none configured"
+        return Outcome.failure(
+            f"with.callable: {target!r} is not under an allowed prefix ({allowed})",
+            retriable=False,
+        )
+    try:
+        func = importlib.import_module(module_name)
+        for part in attr.split("."):
+            func = getattr(func, part)
+    except (ImportError, AttributeError) as exc:
+        return Outcome.failure(f"with.callable: cannot import {target!r}: {exc}", retriable=False)
+    return Outcome.success(func(**(params.get("kwargs") or {})))  # type: ignore[operator]
+
+
+def http(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    headers = dict(params.get("headers") or {})
+    # Receivers can drop repeats of the same attempt (execution is at-least-once).
+    headers.setdefault("Idempotency-Key", ctx.attempt_id)
+    auth = params.get("auth") or {}
+    basic = None
+    if auth.get("type") == "basic":
+        basic = (str(auth.get("username", "")), str(auth.get("password", "")))
+    elif auth.get("type") == "bearer":
+        headers["Authorization"] = f"Bearer {auth.get('token', '')}"
+    timeout = parse_duration(params["timeout"]) if params.get("timeout") else (
+        ctx.timeout or settings.http_timeout
+    )
+    try:
+        response = requests.request(
+            str(params.get("method", "GET")).upper(), str(params["url"]), headers=headers,
+            params=params.get("params"), json=params.get("json"), data=params.get("data"),
+            auth=basic, timeout=timeout,
+        )
+    except requests.Timeout:
+        return Outcome.failure(f"HTTP request timed out after {timeout:g}s")
+    except requests.RequestException as exc:
+        return Outcome.failure(f"HTTP connection error: {type(exc).__name__}: {exc}")
+    try:
+        body_json = response.json()
+    except ValueError:
+        body_json = None
+    output = {"status": response.status_code, "headers": dict(response.headers),
+              "json": body_json, "text": response.text}
+    expected = params.get("expect_status")
+    if expected is None:
+        good = 200 <= response.status_code < 300
+    else:
+        good = response.status_code in (expected if isinstance(expected, list) else [expected])
+    if good:
+        return Outcome.success(output)
+    return Outcome(
+        False, output=output, error=f"HTTP {response.status_code} from {params['url']}",
+        retriable=response.status_code in RETRIABLE_STATUS,
+    )
+
+
+EXECUTORS: dict[str, Executor] = {
+    "noop": noop, "fail": fail, "delay": delay, "transform": transform, "python": python,
+    "http": http,
+}

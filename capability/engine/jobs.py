@@ -1,0 +1,91 @@
+"""What RQ workers execute: one task attempt, or the end of a `delay`.
+
+Both run inside the Flask app context (``AppWorker``) and call the same runner
+functions the web process uses.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+
+from app.extensions import db
+from app.runtime.redis_conn import get_redis
+from capability import dsl
+from capability.engine import runner
+from capability.engine.dispatch import Dispatcher
+from capability.engine.executors import EXECUTORS, Settings
+from capability.engine.runner import AttemptContext, Outcome
+
+# RQ's scheduler is whole-second; a job may wait at most this long for its due time.
+MAX_EARLY_WAIT = 2.0
+
+
+def _dispatcher() -> Dispatcher:
+    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"])
+
+
+def _settings() -> Settings:
+    return Settings(list(current_app.config["PYTHON_TASK_PREFIXES"]))
+
+
+def _worker_name() -> str | None:
+    job = get_current_job()
+    return getattr(job, "worker_name", None) if job is not None else None
+
+
+def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
+    """Render the task's templates and run its type, inside its per-attempt timeout."""
+    try:
+        params = dsl.render(ctx.task.with_, ctx.scope, path="with")
+    except dsl.ExpressionError as exc:
+        return Outcome.failure(str(exc), retriable=False)
+    executor = EXECUTORS.get(ctx.task.type)
+    if executor is None:
+        return Outcome.failure(f"type: {ctx.task.type!r} cannot run on this engine",
+                               retriable=False)
+    try:
+        dsl.registry.get(ctx.task.type).validate_with(params, rendered=True)
+    except Exception as exc:  # a template rendered to a value its type refuses
+        return Outcome.failure(f"with: {exc}", retriable=False)
+    try:
+        if ctx.timeout:
+            with UnixSignalDeathPenalty(int(max(1, ctx.timeout)), JobTimeoutException):
+                return executor(params, ctx, settings)
+        return executor(params, ctx, settings)
+    except JobTimeoutException:
+        return Outcome.failure(f"timed out after {ctx.timeout:g}s (attempt {ctx.number})")
+    except Exception as exc:  # the task failed; whether it is retried is the policy's call
+        return Outcome.failure(f"{type(exc).__name__}: {exc}")
+
+
+def _on_time(attempt_id: str) -> None:
+    early = runner.seconds_early(db.session, attempt_id)
+    if early > 0:
+        time.sleep(min(early, MAX_EARLY_WAIT))
+
+
+def run_attempt(attempt_id: str) -> None:
+    _on_time(attempt_id)
+    ctx = runner.begin_attempt(db.session, attempt_id, _worker_name())
+    if ctx is None:
+        return
+    outcome = execute(ctx, _settings())
+    if outcome.defer is not None:
+        sends = runner.defer_attempt(db.session, attempt_id, outcome.defer)
+    else:
+        sends = runner.complete_attempt(db.session, attempt_id, outcome)
+    db.session.remove()
+    _dispatcher().send(sends)
+
+
+def finish_delay(attempt_id: str) -> None:
+    _on_time(attempt_id)
+    sends = runner.complete_attempt(db.session, attempt_id, Outcome.success(None))
+    db.session.remove()
+    _dispatcher().send(sends)
+
+

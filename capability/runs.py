@@ -1,0 +1,178 @@
+"""Starting and reading runs. Every function takes the acting user."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.audit.recorder import build_event, record
+from app.errors import Forbidden, NotFound, ValidationFailed
+from app.extensions import DbSession
+from app.security.actor import Actor
+from app.security.roles import AUTHOR, OPERATOR
+from app.security.scope import scoped
+from capability import dsl, service
+from capability.dsl import RunStatus
+from capability.engine import runner
+from capability.engine.dispatch import Dispatcher
+from capability.models import Run, TaskAttempt, TaskRun, Workflow
+
+TRIGGERS = ("manual", "api", "schedule", "webhook", "event")
+# Parts of DSL.md this engine does not execute yet: refused when a run starts, with the
+# path, rather than accepted and left waiting.
+NOT_YET = {"approval": "approval tasks", "workflow": "sub-workflow tasks"}
+
+
+def _require_operator(actor: Actor, team_id: str) -> None:
+    if actor.is_admin:
+        return
+    if not ({OPERATOR, AUTHOR} & actor.roles) or team_id not in actor.team_ids:
+        raise Forbidden("Only an Operator or Author of the workflow's team may start runs")
+
+
+def _unsupported(definition: dsl.WorkflowDefinition) -> list[dict[str, str]]:
+    errors = []
+    for i, task in enumerate(definition.tasks):
+        if task.type in NOT_YET:
+            errors.append({"path": f"tasks[{i}].type",
+                           "message": f"{NOT_YET[task.type]} cannot run on this engine yet"})
+        if task.for_each is not None:
+            errors.append({"path": f"tasks[{i}].for_each",
+                           "message": "for_each cannot run on this engine yet"})
+        if task.compensate is not None:
+            errors.append({"path": f"tasks[{i}].compensate",
+                           "message": "compensation cannot run on this engine yet"})
+    return errors
+
+
+def start_run(
+    session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow_id: str,
+    params: Any = None, idempotency_key: str | None = None, trigger: str = "api",
+) -> tuple[Run, bool]:
+    """Create a run of the current version and queue its first tasks.
+
+    Returns ``(run, created)``: the same idempotency key again gives the first run back.
+    """
+    workflow = service.get_workflow(session, actor, workflow_id)
+    _require_operator(actor, workflow.team_id)
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 128:
+            raise ValidationFailed("Invalid idempotency key", [
+                {"path": "idempotency_key", "message": "a string of 1 to 128 characters"}])
+        existing = _by_key(session, workflow.id, idempotency_key)
+        if existing is not None:
+            return existing, False
+    if params is not None and not isinstance(params, dict):
+        raise ValidationFailed("params must be an object",
+                               [{"path": "params", "message": "expected an object"}])
+    version = service.get_version(session, actor, workflow.id)
+    definition = runner.definition_of(version)
+    resolved, errors = dsl.validate_params(definition, params or {})
+    errors = list(errors) + _unsupported(definition)
+    if errors:
+        raise ValidationFailed("The run cannot start", errors)
+    # Lock the workflow so concurrent starts agree on max_active_runs.
+    session.execute(select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
+    run = Run(
+        workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
+        team_id=workflow.team_id, status=RunStatus.QUEUED.value, params=resolved,
+        trigger=trigger, idempotency_key=idempotency_key, created_by=actor.username,
+    )
+    session.add(run)
+    session.flush()
+    runner.create_tasks(session, run, definition)
+    sends = []
+    if _below_limit(session, workflow.id, definition.max_active_runs):
+        sends = runner.start(session, run)
+    record(session, build_event(
+        actor, "start", "run", run.id, team=workflow.team.name,
+        tenant=workflow.team.tenant.name,
+        after={"workflow": workflow.name, "version": version.version, "trigger": trigger},
+    ))
+    try:
+        session.commit()
+    except IntegrityError:  # the same key raced us; the other request's run wins
+        session.rollback()
+        existing = _by_key(session, workflow.id, idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    dispatcher.send(sends)
+    return run, True
+
+
+def _by_key(session: DbSession, workflow_id: str, key: str) -> Run | None:
+    return session.execute(
+        select(Run).where(Run.workflow_id == workflow_id, Run.idempotency_key == key)
+    ).scalar()
+
+
+def _below_limit(session: DbSession, workflow_id: str, limit: int | None) -> bool:
+    if not limit:
+        return True
+    active = session.execute(
+        select(func.count()).select_from(Run).where(
+            Run.workflow_id == workflow_id,
+            Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
+        )
+    ).scalar_one()
+    return int(active) < limit
+
+
+def get_run(session: DbSession, actor: Actor, run_id: str) -> Run:
+    run = session.execute(scoped(select(Run), Run, actor).where(Run.id == run_id)).scalar()
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def run_dict(session: DbSession, run: Run, with_tasks: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "workflow": run.workflow.name,
+        "workflow_version": run.workflow_version,
+        "team": run.team.name,
+        "status": run.status,
+        "params": run.params,
+        "trigger": run.trigger,
+        "idempotency_key": run.idempotency_key,
+        "created_by": run.created_by,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
+    if with_tasks:
+        out["tasks"] = [_task_dict(session, t) for t in run.tasks]
+    return out
+
+
+def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
+    attempts = session.execute(
+        select(TaskAttempt).where(TaskAttempt.task_run_id == task.id)
+        .order_by(TaskAttempt.number)
+    ).scalars()
+    return {
+        "task_id": task.task_id,
+        "status": task.status,
+        "attempts": task.attempts,
+        "output": task.output,
+        "error": task.error,
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+        "attempt_history": [
+            {"id": a.id, "number": a.number, "status": a.status, "error": a.error,
+             "worker": a.worker, "started_at": _iso(a.started_at),
+             "finished_at": _iso(a.finished_at)}
+            for a in attempts
+        ],
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()

@@ -1,0 +1,56 @@
+"""Drive runs to the end in the test process: a real RQ worker (SimpleWorker, burst
+mode, inside the app context) plus RQ's scheduler moving due retries and delays."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask
+from rq import SimpleWorker
+from rq.scheduler import RQScheduler
+
+from app.extensions import db
+from app.runtime.redis_conn import get_redis
+from app.runtime.worker import queues
+from capability.dsl import FINISHED_RUN_STATUSES
+from capability.models import Run
+
+
+class AppSimpleWorker(SimpleWorker):
+    flask_app: Flask | None = None
+
+    def perform_job(self, job: Any, queue: Any) -> bool:
+        assert self.flask_app is not None
+        with self.flask_app.app_context():
+            try:
+                return super().perform_job(job, queue)
+            finally:
+                db.session.remove()
+
+
+def run_status(app: Flask, run_id: str) -> str:
+    with app.app_context():
+        status = db.session.get(Run, run_id).status
+        db.session.remove()
+        return str(status)
+
+
+def drain(app: Flask, run_id: str, timeout: float = 30.0) -> str:
+    """Work the queues until the run is finished; returns its final status."""
+    conn = get_redis(app)
+    names = app.config["RQ_QUEUES"]
+    scheduler = RQScheduler(names, connection=conn)
+    scheduler.prepare_registries(names)
+    deadline = time.monotonic() + timeout
+    finished = {s.value for s in FINISHED_RUN_STATUSES}
+    while time.monotonic() < deadline:
+        worker = AppSimpleWorker(queues(app), connection=conn)
+        worker.flask_app = app
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+        status = run_status(app, run_id)
+        if status in finished:
+            return status
+        scheduler.enqueue_scheduled_jobs()
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {run_status(app, run_id)} after {timeout}s")

@@ -1,0 +1,313 @@
+"""Runs on a real RQ worker: dependencies, trigger rules, skips, retries, timeouts,
+delays, templates, idempotency, max_active_runs, exactly-once completion."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from capability.engine import runner
+from capability.models import Run, TaskAttempt, TaskRun
+from tests.conftest import api_token, auth, unique
+from tests.engine_support import drain
+
+
+@pytest.fixture()
+def op(client, factory):
+    team = factory.team()
+    author = factory.user("Author", teams=[team])
+    return {"team": team, "h": auth(api_token(client, author["username"]))}
+
+
+def make(client, op, tasks: list[dict[str, Any]], **extra: Any) -> str:
+    definition = {"name": unique("wf"), "tasks": tasks, **extra}
+    r = client.post("/api/v1/workflows/", headers=op["h"],
+                    json={"team": op["team"]["name"], "definition": definition})
+    assert r.status_code == 201, r.get_json()
+    return str(r.get_json()["id"])
+
+
+def start(client, op, wid: str, **body: Any):
+    return client.post(f"/api/v1/workflows/{wid}/runs", headers=op["h"], json=body)
+
+
+def run_to_end(app, client, op, tasks, params=None, **extra) -> dict[str, Any]:
+    wid = make(client, op, tasks, **extra)
+    r = start(client, op, wid, params=params or {})
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["result"]["status"] in ("queued", "running")
+    drain(app, r.get_json()["id"])
+    got = client.get(f"/api/v1/runs/{r.get_json()['id']}", headers=op["h"]).get_json()["result"]
+    got["by_task"] = {t["task_id"]: t for t in got["tasks"]}
+    return got
+
+
+def test_chain_passes_outputs_through_templates(app, client, op):
+    wid = make(client, op, [
+        {"id": "a", "type": "noop", "with": {"value": "{{ params.n * 2 }}"}},
+        {"id": "b", "type": "transform", "depends_on": ["a"],
+         "with": {"value": {"doubled": "{{ tasks.a.output }}", "text": "n={{ params.n }}"}}},
+        {"id": "c", "type": "python", "depends_on": ["b"],
+         "with": {"callable": "tests.engine_callables:add",
+                  "kwargs": {"a": "{{ tasks.b.output.doubled }}", "b": 1}}},
+    ], params={"n": {"type": "integer", "required": True}})
+    r = start(client, op, wid, params={"n": 21})
+    assert r.status_code == 201, r.get_json()
+    assert drain(app, r.get_json()["id"]) == "succeeded"
+    got = client.get(f"/api/v1/runs/{r.get_json()['id']}", headers=op["h"]).get_json()["result"]
+    by = {t["task_id"]: t for t in got["tasks"]}
+    assert by["a"]["output"] == 42
+    assert by["b"]["output"] == {"doubled": 42, "text": "n=21"}
+    assert by["c"]["output"] == 43
+    assert [t["task_id"] for t in got["tasks"]] == ["a", "b", "c"]
+    assert got["started_at"] and got["finished_at"] and got["params"] == {"n": 21}
+
+
+def test_failure_marks_downstream_and_all_done_still_runs(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "boom", "type": "fail", "with": {"message": "nope"}},
+        {"id": "after", "type": "noop", "depends_on": ["boom"]},
+        {"id": "after2", "type": "noop", "depends_on": ["after"]},
+        {"id": "notify", "type": "noop", "depends_on": ["boom"], "trigger_rule": "all_done",
+         "when": "{{ tasks.boom.status == 'failed' }}"},
+        {"id": "on_fail", "type": "noop", "depends_on": ["boom"], "trigger_rule": "one_failed"},
+        {"id": "on_ok", "type": "noop", "depends_on": ["notify"], "trigger_rule": "one_success"},
+    ])
+    by = run["by_task"]
+    assert run["status"] == "failed"
+    assert by["boom"]["status"] == "failed" and by["boom"]["error"] == "nope"
+    assert by["after"]["status"] == "upstream_failed"
+    assert by["after2"]["status"] == "upstream_failed"
+    assert by["notify"]["status"] == "succeeded"
+    assert by["on_fail"]["status"] == "succeeded"
+    assert by["on_ok"]["status"] == "succeeded"
+
+
+def test_when_false_skips_and_skips_propagate(app, client, op):
+    wid = make(client, op, [
+        {"id": "gate", "type": "noop", "when": "{{ params.go }}"},
+        {"id": "next", "type": "noop", "depends_on": ["gate"]},
+        {"id": "tolerant", "type": "noop", "depends_on": ["gate"], "trigger_rule": "none_failed"},
+        {"id": "wants_failure", "type": "noop", "depends_on": ["gate"],
+         "trigger_rule": "all_failed"},
+    ], params={"go": {"type": "boolean", "default": False}})
+    r = start(client, op, wid)
+    assert drain(app, r.get_json()["id"]) == "succeeded"
+    by = {t["task_id"]: t for t in client.get(
+        f"/api/v1/runs/{r.get_json()['id']}", headers=op["h"]).get_json()["result"]["tasks"]}
+    assert by["gate"]["status"] == "skipped" and by["gate"]["attempts"] == 0
+    assert by["next"]["status"] == "skipped"
+    assert by["tolerant"]["status"] == "succeeded"
+    assert by["wants_failure"]["status"] == "skipped"
+
+
+def test_retries_back_off_through_the_scheduled_registry(app, client, op):
+    key = unique("flaky")
+    run = run_to_end(app, client, op, [
+        {"id": "flaky", "type": "python",
+         "with": {"callable": "tests.engine_callables:flaky",
+                  "kwargs": {"key": key, "fail_times": 2}},
+         "retry": {"max_attempts": 3, "backoff": "exponential", "delay": "200ms",
+                   "jitter": False}},
+    ])
+    task = run["by_task"]["flaky"]
+    assert run["status"] == "succeeded" and task["attempts"] == 3
+    history = task["attempt_history"]
+    assert [a["status"] for a in history] == ["failed", "failed", "succeeded"]
+    assert "flaky failure 1" in history[0]["error"]
+    # The second wait doubles the first (exponential backoff, no jitter).
+    with app.app_context():
+        rows = db.session.execute(select(TaskAttempt).where(
+            TaskAttempt.id.in_([a["id"] for a in history])).order_by(TaskAttempt.number)
+        ).scalars().all()
+        gap1 = (rows[1].not_before - rows[0].finished_at).total_seconds()
+        gap2 = (rows[2].not_before - rows[1].finished_at).total_seconds()
+    assert 0.15 < gap1 < 0.3 and 0.35 < gap2 < 0.5
+
+
+def test_retries_exhausted_fail_the_task(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "always", "type": "fail", "with": {"message": "still broken"},
+         "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
+    ])
+    task = run["by_task"]["always"]
+    assert run["status"] == "failed" and task["attempts"] == 2 and task["status"] == "failed"
+
+
+def test_timeout_fails_the_attempt_and_is_retried(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "slow", "type": "python", "timeout": "1s",
+         "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 5}},
+         "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
+    ])
+    task = run["by_task"]["slow"]
+    assert task["status"] == "failed" and task["attempts"] == 2
+    assert "timed out after 1s" in task["error"]
+
+
+def test_expression_failure_names_the_field_and_is_not_retried(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "a", "type": "noop", "with": {"value": {"k": 1}}},
+        {"id": "b", "type": "noop", "depends_on": ["a"],
+         "with": {"value": "{{ tasks.a.output.missing }}"},
+         "retry": {"max_attempts": 3, "delay": "50ms"}},
+    ])
+    task = run["by_task"]["b"]
+    assert task["status"] == "failed" and task["attempts"] == 1
+    assert task["error"].startswith("with.value")
+
+
+def test_python_callable_outside_allowed_prefixes_fails(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "p", "type": "python", "with": {"callable": "os:getcwd"},
+         "retry": {"max_attempts": 3, "delay": "50ms"}},
+    ])
+    task = run["by_task"]["p"]
+    assert task["status"] == "failed" and task["attempts"] == 1
+    assert "not under an allowed prefix" in task["error"]
+
+
+def test_http_task_output_retries_and_statuses(app, client, op, httpserver):
+    from werkzeug import Response
+
+    calls = []
+
+    def flaky(request):  # first call busy, then fine
+        calls.append(request.headers.get("Idempotency-Key"))
+        if len(calls) == 1:
+            return Response("busy", status=503)
+        return Response('{"ok": true}', content_type="application/json")
+
+    httpserver.expect_request("/flaky").respond_with_handler(flaky)
+    httpserver.expect_request("/missing").respond_with_data("no", status=404)
+    run = run_to_end(app, client, op, [
+        {"id": "get", "type": "http", "with": {"url": httpserver.url_for("/flaky")},
+         "retry": {"max_attempts": 3, "delay": "50ms", "jitter": False}},
+        {"id": "gone", "type": "http", "with": {"url": httpserver.url_for("/missing")},
+         "retry": {"max_attempts": 3, "delay": "50ms"}},
+    ])
+    got = run["by_task"]["get"]
+    assert got["status"] == "succeeded" and got["attempts"] == 2
+    assert got["output"]["status"] == 200 and got["output"]["json"] == {"ok": True}
+    # Each attempt carries its own idempotency key (its attempt id).
+    assert calls == [a["id"] for a in got["attempt_history"]]
+    gone = run["by_task"]["gone"]
+    assert gone["status"] == "failed" and gone["attempts"] == 1
+    assert "HTTP 404" in gone["error"]
+
+
+def test_delay_waits_without_holding_a_worker(app, client, op):
+    wid = make(client, op, [
+        {"id": "wait", "type": "delay", "with": {"seconds": 1}},
+        {"id": "then", "type": "noop", "depends_on": ["wait"]},
+    ])
+    r = start(client, op, wid)
+    t0 = time.monotonic()
+    assert drain(app, r.get_json()["id"]) == "succeeded"
+    assert time.monotonic() - t0 >= 0.9
+    with app.app_context():
+        wait = db.session.execute(select(TaskRun).where(
+            TaskRun.run_id == r.get_json()["id"], TaskRun.task_id == "wait")).scalar_one()
+        assert (wait.finished_at - wait.started_at).total_seconds() >= 0.9
+
+
+def test_idempotency_key_returns_the_same_run(app, client, op):
+    wid = make(client, op, [{"id": "a", "type": "noop"}])
+    first = start(client, op, wid, idempotency_key="order-42")
+    again = start(client, op, wid, idempotency_key="order-42")
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.get_json()["id"] == again.get_json()["id"]
+
+
+def test_bad_params_create_no_run(app, client, op):
+    wid = make(client, op, [{"id": "a", "type": "noop"}],
+               params={"n": {"type": "integer", "required": True}})
+    with app.app_context():
+        before = db.session.execute(select(func.count()).select_from(Run)).scalar()
+    r = start(client, op, wid, params={"n": "many", "extra": 1})
+    assert r.status_code == 422
+    assert {e["path"] for e in r.get_json()["errors"]} == {"params.n", "params.extra"}
+    r = start(client, op, wid, params={})
+    assert r.status_code == 422 and r.get_json()["errors"][0]["path"] == "params.n"
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(Run)).scalar() == before
+
+
+def test_max_active_runs_queues_the_rest(app, client, op):
+    wid = make(client, op, [{"id": "a", "type": "noop"}], max_active_runs=1)
+    one = start(client, op, wid).get_json()
+    two = start(client, op, wid).get_json()
+    assert one["result"]["status"] == "running"
+    assert two["result"]["status"] == "queued"
+    assert drain(app, one["id"]) == "succeeded"
+    assert drain(app, two["id"]) == "succeeded"
+
+
+def test_a_completion_is_recorded_once(app, client, op):
+    wid = make(client, op, [{"id": "a", "type": "noop", "with": {"value": 1}}])
+    run_id = start(client, op, wid).get_json()["id"]
+    with app.app_context():
+        attempt = db.session.execute(select(TaskAttempt).join(TaskRun).where(
+            TaskRun.run_id == run_id)).scalar_one()
+        ctx = runner.begin_attempt(db.session, attempt.id, "test")
+        assert ctx is not None
+        assert runner.begin_attempt(db.session, attempt.id, "dup") is None
+        runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("first"))
+        runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("second"))
+        runner.complete_attempt(db.session, attempt.id, runner.Outcome.failure("late"))
+        task = db.session.execute(select(TaskRun).where(TaskRun.run_id == run_id)).scalar_one()
+        assert (task.status, task.output, task.attempts) == ("succeeded", "first", 1)
+        assert db.session.get(Run, run_id).status == "succeeded"
+        db.session.remove()
+
+
+def test_unsupported_features_are_refused_at_start(client, op):
+    wid = make(client, op, [{"id": "ok", "type": "approval", "with": {"message": "ok?"}}])
+    r = start(client, op, wid)
+    assert r.status_code == 422 and r.get_json()["errors"][0]["path"] == "tasks[0].type"
+
+
+def test_real_worker_and_scheduler_processes_finish_a_run(app, client, op):
+    """`flask worker` (forking AppWorker) and `flask scheduler` as separate processes."""
+    import os
+    import subprocess
+    import sys
+
+    key = unique("proc")
+    wid = make(client, op, [
+        {"id": "first", "type": "noop", "with": {"value": "x"}},
+        {"id": "flaky", "type": "python", "depends_on": ["first"],
+         "with": {"callable": "tests.engine_callables:flaky",
+                  "kwargs": {"key": key, "fail_times": 1}},
+         "retry": {"max_attempts": 2, "delay": "1s", "jitter": False}},
+        {"id": "pause", "type": "delay", "depends_on": ["flaky"], "with": {"seconds": 1}},
+    ])
+    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
+           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
+           "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
+    procs = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", cmd], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cmd in ("worker", "scheduler")]
+    try:
+        run_id = start(client, op, wid).get_json()["id"]
+        deadline = time.monotonic() + 60
+        status = "queued"
+        while time.monotonic() < deadline:
+            status = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+            if status["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.2)
+        assert status["status"] == "succeeded", status
+        by = {t["task_id"]: t for t in status["tasks"]}
+        assert by["flaky"]["attempts"] == 2
+        assert all(a["worker"] for a in by["flaky"]["attempt_history"])
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)

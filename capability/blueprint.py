@@ -55,6 +55,7 @@ def health() -> dict[str, Any]:
 _read = ("Workflows", "can_read")
 _menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its list entry
 _runs = ("Runs", "can_read")
+_control = ("Runs", "can_read|can_control")
 
 capability = Capability.build(
     register,
@@ -65,8 +66,8 @@ capability = Capability.build(
     description="Workflows of typed tasks, versioned; runs on RQ workers (engine in progress).",
     depends_on=("platform",),
     role_permissions={
-        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _runs, _menu),
-        OPERATOR: (("Workflows", "can_read|can_run"), _runs, _menu),
+        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu),
+        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu),
         VIEWER: (_read, _runs, _menu),
     },
     menus=("Workflows", "Security"),

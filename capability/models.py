@@ -153,6 +153,8 @@ class TaskRun(Model):
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Attempts made before the last manual retry: the retry policy counts from here.
+    retry_base: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # The attempt whose result counts; a late or duplicate attempt cannot overwrite.
     current_attempt_id: Mapped[str | None] = mapped_column(String(36))
     output: Mapped[Any | None] = mapped_column(JSON)

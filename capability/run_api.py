@@ -10,7 +10,8 @@ from flask_appbuilder.hooks import before_request
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 
-from app.api_support import UuidModelApi, call_service, json_error
+from app.api_support import UuidModelApi, call_service, json_body, json_error
+from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import Team
 from app.security.actor import Actor
@@ -18,6 +19,7 @@ from app.security.scope import ScopedMixin
 from capability import runs
 from capability.dsl import RunStatus
 from capability.models import Run
+from capability.workflow_api import dispatcher
 
 STATUSES = {s.value for s in RunStatus}
 
@@ -45,9 +47,14 @@ class RunApi(ScopedMixin, UuidModelApi):
     resource_name = "runs"
     datamodel = SQLAInterface(Run)
     class_permission_name = "Runs"
-    method_permission_name = {"get_list": "read", "get": "read", "info": "read"}
+    method_permission_name = {
+        "get_list": "read", "get": "read", "info": "read", "cancel": "control",
+        "pause": "control", "resume": "control", "retry": "control", "approve": "control",
+        "reject": "control",
+    }
     allow_browser_login = True
-    include_route_methods = {"get_list", "get", "info"}
+    include_route_methods = {"get_list", "get", "info", "cancel", "pause", "resume", "retry",
+                             "approve", "reject"}
     list_columns = ["id", "workflow_id", "workflow.name", "workflow_version", "team.name",
                     "status", "trigger", "params", "created_by", "created_at", "started_at",
                     "finished_at"]
@@ -87,3 +94,120 @@ class RunApi(ScopedMixin, UuidModelApi):
             return self.response(200, id=pk, result=runs.run_dict(db.session, found))
 
         return call_service("read", "run", pk, run)
+
+    def _control(self, pk: str, action: str) -> Response:
+        def run(actor: Actor) -> Response:
+            done = runs.control(db.session, actor, dispatcher(), pk, action)
+            return self.response(200, id=pk, result=runs.run_dict(db.session, done))
+
+        return call_service(action, "run", pk, run)
+
+    @expose("/<pk>/cancel", methods=["POST"])
+    @protect()
+    @safe
+    def cancel(self, pk: str) -> Response:
+        """Cancel a run: running attempts are stopped through RQ's stop-job command.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: the run, cancelled}
+            404: {description: not found}
+            409: {description: the run is already finished}
+        """
+        return self._control(pk, "cancel")
+
+    @expose("/<pk>/pause", methods=["POST"])
+    @protect()
+    @safe
+    def pause(self, pk: str) -> Response:
+        """Pause a run: attempts on a worker finish, nothing new starts.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: the run, paused}
+            409: {description: the run is not running}
+        """
+        return self._control(pk, "pause")
+
+    @expose("/<pk>/resume", methods=["POST"])
+    @protect()
+    @safe
+    def resume(self, pk: str) -> Response:
+        """Resume a paused run.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: the run, running}
+            409: {description: the run is not paused}
+        """
+        return self._control(pk, "resume")
+
+    @expose("/<pk>/retry", methods=["POST"])
+    @protect()
+    @safe
+    def retry(self, pk: str) -> Response:
+        """Run the failed and upstream_failed tasks again, each with a fresh retry budget.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: the run, running again}
+            409: {description: nothing failed}
+        """
+        return self._control(pk, "retry")
+
+    def _answer(self, pk: str, task_id: str, approve: bool) -> Response:
+        def run(actor: Actor) -> Response:
+            body = json_body() if request.get_data(cache=True) else {}
+            if not isinstance(body, dict) or set(body) - {"comment"}:
+                extra = sorted(set(body) - {"comment"}) if isinstance(body, dict) else ["$"]
+                raise ValidationFailed("Invalid request",
+                                       [{"path": k, "message": "unknown field"} for k in extra])
+            done = runs.answer_approval(db.session, actor, dispatcher(), pk, task_id, approve,
+                                        body.get("comment"))
+            return self.response(200, id=pk, result=runs.run_dict(db.session, done))
+
+        return call_service("approve" if approve else "reject", "run", pk, run)
+
+    @expose("/<pk>/tasks/<task_id>/approve", methods=["POST"])
+    @protect()
+    @safe
+    def approve(self, pk: str, task_id: str) -> Response:
+        """Approve an approval task waiting in this run.
+        ---
+        post:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          requestBody:
+            content:
+              application/json:
+                schema: {type: object, properties: {comment: {type: string}}}
+          responses:
+            200: {description: the run}
+            409: {description: the task is not waiting for approval}
+        """
+        return self._answer(pk, task_id, True)
+
+    @expose("/<pk>/tasks/<task_id>/reject", methods=["POST"])
+    @protect()
+    @safe
+    def reject(self, pk: str, task_id: str) -> Response:
+        """Reject an approval task: the task fails.
+        ---
+        post:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          requestBody:
+            content:
+              application/json:
+                schema: {type: object, properties: {comment: {type: string}}}
+          responses:
+            200: {description: the run}
+            409: {description: the task is not waiting for approval}
+        """
+        return self._answer(pk, task_id, False)

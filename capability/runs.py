@@ -16,14 +16,14 @@ from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from capability import dsl, service
 from capability.dsl import RunStatus
-from capability.engine import runner
+from capability.engine import controls, runner
 from capability.engine.dispatch import Dispatcher
 from capability.models import Run, TaskAttempt, TaskRun, Workflow
 
 TRIGGERS = ("manual", "api", "schedule", "webhook", "event")
 # Parts of DSL.md this engine does not execute yet: refused when a run starts, with the
 # path, rather than accepted and left waiting.
-NOT_YET = {"approval": "approval tasks", "workflow": "sub-workflow tasks"}
+NOT_YET = {"workflow": "sub-workflow tasks"}
 
 
 def _require_operator(actor: Actor, team_id: str) -> None:
@@ -176,3 +176,52 @@ def _iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+
+
+CONTROLS = {
+    "cancel": controls.cancel, "pause": controls.pause, "resume": controls.resume,
+    "retry": controls.retry,
+}
+
+
+def _event(actor: Actor, action: str, run: Run, before: str, **after: Any) -> dict[str, Any]:
+    return build_event(
+        actor, action, "run", run.id, team=run.team.name, tenant=run.team.tenant.name,
+        before={"status": before}, after={"status": run.status, **after},
+    )
+
+
+def control(
+    session: DbSession, actor: Actor, dispatcher: Dispatcher, run_id: str, action: str
+) -> Run:
+    """cancel | pause | resume | retry (API.md, "Runs"); Operators and Authors of the team."""
+    run = get_run(session, actor, run_id)
+    _require_operator(actor, run.team_id)
+    before = run.status
+    result = CONTROLS[action](session, run.id)
+    record(session, _event(actor, action, result.run, before))
+    session.commit()
+    dispatcher.stop(result.stop)
+    dispatcher.send(result.sends)
+    return result.run
+
+
+def answer_approval(
+    session: DbSession, actor: Actor, dispatcher: Dispatcher, run_id: str, task_id: str,
+    approve: bool, comment: Any,
+) -> Run:
+    run = get_run(session, actor, run_id)
+    _require_operator(actor, run.team_id)
+    if comment is not None and not isinstance(comment, str):
+        raise ValidationFailed("comment must be text",
+                               [{"path": "comment", "message": "expected a string"}])
+    before = run.status
+    result = controls.answer_approval(
+        session, run.id, task_id, actor.username, actor.roles, approve, comment or ""
+    )
+    action = "approve" if approve else "reject"
+    record(session, _event(actor, action, result.run, before, task=task_id,
+                           comment=comment or ""))
+    session.commit()
+    dispatcher.send(result.sends)
+    return result.run

@@ -36,6 +36,13 @@ def run_status(app: Flask, run_id: str) -> str:
         return str(status)
 
 
+def work_once(app: Flask) -> None:
+    """Run every job that is queued now, then return (burst mode)."""
+    worker = AppSimpleWorker(queues(app), connection=get_redis(app))
+    worker.flask_app = app
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+
 def drain(app: Flask, run_id: str, timeout: float = 30.0) -> str:
     """Work the queues until the run is finished; returns its final status."""
     conn = get_redis(app)
@@ -45,9 +52,7 @@ def drain(app: Flask, run_id: str, timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     finished = {s.value for s in FINISHED_RUN_STATUSES}
     while time.monotonic() < deadline:
-        worker = AppSimpleWorker(queues(app), connection=conn)
-        worker.flask_app = app
-        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+        work_once(app)
         status = run_status(app, run_id)
         if status in finished:
             return status

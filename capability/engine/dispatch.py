@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
 
 JOB_PREFIX = "apg-attempt-"
 
@@ -45,3 +48,16 @@ class Dispatcher:
                                  **options)
             else:
                 queue.enqueue(func, item.attempt_id, **options)
+
+    def stop(self, attempt_ids: list[str]) -> None:
+        """Stop attempts a worker is executing (RQ's stop-job command kills the work
+        horse); a job still waiting in a queue is cancelled instead."""
+        for attempt_id in attempt_ids:
+            job_id = JOB_PREFIX + attempt_id
+            try:
+                send_stop_job_command(self.conn, job_id)
+            except (InvalidJobOperation, NoSuchJobError):
+                try:
+                    Job.fetch(job_id, connection=self.conn).cancel()
+                except (InvalidJobOperation, NoSuchJobError):
+                    pass  # already finished: its completion will be ignored

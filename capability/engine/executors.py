@@ -114,7 +114,11 @@ def http(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Out
     )
 
 
+def approval(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    return Outcome(True, await_approval=True)
+
+
 EXECUTORS: dict[str, Executor] = {
     "noop": noop, "fail": fail, "delay": delay, "transform": transform, "python": python,
-    "http": http,
+    "http": http, "approval": approval,
 }

@@ -74,7 +74,10 @@ def run_attempt(attempt_id: str) -> None:
     if ctx is None:
         return
     outcome = execute(ctx, _settings())
-    if outcome.defer is not None:
+    if outcome.await_approval:
+        runner.await_approval(db.session, attempt_id)
+        sends = []
+    elif outcome.defer is not None:
         sends = runner.defer_attempt(db.session, attempt_id, outcome.defer)
     else:
         sends = runner.complete_attempt(db.session, attempt_id, outcome)

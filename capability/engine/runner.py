@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import lazyload
 
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
@@ -54,6 +55,7 @@ class Outcome:
     error: str | None = None
     retriable: bool = True
     defer: float | None = None  # a `delay` task: finish after this many seconds
+    await_approval: bool = False  # an `approval` task: wait for a person
 
     @classmethod
     def success(cls, output: Any = None) -> Outcome:
@@ -76,7 +78,9 @@ class AttemptContext:
 
 
 def lock_run(session: Any, run_id: str) -> Run:
-    return session.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
+    # No joined eager loads here: PostgreSQL refuses FOR UPDATE across an outer join.
+    stmt = select(Run).options(lazyload("*")).where(Run.id == run_id).with_for_update(of=Run)
+    return session.execute(stmt).scalar_one()
 
 
 def task_scope(run: Run) -> dict[str, Any]:
@@ -117,7 +121,11 @@ def _finish_task(task: TaskRun, status: TaskStatus, error: str | None = None) ->
 
 
 def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[Send]:
-    """Decide every task that can be decided now; finish the run when all are."""
+    """Decide every task that can be decided now; finish the run when all are.
+
+    A paused run decides nothing: ``resume`` advances it again."""
+    if run.status != RunStatus.RUNNING:
+        return []
     sends: list[Send] = []
     tasks = {t.task_id: t for t in run.tasks}
     upstream = {t.id: list(t.depends_on) for t in definition.tasks}
@@ -162,7 +170,7 @@ def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Se
     waiting = session.execute(
         select(Run).where(Run.workflow_id == workflow_id, Run.status == RunStatus.QUEUED.value)
         .order_by(Run.created_at, Run.id).limit(max(0, limit - int(active)))
-        .with_for_update()
+        .options(lazyload("*")).with_for_update(of=Run)
     ).scalars().all()
     sends: list[Send] = []
     for queued in waiting:
@@ -212,7 +220,9 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None) -> AttemptC
     return context
 
 
-def complete_attempt(session: Any, attempt_id: str, outcome: Outcome) -> list[Send]:
+def complete_attempt(
+    session: Any, attempt_id: str, outcome: Outcome, commit: bool = True
+) -> list[Send]:
     """Record an attempt's result exactly once and advance the run."""
     attempt = session.get(TaskAttempt, attempt_id)
     if attempt is None:
@@ -225,7 +235,7 @@ def complete_attempt(session: Any, attempt_id: str, outcome: Outcome) -> list[Se
         session.rollback()  # a late or duplicate completion: the first one counted
         return []
     attempt.finished_at = now()
-    if run.status != RunStatus.RUNNING:
+    if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
         attempt.status = "cancelled"
         session.commit()
         return []
@@ -242,14 +252,15 @@ def complete_attempt(session: Any, attempt_id: str, outcome: Outcome) -> list[Se
         attempt.error = outcome.error
         task.error = outcome.error
         retry = dsl.effective_retry(spec, definition.defaults)
-        if outcome.retriable and task.attempts < retry.max_attempts:
+        if outcome.retriable and task.attempts - task.retry_base < retry.max_attempts:
             task.status = TaskStatus.RETRYING.value
             wait = retry.wait_seconds(task.attempts)
             sends.append(_new_attempt(session, task, spec, definition, "scheduled", wait))
         else:
             _finish_task(task, TaskStatus.FAILED)
     sends += advance(session, run, definition)
-    session.commit()
+    if commit:
+        session.commit()
     return sends
 
 
@@ -263,6 +274,17 @@ def defer_attempt(session: Any, attempt_id: str, seconds: float) -> list[Send]:
     return [Send(attempt.id, attempt.queue, delay=seconds, finish_delay=True)]
 
 
+def await_approval(session: Any, attempt_id: str) -> None:
+    """An `approval` task: the attempt waits for approve/reject; no worker is held."""
+    attempt = session.get(TaskAttempt, attempt_id)
+    if attempt is None or attempt.status != "running":
+        session.rollback()
+        return
+    attempt.status = "waiting"
+    attempt.task_run.status = TaskStatus.WAITING_APPROVAL.value
+    session.commit()
+
+
 def seconds_early(session: Any, attempt_id: str) -> float:
     """How long before its ``not_before`` this attempt's job arrived (0 when on time).
 
@@ -274,7 +296,11 @@ def seconds_early(session: Any, attempt_id: str) -> float:
     session.rollback()
     if row is None:
         return 0.0
-    due = row if row.tzinfo else row.replace(tzinfo=dt.UTC)
+    return seconds_until(row)
+
+
+def seconds_until(when: dt.datetime) -> float:
+    due = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
     return max(0.0, (due - now()).total_seconds())
 
 

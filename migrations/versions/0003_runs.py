@@ -52,6 +52,7 @@ def upgrade():
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('retry_base', sa.Integer(), nullable=False),
     sa.Column('current_attempt_id', sa.String(length=36), nullable=True),
     sa.Column('output', sa.JSON(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),

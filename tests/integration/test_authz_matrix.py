@@ -117,6 +117,16 @@ CASES = [
     ("run start other team", "POST", "/api/v1/workflows/{wf_other}/runs", {"params": {}},
      _roles(201, 404, 404, 403, 403)),
     ("runs list", "GET", "/api/v1/runs/", None, _expect(200, 200, 403)),
+    ("run cancel own", "POST", "/api/v1/runs/@fresh_run_own/cancel", None,
+     _roles(200, 200, 200, 403, 403)),
+    ("run cancel other team", "POST", "/api/v1/runs/@fresh_run_other/cancel", None,
+     _roles(200, 404, 404, 403, 403)),
+    ("run pause other tenant", "POST", "/api/v1/runs/@fresh_run_foreign/pause", None,
+     _roles(200, 404, 404, 403, 403)),
+    ("run retry own (nothing failed)", "POST", "/api/v1/runs/@fresh_run_own/retry", None,
+     _roles(409, 409, 409, 403, 403)),
+    ("approve other team", "POST", "/api/v1/runs/@fresh_run_other/tasks/only/approve",
+     {"comment": "ok"}, _roles(409, 404, 404, 403, 403)),
     ("run get own", "GET", "/api/v1/runs/{run_own}", None, _expect(200, 200, 403)),
     ("run get other team", "GET", "/api/v1/runs/{run_other}", None, _expect(200, 404, 403)),
     ("run get other tenant", "GET", "/api/v1/runs/{run_foreign}", None,
@@ -156,6 +166,12 @@ def _value(app, world, role, value: Any) -> Any:
 def _fill(app, world, role, text: str) -> str:
     from tests.conftest import Factory
 
+    for key in ("own", "other", "foreign"):
+        marker = f"@fresh_run_{key}"
+        if marker in text:
+            r = app.test_client().post(f"/api/v1/workflows/{world['wf'][key]['id']}/runs",
+                                       headers=auth(world["tokens"]["Admin"]), json={})
+            text = text.replace(marker, r.get_json()["id"])
     if "@scratch_wf" in text:
         text = text.replace("@scratch_wf", _scratch_workflow(app, world, "own"))
     if "{wf_other_scratch}" in text:
@@ -196,6 +212,8 @@ def test_api_matrix(app, client, world, case, role):
 def test_api_matrix_anonymous(app, client, world, case):
     _, method, path, body, _ = case
     path = path.replace("@scratch_wf", "x").replace("{wf_other_scratch}", "x")
+    for key in ("own", "other", "foreign"):
+        path = path.replace(f"@fresh_run_{key}", "x")
     path = _fill(app, world, "anonymous", path)
     r = client.open(path, method=method, json=body)
     assert r.status_code == 401

@@ -13,7 +13,7 @@ from app.extensions import db
 from capability.engine import runner
 from capability.models import Run, TaskAttempt, TaskRun
 from tests.conftest import api_token, auth, unique
-from tests.engine_support import drain
+from tests.engine_support import drain, work_once
 
 
 @pytest.fixture()
@@ -266,7 +266,7 @@ def test_a_completion_is_recorded_once(app, client, op):
 
 
 def test_unsupported_features_are_refused_at_start(client, op):
-    wid = make(client, op, [{"id": "ok", "type": "approval", "with": {"message": "ok?"}}])
+    wid = make(client, op, [{"id": "sub", "type": "workflow", "with": {"workflow": "other"}}])
     r = start(client, op, wid)
     assert r.status_code == 422 and r.get_json()["errors"][0]["path"] == "tasks[0].type"
 
@@ -311,3 +311,123 @@ def test_real_worker_and_scheduler_processes_finish_a_run(app, client, op):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+
+
+def _events(app, run_id: str) -> list[str]:
+    from app.audit.models import AuditEvent
+
+    with app.app_context():
+        return list(db.session.execute(
+            select(AuditEvent.action).where(AuditEvent.target_id == run_id,
+                                            AuditEvent.outcome == "success")
+            .order_by(AuditEvent.seq)).scalars())
+
+
+def test_approval_waits_then_approve_and_reject(app, client, op):
+    wid = make(client, op, [
+        {"id": "ask", "type": "approval", "with": {"message": "ship it?"}},
+        {"id": "ship", "type": "noop", "depends_on": ["ask"],
+         "with": {"value": "{{ tasks.ask.output.approved_by }}"}},
+    ])
+    run_id = start(client, op, wid).get_json()["id"]
+    for _ in range(3):  # nothing to do until someone answers
+        work_once(app)
+    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+    assert {t["task_id"]: t["status"] for t in got["tasks"]}["ask"] == "waiting_approval"
+    r = client.post(f"/api/v1/runs/{run_id}/tasks/ship/approve", json={}, headers=op["h"])
+    assert r.status_code == 409
+    r = client.post(f"/api/v1/runs/{run_id}/tasks/ask/approve", json={"comment": "go"},
+                    headers=op["h"])
+    assert r.status_code == 200, r.get_json()
+    assert drain(app, run_id) == "succeeded"
+    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+    by = {t["task_id"]: t for t in got["tasks"]}
+    assert by["ask"]["output"]["comment"] == "go"
+    assert by["ship"]["output"] == by["ask"]["output"]["approved_by"]
+    assert _events(app, run_id) == ["start", "approve"]
+
+    run2 = start(client, op, wid).get_json()["id"]
+    work_once(app)
+    r = client.post(f"/api/v1/runs/{run2}/tasks/ask/reject", json={"comment": "no"},
+                    headers=op["h"])
+    assert r.status_code == 200
+    assert drain(app, run2) == "failed"
+    by = {t["task_id"]: t for t in client.get(
+        f"/api/v1/runs/{run2}", headers=op["h"]).get_json()["result"]["tasks"]}
+    assert by["ask"]["status"] == "failed" and "rejected by" in by["ask"]["error"]
+    assert by["ship"]["status"] == "upstream_failed"
+
+
+def test_pause_resume_cancel_and_retry(app, client, op):
+    wid = make(client, op, [
+        {"id": "a", "type": "noop"},
+        {"id": "b", "type": "fail", "depends_on": ["a"], "with": {"message": "x"}},
+    ])
+    run_id = start(client, op, wid).get_json()["id"]
+    assert client.post(f"/api/v1/runs/{run_id}/pause", headers=op["h"]).status_code == 200
+    assert client.post(f"/api/v1/runs/{run_id}/pause", headers=op["h"]).status_code == 409
+    work_once(app)
+    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+    assert got["status"] == "paused" and got["tasks"][0]["status"] == "queued"
+    assert client.post(f"/api/v1/runs/{run_id}/resume", headers=op["h"]).status_code == 200
+    assert drain(app, run_id) == "failed"
+    assert client.post(f"/api/v1/runs/{run_id}/retry", headers=op["h"]).status_code == 200
+    assert drain(app, run_id) == "failed"
+    by = {t["task_id"]: t for t in client.get(
+        f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]["tasks"]}
+    assert by["b"]["attempts"] == 2 and by["a"]["attempts"] == 1
+
+    run2 = start(client, op, wid).get_json()["id"]
+    r = client.post(f"/api/v1/runs/{run2}/cancel", headers=op["h"])
+    assert r.status_code == 200 and r.get_json()["result"]["status"] == "cancelled"
+    assert {t["status"] for t in r.get_json()["result"]["tasks"]} == {"cancelled"}
+    assert client.post(f"/api/v1/runs/{run2}/cancel", headers=op["h"]).status_code == 409
+    assert _events(app, run_id) == ["start", "pause", "resume", "retry"]
+    assert _events(app, run2) == ["start", "cancel"]
+
+
+def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op):
+    import os
+    import subprocess
+    import sys
+
+    wid = make(client, op, [
+        {"id": "long", "type": "python",
+         "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 30}}},
+    ])
+    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
+           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
+           "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run_id = start(client, op, wid).get_json()["id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            task = client.get(f"/api/v1/runs/{run_id}",
+                              headers=op["h"]).get_json()["result"]["tasks"][0]
+            if task["status"] == "running":
+                break
+            time.sleep(0.1)
+        assert task["status"] == "running"
+        t0 = time.monotonic()
+        r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"])
+        assert r.status_code == 200
+        from rq import Worker
+
+        from app.runtime.redis_conn import get_redis
+
+        # The worker is free again well before the 30 s sleep would have ended.
+        while time.monotonic() - t0 < 15:
+            workers = Worker.all(connection=get_redis(app))
+            if workers and all(w.get_current_job_id() is None for w in workers):
+                break
+            time.sleep(0.2)
+        assert time.monotonic() - t0 < 15
+        got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+        assert got["status"] == "cancelled"
+        assert got["tasks"][0]["attempt_history"][0]["status"] == "cancelled"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -174,15 +174,43 @@ class TaskRun(Model):
         return cls.run_id.in_(select(Run.id).where(clause))
 
 
-class TaskAttempt(Model):
-    """One try of a task. Its id is the idempotency key a connector may pass on."""
+class TaskItem(Model):
+    """One element of a ``for_each`` task: its own attempts, output and error."""
 
-    __tablename__ = "apg_task_attempt"
-    __table_args__ = (UniqueConstraint("task_run_id", "number", name="uq_apg_task_attempt"),)
+    __tablename__ = "apg_task_item"
+    __table_args__ = (UniqueConstraint("task_run_id", "index", name="uq_apg_task_item"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     task_run_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    index: Mapped[int] = mapped_column(Integer, nullable=False)
+    value: Mapped[Any | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    retry_base: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    current_attempt_id: Mapped[str | None] = mapped_column(String(36))
+    output: Mapped[Any | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TaskAttempt(Model):
+    """One try of a task. Its id is the idempotency key a connector may pass on."""
+
+    __tablename__ = "apg_task_attempt"
+    __table_args__ = (
+        UniqueConstraint("task_run_id", "item_id", "number", name="uq_apg_task_attempt"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    task_run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # Set for the attempts of one element of a for_each task.
+    item_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("apg_task_item.id", ondelete="CASCADE"), index=True
     )
     number: Mapped[int] = mapped_column(Integer, nullable=False)
     # queued | scheduled | running | succeeded | failed | lost | cancelled
@@ -198,3 +226,4 @@ class TaskAttempt(Model):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     task_run: Mapped[TaskRun] = relationship()
+    item: Mapped[TaskItem | None] = relationship()

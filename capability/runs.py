@@ -18,7 +18,7 @@ from capability import dsl, service
 from capability.dsl import RunStatus
 from capability.engine import controls, runner
 from capability.engine.dispatch import Dispatcher
-from capability.models import Run, TaskAttempt, TaskRun, Workflow
+from capability.models import Run, TaskAttempt, TaskItem, TaskRun, Workflow
 
 TRIGGERS = ("manual", "api", "schedule", "webhook", "event")
 # Parts of DSL.md this engine does not execute yet: refused when a run starts, with the
@@ -39,9 +39,6 @@ def _unsupported(definition: dsl.WorkflowDefinition) -> list[dict[str, str]]:
         if task.type in NOT_YET:
             errors.append({"path": f"tasks[{i}].type",
                            "message": f"{NOT_YET[task.type]} cannot run on this engine yet"})
-        if task.for_each is not None:
-            errors.append({"path": f"tasks[{i}].for_each",
-                           "message": "for_each cannot run on this engine yet"})
         if task.compensate is not None:
             errors.append({"path": f"tasks[{i}].compensate",
                            "message": "compensation cannot run on this engine yet"})
@@ -153,7 +150,7 @@ def run_dict(session: DbSession, run: Run, with_tasks: bool = True) -> dict[str,
 def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
     attempts = session.execute(
         select(TaskAttempt).where(TaskAttempt.task_run_id == task.id)
-        .order_by(TaskAttempt.number)
+        .order_by(TaskAttempt.created_at, TaskAttempt.number)
     ).scalars()
     return {
         "task_id": task.task_id,
@@ -163,8 +160,16 @@ def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
         "error": task.error,
         "started_at": _iso(task.started_at),
         "finished_at": _iso(task.finished_at),
+        "items": [
+            {"index": i.index, "status": i.status, "attempts": i.attempts, "output": i.output,
+             "error": i.error}
+            for i in session.execute(
+                select(TaskItem).where(TaskItem.task_run_id == task.id).order_by(TaskItem.index)
+            ).scalars()
+        ],
         "attempt_history": [
             {"id": a.id, "number": a.number, "status": a.status, "error": a.error,
+             "item": a.item.index if a.item is not None else None,
              "worker": a.worker, "started_at": _iso(a.started_at),
              "finished_at": _iso(a.finished_at)}
             for a in attempts

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.errors import Conflict, Forbidden, ValidationFailed
 from capability import dsl
 from capability.dsl import FINISHED_TASK_STATUSES, RunStatus, TaskStatus
-from capability.engine import runner
+from capability.engine import items, runner
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskRun
 
@@ -94,15 +94,21 @@ def retry(session: Any, run_id: str) -> ControlResult:
              if t.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED)]
     if not again:
         raise Conflict("No task of this run failed")
+    definition = runner.definition_of(run.version)
+    sends: list[Send] = []
+    run.status = RunStatus.RUNNING.value
+    run.finished_at = None
     for task in again:
-        task.status = TaskStatus.PENDING.value
         task.retry_base = task.attempts
         task.error = None
         task.finished_at = None
         task.current_attempt_id = None
-    run.status = RunStatus.RUNNING.value
-    run.finished_at = None
-    return ControlResult(run, runner.advance(session, run, runner.definition_of(run.version)))
+        if items.restart(session, task):
+            sends += items.fill(session, task, definition.task(task.task_id), definition)
+        else:
+            task.status = TaskStatus.PENDING.value
+    sends += runner.advance(session, run, definition)
+    return ControlResult(run, sends)
 
 
 def answer_approval(

@@ -18,9 +18,10 @@ from sqlalchemy.orm import lazyload
 
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
+from capability.engine import items
 from capability.engine.decide import Verdict, ready, run_outcome
 from capability.engine.dispatch import Send
-from capability.models import Run, TaskAttempt, TaskRun, WorkflowVersion
+from capability.models import Run, TaskAttempt, TaskItem, TaskRun, WorkflowVersion
 
 FINISHED_RUN = {s.value for s in dsl.FINISHED_RUN_STATUSES}
 
@@ -97,23 +98,28 @@ def task_scope(run: Run) -> dict[str, Any]:
     }
 
 
-def _new_attempt(session: Any, task: TaskRun, spec: dsl.TaskSpec,
-                 definition: dsl.WorkflowDefinition, status: str,
-                 delay: float = 0.0) -> Send:
+def new_attempt(session: Any, task: TaskRun, spec: dsl.TaskSpec,
+                definition: dsl.WorkflowDefinition, status: str,
+                delay: float = 0.0, item: TaskItem | None = None) -> Send:
+    """The next attempt of a task, or of one for_each element (``item``)."""
     queue = dsl.effective_queue(spec, definition.defaults)
-    task.attempts += 1
+    owner: TaskRun | TaskItem = item if item is not None else task
+    owner.attempts += 1
+    if item is not None:
+        task.attempts += 1  # the task's count is the total over its elements
     attempt = TaskAttempt(
-        task_run_id=task.id, number=task.attempts, status=status, queue=queue,
+        task_run_id=task.id, item_id=item.id if item is not None else None,
+        number=owner.attempts, status=status, queue=queue,
         not_before=now() + dt.timedelta(seconds=delay) if delay else None,
     )
     session.add(attempt)
     session.flush()
-    task.current_attempt_id = attempt.id
+    owner.current_attempt_id = attempt.id
     return Send(attempt.id, queue, delay=delay,
                 timeout=dsl.effective_timeout(spec, definition.defaults))
 
 
-def _finish_task(task: TaskRun, status: TaskStatus, error: str | None = None) -> None:
+def finish_task(task: TaskRun, status: TaskStatus, error: str | None = None) -> None:
     task.status = status.value
     task.finished_at = now()
     if error is not None:
@@ -140,14 +146,16 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[
             task = tasks[task_id]
             spec = definition.task(task_id)
             if verdict == Verdict.SKIP:
-                _finish_task(task, TaskStatus.SKIPPED)
+                finish_task(task, TaskStatus.SKIPPED)
             elif verdict == Verdict.UPSTREAM_FAILED:
-                _finish_task(task, TaskStatus.UPSTREAM_FAILED)
+                finish_task(task, TaskStatus.UPSTREAM_FAILED)
             elif spec.when is not None and not _when(task, spec, run):
                 continue  # _when finished the task (skipped, or failed on a bad expression)
+            elif spec.for_each is not None:
+                sends += items.start(session, run, task, spec, definition)
             else:
                 task.status = TaskStatus.QUEUED.value
-                sends.append(_new_attempt(session, task, spec, definition, "queued"))
+                sends.append(new_attempt(session, task, spec, definition, "queued"))
     outcome = run_outcome(t.status for t in tasks.values())
     if outcome is not None and run.status not in FINISHED_RUN:
         run.status = outcome.value
@@ -182,9 +190,9 @@ def _when(task: TaskRun, spec: dsl.TaskSpec, run: Run) -> bool:
     try:
         if dsl.evaluate_condition(str(spec.when), task_scope(run), path="when"):
             return True
-        _finish_task(task, TaskStatus.SKIPPED)
+        finish_task(task, TaskStatus.SKIPPED)
     except dsl.ExpressionError as exc:
-        _finish_task(task, TaskStatus.FAILED, str(exc))
+        finish_task(task, TaskStatus.FAILED, str(exc))
     return False
 
 
@@ -197,10 +205,14 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None) -> AttemptC
     run = lock_run(session, task.run_id)
     session.refresh(attempt)
     session.refresh(task)
+    owner: TaskRun | TaskItem = attempt.item if attempt.item_id else task
+    if attempt.item_id:
+        session.refresh(owner)
     if (
         attempt.status not in ("queued", "scheduled")
-        or task.current_attempt_id != attempt.id
+        or owner.current_attempt_id != attempt.id
         or run.status != RunStatus.RUNNING
+        or (attempt.item_id and task.status != TaskStatus.RUNNING)
     ):
         session.rollback()
         return None
@@ -209,9 +221,12 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None) -> AttemptC
     attempt.status = "running"
     attempt.started_at = now()
     attempt.worker = worker
-    task.status = TaskStatus.RUNNING.value
+    owner.status = TaskStatus.RUNNING.value
+    owner.started_at = owner.started_at or attempt.started_at
     task.started_at = task.started_at or attempt.started_at
     scope = task_scope(run)
+    if isinstance(owner, TaskItem):
+        scope["item"], scope["index"] = owner.value, owner.index
     context = AttemptContext(
         attempt.id, attempt.number, run.id, spec, definition, scope,
         dsl.effective_timeout(spec, definition.defaults),
@@ -231,7 +246,10 @@ def complete_attempt(
     run = lock_run(session, task.run_id)
     session.refresh(attempt)
     session.refresh(task)
-    if attempt.status != "running" or task.current_attempt_id != attempt.id:
+    owner: TaskRun | TaskItem = attempt.item if attempt.item_id else task
+    if attempt.item_id:
+        session.refresh(owner)
+    if attempt.status != "running" or owner.current_attempt_id != attempt.id:
         session.rollback()  # a late or duplicate completion: the first one counted
         return []
     attempt.finished_at = now()
@@ -242,11 +260,17 @@ def complete_attempt(
     definition = definition_of(run.version)
     spec = definition.task(task.task_id)
     sends: list[Send] = []
+    if isinstance(owner, TaskItem):
+        sends += items.complete(session, run, task, owner, attempt, spec, definition, outcome)
+        sends += advance(session, run, definition)
+        if commit:
+            session.commit()
+        return sends
     if outcome.ok:
         attempt.status = "succeeded"
         task.output = outcome.output
         task.error = None
-        _finish_task(task, TaskStatus.SUCCEEDED)
+        finish_task(task, TaskStatus.SUCCEEDED)
     else:
         attempt.status = "failed"
         attempt.error = outcome.error
@@ -255,9 +279,9 @@ def complete_attempt(
         if outcome.retriable and task.attempts - task.retry_base < retry.max_attempts:
             task.status = TaskStatus.RETRYING.value
             wait = retry.wait_seconds(task.attempts)
-            sends.append(_new_attempt(session, task, spec, definition, "scheduled", wait))
+            sends.append(new_attempt(session, task, spec, definition, "scheduled", wait))
         else:
-            _finish_task(task, TaskStatus.FAILED)
+            finish_task(task, TaskStatus.FAILED)
     sends += advance(session, run, definition)
     if commit:
         session.commit()

@@ -39,7 +39,7 @@ def run_to_end(app, client, op, tasks, params=None, **extra) -> dict[str, Any]:
     wid = make(client, op, tasks, **extra)
     r = start(client, op, wid, params=params or {})
     assert r.status_code == 201, r.get_json()
-    assert r.get_json()["result"]["status"] in ("queued", "running")
+    assert r.get_json()["result"]["status"] in ("queued", "running", "succeeded")
     drain(app, r.get_json()["id"])
     got = client.get(f"/api/v1/runs/{r.get_json()['id']}", headers=op["h"]).get_json()["result"]
     got["by_task"] = {t["task_id"]: t for t in got["tasks"]}
@@ -431,3 +431,64 @@ def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_for_each_runs_every_element_in_order_with_max_parallel(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "list", "type": "noop", "with": {"value": [3, 1, 2, 5]}},
+        {"id": "double", "type": "python", "depends_on": ["list"],
+         "for_each": "{{ tasks.list.output }}", "max_parallel": 2,
+         "with": {"callable": "tests.engine_callables:add",
+                  "kwargs": {"a": "{{ item }}", "b": "{{ index * 100 }}"}}},
+        {"id": "sum", "type": "transform", "depends_on": ["double"],
+         "with": {"value": "{{ tasks.double.output | sum }}"}},
+    ])
+    by = run["by_task"]
+    assert run["status"] == "succeeded"
+    assert by["double"]["output"] == [3, 101, 202, 305]
+    assert [i["index"] for i in by["double"]["items"]] == [0, 1, 2, 3]
+    assert by["double"]["attempts"] == 4
+    assert by["sum"]["output"] == 611
+
+
+def test_for_each_respects_max_parallel(app, client, op):
+    wid = make(client, op, [
+        {"id": "fan", "type": "noop", "for_each": [1, 2, 3, 4, 5], "max_parallel": 2,
+         "with": {"value": "{{ item }}"}},
+    ])
+    run_id = start(client, op, wid).get_json()["id"]
+    with app.app_context():
+        queued = db.session.execute(select(func.count()).select_from(TaskAttempt).join(TaskRun)
+                                    .where(TaskRun.run_id == run_id)).scalar()
+    assert queued == 2  # only two elements are handed to the workers at first
+    assert drain(app, run_id) == "succeeded"
+
+
+def test_for_each_element_failure_fails_the_task_and_retry_reruns_it(app, client, op):
+    key = unique("each")
+    run = run_to_end(app, client, op, [
+        {"id": "each", "type": "python", "for_each": ["a", "b"],
+         "with": {"callable": "tests.engine_callables:flaky",
+                  "kwargs": {"key": "{{ '" + key + "' ~ item }}", "fail_times": 2}},
+         "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
+        {"id": "after", "type": "noop", "depends_on": ["each"]},
+    ])
+    assert run["status"] == "failed"
+    each = run["by_task"]["each"]
+    assert each["status"] == "failed" and each["error"].startswith("item ")
+    assert run["by_task"]["after"]["status"] == "upstream_failed"
+    r = client.post(f"/api/v1/runs/{run['id']}/retry", headers=op["h"])
+    assert r.status_code == 200, r.get_json()
+    assert drain(app, run["id"]) == "succeeded"
+    got = client.get(f"/api/v1/runs/{run['id']}", headers=op["h"]).get_json()["result"]
+    each = {t["task_id"]: t for t in got["tasks"]}["each"]
+    # Every element got a fresh retry budget; each succeeded on its third call.
+    assert [o["calls"] for o in each["output"]] == [3, 3]
+    assert [i["status"] for i in each["items"]] == ["succeeded", "succeeded"]
+
+
+def test_for_each_empty_list_succeeds_with_empty_output(app, client, op):
+    run = run_to_end(app, client, op, [
+        {"id": "none", "type": "noop", "for_each": "{{ [] }}", "with": {"value": "{{ item }}"}},
+    ])
+    assert run["status"] == "succeeded" and run["by_task"]["none"]["output"] == []

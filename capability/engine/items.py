@@ -1,0 +1,107 @@
+"""``for_each``: one execution per element, at most ``max_parallel`` at once, the
+outputs in input order; the task fails when an element fails after its retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from capability import dsl
+from capability.dsl import TaskStatus
+from capability.engine import runner
+from capability.engine.dispatch import Send
+from capability.models import Run, TaskAttempt, TaskItem, TaskRun
+
+ACTIVE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.RETRYING.value)
+
+
+def _items(session: Any, task: TaskRun) -> list[TaskItem]:
+    return list(session.execute(
+        select(TaskItem).where(TaskItem.task_run_id == task.id).order_by(TaskItem.index)
+    ).scalars())
+
+
+def start(session: Any, run: Run, task: TaskRun, spec: dsl.TaskSpec,
+          definition: dsl.WorkflowDefinition) -> list[Send]:
+    """The task became ready: evaluate its list and queue the first elements."""
+    try:
+        values = dsl.evaluate_items(spec.for_each, runner.task_scope(run), path="for_each")
+    except dsl.ExpressionError as exc:
+        runner.finish_task(task, TaskStatus.FAILED, str(exc))
+        return []
+    task.started_at = runner.now()
+    if not values:
+        task.output = []
+        runner.finish_task(task, TaskStatus.SUCCEEDED)
+        return []
+    task.status = TaskStatus.RUNNING.value
+    for index, value in enumerate(values):
+        session.add(TaskItem(task_run_id=task.id, index=index, value=value,
+                             status=TaskStatus.PENDING.value))
+    session.flush()
+    return fill(session, task, spec, definition)
+
+
+def fill(session: Any, task: TaskRun, spec: dsl.TaskSpec,
+         definition: dsl.WorkflowDefinition) -> list[Send]:
+    """Queue pending elements while fewer than ``max_parallel`` are under way."""
+    rows = _items(session, task)
+    active = sum(item.status in ACTIVE for item in rows)
+    limit = spec.max_parallel or len(rows)
+    sends = []
+    for item in rows:
+        if active >= limit:
+            break
+        if item.status == TaskStatus.PENDING:
+            item.status = TaskStatus.QUEUED.value
+            sends.append(runner.new_attempt(session, task, spec, definition, "queued",
+                                            item=item))
+            active += 1
+    return sends
+
+
+def complete(session: Any, run: Run, task: TaskRun, item: TaskItem, attempt: TaskAttempt,
+             spec: dsl.TaskSpec, definition: dsl.WorkflowDefinition,
+             outcome: runner.Outcome) -> list[Send]:
+    attempt.status = "succeeded" if outcome.ok else "failed"
+    attempt.error = outcome.error
+    if task.status != TaskStatus.RUNNING:
+        return []  # another element already failed the task; this result changes nothing
+    if outcome.ok:
+        item.status, item.output, item.finished_at = TaskStatus.SUCCEEDED.value, outcome.output, \
+            runner.now()
+        rows = _items(session, task)
+        if all(i.status == TaskStatus.SUCCEEDED for i in rows):
+            task.output = [i.output for i in rows]
+            runner.finish_task(task, TaskStatus.SUCCEEDED)
+            return []
+        return fill(session, task, spec, definition)
+    item.error = outcome.error
+    retry = dsl.effective_retry(spec, definition.defaults)
+    if outcome.retriable and item.attempts - item.retry_base < retry.max_attempts:
+        item.status = TaskStatus.RETRYING.value
+        wait = retry.wait_seconds(item.attempts - item.retry_base)
+        return [runner.new_attempt(session, task, spec, definition, "scheduled", wait, item)]
+    item.status, item.finished_at = TaskStatus.FAILED.value, runner.now()
+    for other in _items(session, task):
+        if other.status == TaskStatus.PENDING:
+            other.status = TaskStatus.CANCELLED.value
+    runner.finish_task(task, TaskStatus.FAILED, f"item {item.index}: {outcome.error}")
+    return []
+
+
+def restart(session: Any, task: TaskRun) -> bool:
+    """A manual retry of a for_each task: its failed and unfinished elements run again,
+    the ones that succeeded keep their output. False when the task has no elements yet."""
+    rows = _items(session, task)
+    if not rows:
+        return False
+    for item in rows:
+        if item.status != TaskStatus.SUCCEEDED:
+            item.status = TaskStatus.PENDING.value
+            item.retry_base = item.attempts
+            item.error = None
+            item.current_attempt_id = None
+    task.status = TaskStatus.RUNNING.value
+    return True

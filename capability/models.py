@@ -143,13 +143,15 @@ class TaskRun(Model):
     """The state of one task of a run (its outcome is decided exactly once)."""
 
     __tablename__ = "apg_task_run"
-    __table_args__ = (UniqueConstraint("run_id", "task_id", name="uq_apg_task_run"),)
+    __table_args__ = (UniqueConstraint("run_id", "task_id", "kind", name="uq_apg_task_run"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     run_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("apg_run.id", ondelete="CASCADE"), nullable=False, index=True
     )
     task_id: Mapped[str] = mapped_column(String(63), nullable=False)
+    # "task", or "compensation": the undo step of that task, run when the run fails.
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="task")
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -39,9 +39,6 @@ def _unsupported(definition: dsl.WorkflowDefinition) -> list[dict[str, str]]:
         if task.type in NOT_YET:
             errors.append({"path": f"tasks[{i}].type",
                            "message": f"{NOT_YET[task.type]} cannot run on this engine yet"})
-        if task.compensate is not None:
-            errors.append({"path": f"tasks[{i}].compensate",
-                           "message": "compensation cannot run on this engine yet"})
     return errors
 
 
@@ -143,7 +140,11 @@ def run_dict(session: DbSession, run: Run, with_tasks: bool = True) -> dict[str,
         "finished_at": _iso(run.finished_at),
     }
     if with_tasks:
-        out["tasks"] = [_task_dict(session, t) for t in run.tasks]
+        out["tasks"] = [_task_dict(session, t) for t in run.tasks if t.kind == "task"]
+        # The undo steps that ran because the run failed, in the order they ran.
+        out["compensations"] = [
+            _task_dict(session, t) for t in run.tasks if t.kind == "compensation"
+        ]
     return out
 
 

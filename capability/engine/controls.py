@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.errors import Conflict, Forbidden, ValidationFailed
 from capability import dsl
 from capability.dsl import FINISHED_TASK_STATUSES, RunStatus, TaskStatus
-from capability.engine import items, runner
+from capability.engine import compensation, items, runner
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskRun
 
@@ -78,7 +78,7 @@ def resume(session: Any, run_id: str) -> ControlResult:
     # Jobs that reached a worker during the pause were dropped: send them again.
     for attempt in _attempts(session, run, ("queued", "scheduled")):
         wait = runner.seconds_until(attempt.not_before) if attempt.not_before else 0.0
-        spec = definition.task(attempt.task_run.task_id)
+        spec = compensation.spec_for(definition, attempt.task_run)
         result.sends.append(Send(attempt.id, attempt.queue, delay=wait,
                                  timeout=dsl.effective_timeout(spec, definition.defaults)))
     result.sends += runner.advance(session, run, definition)
@@ -90,6 +90,8 @@ def retry(session: Any, run_id: str) -> ControlResult:
     run = runner.lock_run(session, run_id)
     if run.status not in (RunStatus.FAILED, RunStatus.RUNNING, RunStatus.CANCELLED):
         raise Conflict(f"The run is {run.status}; there is nothing to retry")
+    if any(t.kind == "compensation" for t in run.tasks):
+        raise Conflict("This run was compensated (its work undone); start a new run instead")
     again = [t for t in run.tasks
              if t.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED)]
     if not again:
@@ -116,7 +118,7 @@ def answer_approval(
     approve: bool, comment: str,
 ) -> ControlResult:
     run = runner.lock_run(session, run_id)
-    task = next((t for t in run.tasks if t.task_id == task_id), None)
+    task = next((t for t in run.tasks if t.task_id == task_id and t.kind == "task"), None)
     if task is None:
         raise ValidationFailed(f"The run has no task {task_id!r}",
                                [{"path": "task_id", "message": "unknown task"}])

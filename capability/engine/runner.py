@@ -18,7 +18,7 @@ from sqlalchemy.orm import lazyload
 
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import items
+from capability.engine import compensation, items
 from capability.engine.decide import Verdict, ready, run_outcome
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun, WorkflowVersion
@@ -133,7 +133,7 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[
     if run.status != RunStatus.RUNNING:
         return []
     sends: list[Send] = []
-    tasks = {t.task_id: t for t in run.tasks}
+    tasks = {t.task_id: t for t in run.tasks if t.kind == "task"}
     upstream = {t.id: list(t.depends_on) for t in definition.tasks}
     rules = {t.id: t.trigger_rule.value for t in definition.tasks}
     while True:
@@ -157,6 +157,11 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[
                 task.status = TaskStatus.QUEUED.value
                 sends.append(new_attempt(session, task, spec, definition, "queued"))
     outcome = run_outcome(t.status for t in tasks.values())
+    if outcome == RunStatus.FAILED and any(t.compensate for t in definition.tasks):
+        finished, more = compensation.advance(session, run, definition)
+        sends += more
+        if not finished:
+            return sends
     if outcome is not None and run.status not in FINISHED_RUN:
         run.status = outcome.value
         run.finished_at = now()
@@ -217,7 +222,7 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None) -> AttemptC
         session.rollback()
         return None
     definition = definition_of(run.version)
-    spec = definition.task(task.task_id)
+    spec = compensation.spec_for(definition, task)
     attempt.status = "running"
     attempt.started_at = now()
     attempt.worker = worker
@@ -258,7 +263,7 @@ def complete_attempt(
         session.commit()
         return []
     definition = definition_of(run.version)
-    spec = definition.task(task.task_id)
+    spec = compensation.spec_for(definition, task)
     sends: list[Send] = []
     if isinstance(owner, TaskItem):
         sends += items.complete(session, run, task, owner, attempt, spec, definition, outcome)

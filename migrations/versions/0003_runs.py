@@ -49,6 +49,7 @@ def upgrade():
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('run_id', sa.String(length=36), nullable=False),
     sa.Column('task_id', sa.String(length=63), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
@@ -60,7 +61,7 @@ def upgrade():
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['run_id'], ['apg_run.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('run_id', 'task_id', name='uq_apg_task_run')
+    sa.UniqueConstraint('run_id', 'task_id', 'kind', name='uq_apg_task_run')
     )
     with op.batch_alter_table('apg_task_run', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_apg_task_run_run_id'), ['run_id'], unique=False)

@@ -492,3 +492,38 @@ def test_for_each_empty_list_succeeds_with_empty_output(app, client, op):
         {"id": "none", "type": "noop", "for_each": "{{ [] }}", "with": {"value": "{{ item }}"}},
     ])
     assert run["status"] == "succeeded" and run["by_task"]["none"]["output"] == []
+
+
+def test_compensation_undoes_succeeded_tasks_in_reverse_order(app, client, op, httpserver):
+    from werkzeug import Response
+
+    undone: list[str] = []
+
+    def record(request):
+        undone.append(request.path)
+        return Response("{}", content_type="application/json")
+
+    httpserver.expect_request("/undo/first").respond_with_handler(record)
+    httpserver.expect_request("/undo/second").respond_with_handler(record)
+    httpserver.expect_request("/undo/each").respond_with_handler(record)
+    base = httpserver.url_for("/undo")
+    run = run_to_end(app, client, op, [
+        {"id": "first", "type": "noop",
+         "compensate": {"type": "http", "with": {"method": "DELETE", "url": base + "/first"}}},
+        {"id": "second", "type": "noop", "depends_on": ["first"],
+         "compensate": {"type": "http", "with": {"method": "DELETE", "url": base + "/second"}}},
+        {"id": "each", "type": "noop", "depends_on": ["second"], "for_each": [1, 2],
+         "with": {"value": "{{ item }}"},
+         "compensate": {"type": "http",
+                        "with": {"method": "POST", "url": base + "/each", "json": "{{ item }}"}}},
+        {"id": "no_undo", "type": "noop", "depends_on": ["each"]},
+        {"id": "boom", "type": "fail", "depends_on": ["no_undo"], "with": {"message": "bad"}},
+    ])
+    assert run["status"] == "failed"
+    assert undone == ["/undo/each", "/undo/each", "/undo/second", "/undo/first"]
+    comps = run["compensations"]
+    assert [c["task_id"] for c in comps] == ["each", "second", "first"]
+    assert all(c["status"] == "succeeded" for c in comps)
+    assert [i["output"]["status"] for i in comps[0]["items"]] == [200, 200]
+    r = client.post(f"/api/v1/runs/{run['id']}/retry", headers=op["h"])
+    assert r.status_code == 409

@@ -119,6 +119,12 @@ class Run(TeamScoped, Model):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     trigger: Mapped[str] = mapped_column(String(16), nullable=False, default="api")
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    # A sub-workflow run: the run and attempt of its `workflow` task, and how deep it is.
+    parent_run_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("apg_run.id", ondelete="RESTRICT"), index=True
+    )
+    parent_attempt_id: Mapped[str | None] = mapped_column(String(36))
+    depth: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
@@ -132,7 +138,7 @@ class Run(TeamScoped, Model):
     version: Mapped[WorkflowVersion] = relationship()
     team: Mapped[Team] = relationship(lazy="joined")
     tasks: Mapped[list[TaskRun]] = relationship(
-        back_populates="run", order_by="TaskRun.position"
+        back_populates="run", order_by="TaskRun.position", foreign_keys="TaskRun.run_id"
     )
 
     def __repr__(self) -> str:

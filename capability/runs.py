@@ -16,14 +16,11 @@ from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from capability import dsl, service
 from capability.dsl import RunStatus
-from capability.engine import controls, runner
+from capability.engine import controls, runner, subruns
 from capability.engine.dispatch import Dispatcher
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun, Workflow
 
 TRIGGERS = ("manual", "api", "schedule", "webhook", "event")
-# Parts of DSL.md this engine does not execute yet: refused when a run starts, with the
-# path, rather than accepted and left waiting.
-NOT_YET = {"workflow": "sub-workflow tasks"}
 
 
 def _require_operator(actor: Actor, team_id: str) -> None:
@@ -31,15 +28,6 @@ def _require_operator(actor: Actor, team_id: str) -> None:
         return
     if not ({OPERATOR, AUTHOR} & actor.roles) or team_id not in actor.team_ids:
         raise Forbidden("Only an Operator or Author of the workflow's team may start runs")
-
-
-def _unsupported(definition: dsl.WorkflowDefinition) -> list[dict[str, str]]:
-    errors = []
-    for i, task in enumerate(definition.tasks):
-        if task.type in NOT_YET:
-            errors.append({"path": f"tasks[{i}].type",
-                           "message": f"{NOT_YET[task.type]} cannot run on this engine yet"})
-    return errors
 
 
 def start_run(
@@ -65,7 +53,6 @@ def start_run(
     version = service.get_version(session, actor, workflow.id)
     definition = runner.definition_of(version)
     resolved, errors = dsl.validate_params(definition, params or {})
-    errors = list(errors) + _unsupported(definition)
     if errors:
         raise ValidationFailed("The run cannot start", errors)
     # Lock the workflow so concurrent starts agree on max_active_runs.
@@ -79,7 +66,7 @@ def start_run(
     session.flush()
     runner.create_tasks(session, run, definition)
     sends = []
-    if _below_limit(session, workflow.id, definition.max_active_runs):
+    if below_limit(session, workflow.id, definition.max_active_runs):
         sends = runner.start(session, run)
     record(session, build_event(
         actor, "start", "run", run.id, team=workflow.team.name,
@@ -104,7 +91,7 @@ def _by_key(session: DbSession, workflow_id: str, key: str) -> Run | None:
     ).scalar()
 
 
-def _below_limit(session: DbSession, workflow_id: str, limit: int | None) -> bool:
+def below_limit(session: DbSession, workflow_id: str, limit: int | None) -> bool:
     if not limit:
         return True
     active = session.execute(
@@ -209,6 +196,10 @@ def control(
     session.commit()
     dispatcher.stop(result.stop)
     dispatcher.send(result.sends)
+    if action == "cancel":
+        # Sub-workflow runs go with their parent, each in its own transaction.
+        for child_id in subruns.live_children(session, run.id):
+            control(session, actor, dispatcher, child_id, "cancel")
     return result.run
 
 

@@ -21,6 +21,7 @@ class Send:
     delay: float = 0.0  # seconds to wait in RQ's scheduled registry (retries, delays)
     timeout: float | None = None
     finish_delay: bool = False  # the end of a `delay` task, not a new attempt
+    child_run: str | None = None  # a finished sub-workflow run: tell its parent
 
 
 class Dispatcher:
@@ -33,6 +34,11 @@ class Dispatcher:
     def send(self, items: list[Send]) -> None:
         for item in items:
             queue = Queue(item.queue, connection=self.conn)
+            if item.child_run is not None:
+                queue.enqueue("capability.engine.jobs.child_finished", item.child_run,
+                              job_id=f"apg-child-{item.child_run}", result_ttl=0,
+                              failure_ttl=86400)
+                continue
             func = (
                 "capability.engine.jobs.finish_delay" if item.finish_delay
                 else "capability.engine.jobs.run_attempt"

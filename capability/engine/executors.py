@@ -118,7 +118,11 @@ def approval(params: dict[str, Any], ctx: AttemptContext, settings: Settings) ->
     return Outcome(True, await_approval=True)
 
 
+def workflow(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    return Outcome(True, start_child=params)
+
+
 EXECUTORS: dict[str, Executor] = {
     "noop": noop, "fail": fail, "delay": delay, "transform": transform, "python": python,
-    "http": http, "approval": approval,
+    "http": http, "approval": approval, "workflow": workflow,
 }

@@ -15,7 +15,7 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from capability import dsl
-from capability.engine import runner
+from capability.engine import runner, subruns
 from capability.engine.dispatch import Dispatcher
 from capability.engine.executors import EXECUTORS, Settings
 from capability.engine.runner import AttemptContext, Outcome
@@ -74,13 +74,21 @@ def run_attempt(attempt_id: str) -> None:
     if ctx is None:
         return
     outcome = execute(ctx, _settings())
-    if outcome.await_approval:
+    if outcome.start_child is not None:
+        sends = subruns.start_child(db.session, attempt_id, outcome.start_child)
+    elif outcome.await_approval:
         runner.await_approval(db.session, attempt_id)
         sends = []
     elif outcome.defer is not None:
         sends = runner.defer_attempt(db.session, attempt_id, outcome.defer)
     else:
         sends = runner.complete_attempt(db.session, attempt_id, outcome)
+    db.session.remove()
+    _dispatcher().send(sends)
+
+
+def child_finished(child_run_id: str) -> None:
+    sends = subruns.child_finished(db.session, child_run_id)
     db.session.remove()
     _dispatcher().send(sends)
 

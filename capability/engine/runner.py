@@ -57,6 +57,7 @@ class Outcome:
     retriable: bool = True
     defer: float | None = None  # a `delay` task: finish after this many seconds
     await_approval: bool = False  # an `approval` task: wait for a person
+    start_child: dict[str, Any] | None = None  # a `workflow` task: the rendered `with`
 
     @classmethod
     def success(cls, output: Any = None) -> Outcome:
@@ -166,6 +167,8 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[
         run.status = outcome.value
         run.finished_at = now()
         sends += promote_queued(session, run.workflow_id, definition.max_active_runs)
+        if run.parent_attempt_id is not None:
+            sends.append(Send(run.parent_attempt_id, "default", child_run=run.id))
     return sends
 
 

@@ -27,12 +27,16 @@ def upgrade():
     sa.Column('params', sa.JSON(), nullable=False),
     sa.Column('trigger', sa.String(length=16), nullable=False),
     sa.Column('idempotency_key', sa.String(length=128), nullable=True),
+    sa.Column('parent_run_id', sa.String(length=36), nullable=True),
+    sa.Column('parent_attempt_id', sa.String(length=36), nullable=True),
+    sa.Column('depth', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('created_by', sa.String(length=256), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('team_id', sa.String(length=36), nullable=False),
+    sa.ForeignKeyConstraint(['parent_run_id'], ['apg_run.id'], ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['team_id'], ['apg_team.id'], ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['version_id'], ['apg_workflow_version.id'], ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['workflow_id'], ['apg_workflow.id'], ondelete='RESTRICT'),
@@ -41,6 +45,7 @@ def upgrade():
     )
     with op.batch_alter_table('apg_run', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_apg_run_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_apg_run_parent_run_id'), ['parent_run_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_apg_run_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_apg_run_team_id'), ['team_id'], unique=False)
         batch_op.create_index('ix_apg_run_workflow_status', ['workflow_id', 'status'], unique=False)
@@ -127,6 +132,7 @@ def downgrade():
 
     op.drop_table('apg_task_run')
     with op.batch_alter_table('apg_run', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_apg_run_parent_run_id'))
         batch_op.drop_index('ix_apg_run_workflow_status')
         batch_op.drop_index(batch_op.f('ix_apg_run_team_id'))
         batch_op.drop_index(batch_op.f('ix_apg_run_status'))

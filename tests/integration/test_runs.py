@@ -265,12 +265,6 @@ def test_a_completion_is_recorded_once(app, client, op):
         db.session.remove()
 
 
-def test_unsupported_features_are_refused_at_start(client, op):
-    wid = make(client, op, [{"id": "sub", "type": "workflow", "with": {"workflow": "other"}}])
-    r = start(client, op, wid)
-    assert r.status_code == 422 and r.get_json()["errors"][0]["path"] == "tasks[0].type"
-
-
 def test_real_worker_and_scheduler_processes_finish_a_run(app, client, op):
     """`flask worker` (forking AppWorker) and `flask scheduler` as separate processes."""
     import os
@@ -527,3 +521,54 @@ def test_compensation_undoes_succeeded_tasks_in_reverse_order(app, client, op, h
     assert [i["output"]["status"] for i in comps[0]["items"]] == [200, 200]
     r = client.post(f"/api/v1/runs/{run['id']}/retry", headers=op["h"])
     assert r.status_code == 409
+
+
+def _named(client, op, name: str, tasks, **extra) -> str:
+    r = client.post("/api/v1/workflows/", headers=op["h"], json={
+        "team": op["team"]["name"], "definition": {"name": name, "tasks": tasks, **extra}})
+    assert r.status_code == 201, r.get_json()
+    return str(r.get_json()["id"])
+
+
+def test_sub_workflow_output_failure_and_nesting_limit(app, client, op):
+    child = unique("child")
+    _named(client, op, child, [
+        {"id": "greet", "type": "noop", "with": {"value": "hi {{ params.who }}"}},
+    ], params={"who": {"type": "string", "required": True}})
+    run = run_to_end(app, client, op, [
+        {"id": "sub", "type": "workflow", "with": {"workflow": child, "params": {"who": "bob"}}},
+        {"id": "use", "type": "noop", "depends_on": ["sub"],
+         "with": {"value": "{{ tasks.sub.output.greet }}"}},
+        {"id": "missing", "type": "workflow", "with": {"workflow": "no-such-flow"}},
+        {"id": "badparams", "type": "workflow", "with": {"workflow": child, "params": {}}},
+    ])
+    by = run["by_task"]
+    assert by["sub"]["status"] == "succeeded" and by["sub"]["output"] == {"greet": "hi bob"}
+    assert by["use"]["output"] == "hi bob"
+    assert by["missing"]["status"] == "failed" and "no workflow named" in by["missing"]["error"]
+    assert by["badparams"]["status"] == "failed" and "params.who" in by["badparams"]["error"]
+    with app.app_context():
+        kids = db.session.execute(select(Run).where(Run.parent_run_id == run["id"])).scalars()
+        assert [(k.trigger, k.depth, k.status) for k in kids] == [("workflow", 1, "succeeded")]
+
+    failing = unique("failing")
+    _named(client, op, failing, [{"id": "x", "type": "fail", "with": {"message": "deep"}}])
+    run = run_to_end(app, client, op, [
+        {"id": "sub", "type": "workflow", "with": {"workflow": failing}},
+    ])
+    assert run["by_task"]["sub"]["status"] == "failed"
+    assert "sub-workflow run" in run["by_task"]["sub"]["error"]
+
+    loop = unique("loop")
+    loop_id = _named(client, op, loop, [
+        {"id": "again", "type": "workflow", "with": {"workflow": loop}},
+    ])
+    first = start(client, op, loop_id).get_json()["id"]
+    assert drain(app, first, timeout=60) == "failed"
+    with app.app_context():
+        depths = sorted(db.session.execute(
+            select(Run.depth).where(Run.workflow_id == loop_id)).scalars())
+        deepest = db.session.execute(select(TaskRun.error).join(Run).where(
+            Run.workflow_id == loop_id, Run.depth == 10)).scalar()
+    assert depths == list(range(11))
+    assert "deeper than 10" in deepest

@@ -572,3 +572,54 @@ def test_sub_workflow_output_failure_and_nesting_limit(app, client, op):
             Run.workflow_id == loop_id, Run.depth == 10)).scalar()
     assert depths == list(range(11))
     assert "deeper than 10" in deepest
+
+
+def test_two_workers_racing_on_a_diamond_run_the_join_once(app, client, op):
+    """50 runs of a -> (b, c) -> d on two worker processes: d is decided exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    wid = make(client, op, [
+        {"id": "a", "type": "noop"},
+        {"id": "b", "type": "noop", "depends_on": ["a"]},
+        {"id": "c", "type": "noop", "depends_on": ["a"]},
+        {"id": "d", "type": "noop", "depends_on": ["b", "c"], "with": {"value": "joined"}},
+    ])
+    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
+           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"]}
+    procs = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]
+    try:
+        run_ids = [start(client, op, wid).get_json()["id"] for _ in range(50)]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with app.app_context():
+                left = db.session.execute(select(func.count()).select_from(Run).where(
+                    Run.id.in_(run_ids), Run.status.notin_(["succeeded", "failed"]))).scalar()
+                db.session.remove()
+            if left == 0:
+                break
+            time.sleep(0.2)
+        assert left == 0
+        with app.app_context():
+            rows = db.session.execute(
+                select(TaskRun.run_id, func.count(TaskAttempt.id), func.min(Run.status))
+                .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+                .join(Run, Run.id == TaskRun.run_id)
+                .where(TaskRun.run_id.in_(run_ids), TaskRun.task_id == "d")
+                .group_by(TaskRun.run_id)
+            ).all()
+            workers = set(db.session.execute(
+                select(TaskAttempt.worker).join(TaskRun).where(TaskRun.run_id.in_(run_ids))
+            ).scalars())
+        assert len(rows) == 50
+        assert all(count == 1 and status == "succeeded" for _, count, status in rows)
+        assert len(workers) == 2  # both workers took part
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)

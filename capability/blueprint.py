@@ -22,8 +22,11 @@ def _tenant(obj: Any) -> str | None:
 
 
 def register(reg: Registrar) -> None:
+    from capability import live
     from capability.api import TransportApi
+    from capability.engine import reaper
     from capability.run_api import RunApi
+    from capability.run_views import FailedTaskView, RunView
     from capability.views import TransportView
     from capability.workflow_api import WorkflowApi
     from capability.workflow_views import WorkflowView
@@ -36,6 +39,13 @@ def register(reg: Registrar) -> None:
     reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
                  category_icon="fa-sitemap")
     reg.add_api(RunApi)
+    # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
+    reg.on_ready(reaper.install)
+    reg.add_cli(reaper.reap_command)
+    reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
+    reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
+                 category="Workflows")
+    reg.on_ready(live.install)  # Socket.IO namespace /runs: live run updates
     reg.audited(
         Workflow,
         AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
@@ -56,6 +66,7 @@ _read = ("Workflows", "can_read")
 _menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its list entry
 _runs = ("Runs", "can_read")
 _control = ("Runs", "can_read|can_control")
+_run_menus = ("Runs|Failed tasks", "menu_access")  # "Workflows" -> "Runs", "Failed tasks"
 
 capability = Capability.build(
     register,
@@ -66,9 +77,9 @@ capability = Capability.build(
     description="Workflows of typed tasks, versioned; runs on RQ workers (engine in progress).",
     depends_on=("platform",),
     role_permissions={
-        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu),
-        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu),
-        VIEWER: (_read, _runs, _menu),
+        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus),
+        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus),
+        VIEWER: (_read, _runs, _menu, _run_menus),
     },
     menus=("Workflows", "Security"),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.hooks import before_request
 from flask_appbuilder.models.filters import BaseFilter
@@ -16,7 +16,7 @@ from app.extensions import db
 from app.models import Team
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
-from capability import runs
+from capability import live, runs
 from capability.dsl import RunStatus
 from capability.models import Run
 from capability.workflow_api import dispatcher
@@ -98,6 +98,7 @@ class RunApi(ScopedMixin, UuidModelApi):
     def _control(self, pk: str, action: str) -> Response:
         def run(actor: Actor) -> Response:
             done = runs.control(db.session, actor, dispatcher(), pk, action)
+            live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
             return self.response(200, id=pk, result=runs.run_dict(db.session, done))
 
         return call_service(action, "run", pk, run)
@@ -168,6 +169,7 @@ class RunApi(ScopedMixin, UuidModelApi):
                                        [{"path": k, "message": "unknown field"} for k in extra])
             done = runs.answer_approval(db.session, actor, dispatcher(), pk, task_id, approve,
                                         body.get("comment"))
+            live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
             return self.response(200, id=pk, result=runs.run_dict(db.session, done))
 
         return call_service("approve" if approve else "reject", "run", pk, run)

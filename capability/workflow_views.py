@@ -31,7 +31,9 @@ from app.security.request import request_actor
 from app.security.scope import ScopedMixin
 from app.tenancy.service import list_teams
 from capability import dsl, service
+from capability.engine import runner
 from capability.models import Workflow, WorkflowVersion
+from capability.run_views import RunForm, run_form, start_from_form
 from capability.workflow_api import LiveOnly
 
 T = TypeVar("T")
@@ -39,6 +41,7 @@ T = TypeVar("T")
 PERMISSIONS = {
     "list": "read", "page": "read", "diff": "read", "check": "read",
     "new": "write", "change": "write", "rollback": "write", "remove": "write",
+    "run": "run",
 }
 # Errors about form fields rather than the definition text: no line to point at.
 FORM_FIELDS = frozenset({"team", "definition"})
@@ -147,6 +150,11 @@ class WorkflowView(ScopedMixin, ModelView):
             return False
         return actor.is_admin or (team_id is None or team_id in actor.team_ids)
 
+    def _may_run(self, actor: Actor, team_id: str) -> bool:
+        if not self.appbuilder.sm.has_access("can_run", self.class_permission_name):
+            return False
+        return actor.is_admin or team_id in actor.team_ids
+
     def _editor(self, status: int = 200, **context: Any) -> tuple[str, int]:
         context.setdefault("errors", [])
         context.setdefault("message", "")
@@ -198,13 +206,32 @@ class WorkflowView(ScopedMixin, ModelView):
     @expose("/<pk>")
     @has_access
     def page(self, pk: str) -> str:
+        return self._page(pk)[0]
+
+    def _page(self, pk: str, form: RunForm | None = None, status: int = 200) -> tuple[str, int]:
         current = _call("read", pk, lambda a: service.get_version(db.session, a, pk))
         versions = _call("read", pk, lambda a: service.list_versions(db.session, a, pk))
         workflow = current.workflow
-        return self.render_template(
+        may_run = self._may_run(request_actor(), workflow.team_id)
+        if may_run and form is None:
+            form = run_form(runner.definition_of(current))
+        page = self.render_template(
             "workflows/page.html", workflow=workflow, current=current, versions=versions,
             may_write=self._may_write(request_actor(), workflow.team_id), when=when,
+            may_run=may_run, run_form=form, run_failed=status != 200,
         )
+        return page, status
+
+    @expose("/<pk>/run", methods=["POST"])
+    @has_access
+    def run(self, pk: str) -> Any:
+        """The "Run" form: a manual run of the current version, then its page."""
+        started, created, form = start_from_form(pk, request.form)
+        if started is None:
+            return self._page(pk, form, 422)
+        flash("Run started." if created else "A run with this idempotency key exists already: "
+              "here it is.", "success" if created else "info")
+        return redirect(url_for("RunView.page", pk=started.id))
 
     @expose("/<pk>/diff")
     @has_access

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,3 +32,18 @@ def flaky(key: str, fail_times: int) -> dict[str, Any]:
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
     return "woke"
+
+
+def pid_file(key: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"apg-pid-{key}"
+
+
+def sleep_first(key: str, seconds: float) -> dict[str, Any]:
+    """Sleeps ``seconds`` on the first call for ``key`` only, after writing its pid to
+    ``pid_file(key)`` (so a test can kill the process running it); later calls return
+    at once."""
+    calls = _count(key)
+    if calls == 1:
+        pid_file(key).write_text(str(os.getpid()))
+        time.sleep(seconds)
+    return {"calls": calls}

@@ -6,18 +6,30 @@ Signals (RQ's own handling, kept as is):
   one finishes its current job, then exits. A second signal, a second or more later,
   is a cold shutdown: the job's work horse is killed and the worker exits.
 * scheduler, SIGTERM or SIGINT: it releases its locks and exits within a second.
+
+Capabilities hook into these processes through ``runtime_hooks(app)`` (the workflow
+capability's reaper uses them): once when a worker starts, every
+``MAINTENANCE_SECONDS`` in a scheduler that holds a queue lock, and in a worker whose
+work horse was killed under it. The platform itself knows nothing of what they do.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from rq import Queue, Worker
 from rq.scheduler import RQScheduler
+from rq.utils import now as utcnow
 
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
@@ -33,6 +45,73 @@ WORKER_TTL = 30
 # so a standby takes over within about a minute of the holder dying (the lock's TTL).
 LOCK_RETRY_SECONDS = 15
 
+# How often a scheduler holding a queue lock runs the maintenance hooks (the reaper).
+MAINTENANCE_SECONDS = 5.0
+
+# The worker hash field naming the process-id space the worker's pid belongs to.
+PID_SPACE_FIELD = "apg_pid_space"
+
+HOOKS_KEY = "apg_runtime_hooks"
+
+
+@dataclass
+class RuntimeHooks:
+    """Callbacks a capability registers (``reg.on_ready``); each runs inside the app
+    context, and an exception in one is logged, never fatal to the process."""
+
+    worker_start: list[Callable[[Flask], None]] = field(default_factory=list)
+    maintenance: list[Callable[[Flask], None]] = field(default_factory=list)
+    # (app, RQ job id, what happened): the horse running that job died under the worker.
+    horse_killed: list[Callable[[Flask, str, str], None]] = field(default_factory=list)
+
+
+def runtime_hooks(app: Flask) -> RuntimeHooks:
+    hooks = app.extensions.get(HOOKS_KEY)
+    if hooks is None:
+        hooks = app.extensions[HOOKS_KEY] = RuntimeHooks()
+    return hooks  # type: ignore[no-any-return]
+
+
+def _run_hooks(app: Flask, what: str, callbacks: list[Callable[..., None]], *args: Any) -> None:
+    for callback in callbacks:
+        with app.app_context():
+            try:
+                callback(app, *args)
+            except Exception:  # maintenance must never take a worker or scheduler down
+                log.exception("%s hook %s failed", what, getattr(callback, "__name__", callback))
+            finally:
+                db.session.remove()
+
+
+@lru_cache(maxsize=1)
+def pid_space() -> str | None:
+    """Who can interpret this process's pids: the kernel boot (``boot_id`` differs per
+    machine and per boot) and the pid namespace (differs per container). Two processes
+    with the same value see the same pids, so one can tell whether the other's pid is
+    still alive. None where this cannot be told (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` (in this process's pid space) is a running process. A zombie,
+    killed but not yet waited for by its parent, counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
 
 class AppWorker(Worker):
     """An RQ worker whose jobs run inside the application context (as Flask's Celery
@@ -44,6 +123,40 @@ class AppWorker(Worker):
     itself before it exits."""
 
     flask_app: Flask | None = None
+
+    def serialize(self) -> dict[str, Any]:
+        # The pid space next to RQ's pid and hostname lets a reaper on the same machine
+        # (and pid namespace) see at once that this worker died, instead of waiting for
+        # its registration to expire.
+        data: dict[str, Any] = super().serialize()
+        space = pid_space()
+        if space:
+            data[PID_SPACE_FIELD] = space
+        return data
+
+    def handle_work_horse_killed(self, job: Any, retpid: Any, ret_val: Any, rusage: Any) -> None:
+        # The horse died without reporting (OOM killer, kill -9) while this worker lives:
+        # RQ only moves the job to its failed registry; the hooks record it at once.
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if self.flask_app is None:
+            return
+        ran = (utcnow() - job.started_at).total_seconds() if job.started_at else 0.0
+        if job.timeout and job.timeout > 0 and ran > job.timeout + 60:
+            # RQ's own backstop: the monitor kills a horse 60 s past the job timeout.
+            what = f"was killed by RQ after {ran:.0f}s, past its job timeout"
+        elif ret_val and os.WIFSIGNALED(ret_val):
+            sig = os.WTERMSIG(ret_val)
+            try:
+                what = f"was killed by {signal.Signals(sig).name}"
+            except ValueError:
+                what = f"was killed by signal {sig}"
+        else:
+            what = f"exited with status {ret_val}"
+        hooks = runtime_hooks(self.flask_app).horse_killed
+        _run_hooks(self.flask_app, "horse-killed", hooks, job.id, f"{what} on worker {self.name}")
+        # Back to holding no database connection while waiting (see run_worker).
+        with self.flask_app.app_context():
+            db.engine.dispose()
 
     def perform_job(self, job: Any, queue: Any) -> bool:
         assert self.flask_app is not None
@@ -82,6 +195,20 @@ class AppScheduler(RQScheduler):
         waited = (datetime.now() - self.lock_acquisition_time).total_seconds()
         return waited > LOCK_RETRY_SECONDS
 
+    flask_app: Flask | None = None
+    _last_maintenance = 0.0
+
+    def enqueue_scheduled_jobs(self) -> None:
+        super().enqueue_scheduled_jobs()
+        # Only a scheduler that moves jobs for some queue maintains: a standby stays idle.
+        # The hooks must be safe to run twice anyway (two lock holders of different queues).
+        if self.flask_app is None or not self.acquired_locks:
+            return
+        if time.monotonic() - self._last_maintenance < MAINTENANCE_SECONDS:
+            return
+        self._last_maintenance = time.monotonic()
+        _run_hooks(self.flask_app, "maintenance", runtime_hooks(self.flask_app).maintenance)
+
 
 def queues(app: Flask, names: list[str] | None = None) -> list[Queue]:
     conn = get_redis(app)
@@ -89,6 +216,8 @@ def queues(app: Flask, names: list[str] | None = None) -> list[Queue]:
 
 
 def run_worker(app: Flask, queue_names: list[str] | None = None, burst: bool = False) -> bool:
+    # A worker starting is often a worker restarted after a crash: recover what it lost.
+    _run_hooks(app, "worker-start", runtime_hooks(app).worker_start)
     # The worker itself needs no database connection while it waits for jobs.
     with app.app_context():
         db.session.remove()
@@ -103,6 +232,7 @@ def run_scheduler(app: Flask, queue_names: list[str] | None = None, interval: in
     lives in Redis, so running several schedulers never enqueues a job twice."""
     names = queue_names or app.config["RQ_QUEUES"]
     scheduler = AppScheduler(names, connection=get_redis(app), interval=interval)
+    scheduler.flask_app = app
     held = scheduler.acquire_locks()
     log.info(
         "scheduler pid %s for queues %s (holding the lock of: %s)",

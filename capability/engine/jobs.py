@@ -14,7 +14,7 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
-from capability import dsl
+from capability import dsl, live
 from capability.engine import runner, subruns
 from capability.engine.dispatch import Dispatcher
 from capability.engine.executors import EXECUTORS, Settings
@@ -68,11 +68,17 @@ def _on_time(attempt_id: str) -> None:
         time.sleep(min(early, MAX_EARLY_WAIT))
 
 
+def _publish(run_id: str) -> None:
+    """Tell the browsers watching the run (never raises)."""
+    live.publish_run(current_app._get_current_object(), run_id)  # type: ignore[attr-defined]
+
+
 def run_attempt(attempt_id: str) -> None:
     _on_time(attempt_id)
     ctx = runner.begin_attempt(db.session, attempt_id, _worker_name())
     if ctx is None:
         return
+    _publish(ctx.run_id)
     outcome = execute(ctx, _settings())
     if outcome.start_child is not None:
         sends = subruns.start_child(db.session, attempt_id, outcome.start_child)
@@ -85,6 +91,7 @@ def run_attempt(attempt_id: str) -> None:
         sends = runner.complete_attempt(db.session, attempt_id, outcome)
     db.session.remove()
     _dispatcher().send(sends)
+    _publish(ctx.run_id)
 
 
 def child_finished(child_run_id: str) -> None:
@@ -98,5 +105,6 @@ def finish_delay(attempt_id: str) -> None:
     sends = runner.complete_attempt(db.session, attempt_id, Outcome.success(None))
     db.session.remove()
     _dispatcher().send(sends)
+    live.publish_attempt(current_app._get_current_object(), attempt_id)  # type: ignore[attr-defined]
 
 

@@ -15,7 +15,9 @@ live runs. One pass (``reap``):
    ``runner.complete_attempt``, which counts one result per attempt, so a late
    completion from a horse that outlived its worker is ignored, and the retry policy
    decides what follows. A ``delay`` attempt waiting for its end gets its ``-end`` job
-   back, with the rest of the wait, when that job vanished.
+   back, with the rest of the wait, when that job vanished;
+4. re-sends the follow-up job of a sub-workflow run that ended while its parent's
+   attempt still waits (``subruns.child_finished`` answers a waiting attempt once).
 
 Everything is idempotent: two passes at once (two schedulers, a worker starting) may
 re-send the same attempt twice but never create an attempt or record a result twice.
@@ -42,6 +44,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,7 +64,7 @@ from sqlalchemy import select
 from app.runtime.worker import PID_SPACE_FIELD, pid_alive, pid_space, runtime_hooks
 from capability import dsl
 from capability.dsl import RunStatus
-from capability.engine import runner
+from capability.engine import compensation, runner
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send
 from capability.models import Run, TaskAttempt, TaskRun
 
@@ -78,10 +82,16 @@ BACKSTOP_SECONDS = 90.0 + GRACE_SECONDS
 
 LOCK_KEY = "apg:reaper:lock"
 LOCK_SECONDS = 60
+# Delete the lock only if it is still ours (it may have expired and been taken).
+_RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('del', KEYS[1]) end return 0")
 GONE_KEY = "apg:reaper:worker-gone:"
 GONE_MEMORY_SECONDS = 3600
 
 ALIVE_JOB = ("queued", "scheduled", "started", "deferred", "created")
+# The follow-up job of a finished sub-workflow run, as ``Dispatcher.send`` names it.
+CHILD_JOB_PREFIX = "apg-child-"
+CHILD_JOB_QUEUE = "default"
 WORKER_KEY = Worker.redis_worker_namespace_prefix
 
 
@@ -91,12 +101,13 @@ class ReapReport:
     resent: int = 0  # queued/scheduled attempts sent to RQ again
     ends_resent: int = 0  # `delay` ends sent again
     lost: int = 0  # running attempts recorded as lost
+    followups_resent: int = 0  # "your sub-workflow run ended" jobs sent again
     dead_workers: list[str] = field(default_factory=list)
     skipped: bool = False  # another pass held the lock
 
     @property
     def acted(self) -> int:
-        return self.resent + self.ends_resent + self.lost
+        return self.resent + self.ends_resent + self.lost + self.followups_resent
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +117,8 @@ class ReapReport:
             return "another reaper pass is running; nothing done"
         dead = f" (dead workers: {', '.join(self.dead_workers)})" if self.dead_workers else ""
         return (f"checked {self.checked} live attempt(s): re-sent {self.resent}, delay ends "
-                f"re-sent {self.ends_resent}, lost {self.lost}{dead}")
+                f"re-sent {self.ends_resent}, sub-workflow follow-ups re-sent "
+                f"{self.followups_resent}, lost {self.lost}{dead}")
 
 
 @dataclass
@@ -121,7 +133,6 @@ class _Candidate:
     created_at: dt.datetime
     started_at: dt.datetime | None
     not_before: dt.datetime | None
-    run_status: str
     task_type: str
     timeout: float | None
 
@@ -170,27 +181,42 @@ class _Workers:
         raw = self.conn.hgetall(WORKER_KEY + name)
         data = {_text(k): _text(v) for k, v in raw.items()}
         gone_key = GONE_KEY + name
-        if not data.get("birth"):  # no hash, or only a heartbeat field written after a flush
-            if self.conn.get(gone_key) is None:
-                self.conn.set(gone_key, self.now, nx=True, ex=GONE_MEMORY_SECONDS)
-            first = float(_text(self.conn.get(gone_key)) or self.now)
+        if not data.get("birth"):
+            # No hash, or only the heartbeat field a live worker writes first after Redis
+            # lost its hash (the rest follows within a heartbeat).
+            self.conn.set(gone_key, self.now, nx=True, ex=GONE_MEMORY_SECONDS)
             if data.get("last_heartbeat"):
-                return "unknown", None  # beating again: RQ rewrites the full hash shortly
+                return "unknown", None
+            first = float(_text(self.conn.get(gone_key)) or self.now)
             return ("dead" if self.now - first >= WORKER_GONE_AFTER else "unknown"), None
         current = data.get("current_job") or None
-        if data.get("death"):
-            self._remember_dead(gone_key)
+        if data.get("death") or self.local_pid_gone(data):
+            # Once its hash expires, a worker known dead stays dead without another wait.
+            self.conn.set(gone_key, 0, ex=GONE_MEMORY_SECONDS)
             return "dead", current
-        pid = data.get("pid")
-        if self.space and data.get(PID_SPACE_FIELD) == self.space and pid and pid.isdigit():
-            if not pid_alive(int(pid)):
-                self._remember_dead(gone_key)
-                return "dead", current
+        # Alive: a later loss of its hash starts a fresh wait.
+        self.conn.delete(gone_key)
         return "alive", current
 
-    def _remember_dead(self, gone_key: str) -> None:
-        # Once its hash expires, a worker known dead stays dead without another wait.
-        self.conn.set(gone_key, 0, ex=GONE_MEMORY_SECONDS)
+    def local_pid_gone(self, data: dict[str | None, str | None]) -> bool:
+        pid = data.get("pid")
+        return bool(self.space and data.get(PID_SPACE_FIELD) == self.space and pid
+                    and pid.isdigit() and not pid_alive(int(pid)))
+
+    def bury_dead(self) -> None:
+        """Unregister registered workers of this pid space whose process is gone, so
+        worker lists and counts drop them now rather than when their key expires."""
+        for key in Worker.all_keys(connection=self.conn):
+            raw = self.conn.hgetall(key)
+            data = {_text(k): _text(v) for k, v in raw.items()}
+            if data.get("death") or not self.local_pid_gone(data):
+                continue
+            worker = Worker.find_by_key(key, connection=self.conn)
+            if worker is not None:
+                worker.register_death()  # RQ's own: unregisters, keeps the hash 60 s
+                name = key[len(WORKER_KEY):]
+                self.conn.set(GONE_KEY + name, 0, ex=GONE_MEMORY_SECONDS)
+                self.dead.add(name)
 
 
 def job_id(attempt_id: str, end: bool = False) -> str:
@@ -210,49 +236,74 @@ def _job_states(conn: Redis, ids: list[str]) -> dict[str, _JobState]:
     return states
 
 
-def _queued_somewhere(conn: Redis, jid: str, queue: str) -> bool:
-    """A job whose hash says queued is really waiting: in its queue, or in the
-    intermediate list a worker moves it through (for less than RQ's 1 minute there)."""
-    q = Queue(queue, connection=conn)
-    if conn.lpos(q.key, jid) is not None:
-        return True
-    if conn.lpos(q.intermediate_queue_key, jid) is None:
-        return False
-    inter = IntermediateQueue(q.key, connection=conn)
-    return inter.set_first_seen(jid) or not inter.should_be_cleaned_up(jid)
+class _Redis:
+    """What RQ holds, read once per pass where it can be."""
 
+    # Past this many lookups in one list, read the whole list once instead of an
+    # LPOS (a scan of the list) per job.
+    SNAPSHOT_AFTER = 20
 
-def _job_alive(conn: Redis, workers: _Workers, jid: str, state: _JobState,
-               queue: str) -> tuple[bool, str]:
-    """Whether RQ will still run this job, and if not, why."""
-    if state.status is None:
-        return False, "its job is missing from Redis"
-    if state.status not in ALIVE_JOB:
-        return False, f"its job is {state.status} in RQ"
-    if state.status == "queued" and not _queued_somewhere(conn, jid, queue):
-        # Re-read: a worker may have taken it between the reads.
-        again = _text(conn.hget(Job.key_for(jid), "status"))
-        if again == "queued":
-            return False, "its job is in no queue"
-        return again in ALIVE_JOB, f"its job is {again} in RQ"
-    if state.status == "scheduled":
-        registry = ScheduledJobRegistry(queue, connection=conn)
-        if conn.zscore(registry.key, jid) is None:
-            return False, "its job is scheduled but in no scheduled registry"
-    if state.status == "started" and workers.state(state.worker) == "dead":
-        return False, f"worker {state.worker} died"
-    return True, ""
+    def __init__(self, conn: Redis, workers: _Workers, states: dict[str, _JobState]) -> None:
+        self.conn = conn
+        self.workers = workers
+        self.states = states
+        self._lookups: dict[str, int] = {}
+        self._lists: dict[str, set[str]] = {}
 
+    def state(self, jid: str) -> _JobState:
+        if jid not in self.states:
+            self.states.update(_job_states(self.conn, [jid]))
+        return self.states[jid]
 
-def _discard(conn: Redis, jid: str, queue: str) -> None:
-    """Remove what is left of a dead job, so that RQ's own cleanup of it later cannot
-    touch the job sent again under the same id."""
-    try:
-        Job.fetch(jid, connection=conn).delete(remove_from_queue=True)
-    except NoSuchJobError:
-        conn.delete(Job.key_for(jid))
-    q = Queue(queue, connection=conn)
-    conn.lrem(q.intermediate_queue_key, 0, jid)
+    def _in_list(self, key: str, jid: str) -> bool:
+        if key not in self._lists:
+            self._lookups[key] = self._lookups.get(key, 0) + 1
+            if self._lookups[key] <= self.SNAPSHOT_AFTER:
+                return self.conn.lpos(key, jid) is not None
+            self._lists[key] = {_text(v) or "" for v in self.conn.lrange(key, 0, -1)}
+        return jid in self._lists[key]
+
+    def _waiting_in(self, jid: str, queue: str) -> bool:
+        """A job whose hash says queued is really waiting: in its queue, or in the
+        intermediate list a worker moves it through (for less than RQ's 1 minute)."""
+        q = Queue(queue, connection=self.conn)
+        if self._in_list(q.key, jid):
+            return True
+        if self.conn.lpos(q.intermediate_queue_key, jid) is None:
+            return False
+        inter = IntermediateQueue(q.key, connection=self.conn)
+        return inter.set_first_seen(jid) or not inter.should_be_cleaned_up(jid)
+
+    def alive(self, jid: str, queue: str) -> tuple[bool, str]:
+        """Whether RQ will still run this job, and if not, why."""
+        state = self.state(jid)
+        if state.status is None:
+            return False, "its job is missing from Redis"
+        if state.status not in ALIVE_JOB:
+            return False, f"its job is {state.status} in RQ"
+        if state.status == "queued" and not self._waiting_in(jid, queue):
+            # Read again: a worker may have taken it between the reads.
+            again = _text(self.conn.hget(Job.key_for(jid), "status"))
+            if again == "queued":
+                return False, "its job is in no queue"
+            return again in ALIVE_JOB, f"its job is {again} in RQ"
+        if state.status == "scheduled":
+            registry = ScheduledJobRegistry(queue, connection=self.conn)
+            if self.conn.zscore(registry.key, jid) is None:
+                return False, "its job is scheduled but in no scheduled registry"
+        if state.status == "started" and self.workers.state(state.worker) == "dead":
+            return False, f"worker {state.worker} died"
+        return True, ""
+
+    def discard(self, jid: str, queue: str) -> None:
+        """Remove what is left of a dead job, so that RQ's own cleanup of it later
+        cannot touch the job sent again under the same id."""
+        try:
+            Job.fetch(jid, connection=self.conn).delete(remove_from_queue=True)
+        except NoSuchJobError:
+            self.conn.delete(Job.key_for(jid))
+        self.conn.lrem(Queue(queue, connection=self.conn).intermediate_queue_key, 0, jid)
+        self.states[jid] = _JobState(None, None)
 
 
 def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
@@ -272,16 +323,33 @@ def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
         # A paused run starts nothing: `resume` sends its waiting attempts again.
         if attempt.status != "running" and run.status != RunStatus.RUNNING:
             continue
-        definition = runner.definition_of(run.version)
-        spec = definition.task(task.task_id)
+        try:
+            definition = runner.definition_of(run.version)
+            spec = compensation.spec_for(definition, task)  # a compensation step's own
+        except Exception:  # one bad row must not stop the recovery of the others
+            log.exception("reaper: cannot read the task of attempt %s", attempt.id)
+            continue
         timeout = dsl.effective_timeout(spec, definition.defaults)
         found.append(_Candidate(
             attempt.id, attempt.number, attempt.status, attempt.queue, attempt.worker,
             _aware(attempt.created_at), attempt.started_at and _aware(attempt.started_at),
-            attempt.not_before and _aware(attempt.not_before), run.status, spec.type,
+            attempt.not_before and _aware(attempt.not_before), spec.type,
             float(timeout) if timeout else dispatcher.default_timeout,
         ))
     return found
+
+
+def _finished_children(session: Any, now: dt.datetime,
+                       grace: float) -> list[tuple[str, str]]:
+    """(child run, parent attempt) for sub-workflow runs that ended while their parent's
+    attempt still waits for them."""
+    rows = session.execute(
+        select(Run.id, Run.parent_attempt_id, Run.finished_at)
+        .join(TaskAttempt, TaskAttempt.id == Run.parent_attempt_id)
+        .where(TaskAttempt.status == "waiting", Run.status.in_(runner.FINISHED_RUN))
+    ).all()
+    return [(child_id, attempt_id) for child_id, attempt_id, finished in rows
+            if finished is None or (now - _aware(finished)).total_seconds() >= grace]
 
 
 def record_lost(session: Any, attempt_id: str, reason: str) -> tuple[bool, list[Send]]:
@@ -301,8 +369,6 @@ def _is_deferred(cand: _Candidate, end: _JobState) -> bool:
     """A running `delay` attempt past ``defer_attempt``: waiting for its ``-end`` job.
     ``defer_attempt`` sets ``not_before`` after the attempt began; a retry's
     ``not_before`` is the wait before it began."""
-    if cand.task_type != "delay":
-        return False
     if end.status is not None:
         return True
     return bool(cand.not_before and cand.started_at and cand.not_before > cand.started_at)
@@ -310,72 +376,95 @@ def _is_deferred(cand: _Candidate, end: _JobState) -> bool:
 
 def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | None = None,
          grace: float = GRACE_SECONDS, queues: list[str] | None = None) -> ReapReport:
-    """One pass over the live attempts of running (and paused) runs; see the module."""
+    """One pass over the live attempts of running (and paused) runs; see the module.
+    ``queues``: RQ queues whose started registry to clean besides the attempts' own."""
     now = now or runner.now()
     report = ReapReport()
     candidates = _candidates(session, dispatcher)
+    children = _finished_children(session, now, grace)
     session.rollback()  # no read transaction held while recording (SQLite upgrades fail)
     for name in sorted(set(queues or []) | {c.queue for c in candidates}):
         StartedJobRegistry(name, connection=conn).cleanup()
     ids = [job_id(c.id) for c in candidates]
     ids += [job_id(c.id, end=True) for c in candidates if c.task_type == "delay"]
-    states = _job_states(conn, ids)
+    ids += [CHILD_JOB_PREFIX + child_id for child_id, _ in children]
     workers = _Workers(conn, now)
+    view = _Redis(conn, workers, _job_states(conn, ids))
     sends: list[Send] = []
-    for cand in candidates:
-        report.checked += 1
-        main = states[job_id(cand.id)]
-        if cand.status in ("queued", "scheduled"):
-            if (now - cand.created_at).total_seconds() < grace:
-                continue
-            alive, why = _job_alive(conn, workers, job_id(cand.id), main, cand.queue)
-            if alive:
-                continue
-            wait = runner.seconds_until(cand.not_before) if cand.not_before else 0.0
-            log.warning("reaper: re-sending %s attempt %s (%s)", cand.status, cand.id, why)
-            _discard(conn, job_id(cand.id), cand.queue)
-            sends.append(Send(cand.id, cand.queue, delay=max(0.0, wait), timeout=cand.timeout))
-            report.resent += 1
-            continue
-        # running
-        end = states.get(job_id(cand.id, end=True), _JobState(None, None))
-        if _is_deferred(cand, end):
-            if _job_alive(conn, workers, job_id(cand.id, end=True), end, cand.queue)[0]:
-                continue
-            if main.status is not None and _job_alive(conn, workers, job_id(cand.id), main,
-                                                      cand.queue)[0]:
-                continue  # still in run_attempt: it sends the end after its commit
-            wait = runner.seconds_until(cand.not_before) if cand.not_before else 0.0
-            log.warning("reaper: re-sending the end of delay attempt %s", cand.id)
-            _discard(conn, job_id(cand.id, end=True), cand.queue)
-            sends.append(Send(cand.id, cand.queue, delay=wait, finish_delay=True))
-            report.ends_resent += 1
-            continue
-        reason = _lost_reason(conn, workers, cand, main, now, grace)
-        if reason is None:
-            continue
-        recorded, more = record_lost(session, cand.id, reason)
-        if recorded:
-            log.warning("reaper: attempt %s lost: %s", cand.id, reason)
-            report.lost += 1
-            sends += more
-    dispatcher.send(sends)
+    try:
+        for cand in candidates:
+            report.checked += 1
+            try:
+                sends += _reap_one(session, view, cand, now, grace, report)
+            except Exception:  # one odd attempt must not stop the recovery of the others
+                session.rollback()
+                log.exception("reaper: could not check attempt %s", cand.id)
+        for child_id, parent_attempt_id in children:
+            # The follow-up telling a parent that its sub-workflow run ended is gone:
+            # without it the parent's attempt would wait forever. It is idempotent.
+            if not view.alive(CHILD_JOB_PREFIX + child_id, CHILD_JOB_QUEUE)[0]:
+                log.warning("reaper: telling attempt %s again that its sub-workflow run %s "
+                            "ended", parent_attempt_id, child_id)
+                view.discard(CHILD_JOB_PREFIX + child_id, CHILD_JOB_QUEUE)
+                sends.append(Send(parent_attempt_id, CHILD_JOB_QUEUE, child_run=child_id))
+                report.followups_resent += 1
+        workers.bury_dead()
+    finally:
+        # What was recorded is committed: its follow-up work must go out. (If this
+        # process dies first, the next pass finds those attempts without a job.)
+        dispatcher.send(sends)
     report.dead_workers = sorted(workers.dead)
     return report
 
 
-def _lost_reason(conn: Redis, workers: _Workers, cand: _Candidate, main: _JobState,
-                 now: dt.datetime, grace: float) -> str | None:
+def _reap_one(session: Any, view: _Redis, cand: _Candidate, now: dt.datetime, grace: float,
+              report: ReapReport) -> list[Send]:
+    main, end = job_id(cand.id), job_id(cand.id, end=True)
+    wait = max(0.0, (cand.not_before - now).total_seconds()) if cand.not_before else 0.0
+    if cand.status in ("queued", "scheduled"):
+        if (now - cand.created_at).total_seconds() < grace:
+            return []
+        alive, why = view.alive(main, cand.queue)
+        if alive:
+            return []
+        log.warning("reaper: sending %s attempt %s again (%s)", cand.status, cand.id, why)
+        view.discard(main, cand.queue)
+        report.resent += 1
+        return [Send(cand.id, cand.queue, delay=wait, timeout=cand.timeout)]
+    if cand.task_type == "delay" and _is_deferred(cand, view.state(end)):
+        if view.alive(end, cand.queue)[0]:
+            return []
+        if view.state(main).status is not None and view.alive(main, cand.queue)[0]:
+            return []  # still in run_attempt, which sends the end after its commit
+        log.warning("reaper: sending the end of delay attempt %s again", cand.id)
+        view.discard(end, cand.queue)
+        report.ends_resent += 1
+        return [Send(cand.id, cand.queue, delay=wait, finish_delay=True)]
+    reason = _lost_reason(view, cand, now, grace)
+    if reason is None:
+        return []
+    recorded, sends = record_lost(session, cand.id, reason)
+    if not recorded:
+        return []  # it reported meanwhile: that result counts
+    log.warning("reaper: attempt %s lost: %s", cand.id, reason)
+    report.lost += 1
+    return sends
+
+
+def _lost_reason(view: _Redis, cand: _Candidate, now: dt.datetime, grace: float) -> str | None:
     """Why a running attempt will never report, or None while it may still."""
+    jid = job_id(cand.id)
+    main = view.state(jid)
     started = cand.started_at or cand.created_at
     running_for = (now - started).total_seconds()
     who = cand.worker or main.worker
     prefix = f"attempt {cand.number} was lost"
     if main.status is not None and main.status not in ALIVE_JOB:
-        detail = _failure_detail(conn, job_id(cand.id))
-        return f"{prefix}: its job {main.status} on worker {who}" + (f" ({detail})"
-                                                                     if detail else "")
-    state = workers.state(who)
+        # Failed without reporting: a killed horse, or an error outside the task.
+        detail = _failure_detail(view.conn, jid)
+        return f"{prefix}: its job {main.status} on worker {who}" + (
+            f" ({detail})" if detail else "")
+    state = view.workers.state(who)
     if state == "dead":
         return f"{prefix}: worker {who} died while running it"
     if main.status is not None:
@@ -383,8 +472,8 @@ def _lost_reason(conn: Redis, workers: _Workers, cand: _Candidate, main: _JobSta
     # The job is gone from Redis while the worker lives (or may).
     if running_for < grace:
         return None
-    current = workers.current_job(who)
-    if state == "alive" and current and current != job_id(cand.id):
+    current = view.workers.current_job(who)
+    if state == "alive" and current and current != jid:
         return f"{prefix}: worker {who} moved on to other work without reporting it"
     if running_for > (cand.timeout or 0) + BACKSTOP_SECONDS:
         return f"{prefix}: no report {running_for:.0f}s after it started (past its timeout)"
@@ -415,7 +504,7 @@ def reap_locked(app: Flask, grace: float = GRACE_SECONDS) -> ReapReport:
 
     dispatcher = dispatcher_for(app)
     conn = dispatcher.conn
-    token = runner.now().isoformat()
+    token = f"{os.getpid()}:{uuid.uuid4().hex}"
     if not conn.set(LOCK_KEY, token, nx=True, ex=LOCK_SECONDS):
         return ReapReport(skipped=True)
     try:
@@ -423,8 +512,7 @@ def reap_locked(app: Flask, grace: float = GRACE_SECONDS) -> ReapReport:
                       queues=list(app.config["RQ_QUEUES"]))
     finally:
         db.session.remove()
-        if _text(conn.get(LOCK_KEY)) == token:
-            conn.delete(LOCK_KEY)
+        conn.eval(_RELEASE, 1, LOCK_KEY, token)
     if report.acted:
         log.warning("reaper: %s", report)
     return report
@@ -449,10 +537,11 @@ def on_horse_killed(app: Flask, jid: str, what: str) -> None:
     db.session.rollback()
     if deferred:
         return
-    recorded, sends = record_lost(db.session, attempt_id,
-                                  f"attempt {number} was lost: its work horse {what}")
+    reason = f"attempt {number} was lost: its work horse {what}"
+    recorded, sends = record_lost(db.session, attempt_id, reason)
     db.session.remove()
     if recorded:
+        log.warning("reaper: attempt %s lost: %s", attempt_id, reason)
         dispatcher_for(app).send(sends)
 
 

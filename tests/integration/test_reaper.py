@@ -1,0 +1,430 @@
+"""The reaper: runs survive a SIGKILLed worker, a killed work horse and a flushed Redis;
+reaping a healthy run changes nothing; a late completion after a loss is ignored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
+from rq.scheduler import RQScheduler
+from sqlalchemy import select
+
+from app.extensions import db
+from app.runtime.redis_conn import get_redis
+from app.runtime.worker import PID_SPACE_FIELD, AppWorker, pid_alive
+from capability.engine import reaper, runner
+from capability.models import TaskAttempt, TaskRun
+from tests.conftest import api_token, auth, unique
+from tests.engine_callables import pid_file
+from tests.engine_support import drain, work_once
+
+
+@pytest.fixture()
+def op(client, factory):
+    team = factory.team()
+    author = factory.user("Author", teams=[team])
+    return {"team": team, "h": auth(api_token(client, author["username"]))}
+
+
+def make(client, op, tasks: list[dict[str, Any]]) -> str:
+    definition = {"name": unique("wf"), "tasks": tasks}
+    r = client.post("/api/v1/workflows/", headers=op["h"],
+                    json={"team": op["team"]["name"], "definition": definition})
+    assert r.status_code == 201, r.get_json()
+    return str(r.get_json()["id"])
+
+
+def start(client, op, wid: str) -> str:
+    r = client.post(f"/api/v1/workflows/{wid}/runs", headers=op["h"], json={})
+    assert r.status_code == 201, r.get_json()
+    return str(r.get_json()["id"])
+
+
+def get_run(client, op, run_id: str) -> dict[str, Any]:
+    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+    got["by_task"] = {t["task_id"]: t for t in got["tasks"]}
+    return dict(got)
+
+
+def attempts(app, run_id: str, task_id: str) -> list[TaskAttempt]:
+    with app.app_context():
+        rows = list(db.session.execute(
+            select(TaskAttempt).join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
+            .where(TaskRun.run_id == run_id, TaskRun.task_id == task_id)
+            .order_by(TaskAttempt.number)
+        ).scalars())
+        for row in rows:
+            db.session.expunge(row)
+        db.session.remove()
+        return rows
+
+
+def reap_now(app, **kwargs: Any) -> reaper.ReapReport:
+    """One pass in the test process, without the grace (the attempts here are fresh)."""
+    with app.app_context():
+        kwargs.setdefault("grace", 0)
+        report = reaper.reap(db.session, get_redis(app), reaper.dispatcher_for(app), **kwargs)
+        db.session.remove()
+        return report
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def work_until(app, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Work the queues in this process (moving due scheduled jobs too) until ``check``."""
+    names = app.config["RQ_QUEUES"]
+    scheduler = RQScheduler(names, connection=get_redis(app))
+    scheduler.prepare_registries(names)
+
+    def step() -> bool:
+        scheduler.enqueue_scheduled_jobs()
+        work_once(app)
+        return check()
+
+    wait_for(step, timeout, "the run did not get there", step=0.05)
+
+
+# -- real processes ------------------------------------------------------------------
+
+@pytest.fixture()
+def processes(app, tmp_path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Starts `flask --app app <command>` processes; stops whatever is left at the end."""
+    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
+           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
+           "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(command: str) -> subprocess.Popen[bytes]:
+        args = command.split()
+        log = (tmp_path / f"{args[0]}-{len(started)}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", *args],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def long_task(key: str, seconds: float) -> list[dict[str, Any]]:
+    return [
+        {"id": "long", "type": "python",
+         "with": {"callable": "tests.engine_callables:sleep_first",
+                  "kwargs": {"key": key, "seconds": seconds}},
+         "retry": {"max_attempts": 2, "delay": "100ms", "jitter": False}},
+        {"id": "after", "type": "noop", "depends_on": ["long"],
+         "with": {"value": "{{ tasks.long.output.calls }}"}},
+    ]
+
+
+def horse_pid(key: str) -> int:
+    return int(wait_for(lambda: pid_file(key).exists() and pid_file(key).read_text(), 30,
+                        "the long task did not start"))
+
+
+def finished(client, op, run_id: str) -> dict[str, Any] | None:
+    got = get_run(client, op, run_id)
+    return got if got["status"] in ("succeeded", "failed", "cancelled") else None
+
+
+def assert_retried_once(app, client, op, run_id: str, lost_because: str) -> None:
+    got = get_run(client, op, run_id)
+    assert got["status"] == "succeeded", got
+    long = got["by_task"]["long"]
+    assert long["attempts"] == 2 and long["output"] == {"calls": 2}
+    history = long["attempt_history"]
+    assert [a["status"] for a in history] == ["lost", "succeeded"]
+    assert lost_because in history[0]["error"] and history[0]["worker"]
+    assert got["by_task"]["after"]["output"] == 2
+    # The completion is recorded once: one success, and `after` ran once.
+    rows = attempts(app, run_id, "long")
+    assert sum(a.status == "succeeded" for a in rows) == 1
+    assert len(attempts(app, run_id, "after")) == 1
+
+
+def test_a_sigkilled_worker_loses_its_attempt_and_the_task_is_retried(app, client, op,
+                                                                      processes):
+    """SIGKILL the worker process mid-task. Its work horse lives on (RQ puts it in its
+    own process group) and finishes later: that late completion must not count."""
+    key = unique("kill")
+    wid = make(client, op, long_task(key, 8))
+    first = processes("worker")
+    processes("scheduler")
+    run_id = start(client, op, wid)
+    horse = horse_pid(key)
+    assert attempts(app, run_id, "long")[0].status == "running"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = time.monotonic()
+    # The scheduler's reaper (every 5 s) records the loss; no worker is left to help.
+    wait_for(lambda: attempts(app, run_id, "long")[0].status == "lost", 15,
+             "the scheduler did not reap the attempt")
+    assert time.monotonic() - killed < 12  # the next pass, not the ~90 s key expiry
+    processes("worker")
+    wait_for(lambda: finished(client, op, run_id), 60, "the run did not finish")
+    # The orphaned horse wakes up and tries to complete the lost attempt.
+    wait_for(lambda: not pid_alive(horse), 30, "the orphaned work horse did not finish")
+    time.sleep(0.5)
+    assert_retried_once(app, client, op, run_id, "died while running it")
+
+
+def test_a_starting_worker_reaps_before_it_works(app, client, op, processes):
+    run_id = start(client, op, one_task(client, op))
+    attempt = attempts(app, run_id, "a")[0]
+    worker = _live_worker(app)
+    _begin_on(app, attempt.id, worker)
+    get_redis(app).hset(worker.key, "pid", _dead_pid())
+    burst = processes("worker --burst")
+    assert burst.wait(timeout=60) == 0
+    assert attempts(app, run_id, "a")[0].status == "lost"
+    assert drain(app, run_id) == "succeeded"
+
+
+def test_a_killed_work_horse_is_recorded_by_its_live_worker(app, client, op, processes):
+    key = unique("horse")
+    wid = make(client, op, long_task(key, 30))
+    processes("worker")
+    processes("scheduler")
+    run_id = start(client, op, wid)
+    horse = horse_pid(key)
+    os.kill(horse, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: finished(client, op, run_id), 60, "the run did not finish")
+    assert time.monotonic() - killed < 10
+    assert_retried_once(app, client, op, run_id, "killed by SIGKILL")
+
+
+# -- Redis loses everything ------------------------------------------------------------
+
+def test_redis_flushed_mid_run_is_rebuilt_from_the_database(app, client, op):
+    key = unique("flush")
+    wid = make(client, op, [
+        {"id": "first", "type": "noop", "with": {"value": 1}},
+        {"id": "flaky", "type": "python", "depends_on": ["first"],
+         "with": {"callable": "tests.engine_callables:flaky",
+                  "kwargs": {"key": key, "fail_times": 1}},
+         "retry": {"max_attempts": 2, "delay": "2s", "jitter": False}},
+        {"id": "pause", "type": "delay", "depends_on": ["flaky"], "with": {"seconds": 1.5}},
+        {"id": "last", "type": "noop", "depends_on": ["pause"]},
+    ])
+    conn = get_redis(app)
+    run_id = start(client, op, wid)
+
+    def status(task_id: str) -> list[str]:
+        return [a.status for a in attempts(app, run_id, task_id)]
+
+    # 1. A queued attempt: its job vanishes with the flush and is sent again.
+    conn.flushdb()
+    assert reap_now(app).resent >= 1
+    work_until(app, lambda: status("flaky") == ["failed", "scheduled"])
+    # 2. A retry waiting in the scheduled registry: sent again with the rest of its wait.
+    retry = attempts(app, run_id, "flaky")[1]
+    conn.flushdb()
+    assert reap_now(app).resent >= 1
+    job_id = reaper.job_id(retry.id)
+    assert job_id in ScheduledJobRegistry("default", connection=conn).get_job_ids()
+    work_until(app, lambda: status("pause") == ["running"])
+    # 3. A `delay` waiting for its end: the end is sent again, the wait is kept.
+    conn.flushdb()
+    assert reap_now(app).ends_resent == 1
+    assert drain(app, run_id) == "succeeded"
+    got = get_run(client, op, run_id)
+    assert [a["status"] for a in got["by_task"]["flaky"]["attempt_history"]] == [
+        "failed", "succeeded"]
+    pause = got["by_task"]["pause"]
+    waited = (dt.datetime.fromisoformat(pause["finished_at"])
+              - dt.datetime.fromisoformat(pause["started_at"])).total_seconds()
+    assert waited >= 1.4 and pause["attempts"] == 1
+    assert all(len(attempts(app, run_id, t)) == 1 for t in ("first", "pause", "last"))
+
+
+def test_a_lost_sub_workflow_follow_up_is_sent_again(app, client, op):
+    """The job telling a parent that its child run ended vanishes: the parent's
+    attempt would wait forever."""
+    from tests.engine_support import AppSimpleWorker
+
+    child = unique("child")
+    r = client.post("/api/v1/workflows/", headers=op["h"], json={
+        "team": op["team"]["name"],
+        "definition": {"name": child, "tasks": [
+            {"id": "greet", "type": "noop", "queue": "low", "with": {"value": "hi"}}]}})
+    assert r.status_code == 201, r.get_json()
+    run_id = start(client, op, make(client, op, [
+        {"id": "sub", "type": "workflow", "with": {"workflow": child}}]))
+    conn = get_redis(app)
+
+    def burst(queue: str) -> None:
+        worker = AppSimpleWorker([Queue(queue, connection=conn)], connection=conn)
+        worker.flask_app = app
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+    burst("default")  # the parent's attempt starts the child run and waits
+    burst("low")  # the child ends; its follow-up waits in `default`
+    assert [a.status for a in attempts(app, run_id, "sub")] == ["waiting"]
+    conn.flushdb()
+    assert reap_now(app).followups_resent >= 1
+    assert drain(app, run_id) == "succeeded"
+    assert get_run(client, op, run_id)["by_task"]["sub"]["output"] == {"greet": "hi"}
+
+
+def test_a_job_stuck_in_no_queue_is_sent_again(app, client, op):
+    wid = make(client, op, [{"id": "a", "type": "noop", "with": {"value": "x"}}])
+    run_id = start(client, op, wid)
+    attempt = attempts(app, run_id, "a")[0]
+    conn = get_redis(app)
+    Queue("default", connection=conn).remove(reaper.job_id(attempt.id))  # hash stays "queued"
+    assert reap_now(app).resent >= 1
+    assert drain(app, run_id) == "succeeded"
+    assert len(attempts(app, run_id, "a")) == 1
+
+
+# -- healthy runs, lost attempts, late completions -------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _live_worker(app) -> AppWorker:
+    """This process registered as an RQ worker (its pid is alive)."""
+    conn = get_redis(app)
+    worker = AppWorker([Queue("default", connection=conn)], connection=conn, worker_ttl=30)
+    worker.register_birth()
+    return worker
+
+
+def _begin_on(app, attempt_id: str, worker: AppWorker) -> None:
+    """What a worker does when it takes a job: started in RQ, running in the database."""
+    conn = get_redis(app)
+    job_id = reaper.job_id(attempt_id)
+    Queue("default", connection=conn).remove(job_id)
+    Job.fetch(job_id, connection=conn).set_status(JobStatus.STARTED)
+    conn.hset(Job.key_for(job_id), "worker_name", worker.name)
+    worker.set_current_job_id(job_id)
+    with app.app_context():
+        assert runner.begin_attempt(db.session, attempt_id, worker.name) is not None
+        db.session.remove()
+
+
+def one_task(client, op) -> str:
+    return make(client, op, [
+        {"id": "a", "type": "noop", "with": {"value": "ok"},
+         "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
+    ])
+
+
+def test_reaping_a_healthy_run_changes_nothing(app, client, op):
+    run_id = start(client, op, one_task(client, op))
+    conn = get_redis(app)
+    attempt = attempts(app, run_id, "a")[0]
+    queue_key = Queue("default", connection=conn).key
+    for _ in range(2):
+        reap_now(app)
+    assert [a.status for a in attempts(app, run_id, "a")] == ["queued"]
+    assert conn.lrange(queue_key, 0, -1).count(reaper.job_id(attempt.id).encode()) == 1
+    # Running on a live worker: untouched, however often reaped.
+    worker = _live_worker(app)
+    try:
+        _begin_on(app, attempt.id, worker)
+        for _ in range(2):
+            report = reap_now(app)
+            assert worker.name not in report.dead_workers
+        assert [a.status for a in attempts(app, run_id, "a")] == ["running"]
+    finally:
+        worker.register_death()
+    with app.app_context():
+        runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("ok"))
+        db.session.remove()
+    assert get_run(client, op, run_id)["status"] == "succeeded"
+
+
+def test_a_late_completion_after_a_loss_is_ignored(app, client, op):
+    run_id = start(client, op, one_task(client, op))
+    conn = get_redis(app)
+    attempt = attempts(app, run_id, "a")[0]
+    worker = _live_worker(app)
+    _begin_on(app, attempt.id, worker)
+    conn.hset(worker.key, "pid", _dead_pid())  # the worker dies (same machine)
+    report = reap_now(app)
+    assert worker.name in report.dead_workers and report.lost >= 1
+    lost = attempts(app, run_id, "a")
+    assert [a.status for a in lost] == ["lost", "scheduled"]
+    assert f"worker {worker.name} died" in (lost[0].error or "")
+    # The dead worker is unregistered at once, not when its key expires.
+    assert worker.key not in [k.decode() for k in conn.smembers("rq:workers")]
+    # Its horse reports after all: too late, nothing changes.
+    with app.app_context():
+        assert runner.complete_attempt(db.session, attempt.id,
+                                       runner.Outcome.success("late")) == []
+        db.session.remove()
+    again = attempts(app, run_id, "a")
+    assert [(a.status, a.error) for a in again] == [(a.status, a.error) for a in lost]
+    assert reap_now(app).lost == 0  # already recorded: a second pass does nothing
+    assert drain(app, run_id) == "succeeded"
+    got = get_run(client, op, run_id)
+    assert got["by_task"]["a"]["output"] == "ok" and got["by_task"]["a"]["attempts"] == 2
+
+
+def test_workers_elsewhere_count_as_alive_until_their_hash_is_gone(app, client, op):
+    conn = get_redis(app)
+    run_id = start(client, op, one_task(client, op))
+    attempt = attempts(app, run_id, "a")[0]
+    worker = _live_worker(app)
+    _begin_on(app, attempt.id, worker)
+    # On another machine: its pid means nothing here, its heartbeat keeps it alive.
+    conn.hset(worker.key, mapping={"pid": _dead_pid(), PID_SPACE_FIELD: "elsewhere/1"})
+    assert worker.name not in reap_now(app).dead_workers
+    assert attempts(app, run_id, "a")[0].status == "running"
+    # Its hash vanishes (expired, or Redis lost it): alive for WORKER_GONE_AFTER more,
+    # as a live worker writes it back within a heartbeat; then lost.
+    conn.delete(worker.key)
+    now = runner.now()
+    assert reap_now(app, now=now).lost == 0
+    assert attempts(app, run_id, "a")[0].status == "running"
+    later = now + dt.timedelta(seconds=reaper.WORKER_GONE_AFTER + 1)
+    assert reap_now(app, now=later).lost >= 1
+    assert [a.status for a in attempts(app, run_id, "a")] == ["lost", "scheduled"]
+    assert drain(app, run_id) == "succeeded"
+
+
+def test_reap_command_prints_its_report(app):
+    result = app.test_cli_runner().invoke(args=["reap", "--grace", "5"])
+    assert result.exit_code == 0, result.output
+    assert "checked" in result.output or "another reaper" in result.output
+
+
+def test_the_reaper_is_hooked_into_workers_and_schedulers(app):
+    from app.runtime.worker import runtime_hooks
+
+    hooks = runtime_hooks(app)
+    assert reaper.on_horse_killed in hooks.horse_killed
+    assert hooks.worker_start and hooks.maintenance
+

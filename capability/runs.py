@@ -30,6 +30,22 @@ def _require_operator(actor: Actor, team_id: str) -> None:
         raise Forbidden("Only an Operator or Author of the workflow's team may start runs")
 
 
+def _unknown_queues(
+    definition: dsl.WorkflowDefinition, queues: list[str] | None
+) -> list[dict[str, str]]:
+    """A task on a queue no worker is configured for would wait forever: refuse to start."""
+    if queues is None:
+        return []
+    errors = []
+    for i, task in enumerate(definition.tasks):
+        queue = dsl.effective_queue(task, definition.defaults)
+        if queue not in queues:
+            errors.append({"path": f"tasks[{i}].queue",
+                           "message": f"no worker listens on queue {queue!r} "
+                                      f"(configured: {', '.join(queues)})"})
+    return errors
+
+
 def start_run(
     session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow_id: str,
     params: Any = None, idempotency_key: str | None = None, trigger: str = "api",
@@ -53,6 +69,7 @@ def start_run(
     version = service.get_version(session, actor, workflow.id)
     definition = runner.definition_of(version)
     resolved, errors = dsl.validate_params(definition, params or {})
+    errors = list(errors) + _unknown_queues(definition, dispatcher.queues)
     if errors:
         raise ValidationFailed("The run cannot start", errors)
     # Lock the workflow so concurrent starts agree on max_active_runs.

@@ -29,7 +29,8 @@ UNKNOWN = "unknown field"
 def dispatcher() -> Dispatcher:
     from app.runtime.redis_conn import get_redis
 
-    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"])
+    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"],
+                      list(current_app.config["RQ_QUEUES"]))
 
 
 class LiveOnly(BaseFilter):

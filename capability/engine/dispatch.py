@@ -27,9 +27,13 @@ class Send:
 class Dispatcher:
     """Enqueues on the RQ queues of one Redis; services get it as an argument."""
 
-    def __init__(self, conn: Redis, default_timeout: float = 3600.0) -> None:
+    def __init__(
+        self, conn: Redis, default_timeout: float = 3600.0, queues: list[str] | None = None
+    ) -> None:
         self.conn = conn
         self.default_timeout = default_timeout
+        # The queues workers are configured to listen on (RQ_QUEUES); None: don't check.
+        self.queues = queues
 
     def send(self, items: list[Send]) -> None:
         for item in items:

@@ -19,13 +19,15 @@ from capability.engine import runner, subruns
 from capability.engine.dispatch import Dispatcher
 from capability.engine.executors import EXECUTORS, Settings
 from capability.engine.runner import AttemptContext, Outcome
+from capability.models import Run
 
 # RQ's scheduler is whole-second; a job may wait at most this long for its due time.
 MAX_EARLY_WAIT = 2.0
 
 
 def _dispatcher() -> Dispatcher:
-    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"])
+    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"],
+                      list(current_app.config["RQ_QUEUES"]))
 
 
 def _settings() -> Settings:
@@ -57,7 +59,8 @@ def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
                 return executor(params, ctx, settings)
         return executor(params, ctx, settings)
     except JobTimeoutException:
-        return Outcome.failure(f"timed out after {ctx.timeout:g}s (attempt {ctx.number})")
+        limit = ctx.timeout or current_app.config["TASK_DEFAULT_TIMEOUT"]
+        return Outcome.failure(f"timed out after {limit:g}s (attempt {ctx.number})")
     except Exception as exc:  # the task failed; whether it is retried is the policy's call
         return Outcome.failure(f"{type(exc).__name__}: {exc}")
 
@@ -96,8 +99,12 @@ def run_attempt(attempt_id: str) -> None:
 
 def child_finished(child_run_id: str) -> None:
     sends = subruns.child_finished(db.session, child_run_id)
+    parent = db.session.get(Run, child_run_id)
+    parent_id = parent.parent_run_id if parent is not None else None
     db.session.remove()
     _dispatcher().send(sends)
+    if parent_id:
+        live.publish_run(current_app, parent_id)
 
 
 def finish_delay(attempt_id: str) -> None:

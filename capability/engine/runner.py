@@ -91,7 +91,7 @@ def task_scope(run: Run) -> dict[str, Any]:
         "params": run.params or {},
         "tasks": {
             t.task_id: {"output": t.output, "status": t.status, "error": t.error}
-            for t in run.tasks
+            for t in run.tasks if t.kind == "task"  # an undo step never hides its task
         },
         "run": {"id": run.id, "trigger": run.trigger},
         # The secrets store arrives with connections; until then no name resolves.

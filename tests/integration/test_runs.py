@@ -510,13 +510,17 @@ def test_compensation_undoes_succeeded_tasks_in_reverse_order(app, client, op, h
          "with": {"value": "{{ item }}"},
          "compensate": {"type": "http",
                         "with": {"method": "POST", "url": base + "/each", "json": "{{ item }}"}}},
-        {"id": "no_undo", "type": "noop", "depends_on": ["each"]},
+        {"id": "no_undo", "type": "noop", "depends_on": ["each"], "with": {"value": 7},
+         "compensate": {"type": "noop", "with": {"value": "{{ tasks.no_undo.output }}"}}},
         {"id": "boom", "type": "fail", "depends_on": ["no_undo"], "with": {"message": "bad"}},
     ])
     assert run["status"] == "failed"
     assert undone == ["/undo/each", "/undo/each", "/undo/second", "/undo/first"]
     comps = run["compensations"]
-    assert [c["task_id"] for c in comps] == ["each", "second", "first"]
+    assert [c["task_id"] for c in comps] == ["no_undo", "each", "second", "first"]
+    # An undo step sees the output of the task it undoes.
+    assert comps[0]["output"] == 7
+    comps = comps[1:]
     assert all(c["status"] == "succeeded" for c in comps)
     assert [i["output"]["status"] for i in comps[0]["items"]] == [200, 200]
     r = client.post(f"/api/v1/runs/{run['id']}/retry", headers=op["h"])
@@ -623,3 +627,12 @@ def test_two_workers_racing_on_a_diamond_run_the_join_once(app, client, op):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+
+
+def test_a_queue_no_worker_listens_on_is_refused_at_start(client, op):
+    wid = make(client, op, [{"id": "a", "type": "noop", "queue": "gpu"}])
+    r = start(client, op, wid)
+    assert r.status_code == 422
+    assert r.get_json()["errors"] == [{"path": "tasks[0].queue", "message":
+                                       "no worker listens on queue 'gpu' "
+                                       "(configured: high, default, low)"}]

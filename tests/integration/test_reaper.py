@@ -22,7 +22,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from app.runtime.worker import PID_SPACE_FIELD, AppWorker, pid_alive
-from capability.engine import reaper, runner
+from capability.engine import reaper, rq_state, runner
 from capability.models import TaskAttempt, TaskRun
 from tests.conftest import api_token, auth, unique
 from tests.engine_callables import pid_file
@@ -409,7 +409,7 @@ def test_workers_elsewhere_count_as_alive_until_their_hash_is_gone(app, client, 
     now = runner.now()
     assert reap_now(app, now=now).lost == 0
     assert attempts(app, run_id, "a")[0].status == "running"
-    later = now + dt.timedelta(seconds=reaper.WORKER_GONE_AFTER + 1)
+    later = now + dt.timedelta(seconds=rq_state.WORKER_GONE_AFTER + 1)
     assert reap_now(app, now=later).lost >= 1
     assert [a.status for a in attempts(app, run_id, "a")] == ["lost", "scheduled"]
     assert drain(app, run_id) == "succeeded"

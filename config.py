@@ -72,6 +72,14 @@ FAB_API_MAX_PAGE_SIZE = _int("FAB_API_MAX_PAGE_SIZE", 100)
 # Migrations own the schema; the app still fills in permissions at start.
 FAB_CREATE_DB = False
 FAB_UPDATE_PERMS = True
+# The process role: "web" (everything: the default) or "worker" (RQ workers, the
+# scheduler, `audit verify`: models, services, the engine and the CLI, without views,
+# REST APIs, Swagger, templates or the Socket.IO server; about half the memory).
+# `python -m app worker|scheduler` always runs in the worker role; see
+# docs/developer_guide.md, "Process roles".
+APG_PROCESS = os.environ.get("APG_PROCESS", "web").strip().lower() or "web"
+# Publish live run updates (Socket.IO through Redis) as runs change.
+APG_LIVE_UPDATES = _bool("APG_LIVE_UPDATES", True)
 # Create permissions and re-sync roles at start. `up` turns it off in its worker and
 # scheduler children; a fleet can turn it off on all but one process.
 APG_SYNC_SECURITY = _bool("APG_SYNC_SECURITY", True)

@@ -7,19 +7,25 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, render_template, request
-from flask_appbuilder import AppBuilder
-from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config as default_config
-from app.extensions import db, migrate, socketio
+from app.extensions import db, init_migrate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
+
+# Process roles (APG_PROCESS). ``web``: everything. ``worker``: what RQ workers, the
+# scheduler and `audit verify` need (models, services, the engine, runtime hooks, live
+# publishing, the audit recorder, the CLI), none of the views, REST APIs, menus,
+# Swagger, templates, static files, CSRF or the Socket.IO server; FAB's AppBuilder is
+# not built and permissions are never synced. See docs/developer_guide.md.
+WEB = "web"
+WORKER = "worker"
+PROCESS_ROLES = (WEB, WORKER)
 
 
 class InsecureConfiguration(RuntimeError):
@@ -70,6 +76,10 @@ def sync_security(app: Flask, baseline: dict[str, set[str]] | None = None) -> No
     from app.security.roles import ROLE_NAMES, merge_rules, role_permissions, sync_roles
     from app.tenancy.service import ensure_default_tenant
 
+    if app.config.get("APG_PROCESS", WEB) != WEB:
+        # A worker-role app registered no views, so it knows none of their permissions:
+        # syncing from it would strip the roles of everything the web process serves.
+        raise RuntimeError("permissions and roles are synced by a web-role app only")
     if baseline is None:
         baseline = role_permissions(db.session)
     appbuilder = app.extensions["appbuilder"]
@@ -114,86 +124,129 @@ def _error_response(code: int, message: str, exc: HTTPException | None = None) -
     ), code
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(
-        __name__,
-        template_folder=str(BASE_DIR / "templates"),
-        static_folder=str(BASE_DIR / "static"),
-        instance_path=str(default_config.INSTANCE_DIR),
-    )
+def process_role(value: Any) -> str:
+    role = str(value or WEB).strip().lower()
+    if role not in PROCESS_ROLES:
+        raise ValueError(f"APG_PROCESS must be one of {', '.join(PROCESS_ROLES)}, not {value!r}")
+    return role
+
+
+def _configure(app: Flask, role: str, test_config: dict[str, Any] | None) -> None:
     app.config.from_object(default_config)
     if test_config:
         app.config.update(test_config)
+    app.config["APG_PROCESS"] = role
     app.config["SQLALCHEMY_DATABASE_URI"] = default_config.database_url(
         app.config["SQLALCHEMY_DATABASE_URI"]
     )
     _check_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.setdefault("INSTANCE_DIR", app.instance_path)
-
-    from app.security import passwords
-
-    app.config.setdefault("FAB_PASSWORD_COMPLEXITY_VALIDATOR", passwords.validate)
-    app.config.setdefault("FAB_INDEX_VIEW", "app.index.HomeView")
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
         **_engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
         **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
     }
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+
+
+def _init_web(app: Flask) -> None:
+    """Request handling: migrations CLI, request audit, headers, CSRF (web role only)."""
+    from flask_wtf.csrf import CSRFProtect
+
+    from app.audit import web
+    from app.security import headers, passwords
+
+    app.config.setdefault("FAB_PASSWORD_COMPLEXITY_VALIDATOR", passwords.validate)
+    app.config.setdefault("FAB_INDEX_VIEW", "app.index.HomeView")
     # FAB's own user/role views ask for search filters on relations it cannot filter
     # and says so at every start; nothing we can act on.
     logging.getLogger("flask_appbuilder.models.filters").setLevel(logging.ERROR)
     if app.config.get("PROXY_FIX_X_FOR"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])  # type: ignore[method-assign]
-
-    from app.audit import recorder, specs, web
-    from app.runtime.redis_conn import resolve_url
-    from app.security import headers
-
-    redis_url = resolve_url(app)
-    if app.config.get("RATELIMIT_STORAGE_URI") == "redis":
-        app.config["RATELIMIT_STORAGE_URI"] = redis_url
-
-    db.init_app(app)
-    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
-    recorder.install(db.session)
-    specs.register_platform_specs()
+    init_migrate(app, str(BASE_DIR / "migrations"))  # `flask db`; Alembic loads on use
     web.init_app(app)
     headers.init_app(app)
     # Global CSRF: every form POST needs the token. It must exist before FAB builds its
     # API blueprints, which exempt themselves (token auth) when they find it.
     CSRFProtect(app)
 
-    with app.app_context():
-        ready = schema_ready()
-        sync = bool(app.config.get("APG_SYNC_SECURITY", True)) and ready
-        appbuilder = AppBuilder(update_perms=sync)
-        app.config["FAB_UPDATE_PERMS"] = sync
-        appbuilder.init_app(app, db.session)
 
-        from app.audit.recorder import row_events_off
-        from app.composition.engine import compose, discover
-        from app.platform import capability as platform
-        from app.security.roles import role_permissions
+def _compose(app: Flask, role: str) -> None:
+    """Build FAB (web role) and register every capability through the engine."""
+    from app.audit.recorder import row_events_off
+    from app.composition.engine import compose, discover
+    from app.platform import capability as platform
+
+    web = role == WEB
+    with app.app_context():
+        ready = web and schema_ready()
+        sync = web and bool(app.config.get("APG_SYNC_SECURITY", True)) and ready
+        appbuilder = None
+        if web:
+            from flask_appbuilder import AppBuilder
+
+            appbuilder = AppBuilder(update_perms=sync)
+            app.config["FAB_UPDATE_PERMS"] = sync
+            appbuilder.init_app(app, db.session)
+        else:
+            app.config["FAB_UPDATE_PERMS"] = False
 
         capabilities = [platform, *discover(
             app.config["APG_CAPABILITIES"], app.config["APG_DISCOVER_ENTRY_POINTS"]
         )]
-        baseline = role_permissions(db.session) if sync else None
+        baseline = None
+        if sync:
+            from app.security.roles import role_permissions
+
+            baseline = role_permissions(db.session)
         with row_events_off():
-            compose(app, appbuilder, db.session, capabilities, with_db=ready)
+            compose(app, appbuilder, db.session, capabilities, with_db=ready, role=role)
         if sync:
             sync_security(app, baseline)
         db.session.remove()
 
-    # After FAB's own before_request (which sets g.user), so error pages can draw the menu.
-    _json_errors(app)
-    from app.health import bp as health_bp
 
-    app.register_blueprint(health_bp)
-    socketio.init_app(app, message_queue=redis_url, async_mode="threading")
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    role = process_role((test_config or {}).get("APG_PROCESS", default_config.APG_PROCESS))
+    web = role == WEB
+    app = Flask(
+        __name__,
+        template_folder=str(BASE_DIR / "templates"),
+        # A worker serves nothing: no /static route.
+        static_folder=str(BASE_DIR / "static") if web else None,
+        instance_path=str(default_config.INSTANCE_DIR),
+    )
+    _configure(app, role, test_config)
+
+    from app.audit import recorder, specs
+    from app.runtime.redis_conn import resolve_url
+
+    redis_url = resolve_url(app)
+    if app.config.get("RATELIMIT_STORAGE_URI") == "redis":
+        app.config["RATELIMIT_STORAGE_URI"] = redis_url
+
+    db.init_app(app)
+    recorder.install(db.session)
+    specs.register_platform_specs()
+    if web:
+        _init_web(app)
+    _compose(app, role)
+
+    if web:
+        # After FAB's own before_request (which sets g.user), so error pages can draw the menu.
+        _json_errors(app)
+        from app.health import bp as health_bp
+
+        app.register_blueprint(health_bp)
+        from app.extensions import socketio
+
+        socketio.init_app(app, message_queue=redis_url, async_mode="threading")
+    # A worker has no Socket.IO server: capability.live publishes through a write-only
+    # emitter on the same Redis message queue.
 
     from app.cli import register_cli
 
-    register_cli(app)
+    register_cli(app, role)
     return app

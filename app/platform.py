@@ -8,6 +8,8 @@ from app.security.roles import AUDITOR, AUTHOR, OPERATOR, PERSONAL, VIEWER
 
 
 def register(reg: Registrar) -> None:
+    if not reg.web:
+        return  # screens and APIs only: a worker-role process has nothing to register
     from app.audit.api import AuditApi
     from app.audit.views import AuditTrailView
     from app.composition.api import CapabilityApi, CapabilityView

@@ -1,4 +1,4 @@
-"""Engine benchmark (issue 3): real processes on PostgreSQL + Redis, 2 forking workers.
+"""Engine benchmark (issue 3): real processes on PostgreSQL + Redis, 2 workers.
 
 Run from the repository root::
 
@@ -13,7 +13,7 @@ What it does:
   (flushed);
 * migrates, creates a team and the benchmark workflows through the services
   (in this process, acting as the system Admin);
-* starts 2 ``flask --app app worker`` (forking ``AppWorker``), 1 ``flask --app app
+* starts 2 ``flask --app app worker`` (``AppWorker``: jobs in its own process), 1 ``flask --app app
   scheduler`` and 1 web process (``flask --app <app> run``, Werkzeug; its RSS stands for
   the web process of ``flask --app app up``) and waits for the 2 workers to register;
 * triggers runs in this process with ``capability.runs.start_run`` (what the API does),
@@ -26,8 +26,8 @@ Measured: (a) W1, 40 sequential no-op tasks; (b) W2, a 40-way fan-out and a join
 (c) a 1,000-task fan-out (one root, 999 dependents), tasks/s; (d) trigger-to-first-task
 start latency over 200 one-task runs; (e) the raw ceiling: 1,000 no-op RQ jobs
 (``operator.truth(1)``) on the same queue, consumed by the same 2 AppWorker processes,
-and (c) as a ratio of it; (f) total RSS of web + 2 workers (with any work horse alive
-at the time) + scheduler: idle, after (c), and after repeated (c) runs.
+and (c) as a ratio of it; (f) total RSS of web + 2 workers (with any child process of
+a `python` task alive at the time) + scheduler: idle, after (c), and after repeated (c) runs.
 """
 
 from __future__ import annotations
@@ -59,8 +59,11 @@ if str(ROOT) not in sys.path:
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/apg_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 SECRET_KEY = "apg-bench-secret-key-0123456789abcdef0123456789"
-# The web, worker and scheduler children never touch permissions (this process did).
+# The web child never touches permissions (this process did).
 CHILD_APP = "app:create_app({{'APG_SYNC_SECURITY': False, 'APG_LIVE_UPDATES': {live}}})"
+# Workers and the scheduler run as `flask --app app up` starts them: `python -m app`, the
+# worker process role (no views, APIs or Socket.IO server; never a permission sync).
+WORKER_ROLE_COMMANDS = ("worker", "scheduler")
 POLL = 0.005  # seconds between "is it finished yet?" queries (the first 2 s of a wait)
 SLOW_POLL = 0.05  # after that: long runs need no 200 queries a second
 MB = 1_000_000
@@ -78,8 +81,9 @@ TARGETS = {
 # --------------------------------------------------------------------------- services
 
 
-def reset_database(url: str) -> str:
-    """Drop and create the benchmark database; returns the psycopg2 URL."""
+def reset_database(url: str, marker: str = "bench") -> str:
+    """Drop and create the benchmark database (its name must contain ``marker``);
+    returns the psycopg2 URL."""
     import sqlalchemy as sa
 
     from config import database_url
@@ -87,8 +91,9 @@ def reset_database(url: str) -> str:
     url = database_url(url)
     parsed = sa.engine.make_url(url)
     name = parsed.database or ""
-    if "bench" not in name:
-        raise SystemExit(f"refusing to recreate database {name!r}: its name must contain 'bench'")
+    if marker not in name:
+        raise SystemExit(f"refusing to recreate database {name!r}: its name must contain "
+                         f"{marker!r}")
     admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -135,17 +140,22 @@ class Fleet:
     children: list[Child] = field(default_factory=list)
 
     def start(self, name: str, *args: str) -> Child:
-        """``flask --app <app> <args>``"""
+        """``python -m app worker|scheduler`` or ``flask --app <app> <args>`` (the web)"""
+        if args and args[0] in WORKER_ROLE_COMMANDS:
+            # Settings through the environment, as in production.
+            return self.spawn(name, [sys.executable, "-m", "app", *args],
+                              env={"APG_LIVE_UPDATES": "1" if self.live else "0"})
         app = CHILD_APP.format(live=self.live)
         return self.spawn(name, [sys.executable, "-m", "flask", "--app", app, *args])
 
-    def spawn(self, name: str, argv: list[str]) -> Child:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         from app.runtime.redis_conn import pdeathsig_preexec
 
         child = Child(name, argv, self.logdir / f"{name}.log")
         with child.log.open("wb") as log:
             child.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                argv, cwd=ROOT, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT,
                 # Own process group: a Ctrl-C reaches this process only, which then
                 # stops each child once; the kernel stops them should this one be killed.
@@ -186,7 +196,7 @@ def _proc_children(pid: int) -> list[int]:
 
 
 def rss_bytes(pid: int, with_children: bool = False, pss: bool = False) -> int:
-    """VmRSS of ``pid`` (and, for a worker, of the work horse it has at the moment);
+    """VmRSS of ``pid`` (and, for a worker, of any child it has at the moment);
     ``pss``: the proportional set size instead (shared pages split between sharers)."""
     total = 0
     pids = [pid, *(_proc_children(pid) if with_children else [])]
@@ -204,9 +214,9 @@ def memory(fleet: Fleet) -> dict[str, int]:
     pss = 0
     for child in fleet.children:
         assert child.proc is not None
-        horses = child.name.startswith("worker")
-        out[child.name] = rss_bytes(child.proc.pid, with_children=horses)
-        pss += rss_bytes(child.proc.pid, with_children=horses, pss=True)
+        children = child.name.startswith("worker")
+        out[child.name] = rss_bytes(child.proc.pid, with_children=children)
+        pss += rss_bytes(child.proc.pid, with_children=children, pss=True)
     out["total"] = sum(out.values())
     out["total PSS (info)"] = pss
     out["bench (this process, not counted)"] = rss_bytes(os.getpid())
@@ -260,7 +270,9 @@ class Bench:
         self.workflow_ids = workflow_ids
         self.db = db
         self.redis = get_redis(app)
-        self.dispatcher = Dispatcher(self.redis, app.config["TASK_DEFAULT_TIMEOUT"])
+        # As the API builds it (capability.workflow_api.dispatcher).
+        self.dispatcher = Dispatcher(self.redis, app.config["TASK_DEFAULT_TIMEOUT"],
+                                     list(app.config["RQ_QUEUES"]))
         self.poller = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         # While a run is waited for: the highest memory() total seen (sampled each second).
         self.peak: dict[str, int] | None = None
@@ -421,14 +433,13 @@ def wait_for_workers(bench: Bench, count: int, queue: str = "default",
 
 
 def wait_idle(bench: Bench, timeout: float = 30) -> None:
-    """Until no worker has a work horse and the queues are empty (a run's last task has
-    finished before its horse has sent, published and exited)."""
-    from rq import Queue
+    """Until no worker runs a job and the queues are empty (a run's last task has
+    finished before its job has sent, published and returned)."""
+    from rq import Queue, Worker
 
     deadline = time.monotonic() + timeout
-    workers = [c for c in bench.fleet.children if c.name.startswith("worker")]
     while time.monotonic() < deadline:
-        busy = any(_proc_children(c.proc.pid) for c in workers if c.proc is not None)
+        busy = any(w.get_current_job_id() for w in Worker.all(connection=bench.redis))
         queued = sum(Queue(name, connection=bench.redis).count
                      for name in bench.app.config["RQ_QUEUES"])
         if not busy and not queued:
@@ -690,7 +701,7 @@ def report(f: dict[str, Any]) -> None:
          idle <= TARGETS["rss"]),
         ("(f) RSS, after (c), workers idle again", with_pss(f["rss_after"][0]), "≤ 400 MB",
          after <= TARGETS["rss"]),
-        ("(f) RSS, peak sampled during (c) (work horses included)", with_pss(peak_sample),
+        ("(f) RSS, peak sampled during (c) (task processes included)", with_pss(peak_sample),
          "≤ 400 MB", peak <= TARGETS["rss"]),
         (f"(f) RSS growth over {fan_runs - 1} repeated (c) runs", f"{growth / MB:+.1f} MB",
          "not growing (≤ +10 MB)", growth <= TARGETS["growth"]),
@@ -700,7 +711,7 @@ def report(f: dict[str, Any]) -> None:
     print(f"Machine: {machine['cpus']} CPUs, Linux {machine['kernel']}, "
           f"Python {machine['python']}, PostgreSQL {machine['postgresql']}, "
           f"Redis {machine['redis']}; code {machine['git']}")
-    print(f"2 forking AppWorkers, 1 scheduler, web = `flask run` (Werkzeug); live updates "
+    print(f"2 AppWorkers, 1 scheduler, web = `flask run` (Werkzeug); live updates "
           f"(APG_LIVE_UPDATES) {'on' if f['live_updates'] else 'off'}; load average "
           f"before {f['load_before'][0]:.2f}, after {f['load_after'][0]:.2f} (1 min)"
           f"{' — QUICK MODE' if f['quick'] else ''}")
@@ -724,7 +735,7 @@ def report(f: dict[str, Any]) -> None:
     print("Context, the same no-op jobs on 2 stock `rq worker` processes (no app): "
           + "; ".join(f"{k.rsplit('.', 1)[-1]} {n / v:.1f} jobs/s"
                       for k, v in f["plain"].items()))
-    print("RSS by process (MB; a worker includes its work horse when it had one):")
+    print("RSS by process (MB; a worker includes its task process when it had one):")
     samples = [("idle", f["rss_idle"]),
                *((f"after (c) #{i + 1}", m) for i, m in enumerate(f["rss_after"])),
                *((f"peak during (c) #{i + 1}", m)

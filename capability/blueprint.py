@@ -22,9 +22,23 @@ def _tenant(obj: Any) -> str | None:
 
 
 def register(reg: Registrar) -> None:
+    from capability.engine import reaper
+
+    # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
+    reg.on_ready(reaper.install)
+    reg.add_cli(reaper.reap_command)
+    reg.audited(
+        Workflow,
+        AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
+                  team_of=_team, tenant_of=_tenant),
+    )
+    if not reg.web:
+        # The worker role: no screens, REST APIs or Socket.IO server, and none of their
+        # modules imported (marshmallow schemas, forms, templates). Live updates are
+        # still published (capability.live, through the Redis message queue).
+        return
     from capability import live
     from capability.api import TransportApi
-    from capability.engine import reaper
     from capability.run_api import RunApi
     from capability.run_views import FailedTaskView, RunView
     from capability.views import TransportView
@@ -39,18 +53,10 @@ def register(reg: Registrar) -> None:
     reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
                  category_icon="fa-sitemap")
     reg.add_api(RunApi)
-    # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
-    reg.on_ready(reaper.install)
-    reg.add_cli(reaper.reap_command)
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
     reg.on_ready(live.install)  # Socket.IO namespace /runs: live run updates
-    reg.audited(
-        Workflow,
-        AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
-                  team_of=_team, tenant_of=_tenant),
-    )
 
 
 def health() -> dict[str, Any]:

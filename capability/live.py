@@ -13,16 +13,20 @@ user may read the run (team scope, as ``GET /api/v1/runs/<id>``) before it lets 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+import time
 import weakref
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import socketio as pysocketio
 from flask import Flask, current_app, g, has_app_context
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, lazyload
 
 from app.errors import NotFound
 from app.extensions import db, socketio
@@ -31,9 +35,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "/runs"
 EVENT = "run"
-RUN_KEYS = ("id", "status", "created_at", "started_at", "finished_at")
-TASK_KEYS = ("task_id", "status", "attempts", "started_at", "finished_at")
-ATTEMPT_KEYS = ("number", "status", "worker", "started_at", "finished_at")
 
 _emitters: dict[str, Any] = {}
 _emitters_lock = threading.Lock()
@@ -44,26 +45,58 @@ def room(run_id: str) -> str:
 
 
 def run_state(session: Any, run: Any) -> dict[str, Any]:
-    """What a watcher may see of a run: statuses, attempt numbers, workers and times."""
-    from capability import runs
+    """What a watcher may see of a run: statuses, attempt numbers, workers and times.
 
-    full = runs.run_dict(session, run)
+    Three statements whatever the size of the run (tasks, elements, attempts), so a
+    publish after each step of a large run stays cheap; the same data as the tasks of
+    ``runs.run_dict``."""
+    from capability.models import TaskAttempt, TaskItem, TaskRun
+
+    tasks = session.execute(
+        select(TaskRun.id, TaskRun.kind, TaskRun.task_id, TaskRun.status, TaskRun.attempts,
+               TaskRun.started_at, TaskRun.finished_at)
+        .where(TaskRun.run_id == run.id).order_by(TaskRun.position)).all()
+    items: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for task_run_id, index, status in session.execute(
+            select(TaskItem.task_run_id, TaskItem.index, TaskItem.status)
+            .join(TaskRun, TaskItem.task_run_id == TaskRun.id)
+            .where(TaskRun.run_id == run.id).order_by(TaskItem.index)):
+        items[task_run_id].append({"index": index, "status": status})
+    attempts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in session.execute(
+            select(TaskAttempt.task_run_id, TaskAttempt.number, TaskAttempt.status,
+                   TaskAttempt.worker, TaskAttempt.started_at, TaskAttempt.finished_at,
+                   TaskItem.index)
+            .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
+            .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
+            .where(TaskRun.run_id == run.id)
+            .order_by(TaskAttempt.created_at, TaskAttempt.number)):
+        attempts[a.task_run_id].append({
+            "number": a.number, "status": a.status, "worker": a.worker,
+            "started_at": _iso(a.started_at), "finished_at": _iso(a.finished_at),
+            "item": a.index,
+        })
+
+    def state(t: Any) -> dict[str, Any]:
+        return {
+            "task_id": t.task_id, "status": t.status, "attempts": t.attempts,
+            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at),
+            "items": items.get(t.id, []), "attempt_history": attempts.get(t.id, []),
+        }
+
     return {
-        **{k: full[k] for k in RUN_KEYS},
-        "tasks": [_task_state(t) for t in full["tasks"]],
-        "compensations": [_task_state(t) for t in full.get("compensations", [])],
+        "id": run.id, "status": run.status, "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+        "tasks": [state(t) for t in tasks if t.kind == "task"],
+        # The undo steps that ran because the run failed, in the order they ran.
+        "compensations": [state(t) for t in tasks if t.kind == "compensation"],
     }
 
 
-def _task_state(task: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **{k: task[k] for k in TASK_KEYS},
-        "items": [{"index": i["index"], "status": i["status"]} for i in task.get("items", [])],
-        "attempt_history": [
-            {**{k: a.get(k) for k in ATTEMPT_KEYS}, "item": a.get("item")}
-            for a in task["attempt_history"]
-        ],
-    }
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 @contextmanager
@@ -100,7 +133,9 @@ def publish_run(app: Flask, run_id: str) -> None:
         with _context(app):
             # A session of its own: the caller's (a request's) is left as it was.
             with Session(db.engine) as session:
-                run = session.get(Run, run_id)
+                # The run's own row only: not the workflow and team it joins by default.
+                run = session.execute(
+                    select(Run).options(lazyload("*")).where(Run.id == run_id)).scalar()
                 if run is None:
                     return
                 state = run_state(session, run)
@@ -109,11 +144,75 @@ def publish_run(app: Flask, run_id: str) -> None:
         log.warning("could not publish the state of run %s", run_id, exc_info=True)
 
 
+# Workers publish through a per-process flusher instead of on the hot path: a hop
+# marks its run dirty and goes on; the flusher sends each dirty run's state at most
+# every MIN_INTERVAL seconds (a 1,000-task fan-out is a few full states a second, not
+# two per task), after a WINDOW that gathers a burst. Watchers still see every change
+# within a second, and always the final state.
+WINDOW = 0.05
+MIN_INTERVAL = 0.25
+
+
+class _Flusher:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.pending: dict[str, None] = {}  # ordered: first dirtied, first sent
+        self.last: dict[str, float] = {}
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def add(self, run_id: str) -> None:
+        with self.cond:
+            self.pending[run_id] = None
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, name="apg-live",
+                                               daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending:
+                    self.cond.wait()
+            time.sleep(WINDOW)
+            now = time.monotonic()
+            with self.cond:
+                due = [r for r in self.pending if now - self.last.get(r, 0.0) >= MIN_INTERVAL]
+                for run_id in due:
+                    del self.pending[run_id]
+                    self.last[run_id] = now
+                if len(self.last) > 1000:  # forget runs not published for a while
+                    self.last = {r: t for r, t in self.last.items() if now - t < MIN_INTERVAL}
+                wait = 0.0 if due else MIN_INTERVAL - min(
+                    now - self.last.get(r, 0.0) for r in self.pending)
+            for run_id in due:
+                publish_run(self.app, run_id)
+            if wait > 0:
+                time.sleep(wait)
+
+
+_flushers: weakref.WeakKeyDictionary[Flask, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def publish_run_soon(app: Flask, run_id: str) -> None:
+    """``publish_run`` off the caller's thread, coalesced (see ``_Flusher``). For the
+    workers' hot path; requests publish at once. Never raises."""
+    if not app.config.get("APG_LIVE_UPDATES", True):
+        return
+    try:
+        with _emitters_lock:
+            flusher = _flushers.get(app)
+            if flusher is None:
+                flusher = _flushers[app] = _Flusher(app)
+        flusher.add(run_id)
+    except Exception:
+        log.warning("could not queue the state of run %s", run_id, exc_info=True)
+
+
 def publish_attempt(app: Flask, attempt_id: str) -> None:
     """``publish_run`` for the run of a task attempt. Never raises."""
     try:
-        from sqlalchemy import select
-
         from capability.models import TaskAttempt, TaskRun
 
         with _context(app), Session(db.engine) as session:

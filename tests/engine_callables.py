@@ -10,7 +10,7 @@ from typing import Any
 
 
 def _count(key: str) -> int:
-    """Calls so far, kept in a file: forked work horses share no memory."""
+    """Calls so far, kept in a file: each call runs in a process of its own."""
     path = Path(tempfile.gettempdir()) / f"apg-flaky-{key}"
     with path.open("a+") as fh:
         fh.write("x")
@@ -47,3 +47,21 @@ def sleep_first(key: str, seconds: float) -> dict[str, Any]:
         pid_file(key).write_text(str(os.getpid()))
         time.sleep(seconds)
     return {"calls": calls}
+
+
+def crash_first(key: str) -> dict[str, Any]:
+    """The first call for ``key`` kills its own process (as a segfault or the OOM killer
+    would); later calls succeed."""
+    calls = _count(key)
+    if calls == 1:
+        os.kill(os.getpid(), 9)
+        time.sleep(10)
+    return {"calls": calls, "pid": os.getpid()}
+
+
+def not_json() -> object:
+    return object()
+
+
+def my_pid() -> int:
+    return os.getpid()

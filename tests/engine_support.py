@@ -3,7 +3,11 @@ mode, inside the app context) plus RQ's scheduler moving due retries and delays.
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -59,3 +63,33 @@ def drain(app: Flask, run_id: str, timeout: float = 30.0) -> str:
         scheduler.enqueue_scheduled_jobs()
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} still {run_status(app, run_id)} after {timeout}s")
+
+
+@contextmanager
+def spawned(tmp_path: Path, argv: list[str], env: dict[str, str],
+            cwd: str | None = None) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """``spawn("worker --burst")`` starts ``argv + command`` with its output in a log
+    under ``tmp_path``; whatever is still running at the end gets SIGTERM (then SIGKILL
+    after 30 s)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(command: str) -> subprocess.Popen[bytes]:
+        args = command.split()
+        log = (tmp_path / f"{args[0]}-{len(started)}.log").open("wb")
+        proc = subprocess.Popen([*argv, *args], cwd=cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc
+
+    try:
+        yield spawn
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

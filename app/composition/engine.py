@@ -57,6 +57,7 @@ class Loaded:
 @dataclass
 class Composition:
     loaded: list[Loaded] = field(default_factory=list)
+    role: str = "web"
 
     def get(self, capability_id: str) -> Loaded | None:
         return next((item for item in self.loaded if item.id == capability_id), None)
@@ -145,9 +146,17 @@ def order(capabilities: list[Capability]) -> list[Capability]:
 
 
 def compose(
-    app: Flask, appbuilder: Any, session: Any, capabilities: list[Capability], with_db: bool = True
+    app: Flask,
+    appbuilder: Any,
+    session: Any,
+    capabilities: list[Capability],
+    with_db: bool = True,
+    role: str = "web",
 ) -> Composition:
-    composition = Composition()
+    """Register ``capabilities`` in dependency order. ``role`` is the process role
+    (``web`` or ``worker``; ``appbuilder`` is None in the worker role), handed to each
+    capability as ``reg.role`` / ``reg.web``."""
+    composition = Composition(role=role)
     app.extensions[EXTENSION_KEY] = composition
     ready_callbacks = []
     for cap in order(capabilities):
@@ -161,7 +170,7 @@ def compose(
             loaded.status, loaded.error = "failed", f"dependency failed: {', '.join(failed_deps)}"
             log.error("capability %s not registered: %s", cap.meta.id, loaded.error)
             continue
-        registrar = Registrar(cap.meta.id, dict(app.config))
+        registrar = Registrar(cap.meta.id, dict(app.config), role=role)
         snapshot = Snapshot(app, appbuilder, session, with_db)
         try:
             cap.register(registrar)

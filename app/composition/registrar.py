@@ -4,6 +4,12 @@ Nothing reaches Flask or FAB while ``register`` runs: calls are staged, and the
 engine applies them only once ``register`` has returned. If applying fails half way,
 ``Snapshot.restore`` removes what was added, so a failed capability leaves no view,
 API, route, menu entry or permission behind.
+
+``reg.role`` is the process role. In the ``worker`` role (RQ workers, the scheduler)
+there is no FAB AppBuilder: a capability should import its view and API modules only
+``if reg.web`` (they are what costs the memory), and whatever it stages for the web
+(views, APIs, links, separators, blueprints) is dropped; CLI commands, audit specs
+and ``on_ready`` callbacks apply in both roles.
 """
 
 from __future__ import annotations
@@ -27,11 +33,21 @@ class _Op:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+# Staged operations that only exist in the web role.
+WEB_KINDS = frozenset({"view", "view_no_menu", "api", "link", "separator", "blueprint"})
+
+
 class Registrar:
-    def __init__(self, capability_id: str, config: dict[str, Any]) -> None:
+    def __init__(self, capability_id: str, config: dict[str, Any], role: str = "web") -> None:
         self.capability_id = capability_id
         self.config = config
+        self.role = role
         self._ops: list[_Op] = []
+
+    @property
+    def web(self) -> bool:
+        """True in the web role: register views, APIs, menus and blueprints."""
+        return self.role == "web"
 
     # -- what a capability calls -------------------------------------------------
     def add_view(self, view: type, name: str, **kwargs: Any) -> None:
@@ -65,12 +81,15 @@ class Registrar:
     # -- what the engine calls ---------------------------------------------------
     @property
     def operations(self) -> list[_Op]:
-        return list(self._ops)
+        """What will be applied (in the worker role, without the web-only operations)."""
+        if self.web:
+            return list(self._ops)
+        return [op for op in self._ops if op.kind not in WEB_KINDS]
 
     def validate(self, app: Flask) -> None:
         """Catch what would fail half way before anything is applied."""
         names: set[str] = set()
-        for op in self._ops:
+        for op in self.operations:
             if op.kind in {"view", "view_no_menu", "api"}:
                 if not isinstance(op.target, type):
                     raise TypeError(f"{op.kind} expects a class, got {op.target!r}")
@@ -85,7 +104,8 @@ class Registrar:
 
     def apply(self, app: Flask, appbuilder: Any) -> list[Callable[[Flask], None]]:
         ready = []
-        for op in self._ops:
+        operations = self.operations
+        for op in operations:
             if op.kind == "view":
                 appbuilder.add_view(op.target, **op.kwargs)
             elif op.kind in {"view_no_menu", "api"}:
@@ -97,7 +117,7 @@ class Registrar:
             elif op.kind == "blueprint":
                 app.register_blueprint(op.target)
         # Only once every route is in place do the process-wide registrations happen.
-        for op in self._ops:
+        for op in operations:
             if op.kind == "cli":
                 app.cli.add_command(op.target)
             elif op.kind == "audit":
@@ -117,8 +137,9 @@ class Snapshot:
         self.blueprints = set(app.blueprints)
         self.view_functions = set(app.view_functions)
         self.rules = list(app.url_map.iter_rules())
-        self.baseviews = list(appbuilder.baseviews)
-        menu = appbuilder.menu
+        # No AppBuilder in the worker role: nothing of FAB's to roll back.
+        self.baseviews = list(appbuilder.baseviews) if appbuilder is not None else []
+        menu = appbuilder.menu if appbuilder is not None else None
         self.menu = [(item, list(item.childs)) for item in menu.menu] if menu else []
         # Before the first migration there are no permission tables to snapshot.
         self.pv_ids: set[int] = set()
@@ -154,8 +175,9 @@ class Snapshot:
                 sort_key=old.sort_key,
                 host_matching=old.host_matching,
             )
-        appbuilder.baseviews[:] = self.baseviews
-        if appbuilder.menu:
+        if appbuilder is not None:
+            appbuilder.baseviews[:] = self.baseviews
+        if appbuilder is not None and appbuilder.menu:
             appbuilder.menu.menu = [item for item, _ in self.menu]
             for item, childs in self.menu:
                 item.childs = childs

@@ -24,6 +24,7 @@ from capability.dsl.expressions import (
     referenced_names,
     referenced_tasks,
     render,
+    task_references,
 )
 from capability.dsl.fields import Duration, PositiveDuration, Templated
 from capability.dsl.graph import find_cycles, topological_order, upstream_map
@@ -65,6 +66,7 @@ __all__ = [
     "find_cycles", "find_expressions", "format_duration", "is_template", "load_source",
     "locate", "locate_issues", "mask_secrets",
     "mask_text", "parse_duration", "parse_source", "pydantic_issues", "referenced_keys",
-    "referenced_names", "referenced_tasks", "registry", "render", "topological_order",
-    "upstream_map", "validate_definition", "validate_params", "validate_source",
+    "referenced_names", "referenced_tasks", "registry", "render", "task_references",
+    "topological_order", "upstream_map", "validate_definition", "validate_params",
+    "validate_source",
 ]

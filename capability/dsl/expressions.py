@@ -23,6 +23,7 @@ __all__ = [
     "ITEM_NAMES", "MASK", "SCOPE_NAMES", "ExpressionError", "check_syntax",
     "evaluate_condition", "evaluate_items", "find_expressions", "is_template", "mask_secrets",
     "mask_text", "referenced_keys", "referenced_names", "referenced_tasks", "render",
+    "task_references",
 ]
 
 MASK = "***"
@@ -205,6 +206,46 @@ def referenced_keys(text: str, name: str) -> set[str]:
 def referenced_tasks(text: str) -> set[str]:
     """Task ids an expression reads as ``tasks.<id>`` or ``tasks['<id>']``."""
     return referenced_keys(text, "tasks")
+
+
+def task_references(value: Any) -> frozenset[str] | None:
+    """The keys of ``tasks`` that the templates of ``value`` (a string or a nested
+    structure, as ``find_expressions`` walks it) can read, for building only that part
+    of the scope. ``None`` when some template reads ``tasks`` as a whole (``tasks[name]``,
+    a loop over ``tasks``, ``tasks | length``, ``{% set t = tasks %}``) or does not
+    parse: it may then see any task."""
+    found: set[str] = set()
+    for _, text in find_expressions(value):
+        keys = _task_keys(text)
+        if keys is None:
+            return None
+        found |= keys
+    return frozenset(found)
+
+
+@lru_cache(maxsize=4096)
+def _task_keys(text: str) -> frozenset[str] | None:
+    try:
+        tree = _parse(text)
+    except TemplateSyntaxError:
+        return None
+    keys: set[str] = set()
+    keyed: set[int] = set()  # the `tasks` names read as `tasks.<key>` or `tasks['<key>']`
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = node.node  # type: ignore[attr-defined]
+        if not (isinstance(base, nodes.Name) and base.name == "tasks"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            keys.add(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and isinstance(node.arg.value, str):
+            keys.add(node.arg.value)
+        else:
+            continue
+        keyed.add(id(base))
+    if any(name.name == "tasks" and id(name) not in keyed for name in tree.find_all(nodes.Name)):
+        return None
+    return frozenset(keys)
 
 
 def referenced_names(text: str) -> set[str]:

@@ -10,6 +10,7 @@ from typing import Any
 from capability import dsl
 from capability.dsl import TaskStatus
 from capability.engine import runner
+from capability.engine.decide import plan_of
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskItem, TaskRun
 
@@ -18,7 +19,7 @@ KIND = "compensation"
 
 def spec_for(definition: dsl.WorkflowDefinition, task: TaskRun) -> dsl.TaskSpec:
     """The spec a task row executes: its own, or its task's ``compensate`` step."""
-    spec = definition.task(task.task_id)
+    spec = plan_of(definition).specs[task.task_id]
     if task.kind != KIND or spec.compensate is None:
         return spec
     undo = spec.compensate

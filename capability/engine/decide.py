@@ -1,10 +1,16 @@
-"""The rules of DSL.md as pure functions over task statuses (no database, no Redis)."""
+"""The rules of DSL.md as pure functions over task statuses (no database, no Redis),
+and the ``Plan`` of a workflow version: what never changes while its runs go on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+from capability import dsl
 from capability.dsl import FINISHED_TASK_STATUSES, RunStatus, TaskStatus, TriggerRule
 
 FAILED_LIKE = frozenset({TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED})
@@ -24,14 +30,43 @@ def trigger_verdict(rule: str, upstream: Iterable[str]) -> Verdict:
     "Skips") and a failed one makes it ``upstream_failed``; rules that want failures
     (``one_failed``, ``all_failed``) are skipped when there are none.
     """
-    statuses = [TaskStatus(s) for s in upstream]
-    if any(s not in FINISHED_TASK_STATUSES for s in statuses):
+    return verdict_of(rule, Counts.of(upstream))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many upstream tasks are in each state (what a trigger rule looks at)."""
+
+    total: int = 0
+    unfinished: int = 0
+    failed: int = 0  # failed or upstream_failed
+    succeeded: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, statuses: Iterable[str]) -> Counts:
+        return cls.by_status(Counter(statuses))
+
+    @classmethod
+    def by_status(cls, counts: Mapping[str, int]) -> Counts:
+        """From ``{status: number of tasks}`` (a ``GROUP BY status``)."""
+        by = {TaskStatus(s): n for s, n in counts.items()}
+        return cls(
+            total=sum(by.values()),
+            unfinished=sum(n for s, n in by.items() if s not in FINISHED_TASK_STATUSES),
+            failed=sum(n for s, n in by.items() if s in FAILED_LIKE),
+            succeeded=by.get(TaskStatus.SUCCEEDED, 0),
+            skipped=by.get(TaskStatus.SKIPPED, 0),
+        )
+
+
+def verdict_of(rule: str, counts: Counts) -> Verdict:
+    """``trigger_verdict`` from the counts of the upstream statuses."""
+    if counts.unfinished:
         return Verdict.WAIT
-    if not statuses:
+    if not counts.total:
         return Verdict.RUN
-    failed = sum(s in FAILED_LIKE for s in statuses)
-    succeeded = sum(s == TaskStatus.SUCCEEDED for s in statuses)
-    skipped = sum(s == TaskStatus.SKIPPED for s in statuses)
+    failed, succeeded, skipped = counts.failed, counts.succeeded, counts.skipped
     rule = TriggerRule(rule)
     if rule == TriggerRule.ALL_DONE:
         return Verdict.RUN
@@ -48,12 +83,12 @@ def trigger_verdict(rule: str, upstream: Iterable[str]) -> Verdict:
     if rule == TriggerRule.ONE_FAILED:
         return Verdict.RUN if failed else Verdict.SKIP
     # ALL_FAILED
-    return Verdict.RUN if failed == len(statuses) else Verdict.SKIP
+    return Verdict.RUN if failed == counts.total else Verdict.SKIP
 
 
 def ready(
     pending: Iterable[str],
-    upstream_of: Mapping[str, list[str]],
+    upstream_of: Mapping[str, Sequence[str]],
     rule_of: Mapping[str, str],
     status_of: Mapping[str, str],
 ) -> dict[str, Verdict]:
@@ -70,11 +105,112 @@ def ready(
 
 def run_outcome(statuses: Iterable[str]) -> RunStatus | None:
     """The run's final status once every task is finished, else None."""
-    values = [TaskStatus(s) for s in statuses]
-    if any(s not in FINISHED_TASK_STATUSES for s in values):
+    return outcome_of(Counter(statuses))
+
+
+def outcome_of(counts: Mapping[str, int]) -> RunStatus | None:
+    """``run_outcome`` from ``{status: number of tasks}`` (a ``GROUP BY status``)."""
+    by = {TaskStatus(s): n for s, n in counts.items() if n}
+    if any(s not in FINISHED_TASK_STATUSES for s in by):
         return None
-    if any(s == TaskStatus.CANCELLED for s in values):
+    if TaskStatus.CANCELLED in by:
         return RunStatus.CANCELLED
-    if any(s in FAILED_LIKE for s in values):
+    if any(s in FAILED_LIKE for s in by):
         return RunStatus.FAILED
     return RunStatus.SUCCEEDED
+
+
+# ----------------------------------------------------------------- the plan of a version
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What the engine needs of a workflow version, worked out once per parsed definition
+    (``plan_of``): specs by id, the graph both ways, trigger rules, queues and timeouts,
+    and which tasks each expression reads."""
+
+    definition: dsl.WorkflowDefinition
+    specs: Mapping[str, dsl.TaskSpec]
+    upstream: Mapping[str, tuple[str, ...]]  # no duplicates, definition order
+    downstream: Mapping[str, tuple[str, ...]]
+    rules: Mapping[str, str]
+    position: Mapping[str, int]  # the topological order (``TaskRun.position``)
+    queues: Mapping[str, str]
+    timeouts: Mapping[str, float | None]
+    compensates: bool
+    _reads: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
+    _filters: dict[str, tuple[bool, tuple[str, ...]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, definition: dsl.WorkflowDefinition) -> Plan:
+        specs = {t.id: t for t in definition.tasks}
+        upstream = {t.id: tuple(dict.fromkeys(t.depends_on)) for t in definition.tasks}
+        downstream: dict[str, list[str]] = {task_id: [] for task_id in specs}
+        for task_id, ups in upstream.items():
+            for up in ups:
+                downstream[up].append(task_id)
+        order = dsl.topological_order(definition)
+        return cls(
+            definition=definition, specs=specs, upstream=upstream,
+            downstream={k: tuple(v) for k, v in downstream.items()},
+            rules={t.id: t.trigger_rule.value for t in definition.tasks},
+            position={task_id: i for i, task_id in enumerate(order)},
+            queues={t.id: dsl.effective_queue(t, definition.defaults) for t in definition.tasks},
+            timeouts={t.id: dsl.effective_timeout(t, definition.defaults)
+                      for t in definition.tasks},
+            compensates=any(t.compensate is not None for t in definition.tasks),
+        )
+
+    def reads(self, spec: dsl.TaskSpec, what: str) -> frozenset[str] | None:
+        """The task ids whose ``tasks.<id>`` the spec's ``with``, ``when`` or ``for_each``
+        can read; ``None``: any task (``tasks`` read as a whole, or a dict method such
+        as ``tasks.items()``). Cached for the version's own specs; a compensation step
+        (built per run) is worked out each time."""
+        own = self.specs.get(spec.id) is spec
+        key = (spec.id, what)
+        if own and key in self._reads:
+            return self._reads[key]
+        value: Any = {"with": spec.with_, "when": spec.when, "for_each": spec.for_each}[what]
+        found = dsl.task_references(value)
+        if found is not None and not found <= self.specs.keys():
+            found = None
+        if own:
+            self._reads[key] = found
+        return found
+
+    def upstream_filter(self, task_id: str) -> tuple[bool, tuple[str, ...]]:
+        """How to select the upstream rows of a task in SQL with the fewest ids:
+        ``(True, ids)``: ``task_id IN ids``; ``(False, ids)``: ``task_id NOT IN ids``
+        (every task of the run has one row, so the complement names the same rows)."""
+        cached = self._filters.get(task_id)
+        if cached is None:
+            ups = self.upstream[task_id]
+            if len(ups) * 2 <= len(self.specs):
+                cached = (True, ups)
+            else:
+                chosen = set(ups)
+                cached = (False, tuple(t for t in self.specs if t not in chosen))
+            self._filters[task_id] = cached
+        return cached
+
+
+_PLANS: OrderedDict[int, Plan] = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+_PLANS_MAX = 256
+
+
+def plan_of(definition: dsl.WorkflowDefinition) -> Plan:
+    """The plan of a parsed definition (``runner.definition_of`` keeps one object per
+    version, so this is built once per version and process). Keyed by the object's
+    ``id``: the entry holds the definition, so the id cannot be reused while cached."""
+    key = id(definition)
+    with _PLANS_LOCK:
+        plan = _PLANS.get(key)
+        if plan is not None and plan.definition is definition:
+            _PLANS.move_to_end(key)
+            return plan
+    plan = Plan.build(definition)
+    with _PLANS_LOCK:
+        _PLANS[key] = plan
+        while len(_PLANS) > _PLANS_MAX:
+            _PLANS.popitem(last=False)
+    return plan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from rq import Queue
@@ -36,12 +37,15 @@ class Dispatcher:
         self.queues = queues
 
     def send(self, items: list[Send]) -> None:
+        # What is due now goes in one Redis round trip (a fan-out of 1,000 tasks is one
+        # pipeline, not 1,000 enqueues); waits go to RQ's scheduled registry one by one.
+        due: dict[str, list[Any]] = {}
         for item in items:
             queue = Queue(item.queue, connection=self.conn)
             if item.child_run is not None:
-                queue.enqueue("capability.engine.jobs.child_finished", item.child_run,
-                              job_id=f"apg-child-{item.child_run}", result_ttl=0,
-                              failure_ttl=86400)
+                due.setdefault(item.queue, []).append(Queue.prepare_data(
+                    "capability.engine.jobs.child_finished", (item.child_run,),
+                    job_id=f"apg-child-{item.child_run}", result_ttl=0, failure_ttl=86400))
                 continue
             func = (
                 "capability.engine.jobs.finish_delay" if item.finish_delay
@@ -51,17 +55,25 @@ class Dispatcher:
             # RQ's timeout is a backstop a little past the task's own; the task's is
             # enforced in the job so that it becomes a retriable failure.
             timeout = int((item.timeout or self.default_timeout) + 30)
-            options = {"job_id": job_id, "job_timeout": timeout, "result_ttl": 0,
-                       "failure_ttl": 86400}
             if item.delay > 0:
                 queue.enqueue_in(dt.timedelta(seconds=item.delay), func, item.attempt_id,
-                                 **options)
+                                 job_id=job_id, job_timeout=timeout, result_ttl=0,
+                                 failure_ttl=86400)
             else:
-                queue.enqueue(func, item.attempt_id, **options)
+                due.setdefault(item.queue, []).append(Queue.prepare_data(
+                    func, (item.attempt_id,), job_id=job_id, timeout=timeout, result_ttl=0,
+                    failure_ttl=86400))
+        if not due:
+            return
+        with self.conn.pipeline() as pipe:
+            for name, datas in due.items():
+                Queue(name, connection=self.conn).enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
 
     def stop(self, attempt_ids: list[str]) -> None:
-        """Stop attempts a worker is executing (RQ's stop-job command kills the work
-        horse); a job still waiting in a queue is cancelled instead."""
+        """Stop attempts a worker is executing (RQ's stop-job command interrupts the
+        task, ``app.runtime.interrupt``); a job still waiting in a queue is cancelled
+        instead."""
         for attempt_id in attempt_ids:
             job_id = JOB_PREFIX + attempt_id
             try:

@@ -7,9 +7,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from capability.dsl import parse_duration
+from capability.engine import isolation
 from capability.engine.runner import AttemptContext, Outcome
 
 Executor = Callable[[dict[str, Any], AttemptContext, "Settings"], Outcome]
@@ -69,10 +68,17 @@ def python(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> O
             func = getattr(func, part)
     except (ImportError, AttributeError) as exc:
         return Outcome.failure(f"with.callable: cannot import {target!r}: {exc}", retriable=False)
-    return Outcome.success(func(**(params.get("kwargs") or {})))  # type: ignore[operator]
+    if not callable(func):
+        return Outcome.failure(f"with.callable: {target!r} is not callable", retriable=False)
+    result = isolation.call(func, dict(params.get("kwargs") or {}))
+    if result.ok:
+        return Outcome.success(result.output)
+    return Outcome.failure(result.error or "failed", retriable=result.retriable)
 
 
 def http(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    import requests  # on first use: a worker that never calls out does not pay its ~4 MB
+
     headers = dict(params.get("headers") or {})
     # Receivers can drop repeats of the same attempt (execution is at-least-once).
     headers.setdefault("Idempotency-Key", ctx.attempt_id)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from capability import dsl
 from capability.dsl import TaskStatus
 from capability.engine import runner
+from capability.engine.decide import plan_of
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun
 
@@ -26,7 +27,8 @@ def start(session: Any, run: Run, task: TaskRun, spec: dsl.TaskSpec,
           definition: dsl.WorkflowDefinition) -> list[Send]:
     """The task became ready: evaluate its list and queue the first elements."""
     try:
-        values = dsl.evaluate_items(spec.for_each, runner.task_scope(run), path="for_each")
+        scope = runner.scope_for(session, run, plan_of(definition).reads(spec, "for_each"))
+        values = dsl.evaluate_items(spec.for_each, scope, path="for_each")
     except dsl.ExpressionError as exc:
         runner.finish_task(task, TaskStatus.FAILED, str(exc))
         return []
@@ -36,28 +38,47 @@ def start(session: Any, run: Run, task: TaskRun, spec: dsl.TaskSpec,
         runner.finish_task(task, TaskStatus.SUCCEEDED)
         return []
     task.status = TaskStatus.RUNNING.value
-    for index, value in enumerate(values):
-        session.add(TaskItem(task_run_id=task.id, index=index, value=value,
-                             status=TaskStatus.PENDING.value))
+    rows = [TaskItem(task_run_id=task.id, index=index, value=value,
+                     status=TaskStatus.PENDING.value) for index, value in enumerate(values)]
+    session.add_all(rows)
     session.flush()
-    return fill(session, task, spec, definition)
+    return _queue(session, task, spec, definition, rows[:spec.max_parallel or len(rows)])
 
 
 def fill(session: Any, task: TaskRun, spec: dsl.TaskSpec,
-         definition: dsl.WorkflowDefinition) -> list[Send]:
-    """Queue pending elements while fewer than ``max_parallel`` are under way."""
-    rows = _items(session, task)
-    active = sum(item.status in ACTIVE for item in rows)
-    limit = spec.max_parallel or len(rows)
+         definition: dsl.WorkflowDefinition, counts: dict[str, int] | None = None) -> list[Send]:
+    """Queue pending elements while fewer than ``max_parallel`` are under way.
+
+    Reads how many elements are in each state (``counts``, when the caller has them)
+    and then only the pending elements it queues: one completion of a task of many
+    elements frees one slot."""
+    if counts is None:
+        counts = _counts(session, task)
+    pending = counts.get(TaskStatus.PENDING.value, 0)
+    free = pending
+    if spec.max_parallel:
+        free = min(pending, spec.max_parallel - sum(counts.get(s, 0) for s in ACTIVE))
+    if free <= 0:
+        return []
+    rows = list(session.execute(
+        select(TaskItem).where(TaskItem.task_run_id == task.id,
+                               TaskItem.status == TaskStatus.PENDING.value)
+        .order_by(TaskItem.index).limit(free)).scalars())
+    return _queue(session, task, spec, definition, rows)
+
+
+def _counts(session: Any, task: TaskRun) -> dict[str, int]:
+    return dict(session.execute(
+        select(TaskItem.status, func.count()).where(TaskItem.task_run_id == task.id)
+        .group_by(TaskItem.status)).all())
+
+
+def _queue(session: Any, task: TaskRun, spec: dsl.TaskSpec,
+           definition: dsl.WorkflowDefinition, rows: list[TaskItem]) -> list[Send]:
     sends = []
     for item in rows:
-        if active >= limit:
-            break
-        if item.status == TaskStatus.PENDING:
-            item.status = TaskStatus.QUEUED.value
-            sends.append(runner.new_attempt(session, task, spec, definition, "queued",
-                                            item=item))
-            active += 1
+        item.status = TaskStatus.QUEUED.value
+        sends.append(runner.new_attempt(session, task, spec, definition, "queued", item=item))
     return sends
 
 
@@ -71,12 +92,14 @@ def complete(session: Any, run: Run, task: TaskRun, item: TaskItem, attempt: Tas
     if outcome.ok:
         item.status, item.output, item.finished_at = TaskStatus.SUCCEEDED.value, outcome.output, \
             runner.now()
-        rows = _items(session, task)
-        if all(i.status == TaskStatus.SUCCEEDED for i in rows):
-            task.output = [i.output for i in rows]
+        counts = _counts(session, task)
+        if set(counts) == {TaskStatus.SUCCEEDED.value}:
+            task.output = list(session.execute(
+                select(TaskItem.output).where(TaskItem.task_run_id == task.id)
+                .order_by(TaskItem.index)).scalars())
             runner.finish_task(task, TaskStatus.SUCCEEDED)
             return []
-        return fill(session, task, spec, definition)
+        return fill(session, task, spec, definition, counts)
     item.error = outcome.error
     retry = dsl.effective_retry(spec, definition.defaults)
     if outcome.retriable and item.attempts - item.retry_base < retry.max_attempts:

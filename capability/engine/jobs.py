@@ -13,6 +13,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from app.extensions import db
+from app.runtime import interrupt
 from app.runtime.redis_conn import get_redis
 from capability import dsl, live
 from capability.engine import runner, subruns
@@ -54,10 +55,12 @@ def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
     except Exception as exc:  # a template rendered to a value its type refuses
         return Outcome.failure(f"with: {exc}", retriable=False)
     try:
-        if ctx.timeout:
-            with UnixSignalDeathPenalty(int(max(1, ctx.timeout)), JobTimeoutException):
-                return executor(params, ctx, settings)
-        return executor(params, ctx, settings)
+        # Only the task's own work can be stopped (cancel), never the engine's bookkeeping.
+        with interrupt.interruptible():
+            if ctx.timeout:
+                with UnixSignalDeathPenalty(int(max(1, ctx.timeout)), JobTimeoutException):
+                    return executor(params, ctx, settings)
+            return executor(params, ctx, settings)
     except JobTimeoutException:
         limit = ctx.timeout or current_app.config["TASK_DEFAULT_TIMEOUT"]
         return Outcome.failure(f"timed out after {limit:g}s (attempt {ctx.number})")
@@ -65,21 +68,24 @@ def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
         return Outcome.failure(f"{type(exc).__name__}: {exc}")
 
 
-def _on_time(attempt_id: str) -> None:
-    early = runner.seconds_early(db.session, attempt_id)
+def _on_time(attempt_id: str) -> str | None:
+    """Wait out an early arrival; the attempt's run id."""
+    run_id, early = runner.seconds_early(db.session, attempt_id)
     if early > 0:
         time.sleep(min(early, MAX_EARLY_WAIT))
+    return run_id
 
 
 def _publish(run_id: str) -> None:
-    """Tell the browsers watching the run (never raises)."""
-    live.publish_run(current_app._get_current_object(), run_id)  # type: ignore[attr-defined]
+    """Tell the browsers watching the run, off this thread and coalesced (never raises)."""
+    live.publish_run_soon(current_app._get_current_object(), run_id)  # type: ignore[attr-defined]
 
 
 def run_attempt(attempt_id: str) -> None:
-    _on_time(attempt_id)
-    ctx = runner.begin_attempt(db.session, attempt_id, _worker_name())
+    # begin_attempt waits out an early arrival itself (no statement of its own for it).
+    ctx = runner.begin_attempt(db.session, attempt_id, _worker_name(), MAX_EARLY_WAIT)
     if ctx is None:
+        db.session.remove()
         return
     _publish(ctx.run_id)
     outcome = execute(ctx, _settings())
@@ -98,20 +104,21 @@ def run_attempt(attempt_id: str) -> None:
 
 
 def child_finished(child_run_id: str) -> None:
+    child = db.session.get(Run, child_run_id)
+    parent_id = child.parent_run_id if child is not None else None  # read before the commit
     sends = subruns.child_finished(db.session, child_run_id)
-    parent = db.session.get(Run, child_run_id)
-    parent_id = parent.parent_run_id if parent is not None else None
     db.session.remove()
     _dispatcher().send(sends)
     if parent_id:
-        live.publish_run(current_app, parent_id)
+        _publish(parent_id)
 
 
 def finish_delay(attempt_id: str) -> None:
-    _on_time(attempt_id)
+    run_id = _on_time(attempt_id)
     sends = runner.complete_attempt(db.session, attempt_id, Outcome.success(None))
     db.session.remove()
     _dispatcher().send(sends)
-    live.publish_attempt(current_app._get_current_object(), attempt_id)  # type: ignore[attr-defined]
+    if run_id is not None:
+        _publish(run_id)
 
 

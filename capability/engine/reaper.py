@@ -10,10 +10,10 @@ live runs. One pass (``reap``):
    or restarted without persistence), stuck, or was taken by a worker that died before
    the attempt began; a scheduled one keeps the rest of its wait. The job id is the
    attempt's, so a duplicate send is harmless: ``begin_attempt`` starts an attempt once;
-3. records a ``running`` attempt whose worker died, or whose job failed without
-   reporting (a killed work horse), as ``lost``: a retriable failure through
-   ``runner.complete_attempt``, which counts one result per attempt, so a late
-   completion from a horse that outlived its worker is ignored, and the retry policy
+3. records a ``running`` attempt whose worker died (killed, crashed, or killed by its
+   own watchdog), or whose job failed without reporting, as ``lost``: a retriable
+   failure through ``runner.complete_attempt``, which counts one result per attempt,
+   so a late completion (from a worker thought dead) is ignored, and the retry policy
    decides what follows. A ``delay`` attempt waiting for its end gets its ``-end`` job
    back, with the rest of the wait, when that job vanished;
 4. re-sends the follow-up job of a sub-workflow run that ended while its parent's
@@ -62,7 +62,7 @@ from app.runtime.worker import runtime_hooks
 from capability import dsl
 from capability.dsl import RunStatus
 from capability.engine import compensation, runner
-from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send
+from capability.engine.dispatch import Dispatcher, Send
 from capability.engine.rq_state import (
     ALIVE_JOB,
     JobState,
@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 # Seconds an attempt must exist before its missing job counts: the job is enqueued
 # right after the commit that created the attempt, and a pass must not race that.
 GRACE_SECONDS = 5.0
-# RQ kills a horse at its job timeout + 60 s and the job timeout is the task's + 30 s:
+# The watchdog kills a worker 60 s past its job timeout, which is the task's + 30 s:
 # a running attempt with no job and no word from its worker past that is lost.
 BACKSTOP_SECONDS = 90.0 + GRACE_SECONDS
 
@@ -289,7 +289,7 @@ def _lost_reason(view: RedisView, cand: _Candidate, now: dt.datetime, grace: flo
     who = cand.worker or main.worker
     prefix = f"attempt {cand.number} was lost"
     if main.status is not None and main.status not in ALIVE_JOB:
-        # Failed without reporting: a killed horse, or an error outside the task.
+        # Failed without reporting: an error outside the task, or a stopped job.
         detail = _failure_detail(view.conn, jid)
         return f"{prefix}: its job {main.status} on worker {who}" + (
             f" ({detail})" if detail else "")
@@ -347,33 +347,6 @@ def reap_locked(app: Flask, grace: float = GRACE_SECONDS) -> ReapReport:
     return report
 
 
-def on_horse_killed(app: Flask, jid: str, what: str) -> None:
-    """The horse running ``jid`` died under a live worker: record its attempt lost now,
-    instead of at the next pass. Not the end of a `delay`, and not an attempt that had
-    already deferred: the next pass sends their end again."""
-    from app.extensions import db
-
-    if not jid.startswith(JOB_PREFIX) or jid.endswith("-end"):
-        return
-    attempt_id = jid[len(JOB_PREFIX):]
-    attempt = db.session.get(TaskAttempt, attempt_id)
-    if attempt is None or attempt.status != "running":
-        db.session.rollback()
-        return
-    started, not_before = attempt.started_at, attempt.not_before
-    deferred = bool(started and not_before and aware(not_before) > aware(started))
-    number = attempt.number
-    db.session.rollback()
-    if deferred:
-        return
-    reason = f"attempt {number} was lost: its work horse {what}"
-    recorded, sends = record_lost(db.session, attempt_id, reason)
-    db.session.remove()
-    if recorded:
-        log.warning("reaper: attempt %s lost: %s", attempt_id, reason)
-        dispatcher_for(app).send(sends)
-
-
 def _maintenance(app: Flask) -> None:
     reap_locked(app)
 
@@ -381,8 +354,7 @@ def _maintenance(app: Flask) -> None:
 def install(app: Flask) -> None:
     """Hook the reaper into the worker and scheduler processes (``reg.on_ready``)."""
     hooks = runtime_hooks(app)
-    for kind, callback in (("worker_start", _maintenance), ("maintenance", _maintenance),
-                           ("horse_killed", on_horse_killed)):
+    for kind, callback in (("worker_start", _maintenance), ("maintenance", _maintenance)):
         listed = getattr(hooks, kind)
         if callback not in listed:
             listed.append(callback)

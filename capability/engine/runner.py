@@ -1,25 +1,38 @@
-"""Run state in the database: start a run, begin and complete attempts, advance.
+"""Run state in the database: start a run, begin and complete attempts (what follows a
+completion is decided in ``advance.py``).
 
 Every step is one transaction that locks the run row (PostgreSQL ``FOR UPDATE``;
 SQLite serialises writers), so two workers finishing the two sides of a diamond at the
 same time still decide the join exactly once. What a step makes ready is returned as
 ``Send`` items; the caller enqueues them only after the commit.
+
+The hot path (``begin_attempt``, ``complete_attempt``) reads little: the lock's
+statement, one statement for the attempt, its task and (on completion) the downstream
+rows, the tasks an expression names (``scope_for``), and the definition from a cache by
+version id (``plan_for``); new attempts get their ids here, so the writes go in at
+commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import lazyload
 
+from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
+from capability.engine import advance as advancing
 from capability.engine import compensation, items
-from capability.engine.decide import Verdict, ready, run_outcome
+from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun, WorkflowVersion
 
@@ -45,6 +58,31 @@ def definition_of(version: WorkflowVersion) -> dsl.WorkflowDefinition:
 
     # Versions are immutable, so the parsed definition is cached by version id.
     return _definition(version.id, json.dumps(version.definition, sort_keys=True))
+
+
+_BY_VERSION: OrderedDict[str, dsl.WorkflowDefinition] = OrderedDict()
+_BY_VERSION_LOCK = threading.Lock()
+
+
+def plan_for(session: Any, run: Run) -> Plan:
+    """The plan of the run's version. The hot path of every attempt: no statement at all
+    once this process has seen the version (versions never change after they are saved),
+    where ``definition_of(run.version)`` reads and serialises its JSON each time."""
+    return plan_for_version(session, run.version_id)
+
+
+def plan_for_version(session: Any, version_id: str) -> Plan:
+    with _BY_VERSION_LOCK:
+        definition = _BY_VERSION.get(version_id)
+        if definition is not None:
+            _BY_VERSION.move_to_end(version_id)
+    if definition is None:
+        definition = definition_of(session.get(WorkflowVersion, version_id))
+        with _BY_VERSION_LOCK:
+            _BY_VERSION[version_id] = definition
+            while len(_BY_VERSION) > 256:
+                _BY_VERSION.popitem(last=False)
+    return plan_of(definition)
 
 
 @dataclass
@@ -81,18 +119,99 @@ class AttemptContext:
 
 def lock_run(session: Any, run_id: str) -> Run:
     # No joined eager loads here: PostgreSQL refuses FOR UPDATE across an outer join.
-    stmt = select(Run).options(lazyload("*")).where(Run.id == run_id).with_for_update(of=Run)
+    # populate_existing: a run read earlier in the transaction gets the locked row's values.
+    stmt = (select(Run).options(lazyload("*")).where(Run.id == run_id).with_for_update(of=Run)
+            .execution_options(populate_existing=True))
     return session.execute(stmt).scalar_one()
+
+
+@dataclass
+class _Locked:
+    run: Run
+    attempt: TaskAttempt
+    task: TaskRun
+    item: TaskItem | None
+    downstream: list[TaskRun]  # the rows of the task's downstream tasks
+
+
+# The statements of every hop, built once (building a statement costs about as much
+# Python as running it); the values go in as bound parameters. complete_attempt reads
+# ORM objects (advance works on them); begin_attempt, below, plain rows.
+_LOCK_ATTEMPT = (
+    select(Run, TaskRun.id, TaskRun.task_id, TaskRun.kind, TaskAttempt.item_id)
+    .join(TaskRun, TaskRun.run_id == Run.id)
+    .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+    .where(TaskAttempt.id == bindparam("attempt_id")).options(lazyload("*"))
+    .with_for_update(of=Run).execution_options(populate_existing=True)
+)
+_OWN_ROWS = (
+    select(TaskRun, TaskAttempt, TaskItem)
+    .outerjoin(TaskAttempt, and_(TaskAttempt.task_run_id == TaskRun.id,
+                                 TaskAttempt.id == bindparam("attempt_id")))
+    .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
+    .execution_options(populate_existing=True)
+)
+_OWN = _OWN_ROWS.where(TaskRun.id == bindparam("task_run_id"))
+_OWN_AND_DOWNSTREAM = _OWN_ROWS.where(or_(
+    TaskRun.id == bindparam("task_run_id"),
+    and_(TaskRun.run_id == bindparam("run_id"), TaskRun.kind == "task",
+         TaskRun.task_id.in_(bindparam("others", expanding=True))),
+))
+_SCOPE = select(TaskRun.task_id, TaskRun.output, TaskRun.status, TaskRun.error).where(
+    TaskRun.run_id == bindparam("run_id"), TaskRun.kind == "task").order_by(TaskRun.position)
+_SCOPE_OF = _SCOPE.where(TaskRun.task_id.in_(bindparam("task_ids", expanding=True)))
+
+
+def _lock_attempt(session: Any, attempt_id: str) -> _Locked | None:
+    """Lock the run of an attempt; then read the attempt, its task and element, and the
+    rows of the task's downstream tasks (what its end may decide), in one statement.
+
+    The lock's statement also reads which task and element the attempt belongs to:
+    those never change, so they may come from before the lock was granted; everything
+    else is read after it, so it is what the last holder committed."""
+    found = session.execute(_LOCK_ATTEMPT, {"attempt_id": attempt_id}).first()
+    if found is None:
+        return None
+    run, task_run_id, task_id, kind, item_id = found
+    others: tuple[str, ...] = ()
+    # Not for an element (its end rarely ends its task), nor on SQLite: there nothing is
+    # locked until the first write, so advance_from reads them after it instead.
+    if kind == "task" and item_id is None and session.get_bind().dialect.name != "sqlite":
+        others = plan_for(session, run).downstream.get(task_id, ())
+    values = {"attempt_id": attempt_id, "task_run_id": task_run_id}
+    if others:
+        rows = session.execute(_OWN_AND_DOWNSTREAM,
+                               {**values, "run_id": run.id, "others": list(others)}).all()
+    else:
+        rows = session.execute(_OWN, values).all()
+    task, attempt, item = next(row for row in rows if row[0].id == task_run_id)
+    return _Locked(run, attempt, task, item, [row[0] for row in rows if row[0].id != task_run_id])
 
 
 def task_scope(run: Run) -> dict[str, Any]:
     """What expressions see: params, every task's output/status/error, the run."""
+    # An undo step never hides its task.
+    return _scope(run, ((t.task_id, t.output, t.status, t.error)
+                        for t in run.tasks if t.kind == "task"))
+
+
+def scope_for(session: Any, run: Any, reads: frozenset[str] | None) -> dict[str, Any]:
+    """``task_scope`` with only the tasks an expression reads (``Plan.reads``; ``None``:
+    all of them), read in one statement, none when it reads no task. ``run``: a ``Run``,
+    or any row with its ``id``, ``params`` and ``trigger``."""
+    rows: Any = ()
+    if reads is None:
+        rows = session.execute(_SCOPE, {"run_id": run.id}).all()
+    elif reads:
+        rows = session.execute(_SCOPE_OF, {"run_id": run.id, "task_ids": sorted(reads)}).all()
+    return _scope(run, rows)
+
+
+def _scope(run: Any, tasks: Iterable[Any]) -> dict[str, Any]:
     return {
         "params": run.params or {},
-        "tasks": {
-            t.task_id: {"output": t.output, "status": t.status, "error": t.error}
-            for t in run.tasks if t.kind == "task"  # an undo step never hides its task
-        },
+        "tasks": {task_id: {"output": output, "status": status, "error": error}
+                  for task_id, output, status, error in tasks},
         "run": {"id": run.id, "trigger": run.trigger},
         # The secrets store arrives with connections; until then no name resolves.
         "secrets": {},
@@ -102,22 +221,26 @@ def task_scope(run: Run) -> dict[str, Any]:
 def new_attempt(session: Any, task: TaskRun, spec: dsl.TaskSpec,
                 definition: dsl.WorkflowDefinition, status: str,
                 delay: float = 0.0, item: TaskItem | None = None) -> Send:
-    """The next attempt of a task, or of one for_each element (``item``)."""
-    queue = dsl.effective_queue(spec, definition.defaults)
+    """The next attempt of a task, or of one for_each element (``item``).
+
+    The id is made here, so nothing is flushed: the rows go in at the next flush, many
+    attempts in one statement."""
+    plan = plan_of(definition)
+    own = plan.specs.get(spec.id) is spec
+    queue = plan.queues[spec.id] if own else dsl.effective_queue(spec, definition.defaults)
+    timeout = plan.timeouts[spec.id] if own else dsl.effective_timeout(spec, definition.defaults)
     owner: TaskRun | TaskItem = item if item is not None else task
     owner.attempts += 1
     if item is not None:
         task.attempts += 1  # the task's count is the total over its elements
     attempt = TaskAttempt(
-        task_run_id=task.id, item_id=item.id if item is not None else None,
+        id=new_id(), task_run_id=task.id, item_id=item.id if item is not None else None,
         number=owner.attempts, status=status, queue=queue,
         not_before=now() + dt.timedelta(seconds=delay) if delay else None,
     )
     session.add(attempt)
-    session.flush()
     owner.current_attempt_id = attempt.id
-    return Send(attempt.id, queue, delay=delay,
-                timeout=dsl.effective_timeout(spec, definition.defaults))
+    return Send(attempt.id, queue, delay=delay, timeout=timeout)
 
 
 def finish_task(task: TaskRun, status: TaskStatus, error: str | None = None) -> None:
@@ -128,116 +251,81 @@ def finish_task(task: TaskRun, status: TaskStatus, error: str | None = None) -> 
 
 
 def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[Send]:
-    """Decide every task that can be decided now; finish the run when all are.
-
-    A paused run decides nothing: ``resume`` advances it again."""
-    if run.status != RunStatus.RUNNING:
-        return []
-    sends: list[Send] = []
-    tasks = {t.task_id: t for t in run.tasks if t.kind == "task"}
-    upstream = {t.id: list(t.depends_on) for t in definition.tasks}
-    rules = {t.id: t.trigger_rule.value for t in definition.tasks}
-    while True:
-        status_of = {tid: t.status for tid, t in tasks.items()}
-        pending = [tid for tid, s in status_of.items() if s == TaskStatus.PENDING]
-        verdicts = ready(pending, upstream, rules, status_of)
-        if not verdicts:
-            break
-        for task_id, verdict in verdicts.items():
-            task = tasks[task_id]
-            spec = definition.task(task_id)
-            if verdict == Verdict.SKIP:
-                finish_task(task, TaskStatus.SKIPPED)
-            elif verdict == Verdict.UPSTREAM_FAILED:
-                finish_task(task, TaskStatus.UPSTREAM_FAILED)
-            elif spec.when is not None and not _when(task, spec, run):
-                continue  # _when finished the task (skipped, or failed on a bad expression)
-            elif spec.for_each is not None:
-                sends += items.start(session, run, task, spec, definition)
-            else:
-                task.status = TaskStatus.QUEUED.value
-                sends.append(new_attempt(session, task, spec, definition, "queued"))
-    outcome = run_outcome(t.status for t in tasks.values())
-    if outcome == RunStatus.FAILED and any(t.compensate for t in definition.tasks):
-        finished, more = compensation.advance(session, run, definition)
-        sends += more
-        if not finished:
-            return sends
-    if outcome is not None and run.status not in FINISHED_RUN:
-        run.status = outcome.value
-        run.finished_at = now()
-        sends += promote_queued(session, run.workflow_id, definition.max_active_runs)
-        if run.parent_attempt_id is not None:
-            sends.append(Send(run.parent_attempt_id, "default", child_run=run.id))
-    return sends
+    """Decide every task that can be decided now (``advance.advance``)."""
+    return advancing.advance(session, run, definition)
 
 
 def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Send]:
-    """A run finished: start the oldest runs of the workflow that waited for a slot."""
-    if not limit:
-        return []
-    session.flush()
-    active = session.execute(
-        select(func.count()).select_from(Run).where(
-            Run.workflow_id == workflow_id,
-            Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
-        )
-    ).scalar_one()
-    waiting = session.execute(
-        select(Run).where(Run.workflow_id == workflow_id, Run.status == RunStatus.QUEUED.value)
-        .order_by(Run.created_at, Run.id).limit(max(0, limit - int(active)))
-        .options(lazyload("*")).with_for_update(of=Run)
-    ).scalars().all()
-    sends: list[Send] = []
-    for queued in waiting:
-        sends += start(session, queued)
-    return sends
+    """Start the oldest runs that waited for a slot (``advance.promote_queued``)."""
+    return advancing.promote_queued(session, workflow_id, limit)
 
 
-def _when(task: TaskRun, spec: dsl.TaskSpec, run: Run) -> bool:
-    try:
-        if dsl.evaluate_condition(str(spec.when), task_scope(run), path="when"):
-            return True
-        finish_task(task, TaskStatus.SKIPPED)
-    except dsl.ExpressionError as exc:
-        finish_task(task, TaskStatus.FAILED, str(exc))
-    return False
+# begin_attempt in SQL expressions, no ORM objects: the lock's statement (which also
+# reads the run), one read of attempt, owner and element, one UPDATE each for the
+# attempt and its owner (and the task of an element), and the commit.
+_BEGIN_LOCK = (
+    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger,
+           TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind)
+    .join(TaskRun, TaskRun.run_id == Run.id)
+    .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+    .where(TaskAttempt.id == bindparam("attempt_id")).with_for_update(of=Run)
+)
+_BEGIN_READ = (
+    select(TaskAttempt.status, TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id,
+           TaskRun.status.label("task_status"), TaskRun.current_attempt_id.label("task_current"),
+           TaskItem.current_attempt_id.label("item_current"), TaskItem.value, TaskItem.index)
+    .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
+    .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
+    .where(TaskAttempt.id == bindparam("attempt_id"))
+)
+_AT = bindparam("at", type_=TaskAttempt.started_at.type)
+_BEGIN_ATTEMPT = update(TaskAttempt).where(TaskAttempt.id == bindparam("attempt_id")).values(
+    status="running", started_at=_AT, worker=bindparam("by"))
+_BEGIN_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
+    status=TaskStatus.RUNNING.value, started_at=func.coalesce(TaskRun.started_at, _AT))
+_BEGIN_ITEM = update(TaskItem).where(TaskItem.id == bindparam("item")).values(
+    status=TaskStatus.RUNNING.value, started_at=func.coalesce(TaskItem.started_at, _AT))
 
 
-def begin_attempt(session: Any, attempt_id: str, worker: str | None) -> AttemptContext | None:
-    """Mark the attempt running; None when it must not run (stale, duplicate, run over)."""
-    attempt = session.get(TaskAttempt, attempt_id)
-    if attempt is None:
-        return None
-    task = attempt.task_run
-    run = lock_run(session, task.run_id)
-    session.refresh(attempt)
-    session.refresh(task)
-    owner: TaskRun | TaskItem = attempt.item if attempt.item_id else task
-    if attempt.item_id:
-        session.refresh(owner)
-    if (
-        attempt.status not in ("queued", "scheduled")
-        or owner.current_attempt_id != attempt.id
+def begin_attempt(session: Any, attempt_id: str, worker: str | None,
+                  max_early: float = 0.0) -> AttemptContext | None:
+    """Mark the attempt running; None when it must not run (stale, duplicate, run over).
+
+    ``max_early``: a job that arrives before its attempt's ``not_before`` (RQ's scheduler
+    works in whole seconds) waits out the rest, up to this long, before it begins."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # what autoflush would do before an ORM query
+    conn = session.connection()
+    run = conn.execute(_BEGIN_LOCK, {"attempt_id": attempt_id}).first()
+    row = conn.execute(_BEGIN_READ, {"attempt_id": attempt_id}).first() if run else None
+    if run is None or row is None or (
+        row.status not in ("queued", "scheduled")
+        or (row.item_current if row.item_id else row.task_current) != attempt_id
         or run.status != RunStatus.RUNNING
-        or (attempt.item_id and task.status != TaskStatus.RUNNING)
+        or (row.item_id and row.task_status != TaskStatus.RUNNING)
     ):
         session.rollback()
         return None
-    definition = definition_of(run.version)
-    spec = compensation.spec_for(definition, task)
-    attempt.status = "running"
-    attempt.started_at = now()
-    attempt.worker = worker
-    owner.status = TaskStatus.RUNNING.value
-    owner.started_at = owner.started_at or attempt.started_at
-    task.started_at = task.started_at or attempt.started_at
-    scope = task_scope(run)
-    if isinstance(owner, TaskItem):
-        scope["item"], scope["index"] = owner.value, owner.index
+    early = seconds_until(row.not_before) if max_early and row.not_before else 0.0
+    if early > 0:
+        session.rollback()  # no lock held while waiting
+        time.sleep(min(early, max_early))
+        return begin_attempt(session, attempt_id, worker)
+    plan = plan_for_version(session, run.version_id)
+    spec = plan.specs[run.task_id]
+    if run.kind != "task":  # a compensation step: its spec is built from its task's
+        spec = compensation.spec_for(plan.definition, session.get(TaskRun, run.task_row))
+    at = now()
+    conn.execute(_BEGIN_ATTEMPT, {"attempt_id": attempt_id, "at": at, "by": worker})
+    conn.execute(_BEGIN_TASK, {"row": run.task_row, "at": at})
+    if row.item_id:
+        conn.execute(_BEGIN_ITEM, {"item": row.item_id, "at": at})
+    scope = scope_for(session, run, plan.reads(spec, "with"))
+    if row.item_id:
+        scope["item"], scope["index"] = row.value, row.index
     context = AttemptContext(
-        attempt.id, attempt.number, run.id, spec, definition, scope,
-        dsl.effective_timeout(spec, definition.defaults),
+        attempt_id, row.number, run.id, spec, plan.definition, scope,
+        dsl.effective_timeout(spec, plan.definition.defaults),
     )
     session.commit()
     return context
@@ -247,17 +335,12 @@ def complete_attempt(
     session: Any, attempt_id: str, outcome: Outcome, commit: bool = True
 ) -> list[Send]:
     """Record an attempt's result exactly once and advance the run."""
-    attempt = session.get(TaskAttempt, attempt_id)
-    if attempt is None:
+    loaded = _lock_attempt(session, attempt_id)
+    if loaded is None:
         return []
-    task = attempt.task_run
-    run = lock_run(session, task.run_id)
-    session.refresh(attempt)
-    session.refresh(task)
-    owner: TaskRun | TaskItem = attempt.item if attempt.item_id else task
-    if attempt.item_id:
-        session.refresh(owner)
-    if attempt.status != "running" or owner.current_attempt_id != attempt.id:
+    run, attempt, task = loaded.run, loaded.attempt, loaded.task
+    owner: TaskRun | TaskItem | None = loaded.item if attempt.item_id else task
+    if owner is None or attempt.status != "running" or owner.current_attempt_id != attempt.id:
         session.rollback()  # a late or duplicate completion: the first one counted
         return []
     attempt.finished_at = now()
@@ -265,16 +348,13 @@ def complete_attempt(
         attempt.status = "cancelled"
         session.commit()
         return []
-    definition = definition_of(run.version)
+    plan = plan_for(session, run)
+    definition = plan.definition
     spec = compensation.spec_for(definition, task)
     sends: list[Send] = []
     if isinstance(owner, TaskItem):
         sends += items.complete(session, run, task, owner, attempt, spec, definition, outcome)
-        sends += advance(session, run, definition)
-        if commit:
-            session.commit()
-        return sends
-    if outcome.ok:
+    elif outcome.ok:
         attempt.status = "succeeded"
         task.output = outcome.output
         task.error = None
@@ -290,7 +370,10 @@ def complete_attempt(
             sends.append(new_attempt(session, task, spec, definition, "scheduled", wait))
         else:
             finish_task(task, TaskStatus.FAILED)
-    sends += advance(session, run, definition)
+    if task.kind == compensation.KIND:
+        sends += advance(session, run, definition)  # the next undo step, or the run's end
+    elif task.status in dsl.FINISHED_TASK_STATUSES:
+        sends += advancing.advance_from(session, run, plan, task, loaded.downstream)
     if commit:
         session.commit()
     return sends
@@ -317,18 +400,20 @@ def await_approval(session: Any, attempt_id: str) -> None:
     session.commit()
 
 
-def seconds_early(session: Any, attempt_id: str) -> float:
-    """How long before its ``not_before`` this attempt's job arrived (0 when on time).
+def seconds_early(session: Any, attempt_id: str) -> tuple[str | None, float]:
+    """The attempt's run id, and how long before its ``not_before`` its job arrived (0
+    when on time), in one statement; ``(None, 0.0)`` for an unknown attempt.
 
     RQ's scheduler works in whole seconds, so a delayed job can come up to a second
     early; the job waits out the rest so a wait is never shorter than asked."""
     row = session.execute(
-        select(TaskAttempt.not_before).where(TaskAttempt.id == attempt_id)
-    ).scalar()
+        select(TaskRun.run_id, TaskAttempt.not_before)
+        .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id).where(TaskAttempt.id == attempt_id)
+    ).first()
     session.rollback()
     if row is None:
-        return 0.0
-    return seconds_until(row)
+        return None, 0.0
+    return row[0], seconds_until(row[1]) if row[1] is not None else 0.0
 
 
 def seconds_until(when: dt.datetime) -> float:
@@ -348,4 +433,4 @@ def start(session: Any, run: Run) -> list[Send]:
     """Queued -> running, deciding the first ready tasks."""
     run.status = RunStatus.RUNNING.value
     run.started_at = now()
-    return advance(session, run, definition_of(run.version))
+    return advancing.advance(session, run, plan_for(session, run).definition)

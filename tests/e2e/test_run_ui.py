@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from playwright.sync_api import expect
 
 from tests.conftest import api_token, auth, unique
 from tests.e2e.conftest import ConsoleLog
@@ -104,15 +105,13 @@ def test_author_runs_a_workflow_and_watches_it_live(
 
     # One pass of the worker: extract succeeds, and the browser hears of it at once.
     work_once(app)
-    page.wait_for_function(
-        "document.querySelector('.apg-node[data-task=extract]').classList"
-        ".contains('apg-st-succeeded')", timeout=5000)
+    # Locators, not wait_for_function: the page's CSP forbids the eval that needs.
+    page.locator(".apg-node[data-task=extract].apg-st-succeeded").wait_for(timeout=5000)
     assert node_statuses(page)["notify"] == "pending"
 
     # The rest: validate fails once and is retried, enrich waits a second.
     assert drain(app, run_id) == "succeeded"
-    page.wait_for_function(
-        "document.querySelectorAll('.apg-node.apg-st-succeeded').length === 5", timeout=8000)
+    expect(page.locator(".apg-node.apg-st-succeeded")).to_have_count(5, timeout=8000)
     page.locator("#run-status", has_text="succeeded").wait_for()
     assert page.evaluate("window.apgNoReload") == "still here"  # no reload happened
     assert set(node_statuses(page).values()) == {"succeeded"}

@@ -1,5 +1,5 @@
-"""The reaper: runs survive a SIGKILLed worker, a killed work horse and a flushed Redis;
-reaping a healthy run changes nothing; a late completion after a loss is ignored."""
+"""The reaper: runs survive a SIGKILLed worker, a crashed task process and a flushed
+Redis; reaping a healthy run changes nothing; a late completion after a loss is ignored."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from capability.engine import reaper, rq_state, runner
 from capability.models import TaskAttempt, TaskRun
 from tests.conftest import api_token, auth, unique
 from tests.engine_callables import pid_file
-from tests.engine_support import drain, work_once
+from tests.engine_support import drain, spawned, work_once
 
 
 @pytest.fixture()
@@ -111,26 +111,8 @@ def processes(app, tmp_path) -> Iterator[Callable[[str], subprocess.Popen[bytes]
            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
            "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
-    started: list[subprocess.Popen[bytes]] = []
-
-    def spawn(command: str) -> subprocess.Popen[bytes]:
-        args = command.split()
-        log = (tmp_path / f"{args[0]}-{len(started)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", *args],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-        started.append(proc)
-        return proc
-
-    yield spawn
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in started:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with spawned(tmp_path, [sys.executable, "-m", "flask", "--app", "app"], env) as spawn:
+        yield spawn
 
 
 def long_task(key: str, seconds: float) -> list[dict[str, Any]]:
@@ -144,7 +126,8 @@ def long_task(key: str, seconds: float) -> list[dict[str, Any]]:
     ]
 
 
-def horse_pid(key: str) -> int:
+def task_pid(key: str) -> int:
+    """The pid of the process running the `python` task (a child of the worker)."""
     return int(wait_for(lambda: pid_file(key).exists() and pid_file(key).read_text(), 30,
                         "the long task did not start"))
 
@@ -154,13 +137,14 @@ def finished(client, op, run_id: str) -> dict[str, Any] | None:
     return got if got["status"] in ("succeeded", "failed", "cancelled") else None
 
 
-def assert_retried_once(app, client, op, run_id: str, lost_because: str) -> None:
+def assert_retried_once(app, client, op, run_id: str, lost_because: str,
+                        first: str = "lost") -> None:
     got = get_run(client, op, run_id)
     assert got["status"] == "succeeded", got
     long = got["by_task"]["long"]
     assert long["attempts"] == 2 and long["output"] == {"calls": 2}
     history = long["attempt_history"]
-    assert [a["status"] for a in history] == ["lost", "succeeded"]
+    assert [a["status"] for a in history] == [first, "succeeded"]
     assert lost_because in history[0]["error"] and history[0]["worker"]
     assert got["by_task"]["after"]["output"] == 2
     # The completion is recorded once: one success, and `after` ran once.
@@ -171,14 +155,14 @@ def assert_retried_once(app, client, op, run_id: str, lost_because: str) -> None
 
 def test_a_sigkilled_worker_loses_its_attempt_and_the_task_is_retried(app, client, op,
                                                                       processes):
-    """SIGKILL the worker process mid-task. Its work horse lives on (RQ puts it in its
-    own process group) and finishes later: that late completion must not count."""
+    """SIGKILL the worker process mid-task: the task's own process dies with it (it is
+    in a process group of its own, so only PR_SET_PDEATHSIG takes it down)."""
     key = unique("kill")
     wid = make(client, op, long_task(key, 8))
     first = processes("worker")
     processes("scheduler")
     run_id = start(client, op, wid)
-    horse = horse_pid(key)
+    child = task_pid(key)
     assert attempts(app, run_id, "long")[0].status == "running"
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
@@ -189,9 +173,7 @@ def test_a_sigkilled_worker_loses_its_attempt_and_the_task_is_retried(app, clien
     assert time.monotonic() - killed < 12  # the next pass, not the ~90 s key expiry
     processes("worker")
     wait_for(lambda: finished(client, op, run_id), 60, "the run did not finish")
-    # The orphaned horse wakes up and tries to complete the lost attempt.
-    wait_for(lambda: not pid_alive(horse), 30, "the orphaned work horse did not finish")
-    time.sleep(0.5)
+    wait_for(lambda: not pid_alive(child), 5, "the task's process outlived its worker")
     assert_retried_once(app, client, op, run_id, "died while running it")
 
 
@@ -207,18 +189,22 @@ def test_a_starting_worker_reaps_before_it_works(app, client, op, processes):
     assert drain(app, run_id) == "succeeded"
 
 
-def test_a_killed_work_horse_is_recorded_by_its_live_worker(app, client, op, processes):
-    key = unique("horse")
+def test_a_killed_task_process_fails_only_its_attempt(app, client, op, processes):
+    """The OOM killer (or a crash) takes the `python` task's process: the attempt fails
+    at once with what killed it, is retried, and the worker lives on."""
+    key = unique("crash")
     wid = make(client, op, long_task(key, 30))
-    processes("worker")
-    processes("scheduler")
+    worker = processes("worker")
+    processes("scheduler")  # the retry waits in RQ's scheduled registry
     run_id = start(client, op, wid)
-    horse = horse_pid(key)
-    os.kill(horse, signal.SIGKILL)
+    child = task_pid(key)
+    assert child != worker.pid
+    os.kill(child, signal.SIGKILL)
     killed = time.monotonic()
     wait_for(lambda: finished(client, op, run_id), 60, "the run did not finish")
     assert time.monotonic() - killed < 10
-    assert_retried_once(app, client, op, run_id, "killed by SIGKILL")
+    assert_retried_once(app, client, op, run_id, "killed by SIGKILL", first="failed")
+    assert worker.poll() is None
 
 
 # -- Redis loses everything ------------------------------------------------------------
@@ -380,7 +366,7 @@ def test_a_late_completion_after_a_loss_is_ignored(app, client, op):
     assert f"worker {worker.name} died" in (lost[0].error or "")
     # The dead worker is unregistered at once, not when its key expires.
     assert worker.key not in [k.decode() for k in conn.smembers("rq:workers")]
-    # Its horse reports after all: too late, nothing changes.
+    # The worker reports after all: too late, nothing changes.
     with app.app_context():
         assert runner.complete_attempt(db.session, attempt.id,
                                        runner.Outcome.success("late")) == []
@@ -425,6 +411,5 @@ def test_the_reaper_is_hooked_into_workers_and_schedulers(app):
     from app.runtime.worker import runtime_hooks
 
     hooks = runtime_hooks(app)
-    assert reaper.on_horse_killed in hooks.horse_killed
     assert hooks.worker_start and hooks.maintenance
 

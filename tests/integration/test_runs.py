@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from werkzeug import Response
 
 from app.extensions import db
 from capability.engine import runner
@@ -380,15 +381,27 @@ def test_pause_resume_cancel_and_retry(app, client, op):
     assert _events(app, run2) == ["start", "cancel"]
 
 
-def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op):
+@pytest.mark.parametrize("kind", ["python", "http"])
+def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op, httpserver, kind):
+    """A `python` task runs in a child process (killed); any other task runs in the
+    worker itself, interrupted inside a blocking read."""
     import os
     import subprocess
     import sys
+    import threading
 
-    wid = make(client, op, [
-        {"id": "long", "type": "python",
-         "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 30}}},
-    ])
+    released = threading.Event()
+
+    def slow(request: Any) -> Response:
+        released.wait(30)
+        return Response("late")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    task = {"id": "long", "type": "python",
+            "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 30}}}
+    if kind == "http":
+        task = {"id": "long", "type": "http", "with": {"url": httpserver.url_for("/slow")}}
+    wid = make(client, op, [task])
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
@@ -423,6 +436,7 @@ def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op):
         assert got["status"] == "cancelled"
         assert got["tasks"][0]["attempt_history"][0]["status"] == "cancelled"
     finally:
+        released.set()
         proc.terminate()
         proc.wait(timeout=30)
 

@@ -1,0 +1,218 @@
+"""What a run does next: decide the tasks that can be decided, and end the run when
+every task is finished.
+
+``advance_from`` is the step after one task finished (every completion): it reads only
+that task's downstream tasks and the statuses of their upstreams, and counts the run's
+task statuses in SQL only when nothing it saw is still unfinished. ``advance`` reads
+every task of the run, for start, resume, retry and compensation, where anything may
+have changed. Both run inside the caller's transaction, under the run's lock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy.orm import lazyload
+
+from capability import dsl
+from capability.dsl import RunStatus, TaskStatus
+from capability.engine import compensation, items, runner
+from capability.engine.decide import (
+    Counts,
+    Plan,
+    Verdict,
+    outcome_of,
+    plan_of,
+    ready,
+    run_outcome,
+    trigger_verdict,
+    verdict_of,
+)
+from capability.engine.dispatch import Send
+from capability.models import Run, TaskRun
+
+
+def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[Send]:
+    """Decide every task that can be decided now; finish the run when all are.
+
+    Reads every task of the run: for start, resume, retry and compensation, where
+    anything may have changed. A finished task only needs ``advance_from``.
+    A paused run decides nothing: ``resume`` advances it again."""
+    if run.status != RunStatus.RUNNING:
+        return []
+    plan = plan_of(definition)
+    sends: list[Send] = []
+    tasks = {t.task_id: t for t in run.tasks if t.kind == "task"}
+    while True:
+        status_of = {tid: t.status for tid, t in tasks.items()}
+        pending = [tid for tid, s in status_of.items() if s == TaskStatus.PENDING]
+        verdicts = ready(pending, plan.upstream, plan.rules, status_of)
+        if not verdicts:
+            break
+        for task_id, verdict in verdicts.items():
+            sends += _decide(session, run, plan, tasks[task_id], verdict)
+    return sends + _conclude(session, run, plan, run_outcome(t.status for t in tasks.values()))
+
+
+# Built once: building a statement costs about as much Python as running it.
+_OF_RUN = (TaskRun.run_id == bindparam("run_id"), TaskRun.kind == "task")
+_IDS: BindParameter[list[str]] = bindparam("task_ids", expanding=True)
+_ROWS = select(TaskRun).where(*_OF_RUN, TaskRun.task_id.in_(_IDS))
+_STATUSES = select(TaskRun.task_id, TaskRun.status).where(*_OF_RUN, TaskRun.task_id.in_(_IDS))
+_COUNT = select(TaskRun.status, func.count()).where(*_OF_RUN).group_by(TaskRun.status)
+_COUNT_IN = _COUNT.where(TaskRun.task_id.in_(_IDS))
+_COUNT_NOT_IN = _COUNT.where(TaskRun.task_id.not_in(_IDS))
+
+
+def advance_from(session: Any, run: Run, plan: Plan, finished: TaskRun,
+                 downstream: list[TaskRun] | None = None) -> list[Send]:
+    """A task finished: decide its downstream tasks (and theirs, when a skip or an
+    upstream failure makes them decidable too), then the run's outcome.
+
+    Reads only those tasks and the statuses of their upstreams (in one statement, or a
+    count per status when a task has many upstreams); the outcome takes one count per
+    status, and none while a task seen here is still unfinished. ``downstream``: rows of
+    the finished task's downstream tasks the caller already read under the lock."""
+    if run.status != RunStatus.RUNNING:
+        return []
+    sends: list[Send] = []
+    known: dict[str, TaskRun] = {t.task_id: t for t in downstream or ()}
+    known[finished.task_id] = finished
+    frontier = [finished.task_id]
+    while frontier:
+        ids = {d for task_id in frontier for d in plan.downstream[task_id]}
+        frontier = []
+        if not ids:
+            break
+        missing = sorted(ids - known.keys())
+        if missing:
+            known.update((t.task_id, t) for t in session.execute(
+                _ROWS, {"run_id": run.id, "task_ids": missing}).scalars())
+        pending = sorted((known[i] for i in ids if known[i].status == TaskStatus.PENDING),
+                         key=lambda t: plan.position[t.task_id])
+        upstream = _Upstream(session, run, plan, known, pending)
+        for task in pending:
+            verdict = upstream.verdict(task.task_id)
+            if verdict == Verdict.WAIT:
+                continue
+            sends += _decide(session, run, plan, task, verdict)
+            upstream.changed()
+            if task.status in dsl.FINISHED_TASK_STATUSES:
+                frontier.append(task.task_id)
+    if any(t.status not in dsl.FINISHED_TASK_STATUSES for t in known.values()):
+        return sends  # a task seen here is unfinished: so is the run
+    counts = session.execute(_COUNT, {"run_id": run.id}).all()
+    return sends + _conclude(session, run, plan, outcome_of(dict(counts)))
+
+
+class _Upstream:
+    """The upstream statuses of the pending tasks of one step of ``advance_from``.
+
+    Up to ``ROW_BY_ROW`` upstreams not in hand are read in one statement; past that
+    (a join of hundreds) each task's upstreams are counted per status in SQL, once per
+    set of upstreams until a verdict changes a status."""
+
+    ROW_BY_ROW = 100
+
+    def __init__(self, session: Any, run: Run, plan: Plan, known: dict[str, TaskRun],
+                 pending: list[TaskRun]) -> None:
+        self.session, self.run, self.plan, self.known = session, run, plan, known
+        self.counts: dict[tuple[bool, tuple[str, ...]], Counts] = {}
+        self.statuses: dict[str, str] = {}
+        wanted = {u for t in pending for u in plan.upstream[t.task_id] if u not in known}
+        if wanted and len(wanted) <= self.ROW_BY_ROW:
+            self.statuses = dict(session.execute(
+                _STATUSES, {"run_id": run.id, "task_ids": sorted(wanted)}).all())
+
+    def changed(self) -> None:
+        self.counts.clear()  # a verdict changed a status: counts are read again
+
+    def verdict(self, task_id: str) -> Verdict:
+        values: list[str] = []
+        for up in self.plan.upstream[task_id]:
+            status = self.known[up].status if up in self.known else self.statuses.get(up)
+            if status is None:
+                break
+            if status not in dsl.FINISHED_TASK_STATUSES:
+                return Verdict.WAIT
+            values.append(status)
+        else:
+            return trigger_verdict(self.plan.rules[task_id], values)
+        key = self.plan.upstream_filter(task_id)
+        if key not in self.counts:
+            inside, ids = key
+            self.counts[key] = Counts.by_status(dict(self.session.execute(
+                _COUNT_IN if inside else _COUNT_NOT_IN,
+                {"run_id": self.run.id, "task_ids": list(ids)}).all()))
+        return verdict_of(self.plan.rules[task_id], self.counts[key])
+
+
+def _decide(session: Any, run: Run, plan: Plan, task: TaskRun, verdict: Verdict) -> list[Send]:
+    """Carry out a verdict on a pending task; the Sends of what it queued."""
+    if verdict == Verdict.SKIP:
+        runner.finish_task(task, TaskStatus.SKIPPED)
+        return []
+    if verdict == Verdict.UPSTREAM_FAILED:
+        runner.finish_task(task, TaskStatus.UPSTREAM_FAILED)
+        return []
+    spec = plan.specs[task.task_id]
+    if spec.when is not None and not _when(session, run, plan, task, spec):
+        return []  # _when finished the task (skipped, or failed on a bad expression)
+    if spec.for_each is not None:
+        return items.start(session, run, task, spec, plan.definition)
+    task.status = TaskStatus.QUEUED.value
+    return [runner.new_attempt(session, task, spec, plan.definition, "queued")]
+
+
+def _conclude(session: Any, run: Run, plan: Plan, outcome: RunStatus | None) -> list[Send]:
+    """Every task is finished (``outcome``): compensate a failed run first, then end it,
+    start what waited for its slot and tell a parent run."""
+    if outcome is None:
+        return []
+    sends: list[Send] = []
+    if outcome == RunStatus.FAILED and plan.compensates:
+        finished, more = compensation.advance(session, run, plan.definition)
+        sends += more
+        if not finished:
+            return sends
+    if run.status not in runner.FINISHED_RUN:
+        run.status = outcome.value
+        run.finished_at = runner.now()
+        sends += promote_queued(session, run.workflow_id, plan.definition.max_active_runs)
+        if run.parent_attempt_id is not None:
+            sends.append(Send(run.parent_attempt_id, "default", child_run=run.id))
+    return sends
+
+
+def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Send]:
+    """A run finished: start the oldest runs of the workflow that waited for a slot."""
+    if not limit:
+        return []
+    session.flush()
+    active = session.execute(
+        select(func.count()).select_from(Run).where(
+            Run.workflow_id == workflow_id,
+            Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
+        )
+    ).scalar_one()
+    waiting = session.execute(
+        select(Run).where(Run.workflow_id == workflow_id, Run.status == RunStatus.QUEUED.value)
+        .order_by(Run.created_at, Run.id).limit(max(0, limit - int(active)))
+        .options(lazyload("*")).with_for_update(of=Run)
+    ).scalars().all()
+    sends: list[Send] = []
+    for queued in waiting:
+        sends += runner.start(session, queued)
+    return sends
+
+
+def _when(session: Any, run: Run, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
+    try:
+        scope = runner.scope_for(session, run, plan.reads(spec, "when"))
+        if dsl.evaluate_condition(str(spec.when), scope, path="when"):
+            return True
+        runner.finish_task(task, TaskStatus.SKIPPED)
+    except dsl.ExpressionError as exc:
+        runner.finish_task(task, TaskStatus.FAILED, str(exc))
+    return False

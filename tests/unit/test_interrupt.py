@@ -1,0 +1,108 @@
+"""Stopping a job that runs in the worker's own process, and the watchdog."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from app.runtime import interrupt
+
+
+@pytest.fixture()
+def worker_state() -> Iterator[None]:
+    previous = signal.getsignal(interrupt.STOP_SIGNAL)
+    interrupt.install()
+    try:
+        yield
+    finally:
+        interrupt.job_ended()
+        signal.signal(interrupt.STOP_SIGNAL, previous)
+
+
+def stop_later(job_id: str, after: float) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(after), interrupt.request_stop(job_id)))
+    thread.start()
+    return thread
+
+
+def test_a_stop_interrupts_a_blocking_call_inside_the_task(worker_state):
+    interrupt.job_started("job-1")
+    thread = stop_later("job-1", 0.2)
+    t0 = time.monotonic()
+    with pytest.raises(interrupt.JobStopped), interrupt.interruptible():
+        time.sleep(10)
+    assert time.monotonic() - t0 < 2
+    thread.join()
+
+
+def test_a_stop_before_the_task_starts_stops_it_at_its_start(worker_state):
+    interrupt.job_started("job-2")
+    assert interrupt.request_stop("job-2")
+    ran = []
+    with pytest.raises(interrupt.JobStopped), interrupt.interruptible():
+        ran.append(1)
+    assert ran == []
+
+
+def test_the_engine_s_bookkeeping_is_never_interrupted(worker_state):
+    interrupt.job_started("job-3")
+    thread = stop_later("job-3", 0.1)
+    time.sleep(0.4)  # outside interruptible(): the stop waits
+    thread.join()
+    with pytest.raises(interrupt.JobStopped), interrupt.interruptible():
+        pass
+
+
+def test_a_stop_for_another_job_or_outside_a_worker_does_nothing(worker_state):
+    interrupt.job_started("job-4")
+    assert not interrupt.request_stop("job-other")
+    with interrupt.interruptible():
+        time.sleep(0.05)
+    interrupt.job_ended()
+    assert not interrupt.request_stop("job-4")
+    with interrupt.interruptible():  # not in a worker's job: a plain block
+        pass
+
+
+WATCHDOG = textwrap.dedent("""
+    import time
+    from app.runtime import interrupt
+    interrupt.OVERDUE_GRACE = 0.2
+    interrupt.STOP_GRACE = 0.2
+    dog = interrupt.Watchdog("test")
+    dog.arm("job", {timeout})
+    if {stop}:
+        dog.stopping("job")
+    time.sleep(0.1 if {disarm} else 0)
+    if {disarm}:
+        dog.disarm()
+    time.sleep(3)
+    print("survived")
+""")
+
+
+@pytest.mark.parametrize(("timeout", "stop", "disarm", "killed"), [
+    (0.3, False, False, True),   # overdue: 60 s (here 0.2 s) past the job timeout
+    (None, True, False, True),   # a stop not obeyed within the grace
+    (0.3, False, True, False),   # the job ended in time
+    (None, False, False, False),  # no timeout, no stop: never
+])
+def test_the_watchdog_kills_a_worker_whose_job_overstays(timeout, stop, disarm, killed):
+    code = WATCHDOG.format(timeout=timeout, stop=stop, disarm=disarm)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    if killed:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert time.monotonic() - t0 < 3
+        assert "survived" not in proc.stdout
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert "survived" in proc.stdout

@@ -37,7 +37,7 @@ def register(reg: Registrar) -> None:
         # modules imported (marshmallow schemas, forms, templates). Live updates are
         # still published (capability.live, through the Redis message queue).
         return
-    from capability import live
+    from capability import live_web
     from capability.api import TransportApi
     from capability.run_api import RunApi
     from capability.run_views import FailedTaskView, RunView
@@ -56,7 +56,7 @@ def register(reg: Registrar) -> None:
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
-    reg.on_ready(live.install)  # Socket.IO namespace /runs: live run updates
+    reg.on_ready(live_web.install)  # Socket.IO namespace /runs: live run updates
 
 
 def health() -> dict[str, Any]:

@@ -7,29 +7,30 @@ so every web process delivers it to the browsers watching that run, wherever the
 change happened (a worker, another web process). Publishing never raises: a lost
 update costs a browser one refresh, a raised one would fail the task that made it.
 
-A browser joins a room with ``join {run_id}``; the web process checks that the signed-in
-user may read the run (team scope, as ``GET /api/v1/runs/<id>``) before it lets it in.
+Browsers join a run's room through the namespace in ``capability.live_web`` (web role
+only). Workers publish through ``publish_run_soon`` (coalesced, off the hot path) and
+``QueueEmitter`` (no python-socketio in a worker).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import socketio as pysocketio
-from flask import Flask, current_app, g, has_app_context
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
-from app.errors import NotFound
-from app.extensions import db, socketio
+from app.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +109,41 @@ def _context(app: Flask) -> Iterator[None]:
         yield
 
 
+# Flask-SocketIO's message-queue channel, and the message python-socketio's
+# PubSubManager.emit publishes there (JSON): every web process's listener hands it to
+# the clients in the room. Workers publish it themselves, so they never load
+# python-socketio, Engine.IO and requests (about 9 MB each); tests/integration
+# test_live.py checks a browser-side client receives it through a web process.
+CHANNEL = "flask-socketio"
+
+
+class QueueEmitter:
+    """Write-only: publishes Socket.IO emits on the message queue (Redis)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.host_id = uuid.uuid4().hex
+
+    def emit(self, event: str, data: Any, namespace: str = "/", to: str | None = None) -> None:
+        self.conn.publish(CHANNEL, json.dumps({
+            "method": "emit", "event": event, "data": [data], "binary": False,
+            "namespace": namespace, "room": to, "skip_sid": None, "callback": None,
+            "host_id": self.host_id,
+        }))
+
+
 def _emitter(app: Flask) -> Any:
     """The app's Socket.IO server (it publishes to the message queue) or, where none was
-    set up, a write-only emitter on ``REDIS_URL``, one per process."""
+    set up (workers), a ``QueueEmitter`` on ``REDIS_URL``, one per process."""
     own = app.extensions.get("socketio")
     if own is not None and getattr(own, "server", None) is not None:
         return own
+    from app.runtime.redis_conn import get_redis
+
     url = app.config["REDIS_URL"]
     with _emitters_lock:
         if url not in _emitters:
-            from flask_socketio import SocketIO
-
-            _emitters[url] = SocketIO(message_queue=url)
+            _emitters[url] = QueueEmitter(get_redis(app))
         return _emitters[url]
 
 
@@ -225,93 +249,3 @@ def publish_attempt(app: Flask, attempt_id: str) -> None:
         return
     if run_id is not None:
         publish_run(app, run_id)
-
-
-# -- the web side: who may watch ------------------------------------------------------
-class RunsNamespace(pysocketio.Namespace):
-    """``/runs``: a signed-in user joins the room of a run they may read.
-
-    One instance serves every Socket.IO server of the process (tests build several
-    apps); each event is answered by the server that holds the client's session.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(NAMESPACE)
-        self._servers: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def _set_server(self, server: Any) -> None:
-        super()._set_server(server)
-        self._servers.add(server)
-
-    def _server_of(self, sid: str) -> tuple[Any, dict[str, Any]] | None:
-        for server in list(self._servers):
-            environ = server.get_environ(sid, namespace=NAMESPACE)
-            if environ is not None:
-                return server, environ
-        return None
-
-    @staticmethod
-    def _user(environ: dict[str, Any]) -> Any:
-        from flask_login import current_user
-
-        user = current_user._get_current_object()  # type: ignore[attr-defined]
-        return user if getattr(user, "is_authenticated", False) else None
-
-    def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        app = environ.get("flask.app")
-        if app is None:
-            return False
-        with app.request_context(environ):
-            return self._user(environ) is not None
-
-    def on_join(self, sid: str, data: Any) -> dict[str, Any]:
-        found = self._server_of(sid)
-        run_id = data.get("run_id") if isinstance(data, dict) else None
-        if found is None or not isinstance(run_id, str):
-            return {"ok": False, "error": "send {run_id}"}
-        server, environ = found
-        with environ["flask.app"].request_context(environ):
-            state = _readable_state(self._user(environ), run_id)
-        if state is None:
-            log.info("socket %s refused the room of run %s", sid, run_id)
-            return {"ok": False, "error": "not found"}
-        server.enter_room(sid, room(run_id), namespace=NAMESPACE)
-        return {"ok": True, "run": state}
-
-    def on_leave(self, sid: str, data: Any) -> None:
-        found = self._server_of(sid)
-        run_id = data.get("run_id") if isinstance(data, dict) else None
-        if found is not None and isinstance(run_id, str):
-            found[0].leave_room(sid, room(run_id), namespace=NAMESPACE)
-
-
-def _readable_state(user: Any, run_id: str) -> dict[str, Any] | None:
-    """The run's state when ``user`` may read it (the Runs read permission and its team)."""
-    from app.security.actor import actor_for_user
-    from capability import runs
-
-    if user is None:
-        return None
-    sm = current_app.extensions["appbuilder"].sm
-    g.user = user  # what FAB's permission check reads
-    try:
-        if not sm.has_access("can_read", "Runs"):
-            return None
-        actor = actor_for_user(db.session, user)
-        return run_state(db.session, runs.get_run(db.session, actor, run_id))
-    except NotFound:
-        return None
-    finally:
-        db.session.remove()
-
-
-_namespace = RunsNamespace()
-
-
-def install(app: Flask) -> None:
-    """Serve ``/runs`` on this app's Socket.IO server (and on every later one)."""
-    if _namespace not in socketio.namespace_handlers:
-        socketio.namespace_handlers.append(_namespace)
-    server = socketio.server
-    if server is not None and server.namespace_handlers.get(NAMESPACE) is not _namespace:
-        server.register_namespace(_namespace)

@@ -66,6 +66,10 @@ def current_job() -> str | None:
     return _state.job_id
 
 
+def stop_pending() -> bool:
+    return _state.stop is not None and _state.stop == _state.job_id
+
+
 def request_stop(job_id: str) -> bool:
     """Ask the running job ``job_id`` to stop (from any thread). False when this process
     is not running it."""

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, get_current_job
 from rq.scheduler import RQScheduler
+from rq.utils import now as utcnow
 
 from app.extensions import db
 from app.runtime import interrupt
@@ -153,13 +154,40 @@ class AppWorker(SimpleWorker):
         interrupt.install()
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        global _current
+        _current = self
         interrupt.job_started(job.id)
         self.watchdog.arm(job.id, job.timeout)
         try:
             super().execute_job(job, queue)
         finally:
+            _current = None
             self.watchdog.disarm()
             interrupt.job_ended()
+
+    def continue_as(self, job_id: str, rq_timeout: float) -> bool:
+        """The running job goes on with the work of ``job_id`` (never enqueued: see
+        ``capability.engine.jobs``): stop-job commands for ``job_id`` reach it, the
+        reaper sees this worker on it, the watchdog guards its timeout. False when this
+        worker is shutting down or its job was asked to stop."""
+        if self._stop_requested or interrupt.stop_pending():
+            return False
+        job = get_current_job()
+        ttl = int(rq_timeout) + 60
+        # RQ's alarm for the first job must not cut the next one short; the watchdog
+        # (re-armed below) and the task's own timeout guard it instead.
+        signal.alarm(0)
+        with self.connection.pipeline() as pipe:
+            self.set_current_job_id(job_id, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            if job is not None:
+                if self.execution is not None:
+                    self.execution.heartbeat(job.started_job_registry, ttl, pipeline=pipe)
+                job.heartbeat(utcnow(), ttl, pipeline=pipe, xx=True)
+            pipe.execute()
+        interrupt.job_started(job_id)
+        self.watchdog.arm(job_id, rq_timeout)
+        return True
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         # RQ's stop-job command lands here (pub/sub thread) after setting
@@ -184,6 +212,15 @@ class AppWorker(SimpleWorker):
         if self.pubsub_thread:
             self.pubsub_thread.stop()
         super().unsubscribe()
+
+
+_current: AppWorker | None = None  # the AppWorker running a job in this process
+
+
+def serving() -> AppWorker | None:
+    """The AppWorker whose job runs now in this process (None outside one: the tests'
+    in-process workers, the web)."""
+    return _current
 
 
 class AppScheduler(RQScheduler):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from rq import Queue
-from rq.command import send_stop_job_command
+from rq import Queue, Worker
+from rq.command import send_command, send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
@@ -78,8 +78,17 @@ class Dispatcher:
             job_id = JOB_PREFIX + attempt_id
             try:
                 send_stop_job_command(self.conn, job_id)
+                continue
+            except NoSuchJobError:
+                # No job of its own: a worker that went on with it after the task before
+                # (jobs.run_attempt) runs it under its id, or nobody does.
+                for worker in Worker.all(connection=self.conn):
+                    if worker.get_current_job_id() == job_id:
+                        send_command(self.conn, worker.name, "stop-job", job_id=job_id)
+                continue
+            except InvalidJobOperation:
+                pass
+            try:
+                Job.fetch(job_id, connection=self.conn).cancel()
             except (InvalidJobOperation, NoSuchJobError):
-                try:
-                    Job.fetch(job_id, connection=self.conn).cancel()
-                except (InvalidJobOperation, NoSuchJobError):
-                    pass  # already finished: its completion will be ignored
+                pass  # already finished: its completion will be ignored

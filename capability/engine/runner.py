@@ -268,7 +268,9 @@ _BEGIN_LOCK = (
            TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind)
     .join(TaskRun, TaskRun.run_id == Run.id)
     .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
-    .where(TaskAttempt.id == bindparam("attempt_id")).with_for_update(of=Run)
+    # A share lock: begins of the same run (a fan-out) do not wait for each other, while
+    # a control or a completion (FOR UPDATE) still waits for them and they for it.
+    .where(TaskAttempt.id == bindparam("attempt_id")).with_for_update(of=Run, read=True)
 )
 _BEGIN_READ = (
     select(TaskAttempt.status, TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id,

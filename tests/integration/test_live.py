@@ -190,3 +190,22 @@ def test_publishing_never_raises(app):
     broken = Flask("broken")
     broken.config.update(REDIS_URL="redis://127.0.0.1:1/0")
     live.publish_run(broken, "x")  # no database, no Redis: logged, not raised
+
+
+def test_a_worker_s_emitter_reaches_the_browser_through_a_web_process(app, world, base_url):
+    """Workers publish with ``live.QueueEmitter`` (no python-socketio): the web process's
+    message-queue listener must deliver what it publishes as its own emits."""
+    from app.runtime.redis_conn import get_redis
+
+    run_id = start(app.test_client(), world["h"], world["diamond"])
+    watcher = Watcher(base_url, world["users"]["Viewer"])
+    try:
+        assert watcher.join(run_id)["ok"]
+        ready(app, watcher, run_id)
+        emitter = live.QueueEmitter(get_redis(app))
+        state = {"id": run_id, "status": "running", "tasks": [{"task_id": "x"}]}
+        emitter.emit(live.EVENT, state, namespace=NS, to=live.room(run_id))
+        got = watcher.received(run_id, until=lambda s: s.get("tasks") == state["tasks"])
+        assert got and got[-1] == state
+    finally:
+        watcher.close()

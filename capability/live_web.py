@@ -1,0 +1,111 @@
+"""The web side of live run updates: the Socket.IO namespace ``/runs``.
+
+A browser joins a room with ``join {run_id}``; the web process checks that the
+signed-in user may read the run (team scope, as ``GET /api/v1/runs/<id>``) before it
+lets it in. Only the web role imports this (python-socketio): workers publish through
+``capability.live``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+import socketio as pysocketio
+from flask import Flask, current_app, g
+
+from app.errors import NotFound
+from app.extensions import db, socketio
+from capability.live import NAMESPACE, room, run_state
+
+log = logging.getLogger(__name__)
+
+
+class RunsNamespace(pysocketio.Namespace):
+    """``/runs``: a signed-in user joins the room of a run they may read.
+
+    One instance serves every Socket.IO server of the process (tests build several
+    apps); each event is answered by the server that holds the client's session.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(NAMESPACE)
+        self._servers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _set_server(self, server: Any) -> None:
+        super()._set_server(server)
+        self._servers.add(server)
+
+    def _server_of(self, sid: str) -> tuple[Any, dict[str, Any]] | None:
+        for server in list(self._servers):
+            environ = server.get_environ(sid, namespace=NAMESPACE)
+            if environ is not None:
+                return server, environ
+        return None
+
+    @staticmethod
+    def _user(environ: dict[str, Any]) -> Any:
+        from flask_login import current_user
+
+        user = current_user._get_current_object()  # type: ignore[attr-defined]
+        return user if getattr(user, "is_authenticated", False) else None
+
+    def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        app = environ.get("flask.app")
+        if app is None:
+            return False
+        with app.request_context(environ):
+            return self._user(environ) is not None
+
+    def on_join(self, sid: str, data: Any) -> dict[str, Any]:
+        found = self._server_of(sid)
+        run_id = data.get("run_id") if isinstance(data, dict) else None
+        if found is None or not isinstance(run_id, str):
+            return {"ok": False, "error": "send {run_id}"}
+        server, environ = found
+        with environ["flask.app"].request_context(environ):
+            state = _readable_state(self._user(environ), run_id)
+        if state is None:
+            log.info("socket %s refused the room of run %s", sid, run_id)
+            return {"ok": False, "error": "not found"}
+        server.enter_room(sid, room(run_id), namespace=NAMESPACE)
+        return {"ok": True, "run": state}
+
+    def on_leave(self, sid: str, data: Any) -> None:
+        found = self._server_of(sid)
+        run_id = data.get("run_id") if isinstance(data, dict) else None
+        if found is not None and isinstance(run_id, str):
+            found[0].leave_room(sid, room(run_id), namespace=NAMESPACE)
+
+
+def _readable_state(user: Any, run_id: str) -> dict[str, Any] | None:
+    """The run's state when ``user`` may read it (the Runs read permission and its team)."""
+    from app.security.actor import actor_for_user
+    from capability import runs
+
+    if user is None:
+        return None
+    sm = current_app.extensions["appbuilder"].sm
+    g.user = user  # what FAB's permission check reads
+    try:
+        if not sm.has_access("can_read", "Runs"):
+            return None
+        actor = actor_for_user(db.session, user)
+        return run_state(db.session, runs.get_run(db.session, actor, run_id))
+    except NotFound:
+        return None
+    finally:
+        db.session.remove()
+
+
+_namespace = RunsNamespace()
+
+
+def install(app: Flask) -> None:
+    """Serve ``/runs`` on this app's Socket.IO server (and on every later one)."""
+    if _namespace not in socketio.namespace_handlers:
+        socketio.namespace_handlers.append(_namespace)
+    server = socketio.server
+    if server is not None and server.namespace_handlers.get(NAMESPACE) is not _namespace:
+        server.register_namespace(_namespace)

@@ -174,7 +174,7 @@ def publish_run(app: Flask, run_id: str) -> None:
 # two per task), after a WINDOW that gathers a burst. Watchers still see every change
 # within a second, and always the final state.
 WINDOW = 0.05
-MIN_INTERVAL = 0.25
+MIN_INTERVAL = 0.5
 
 
 class _Flusher:

@@ -65,9 +65,9 @@ def world(app: Flask) -> dict[str, Any]:
 # Steps further apart than the workers' coalescing interval (live.MIN_INTERVAL).
 STEPS = [
     {"id": "one", "type": "python",
-     "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 0.4}}},
+     "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 0.8}}},
     {"id": "two", "type": "python", "depends_on": ["one"],
-     "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 0.4}}},
+     "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 0.8}}},
     {"id": "three", "type": "noop", "depends_on": ["two"]},
 ]
 

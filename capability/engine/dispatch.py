@@ -23,6 +23,7 @@ class Send:
     timeout: float | None = None
     finish_delay: bool = False  # the end of a `delay` task, not a new attempt
     child_run: str | None = None  # a finished sub-workflow run: tell its parent
+    instant: bool = False  # begin, run and record in one transaction (runner.INSTANT_TYPES)
 
 
 class Dispatcher:
@@ -56,12 +57,14 @@ class Dispatcher:
             # enforced in the job so that it becomes a retriable failure.
             timeout = int((item.timeout or self.default_timeout) + 30)
             if item.delay > 0:
-                queue.enqueue_in(dt.timedelta(seconds=item.delay), func, item.attempt_id,
+                args = (item.attempt_id, True) if item.instant else (item.attempt_id,)
+                queue.enqueue_in(dt.timedelta(seconds=item.delay), func, *args,
                                  job_id=job_id, job_timeout=timeout, result_ttl=0,
                                  failure_ttl=86400)
             else:
+                args = (item.attempt_id, True) if item.instant else (item.attempt_id,)
                 due.setdefault(item.queue, []).append(Queue.prepare_data(
-                    func, (item.attempt_id,), job_id=job_id, timeout=timeout, result_ttl=0,
+                    func, args, job_id=job_id, timeout=timeout, result_ttl=0,
                     failure_ttl=86400))
         if not due:
             return

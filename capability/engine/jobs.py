@@ -86,7 +86,7 @@ def _publish(run_id: str) -> None:
     live.publish_run_soon(current_app._get_current_object(), run_id)  # type: ignore[attr-defined]
 
 
-def run_attempt(attempt_id: str) -> None:
+def run_attempt(attempt_id: str, instant: bool = False) -> None:
     """Run an attempt; then, while ``FOLLOW_BUDGET`` lasts, the next one it made ready.
 
     A task whose end makes the next task of its run ready (a chain: step after step)
@@ -101,7 +101,7 @@ def run_attempt(attempt_id: str) -> None:
     followed = False
     while True:
         try:
-            sends, run_id = _run_one(attempt_id)
+            sends, run_id = _run_one(attempt_id, instant)
         except interrupt.JobStopped:
             if not followed:
                 raise  # RQ records its own job as stopped
@@ -112,7 +112,7 @@ def run_attempt(attempt_id: str) -> None:
             _publish(run_id)
         if follow is None:
             return
-        attempt_id, followed = follow.attempt_id, True
+        attempt_id, instant, followed = follow.attempt_id, follow.instant, True
 
 
 def _follow(sends: list[Send], deadline: float) -> Send | None:
@@ -131,14 +131,20 @@ def _follow(sends: list[Send], deadline: float) -> Send | None:
     return None
 
 
-def _run_one(attempt_id: str) -> tuple[list[Send], str | None]:
-    """Begin, execute and record one attempt: (what to send, its run id)."""
+def _run_one(attempt_id: str, instant: bool = False) -> tuple[list[Send], str | None]:
+    """Begin, execute and record one attempt: (what to send, its run id). An instant
+    one (``runner.INSTANT_TYPES``) in one transaction."""
     # begin_attempt waits out an early arrival itself (no statement of its own for it).
-    ctx = runner.begin_attempt(db.session, attempt_id, _worker_name(), MAX_EARLY_WAIT)
+    ctx = runner.begin_attempt(db.session, attempt_id, _worker_name(), MAX_EARLY_WAIT,
+                               instant=instant)
     if ctx is None:
         db.session.remove()
         return [], None
-    _publish(ctx.run_id)
+    if instant and ctx.task.type not in runner.INSTANT_TYPES:
+        db.session.commit()  # never hold the run lock across real work
+        instant = False
+    if not instant:
+        _publish(ctx.run_id)
     outcome = execute(ctx, _settings())
     if outcome.start_child is not None:
         sends = subruns.start_child(db.session, attempt_id, outcome.start_child)

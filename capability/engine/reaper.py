@@ -153,7 +153,9 @@ def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
         if attempt.status != "running" and run.status != RunStatus.RUNNING:
             continue
         try:
-            definition = runner.definition_of(run.version)
+            # Cached by version id: no JSON read or serialised per attempt (a pass over
+            # a 1,000-task run would otherwise dump its definition 1,000 times).
+            definition = runner.plan_for(session, run).definition
             spec = compensation.spec_for(definition, task)  # a compensation step's own
         except Exception:  # one bad row must not stop the recovery of the others
             log.exception("reaper: cannot read the task of attempt %s", attempt.id)

@@ -23,15 +23,15 @@ def login(page: Any, username: str, password: str) -> None:
     assert form.locator("input[name=csrf_token]").get_attribute("value")
     form.locator("input[name=username]").fill(username)
     form.locator("input[name=password]").fill(password)
-    form.locator("input[type=submit]").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        form.locator("input[type=submit]").click()
 
 
 def open_menu(page: Any, category: str, item: str) -> None:
     navbar = page.locator(".navbar")
     navbar.locator("a.dropdown-toggle", has_text=re.compile(rf"^\s*{category}\s*$")).click()
-    navbar.locator(".dropdown-menu a", has_text=re.compile(rf"^\s*{item}\s*$")).click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        navbar.locator(".dropdown-menu a", has_text=re.compile(rf"^\s*{item}\s*$")).click()
 
 
 def settle(page: Any) -> None:
@@ -131,8 +131,8 @@ def test_admin_creates_team_through_form(
     assert form.locator("input[name=csrf_token]").get_attribute("value")
     name = unique("e2e-team")
     form.locator("input[name=name]").fill(name)
-    form.locator("button[type=submit]").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
 
     assert "/teamview/list/" in page.url, page.content()
     assert page.locator(".alert-success").is_visible(), page.locator(".alert").all_inner_texts()

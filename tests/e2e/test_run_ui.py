@@ -84,16 +84,18 @@ def test_author_runs_a_workflow_and_watches_it_live(
     login(page, author["username"], author["password"])
     page.goto(f"/workflows/{wid}")
     page.locator("#run-workflow").click()
-    page.locator("#run-form").wait_for(state="visible")
+    # The panel opens with Bootstrap's collapse animation: click once it has settled,
+    # and wait for the page the POST answers (not for the current page's load state).
+    page.locator("#run-panel.collapse.in").wait_for()
     assert page.locator("#param-region").input_value() == "eu-west"
-    page.locator("#start-run").click()  # batch is required: the form says so, no run
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#start-run").click()  # batch is required: the form says so, no run
     assert page.locator("#param-batch-error").inner_text() == "parameter required"
     settle(page)
     page.screenshot(path=str(screenshots / "run_form.png"))
     page.locator("#param-batch").fill("42")
-    page.locator("#start-run").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#start-run").click()
     assert re.search(r"/runs/[0-9a-f-]{36}$", page.url), page.url
     run_id = page.url.rsplit("/", 1)[-1]
     assert page.locator(".alert-success", has_text="Run started.").is_visible()
@@ -146,8 +148,8 @@ def test_author_runs_a_workflow_and_watches_it_live(
     assert page.locator("tr.apg-run-row").count() == 3
     settle(page)
     page.screenshot(path=str(screenshots / "runs_list.png"), full_page=True)
-    row.locator("td").nth(1).click()  # anywhere on the row opens the run
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        row.locator("td").nth(1).click()  # anywhere on the row opens the run
     assert page.url.endswith(f"/runs/{run_id}")
 
     assert_no_csp_errors(console)
@@ -183,8 +185,8 @@ def test_operator_approves_a_task_and_retries_a_failed_run(
     assert box.is_visible() and "Publish the report?" in box.inner_text()
     assert page.locator("#run-pause").is_visible() and not page.locator("#run-resume").is_visible()
     box.locator("textarea[name=comment]").fill("numbers checked")
-    box.locator(".apg-approve").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        box.locator(".apg-approve").click()
     assert page.locator(".alert-success", has_text="Task approve approved.").is_visible()
     page.locator("#live-indicator", has_text="live").wait_for()
     drain(app, runs["approval"])
@@ -209,8 +211,8 @@ def test_operator_approves_a_task_and_retries_a_failed_run(
     assert "card declined" in undone.inner_text() and undone.locator(".apg-retry-run").count() == 0
     settle(page)
     page.screenshot(path=str(screenshots / "failed_tasks.png"))
-    row.locator(".apg-retry-run").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        row.locator(".apg-retry-run").click()
     assert page.locator(".alert-success", has_text="Failed tasks queued again.").is_visible()
     assert "/failed_tasks/list/" in page.url
     assert drain(app, runs["failing"]) == "failed"

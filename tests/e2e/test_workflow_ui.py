@@ -88,8 +88,8 @@ def test_author_writes_validates_saves_edits_diffs_and_rolls_back(
 
     open_menu(page, "Workflows", "Workflows")
     assert "/workflows/list/" in page.url
-    page.locator("#new-workflow").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#new-workflow").click()
     assert page.url.endswith("/workflows/new")
     assert page.locator("#team option:checked").inner_text().startswith(team["name"])
 
@@ -116,8 +116,8 @@ def test_author_writes_validates_saves_edits_diffs_and_rolls_back(
     assert marked_lines(page) == []
     assert not page.locator("#workflow-errors").is_visible()
 
-    page.locator("#save").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#save").click()
     assert re.search(r"/workflows/[0-9a-f-]{36}$", page.url), page.url
     workflow_url = page.url
     assert page.locator("#workflow-name").inner_text() == "order-sync"
@@ -125,19 +125,19 @@ def test_author_writes_validates_saves_edits_diffs_and_rolls_back(
     assert page.locator("#workflow-version").inner_text() == "v1"
 
     # A second version through the editor.
-    page.locator("#edit-workflow").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#edit-workflow").click()
     assert editor_value(page) == DEFINITION
     replace_text(page, SECOND)
-    page.locator("#save").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#save").click()
     assert page.url == workflow_url
     assert page.locator(".alert-success", has_text="Saved version 2").is_visible()
     assert page.locator("#versions tbody tr").count() == 2
 
     # Compare v1 -> v2 (the default pair).
-    page.locator("#compare").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#compare").click()
     assert "/diff" in page.url and "from=1" in page.url and "to=2" in page.url
     assert page.locator("td.apg-diff-del", has_text="max_parallel: 4").count() == 1
     assert page.locator("td.apg-diff-ins", has_text="max_parallel: 8").count() == 1
@@ -148,8 +148,8 @@ def test_author_writes_validates_saves_edits_diffs_and_rolls_back(
     # Roll back to v1: a confirm dialog, then a third version equal to the first.
     page.goto(workflow_url)
     page.once("dialog", lambda dialog: dialog.accept())
-    page.locator("#version-1 .apg-rollback").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator("#version-1 .apg-rollback").click()
     assert page.locator(".alert-success", has_text="Rolled back to version 1").is_visible()
     assert page.locator("#workflow-version").inner_text() == "v3"
     assert page.locator("#version-3", has_text="rollback to v1").count() == 1
@@ -158,12 +158,12 @@ def test_author_writes_validates_saves_edits_diffs_and_rolls_back(
     page.screenshot(path=str(screenshots / "workflow_page.png"), full_page=True)
 
     # The list shows the workflow at its new version and links to its page.
-    page.locator(".apg-breadcrumb a", has_text="Workflows").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        page.locator(".apg-breadcrumb a", has_text="Workflows").click()
     row = page.locator("tr.apg-workflow-row", has_text="order-sync")
     assert "v3" in row.inner_text() and team["name"] in row.inner_text()
-    row.locator("a.apg-workflow-link").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():
+        row.locator("a.apg-workflow-link").click()
     assert page.url == workflow_url
     assert_no_csp_errors(console)
     # The browser asks for /favicon.ico on its own; the app has none.

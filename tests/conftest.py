@@ -8,8 +8,10 @@ The schema is built by running the migrations, never by ``create_all``.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -161,3 +163,19 @@ def api_token(client: FlaskClient, username: str, password: str = PASSWORD) -> s
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def serving(app: Flask, name: str = "test-server") -> Iterator[str]:
+    """``app`` on a real port (Werkzeug, threaded) while the block runs: its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -37,12 +37,16 @@ class Dispatcher:
         # The queues workers are configured to listen on (RQ_QUEUES); None: don't check.
         self.queues = queues
 
+    def job_timeout(self, item: Send) -> int:
+        """RQ's timeout for the job of ``item``: a backstop a little past the task's own,
+        which the job enforces itself so that it becomes a retriable failure."""
+        return int((item.timeout or self.default_timeout) + 30)
+
     def send(self, items: list[Send]) -> None:
         # What is due now goes in one Redis round trip (a fan-out of 1,000 tasks is one
         # pipeline, not 1,000 enqueues); waits go to RQ's scheduled registry one by one.
         due: dict[str, list[Any]] = {}
         for item in items:
-            queue = Queue(item.queue, connection=self.conn)
             if item.child_run is not None:
                 due.setdefault(item.queue, []).append(Queue.prepare_data(
                     "capability.engine.jobs.child_finished", (item.child_run,),
@@ -53,16 +57,13 @@ class Dispatcher:
                 else "capability.engine.jobs.run_attempt"
             )
             job_id = JOB_PREFIX + item.attempt_id + ("-end" if item.finish_delay else "")
-            # RQ's timeout is a backstop a little past the task's own; the task's is
-            # enforced in the job so that it becomes a retriable failure.
-            timeout = int((item.timeout or self.default_timeout) + 30)
+            timeout = self.job_timeout(item)
+            args = (item.attempt_id, True) if item.instant else (item.attempt_id,)
             if item.delay > 0:
-                args = (item.attempt_id, True) if item.instant else (item.attempt_id,)
-                queue.enqueue_in(dt.timedelta(seconds=item.delay), func, *args,
-                                 job_id=job_id, job_timeout=timeout, result_ttl=0,
-                                 failure_ttl=86400)
+                Queue(item.queue, connection=self.conn).enqueue_in(
+                    dt.timedelta(seconds=item.delay), func, *args, job_id=job_id,
+                    job_timeout=timeout, result_ttl=0, failure_ttl=86400)
             else:
-                args = (item.attempt_id, True) if item.instant else (item.attempt_id,)
                 due.setdefault(item.queue, []).append(Queue.prepare_data(
                     func, args, job_id=job_id, timeout=timeout, result_ttl=0,
                     failure_ttl=86400))

@@ -124,8 +124,8 @@ def _follow(sends: list[Send], deadline: float) -> Send | None:
     for item in sends:
         if (item.delay <= 0 and not item.finish_delay and item.child_run is None
                 and item.queue in names):
-            timeout = (item.timeout or current_app.config["TASK_DEFAULT_TIMEOUT"]) + 30
-            if worker.continue_as(JOB_PREFIX + item.attempt_id, timeout):
+            if worker.continue_as(JOB_PREFIX + item.attempt_id,
+                                  _dispatcher().job_timeout(item)):
                 return item
             return None
     return None
@@ -140,9 +140,6 @@ def _run_one(attempt_id: str, instant: bool = False) -> tuple[list[Send], str | 
     if ctx is None:
         db.session.remove()
         return [], None
-    if instant and ctx.task.type not in runner.INSTANT_TYPES:
-        db.session.commit()  # never hold the run lock across real work
-        instant = False
     if not instant:
         _publish(ctx.run_id)
     outcome = execute(ctx, _settings())

@@ -8,7 +8,6 @@ Chromium is Debian's package; a missing browser fails the suite, it never skips.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import make_config
+from tests.conftest import make_config, serving
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,22 +32,13 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 @pytest.fixture(scope="session")
 def live_server(app: Flask, service_urls: dict[str, str]) -> Iterator[str]:
     """Serve a CSRF-enabled app on 127.0.0.1:<free port>; yields its base URL."""
-    from werkzeug.serving import make_server
-
     from app import create_app
 
     # ``app`` is requested first: it runs the migrations this app starts on.
     live = create_app(make_config(service_urls, WTF_CSRF_ENABLED=True))
     assert live.config["WTF_CSRF_ENABLED"] is True
-    server = make_server("127.0.0.1", 0, live, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(live, "e2e-live-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

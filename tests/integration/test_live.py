@@ -6,7 +6,6 @@ real port (Flask-SocketIO's test client refuses an app with a message queue)."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ import socketio as sio_client
 from flask import Flask
 
 from capability import live
-from tests.conftest import PASSWORD, api_token, auth
+from tests.conftest import PASSWORD, api_token, auth, serving
 from tests.engine_support import drain, work_once
 from tests.integration.test_run_views import APPROVAL, DIAMOND, make_workflow, start
 
@@ -26,17 +25,10 @@ NS = live.NAMESPACE
 
 @pytest.fixture(scope="module")
 def base_url(app: Flask) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-test-server", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        with serving(app, "live-test-server") as url:
+            yield url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
         quiet_socketio_listener()
 
 

@@ -244,7 +244,6 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_up_starts_its_workers_and_scheduler_in_the_worker_role(app, tmp_path):
     import socket
     import urllib.request

@@ -161,7 +161,7 @@ def drive(app: Any, fifo: Fifo, workflow_id: str) -> tuple[str, float, float, in
             item = fifo.items.popleft()
             if item.child_run is not None or item.finish_delay or item.delay:
                 raise RuntimeError(f"unexpected send {item} in a no-op workflow")
-            jobs.run_attempt(item.attempt_id)
+            jobs.run_attempt(item.attempt_id, item.instant)
             hops += 1
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         status = db.session.get(Run, run_id).status
@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() once the app is built (what a worker could do at start: "
                              "a full collection of the app's objects takes ~0.1 s)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write a cProfile of the fan-out runs to FILE (pstats format)")
     args = parser.parse_args()
 
     from app.extensions import db
@@ -214,14 +216,25 @@ def main() -> None:
         chain_cpu.append(cpu / hops)
         chain_statements.append((statements.count - before) / hops)
     fan_rates, fan_cpu, fan_statements = [], [], []
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
     for _ in range(args.fanout_repeats):
         before = statements.count
+        if profiler is not None:
+            profiler.enable()
         status, seconds, cpu, hops = drive(app, fifo, ids["fanout"])
+        if profiler is not None:
+            profiler.disable()
         assert status == "succeeded" and hops == args.fanout, (status, hops)
         fan_rates.append(hops / seconds)
         fan_cpu.append(cpu / hops)
         fan_statements.append((statements.count - before) / hops)
 
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
     chain_s = statistics.median(chain_times)
     rows = [
         (f"{args.chain} sequential no-op tasks, run start included (median of {args.repeats})",

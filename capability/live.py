@@ -211,9 +211,28 @@ class _Flusher:
                 wait = 0.0 if due else MIN_INTERVAL - min(
                     now - self.last.get(r, 0.0) for r in self.pending)
             for run_id in due:
-                publish_run(self.app, run_id)
+                if _claim(self.app, run_id):
+                    publish_run(self.app, run_id)
+                else:  # another worker sent it a moment ago: this change goes out next time
+                    with self.cond:
+                        self.pending.setdefault(run_id, None)
             if wait > 0:
                 time.sleep(wait)
+
+
+def _claim(app: Flask, run_id: str) -> bool:
+    """Whether this process sends the run's state now. One process per ``MIN_INTERVAL``
+    does (a Redis key that expires): two workers busy on one run would otherwise both
+    send its whole state twice a second. A change committed after the holder read the
+    state is still sent: its worker keeps it pending and tries again after the interval.
+    On any error: send."""
+    try:
+        from app.runtime.redis_conn import get_redis
+
+        return bool(get_redis(app).set(f"apg:live:sent:{run_id}", b"1",
+                                       px=int(MIN_INTERVAL * 1000), nx=True))
+    except Exception:
+        return True
 
 
 _flushers: weakref.WeakKeyDictionary[Flask, _Flusher] = weakref.WeakKeyDictionary()

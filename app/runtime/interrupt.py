@@ -18,6 +18,7 @@ new one, whose start-up reaper records the lost attempt.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -127,6 +128,8 @@ class Watchdog:
         self._deadline = 0.0
         self._why = ""
         self._thread: threading.Thread | None = None
+        # When the thread wakes up by itself (math.inf: only when notified; 0: unknown).
+        self._wakes_at = 0.0
 
     def arm(self, job_id: str, timeout: float | None) -> None:
         with self._cond:
@@ -137,7 +140,11 @@ class Watchdog:
             else:
                 self._deadline = 0.0
             self._ensure_thread()
-            self._cond.notify()
+            # Jobs of similar timeouts follow each other: each new deadline is later than
+            # the one the thread sleeps towards, and it is not woken (a thread switch per
+            # job); it finds the new deadline when it wakes up at the old one.
+            if self._deadline and self._deadline < self._wakes_at:
+                self._cond.notify()
 
     def stopping(self, job_id: str) -> None:
         with self._cond:
@@ -147,7 +154,8 @@ class Watchdog:
             if not self._deadline or due < self._deadline:
                 self._deadline = due
                 self._why = f"did not stop within {STOP_GRACE:.0f}s of its stop command"
-            self._cond.notify()
+            if due < self._wakes_at:
+                self._cond.notify()
 
     def disarm(self) -> None:
         with self._cond:
@@ -163,10 +171,12 @@ class Watchdog:
         with self._cond:
             while True:
                 if self._job is None or not self._deadline:
+                    self._wakes_at = math.inf
                     self._cond.wait()
                     continue
                 left = self._deadline - time.monotonic()
                 if left > 0:
+                    self._wakes_at = self._deadline
                     self._cond.wait(left)
                     continue
                 log.critical("worker %s: job %s %s; killing the worker (its supervisor "

@@ -47,3 +47,7 @@ FINISHED_TASK_STATUSES = frozenset({
     TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED,
     TaskStatus.CANCELLED,
 })
+# In a fixed order: the partial index of unfinished tasks names them in SQL, and a query
+# uses that index only when it names the same list.
+UNFINISHED_TASK_STATUSES = tuple(sorted(s.value for s in TaskStatus
+                                        if s not in FINISHED_TASK_STATUSES))

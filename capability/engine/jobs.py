@@ -20,6 +20,7 @@ from capability import dsl, live
 from capability.engine import runner, subruns
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send
 from capability.engine.executors import EXECUTORS, Settings
+from capability.engine.instant import run_attempt as run_instant
 from capability.engine.runner import AttemptContext, Outcome
 from capability.models import Run
 
@@ -134,6 +135,13 @@ def _follow(sends: list[Send], deadline: float) -> Send | None:
 def _run_one(attempt_id: str, instant: bool = False) -> tuple[list[Send], str | None]:
     """Begin, execute and record one attempt: (what to send, its run id). An instant
     one (``runner.INSTANT_TYPES``) in one transaction."""
+    if instant:
+        settings = _settings()
+        handled = run_instant(db.session, attempt_id, _worker_name(),
+                              lambda ctx: execute(ctx, settings))
+        if handled is not None:
+            db.session.remove()
+            return handled
     # begin_attempt waits out an early arrival itself (no statement of its own for it).
     ctx = runner.begin_attempt(db.session, attempt_id, _worker_name(), MAX_EARLY_WAIT,
                                instant=instant)

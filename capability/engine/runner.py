@@ -300,6 +300,15 @@ _BEGIN_ITEM = update(TaskItem).where(TaskItem.id == bindparam("item")).values(
     status=TaskStatus.RUNNING.value, started_at=func.coalesce(TaskItem.started_at, _AT))
 
 
+def mark_running(conn: Any, attempt_id: str, task_row: str, at: dt.datetime,
+                 worker: str | None, item_id: str | None = None) -> None:
+    """The attempt, its task (and element) are running from ``at``."""
+    conn.execute(_BEGIN_ATTEMPT, {"attempt_id": attempt_id, "at": at, "by": worker})
+    conn.execute(_BEGIN_TASK, {"row": task_row, "at": at})
+    if item_id:
+        conn.execute(_BEGIN_ITEM, {"item": item_id, "at": at})
+
+
 def begin_attempt(session: Any, attempt_id: str, worker: str | None,
                   max_early: float = 0.0, instant: bool = False) -> AttemptContext | None:
     """Mark the attempt running; None when it must not run (stale, duplicate, run over).
@@ -331,11 +340,7 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None,
     spec = plan.specs[run.task_id]
     if run.kind != "task":  # a compensation step: its spec is built from its task's
         spec = compensation.spec_for(plan.definition, session.get(TaskRun, run.task_row))
-    at = now()
-    conn.execute(_BEGIN_ATTEMPT, {"attempt_id": attempt_id, "at": at, "by": worker})
-    conn.execute(_BEGIN_TASK, {"row": run.task_row, "at": at})
-    if row.item_id:
-        conn.execute(_BEGIN_ITEM, {"item": row.item_id, "at": at})
+    mark_running(conn, attempt_id, run.task_row, now(), worker, row.item_id)
     scope = scope_for(session, run, plan.reads(spec, "with"))
     if row.item_id:
         scope["item"], scope["index"] = row.value, row.index

@@ -106,3 +106,38 @@ def test_the_watchdog_kills_a_worker_whose_job_overstays(timeout, stop, disarm, 
     else:
         assert proc.returncode == 0, proc.stderr
         assert "survived" in proc.stdout
+
+
+SEQUENCE = textwrap.dedent("""
+    import time
+    from app.runtime import interrupt
+    interrupt.OVERDUE_GRACE = 0.2
+    dog = interrupt.Watchdog("test")
+    for job, timeout, runs in {jobs}:
+        dog.arm(job, timeout)
+        time.sleep(runs)
+        dog.disarm()
+    print("survived", flush=True)
+""")
+
+
+@pytest.mark.parametrize(("jobs", "killed_after"), [
+    # The thread sleeps towards a far deadline; a job with a nearer one must wake it.
+    ([("a", 100, 0.05), ("b", 0.3, 3)], (0.5, 1.5)),
+    # A later deadline does not wake it: it finds b's when a's comes, and waits on.
+    ([("a", 0.3, 0.05), ("b", 1.0, 3)], (1.2, 2.5)),
+    # Many jobs that end in time (a worker's day): never.
+    ([(f"j{i}", 0.3, 0.01) for i in range(100)], None),
+])
+def test_the_watchdog_follows_one_job_after_another(jobs, killed_after):
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", SEQUENCE.format(jobs=jobs)],
+                          capture_output=True, text=True, timeout=30)
+    elapsed = time.monotonic() - t0
+    if killed_after is None:
+        assert proc.returncode == 0, proc.stderr
+        assert "survived" in proc.stdout
+    else:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        # The interpreter's start is part of the time measured here.
+        assert killed_after[0] <= elapsed <= killed_after[1] + 1.0, elapsed

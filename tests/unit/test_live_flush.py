@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 
 from flask import Flask
 
@@ -49,3 +50,32 @@ def test_nothing_is_queued_when_live_updates_are_off(monkeypatch):
     live.publish_run_soon(app, "x")
     time.sleep(0.3)
     assert calls == []
+
+
+def test_two_workers_busy_on_one_run_send_its_state_as_one(app, monkeypatch):
+    """Each worker's flusher claims the run's turn in Redis: one full state per interval
+    in all, not one per worker, and the last change still goes out."""
+    run_id = f"run-{uuid.uuid4().hex}"
+    sent: list[float] = []
+    lock = threading.Lock()
+    flushers = [live._Flusher(app), live._Flusher(app)]
+
+    def fake_publish(flask_app: Flask, rid: str) -> None:
+        assert rid == run_id
+        with lock:
+            sent.append(time.monotonic())
+
+    monkeypatch.setattr(live, "publish_run", fake_publish)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:
+        for flusher in flushers:
+            flusher.add(run_id)
+        time.sleep(0.002)
+    last_change = time.monotonic()
+    flushers[1].add(run_id)
+    time.sleep(1.2)
+    times = sorted(sent)
+    # Never both in one interval: 1.5 s is 3-4 sends, not 6-8.
+    assert 2 <= len(times) <= 1.5 / live.MIN_INTERVAL + 2, times
+    assert all(b - a >= live.MIN_INTERVAL * 0.9 for a, b in itertools.pairwise(times))
+    assert last_change < times[-1] < last_change + 1.0

@@ -1,0 +1,105 @@
+"""The attempt of an instant type (``runner.INSTANT_TYPES``: noop, transform, fail):
+lock, begin, run, record and advance in one transaction and a handful of statements.
+
+Such a task touches nothing outside the database and runs in microseconds, so what it
+costs is the engine's bookkeeping; in a 1,000-task fan-out that bookkeeping, not the
+task, sets the pace. The general path (``runner.begin_attempt`` then
+``runner.complete_attempt``) reads ORM objects twice and writes each row twice; here
+the lock's statement reads the run and the attempt's rows at once, a success is
+written with one UPDATE of the attempt and one of the task, and only the downstream
+tasks are read as ORM objects (``advance.advance_from`` decides them).
+
+What this path does not handle goes to the general one, in the same transaction or
+after a rollback: an element of a ``for_each``, an undo step, a job that came before
+its attempt's ``not_before``, and a failure (retries and their backoff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import lazyload
+
+from capability.dsl import RunStatus, TaskStatus
+from capability.engine import advance as advancing
+from capability.engine import runner
+from capability.engine.dispatch import Send
+from capability.engine.runner import AttemptContext, Outcome
+from capability.models import Run, TaskAttempt, TaskRun
+
+# A general-path result: what to send, and the run id (None: nothing ran).
+Handled = tuple[list[Send], str | None]
+
+_LOCK = (
+    select(Run, TaskRun.id, TaskRun.task_id, TaskRun.kind, TaskRun.current_attempt_id,
+           TaskAttempt.status, TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id)
+    .join(TaskRun, TaskRun.run_id == Run.id)
+    .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+    .where(TaskAttempt.id == bindparam("attempt_id")).options(lazyload("*"))
+    # Exclusive from the start: the completion needs it, and upgrading a share lock
+    # could deadlock two workers.
+    .with_for_update(of=Run).execution_options(populate_existing=True)
+)
+_AT = bindparam("at", type_=TaskAttempt.started_at.type)
+_SUCCEED_ATTEMPT = update(TaskAttempt).where(TaskAttempt.id == bindparam("attempt_id")).values(
+    status="succeeded", started_at=_AT, finished_at=_AT, worker=bindparam("by"))
+_SUCCEED_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
+    status=TaskStatus.SUCCEEDED.value, output=bindparam("output", type_=TaskRun.output.type),
+    error=None, started_at=func.coalesce(TaskRun.started_at, _AT), finished_at=_AT)
+# PostgreSQL writes both rows in one statement (a data-modifying WITH; SQLite has none).
+_SUCCEED_BOTH = _SUCCEED_TASK.add_cte(_SUCCEED_ATTEMPT.cte("succeeded_attempt"))
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """The finished task as ``advance_from`` sees it (it reads these two fields)."""
+
+    task_id: str
+    status: str
+
+
+def run_attempt(session: Any, attempt_id: str, worker: str | None,
+                execute: Callable[[AttemptContext], Outcome]) -> Handled | None:
+    """Run an instant attempt and commit; None when the general path must take it (the
+    transaction is then rolled back: nothing was written)."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    found = session.execute(_LOCK, {"attempt_id": attempt_id}).first()
+    if found is None:
+        session.rollback()
+        return [], None
+    run, row, task_id, kind, current, status, number, not_before, item_id = found
+    if item_id is not None or kind != "task" or (
+            not_before is not None and runner.seconds_until(not_before) > 0):
+        session.rollback()
+        return None
+    if status not in ("queued", "scheduled") or current != attempt_id or (
+            run.status != RunStatus.RUNNING):
+        session.rollback()  # stale or duplicate, or the run is paused or over
+        return [], None
+    plan = runner.plan_for(session, run)
+    spec = plan.specs[task_id]
+    scope = runner.scope_for(session, run, plan.reads(spec, "with"))
+    ctx = AttemptContext(attempt_id, number, run.id, spec, plan.definition, scope,
+                         plan.timeouts[task_id])
+    outcome = execute(ctx)
+    at, conn = runner.now(), session.connection()
+    if not outcome.ok:
+        # Begin as the general path does, then let it apply the retry policy.
+        runner.mark_running(conn, attempt_id, row, at, worker)
+        return runner.complete_attempt(session, attempt_id, outcome), ctx.run_id
+    values = {"attempt_id": attempt_id, "row": row, "at": at, "by": worker,
+              "output": outcome.output}
+    if conn.dialect.name == "postgresql":
+        conn.execute(_SUCCEED_BOTH, values)
+    else:
+        conn.execute(_SUCCEED_ATTEMPT, values)
+        conn.execute(_SUCCEED_TASK, values)
+    sends = advancing.advance_from(session, run, plan,
+                                   _Finished(task_id, TaskStatus.SUCCEEDED.value))  # type: ignore[arg-type]
+    session.commit()
+    return sends, ctx.run_id
+

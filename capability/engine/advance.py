@@ -73,7 +73,7 @@ _OPEN_IN = _OPEN.where(TaskRun.task_id.in_(_IDS))
 _OPEN_NOT_IN = _OPEN.where(TaskRun.task_id.not_in(_IDS))
 
 
-def advance_from(session: Any, run: Run, plan: Plan, finished: TaskRun,
+def advance_from(session: Any, run: Any, plan: Plan, finished: Any,
                  downstream: list[TaskRun] | None = None) -> list[Send]:
     """A task finished: decide its downstream tasks (and theirs, when a skip or an
     upstream failure makes them decidable too), then the run's outcome.
@@ -81,7 +81,11 @@ def advance_from(session: Any, run: Run, plan: Plan, finished: TaskRun,
     Reads only those tasks and the statuses of their upstreams (in one statement, or a
     count per status when a task has many upstreams); the outcome takes one count per
     status, and none while a task seen here is still unfinished. ``downstream``: rows of
-    the finished task's downstream tasks the caller already read under the lock."""
+    the finished task's downstream tasks the caller already read under the lock.
+
+    ``run``: the locked ``Run``, or a row of its ``id``, ``status``, ``params`` and
+    ``trigger`` (the ORM object is then loaded only if the run ends). ``finished``: the
+    task's ``TaskRun``, or anything with its ``task_id`` and ``status``."""
     if run.status != RunStatus.RUNNING:
         return []
     sends: list[Send] = []
@@ -121,7 +125,7 @@ def advance_from(session: Any, run: Run, plan: Plan, finished: TaskRun,
     return sends + _conclude(session, run, plan, outcome_of(dict(counts)))
 
 
-def _waits(session: Any, run: Run, plan: Plan, known: dict[str, TaskRun], task_id: str,
+def _waits(session: Any, run: Any, plan: Plan, known: dict[str, TaskRun], task_id: str,
            probed: dict[tuple[bool, tuple[str, ...]], bool]) -> bool:
     """Whether one of the task's upstreams is unfinished, when that can be told without
     reading the task: from the rows in hand, else with one probe per set of upstreams
@@ -135,7 +139,10 @@ def _waits(session: Any, run: Run, plan: Plan, known: dict[str, TaskRun], task_i
     key = plan.upstream_filter(task_id)
     if key not in probed:
         inside, ids = key
-        probed[key] = session.execute(
+        if session.new or session.dirty:
+            session.flush()  # what autoflush does before an ORM statement
+        # On the connection: an ORM-enabled execution costs more Python than the probe.
+        probed[key] = session.connection().execute(
             _OPEN_IN if inside else _OPEN_NOT_IN,
             {"run_id": run.id, "task_ids": list(ids)}).first() is not None
     return probed[key]
@@ -150,7 +157,7 @@ class _Upstream:
 
     ROW_BY_ROW = 100
 
-    def __init__(self, session: Any, run: Run, plan: Plan, known: dict[str, TaskRun],
+    def __init__(self, session: Any, run: Any, plan: Plan, known: dict[str, TaskRun],
                  pending: list[TaskRun]) -> None:
         self.session, self.run, self.plan, self.known = session, run, plan, known
         self.counts: dict[tuple[bool, tuple[str, ...]], Counts] = {}
@@ -183,7 +190,7 @@ class _Upstream:
         return verdict_of(self.plan.rules[task_id], self.counts[key])
 
 
-def _decide(session: Any, run: Run, plan: Plan, task: TaskRun, verdict: Verdict) -> list[Send]:
+def _decide(session: Any, run: Any, plan: Plan, task: TaskRun, verdict: Verdict) -> list[Send]:
     """Carry out a verdict on a pending task; the Sends of what it queued."""
     if verdict == Verdict.SKIP:
         runner.finish_task(task, TaskStatus.SKIPPED)
@@ -200,11 +207,13 @@ def _decide(session: Any, run: Run, plan: Plan, task: TaskRun, verdict: Verdict)
     return [runner.new_attempt(session, task, spec, plan.definition, "queued")]
 
 
-def _conclude(session: Any, run: Run, plan: Plan, outcome: RunStatus | None) -> list[Send]:
+def _conclude(session: Any, run: Any, plan: Plan, outcome: RunStatus | None) -> list[Send]:
     """Every task is finished (``outcome``): compensate a failed run first, then end it,
     start what waited for its slot and tell a parent run."""
     if outcome is None:
         return []
+    if not isinstance(run, Run):  # a row (instant.py): the run's end writes the run
+        run = session.get(Run, run.id)
     sends: list[Send] = []
     if outcome == RunStatus.FAILED and plan.compensates:
         finished, more = compensation.advance(session, run, plan.definition)
@@ -242,7 +251,7 @@ def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Se
     return sends
 
 
-def _when(session: Any, run: Run, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
+def _when(session: Any, run: Any, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
     try:
         scope = runner.scope_for(session, run, plan.reads(spec, "when"))
         if dsl.evaluate_condition(str(spec.when), scope, path="when"):

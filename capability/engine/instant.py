@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import lazyload
 
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance as advancing
@@ -33,15 +32,19 @@ from capability.models import Run, TaskAttempt, TaskRun
 # A general-path result: what to send, and the run id (None: nothing ran).
 Handled = tuple[list[Send], str | None]
 
+# Plain rows, no ORM objects: the run as ``advance.advance_from`` reads it (a run's end
+# loads the ORM object to write it), the task and the attempt.
 _LOCK = (
-    select(Run, TaskRun.id, TaskRun.task_id, TaskRun.kind, TaskRun.current_attempt_id,
-           TaskAttempt.status, TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id)
+    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger,
+           TaskRun.id.label("row"), TaskRun.task_id, TaskRun.kind,
+           TaskRun.current_attempt_id.label("current"), TaskAttempt.status.label("attempt_status"),
+           TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id)
     .join(TaskRun, TaskRun.run_id == Run.id)
     .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
-    .where(TaskAttempt.id == bindparam("attempt_id")).options(lazyload("*"))
+    .where(TaskAttempt.id == bindparam("attempt_id"))
     # Exclusive from the start: the completion needs it, and upgrading a share lock
     # could deadlock two workers.
-    .with_for_update(of=Run).execution_options(populate_existing=True)
+    .with_for_update(of=Run)
 )
 _AT = bindparam("at", type_=TaskAttempt.started_at.type)
 _SUCCEED_ATTEMPT = update(TaskAttempt).where(TaskAttempt.id == bindparam("attempt_id")).values(
@@ -67,31 +70,31 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
     transaction is then rolled back: nothing was written)."""
     if session.new or session.dirty or session.deleted:
         session.flush()
-    found = session.execute(_LOCK, {"attempt_id": attempt_id}).first()
-    if found is None:
+    conn = session.connection()
+    run = conn.execute(_LOCK, {"attempt_id": attempt_id}).first()
+    if run is None:
         session.rollback()
         return [], None
-    run, row, task_id, kind, current, status, number, not_before, item_id = found
-    if item_id is not None or kind != "task" or (
-            not_before is not None and runner.seconds_until(not_before) > 0):
+    if run.item_id is not None or run.kind != "task" or (
+            run.not_before is not None and runner.seconds_until(run.not_before) > 0):
         session.rollback()
         return None
-    if status not in ("queued", "scheduled") or current != attempt_id or (
+    if run.attempt_status not in ("queued", "scheduled") or run.current != attempt_id or (
             run.status != RunStatus.RUNNING):
         session.rollback()  # stale or duplicate, or the run is paused or over
         return [], None
-    plan = runner.plan_for(session, run)
-    spec = plan.specs[task_id]
+    plan = runner.plan_for_version(session, run.version_id)
+    spec = plan.specs[run.task_id]
     scope = runner.scope_for(session, run, plan.reads(spec, "with"))
-    ctx = AttemptContext(attempt_id, number, run.id, spec, plan.definition, scope,
-                         plan.timeouts[task_id])
+    ctx = AttemptContext(attempt_id, run.number, run.id, spec, plan.definition, scope,
+                         plan.timeouts[run.task_id])
     outcome = execute(ctx)
-    at, conn = runner.now(), session.connection()
+    at = runner.now()
     if not outcome.ok:
         # Begin as the general path does, then let it apply the retry policy.
-        runner.mark_running(conn, attempt_id, row, at, worker)
+        runner.mark_running(conn, attempt_id, run.row, at, worker)
         return runner.complete_attempt(session, attempt_id, outcome), ctx.run_id
-    values = {"attempt_id": attempt_id, "row": row, "at": at, "by": worker,
+    values = {"attempt_id": attempt_id, "row": run.row, "at": at, "by": worker,
               "output": outcome.output}
     if conn.dialect.name == "postgresql":
         conn.execute(_SUCCEED_BOTH, values)
@@ -99,7 +102,7 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
         conn.execute(_SUCCEED_ATTEMPT, values)
         conn.execute(_SUCCEED_TASK, values)
     sends = advancing.advance_from(session, run, plan,
-                                   _Finished(task_id, TaskStatus.SUCCEEDED.value))  # type: ignore[arg-type]
+                                   _Finished(run.task_id, TaskStatus.SUCCEEDED.value))
     session.commit()
     return sends, ctx.run_id
 

@@ -23,7 +23,7 @@ def _items(session: Any, task: TaskRun) -> list[TaskItem]:
     ).scalars())
 
 
-def start(session: Any, run: Run, task: TaskRun, spec: dsl.TaskSpec,
+def start(session: Any, run: Any, task: TaskRun, spec: dsl.TaskSpec,
           definition: dsl.WorkflowDefinition) -> list[Send]:
     """The task became ready: evaluate its list and queue the first elements."""
     try:

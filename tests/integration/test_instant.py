@@ -8,7 +8,7 @@ from sqlalchemy import event
 from app.extensions import db
 from capability.engine import jobs, runner
 from capability.models import TaskAttempt
-from tests.integration.test_incremental_advance import Driver, noop, op  # noqa: F401
+from tests.integration.test_incremental_advance import Driver, author, noop  # noqa: F401
 
 
 def commits_during(app, fn) -> int:
@@ -27,8 +27,8 @@ def commits_during(app, fn) -> int:
     return len(seen)
 
 
-def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, op):  # noqa: F811
-    run = Driver(app, client, op, [
+def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, author):  # noqa: F811
+    run = Driver(app, client, author, [
         noop("first"),
         noop("second", "first", kind="python",
              with_={"callable": "tests.engine_callables:add", "kwargs": {"a": 1, "b": 2}}),
@@ -62,8 +62,8 @@ def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, op):  #
 
 
 def test_a_failing_instant_task_is_retried_and_a_stale_one_does_nothing(
-        app, client, op):  # noqa: F811
-    run = Driver(app, client, op, [
+        app, client, author):  # noqa: F811
+    run = Driver(app, client, author, [
         noop("boom", kind="fail", with_={"message": "no"},
              retry={"max_attempts": 2, "delay": "1s", "jitter": False}),
     ])

@@ -413,3 +413,43 @@ def test_the_reaper_is_hooked_into_workers_and_schedulers(app):
     hooks = runtime_hooks(app)
     assert hooks.worker_start and hooks.maintenance
 
+
+
+def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
+    """Which live attempts a pass looks at: an element's current attempt, an undo step's
+    (with its own type), none of a paused run's waiting ones."""
+    from capability.engine import controls
+    from tests.integration.test_incremental_advance import Driver, fail, noop
+
+    team = factory.team()
+    author = {"team": team, "path": "general",
+              "h": auth(api_token(client, factory.user("Author", teams=[team])["username"]))}
+
+    def candidates(run_id: str) -> list[tuple[str, str, float]]:
+        with app.app_context():
+            found = reaper._candidates(db.session, reaper.dispatcher_for(app))
+            db.session.remove()
+        mine = {s.attempt_id for s in run_sends[run_id]}
+        return sorted((c.status, c.task_type, c.timeout) for c in found if c.id in mine)
+
+    elements = Driver(app, client, author, [
+        noop("a"), noop("each", "a", for_each="{{ [1, 2, 3] }}", max_parallel=2,
+                        timeout="7s"),
+    ])
+    elements.step()
+    run_sends = {elements.run_id: list(elements.fifo.items)}
+    assert candidates(elements.run_id) == [("queued", "noop", 7.0)] * 2
+    with app.app_context():
+        controls.pause(db.session, elements.run_id)
+        db.session.commit()
+        db.session.remove()
+    assert candidates(elements.run_id) == []
+
+    undo = Driver(app, client, author, [
+        noop("x", compensate={"type": "transform", "with": {"value": 1}}),
+        fail("bad", "x"),
+    ])
+    undo.step()
+    undo.step()  # bad fails: the run compensates x
+    run_sends[undo.run_id] = list(undo.fifo.items)
+    assert candidates(undo.run_id) == [("queued", "transform", 3600.0)]

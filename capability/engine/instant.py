@@ -5,9 +5,10 @@ Such a task touches nothing outside the database and runs in microseconds, so wh
 costs is the engine's bookkeeping; in a 1,000-task fan-out that bookkeeping, not the
 task, sets the pace. The general path (``runner.begin_attempt`` then
 ``runner.complete_attempt``) reads ORM objects twice and writes each row twice; here
-the lock's statement reads the run and the attempt's rows at once, a success is
-written with one UPDATE of the attempt and one of the task, and only the downstream
-tasks are read as ORM objects (``advance.advance_from`` decides them).
+the lock's statement reads the run, task and attempt as plain rows, a success writes
+attempt and task once (one statement on PostgreSQL), and only downstream tasks that
+may be decided are read as ORM objects (``advance.advance_from``; a join that still
+waits is only probed).
 
 What this path does not handle goes to the general one, in the same transaction or
 after a rollback: an element of a ``for_each``, an undo step, a job that came before

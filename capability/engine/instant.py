@@ -30,7 +30,7 @@ from capability.engine.dispatch import Send
 from capability.engine.runner import AttemptContext, Outcome
 from capability.models import Run, TaskAttempt, TaskRun
 
-# A general-path result: what to send, and the run id (None: nothing ran).
+# What a handled attempt gives its job: what to send, and the run id (None: nothing ran).
 Handled = tuple[list[Send], str | None]
 
 # Plain rows, no ORM objects: the run as ``advance.advance_from`` reads it (a run's end

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/hops.py              # chain of 40, fan-out of 1,000 (+ join)
+    .venv/bin/python bench/hops.py              # chain of 40, fan-outs of 1,000 (+/- join)
     .venv/bin/python bench/hops.py --live       # also build and serialise live updates
 
 What it does: recreates the PostgreSQL database ``apg_hops`` (127.0.0.1:5432, user
@@ -14,7 +14,8 @@ so what is timed is the database work of a hop plus the Python around it; Redis,
 and worker forks are not part of it (``bench/engine.py`` measures the whole system).
 
 Printed: wall time of 40 sequential no-op tasks (and ms per hop), the throughput of a
-1,000-task fan-out with a join (tasks/s), and the SQL statements per hop. ``--live``
+1,000-task fan-out with a join and of one without (the shape of ``bench/engine.py``'s
+(c)), in tasks/s, and the SQL statements per hop. ``--live``
 turns ``APG_LIVE_UPDATES`` on with an emitter that serialises the state and drops it
 (what the worker pays per publish, without a message queue).
 """
@@ -78,8 +79,14 @@ def definitions(chain: int, fanout: int) -> dict[str, dict[str, Any]]:
     wide = [{"id": "root", **noop},
             *({"id": leaf, **noop, "depends_on": ["root"]} for leaf in leaves),
             {"id": "join", **noop, "depends_on": leaves}]
+    # What bench/engine.py's (c) runs: no join, so each leaf's end asks whether the run
+    # is over.
+    open_ended = [{"id": "root", **noop},
+                  *({"id": f"f{i:04d}", **noop, "depends_on": ["root"]}
+                    for i in range(fanout - 1))]
     return {"chain": {"name": f"hops-chain-{chain}", "tasks": seq},
-            "fanout": {"name": f"hops-fanout-{fanout}", "tasks": wide}}
+            "fanout": {"name": f"hops-fanout-{fanout}", "tasks": wide},
+            "leaves": {"name": f"hops-leaves-{fanout}", "tasks": open_ended}}
 
 
 def create_workflows(app: Any, chain: int, fanout: int) -> dict[str, str]:
@@ -182,7 +189,7 @@ def main() -> None:
                         help="gc.freeze() once the app is built (what a worker could do at start: "
                              "a full collection of the app's objects takes ~0.1 s)")
     parser.add_argument("--profile", metavar="FILE",
-                        help="write a cProfile of the fan-out runs to FILE (pstats format)")
+                        help="write a cProfile of both fan-out runs to FILE (pstats format)")
     args = parser.parse_args()
 
     from app.extensions import db
@@ -215,23 +222,26 @@ def main() -> None:
         chain_times.append(seconds)
         chain_cpu.append(cpu / hops)
         chain_statements.append((statements.count - before) / hops)
-    fan_rates, fan_cpu, fan_statements = [], [], []
+    rates: dict[str, list[float]] = {"fanout": [], "leaves": []}
+    cpus: dict[str, list[float]] = {"fanout": [], "leaves": []}
+    counts: dict[str, list[float]] = {"fanout": [], "leaves": []}
     profiler = None
     if args.profile:
         import cProfile
 
         profiler = cProfile.Profile()
     for _ in range(args.fanout_repeats):
-        before = statements.count
-        if profiler is not None:
-            profiler.enable()
-        status, seconds, cpu, hops = drive(app, fifo, ids["fanout"])
-        if profiler is not None:
-            profiler.disable()
-        assert status == "succeeded" and hops == args.fanout, (status, hops)
-        fan_rates.append(hops / seconds)
-        fan_cpu.append(cpu / hops)
-        fan_statements.append((statements.count - before) / hops)
+        for key in ("fanout", "leaves"):
+            before = statements.count
+            if profiler is not None:
+                profiler.enable()
+            status, seconds, cpu, hops = drive(app, fifo, ids[key])
+            if profiler is not None:
+                profiler.disable()
+            assert status == "succeeded" and hops == args.fanout, (key, status, hops)
+            rates[key].append(hops / seconds)
+            cpus[key].append(cpu / hops)
+            counts[key].append((statements.count - before) / hops)
 
     if profiler is not None:
         profiler.dump_stats(args.profile)
@@ -242,11 +252,15 @@ def main() -> None:
         ("  per hop (wall)", f"{chain_s * 1000 / args.chain:.2f} ms"),
         ("  per hop (CPU of this process)", f"{statistics.median(chain_cpu) * 1000:.2f} ms"),
         ("  SQL statements per hop", f"{statistics.median(chain_statements):.1f}"),
-        (f"{args.fanout}-task fan-out + join", f"{statistics.median(fan_rates):.0f} tasks/s"),
-        ("  per hop (wall)", f"{1000 / statistics.median(fan_rates):.2f} ms"),
-        ("  per hop (CPU of this process)", f"{statistics.median(fan_cpu) * 1000:.2f} ms"),
-        ("  SQL statements per hop", f"{statistics.median(fan_statements):.1f}"),
     ]
+    for key, label in (("fanout", f"{args.fanout}-task fan-out + join"),
+                       ("leaves", f"{args.fanout}-task fan-out, no join (bench/engine.py's (c))")):
+        rows += [
+            (label, f"{statistics.median(rates[key]):.0f} tasks/s"),
+            ("  per hop (wall)", f"{1000 / statistics.median(rates[key]):.2f} ms"),
+            ("  per hop (CPU of this process)", f"{statistics.median(cpus[key]) * 1000:.2f} ms"),
+            ("  SQL statements per hop", f"{statistics.median(counts[key]):.1f}"),
+        ]
     width = max(len(r[0]) for r in rows)
     load = os.getloadavg()[0]
     print(f"\nbench/hops.py (PostgreSQL, in-process, live updates "

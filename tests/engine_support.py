@@ -16,12 +16,12 @@ from rq.scheduler import RQScheduler
 
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
-from app.runtime.worker import queues
+from app.runtime.worker import PromptUnsubscribe, queues
 from capability.dsl import FINISHED_RUN_STATUSES
 from capability.models import Run
 
 
-class AppSimpleWorker(SimpleWorker):
+class AppSimpleWorker(PromptUnsubscribe, SimpleWorker):
     flask_app: Flask | None = None
 
     def perform_job(self, job: Any, queue: Any) -> bool:

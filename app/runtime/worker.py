@@ -18,6 +18,7 @@ knows nothing of what they do.
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -115,7 +116,30 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-class AppWorker(SimpleWorker):
+class PromptUnsubscribe:
+    """RQ's ``unsubscribe`` without its wait for the pub/sub thread.
+
+    RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it. When the reply
+    reaches the thread before the stop, the thread goes back to waiting for up to 60 s:
+    RQ waited 1 s of that before redis-py 8.2, and the whole minute since (its
+    ``stop()`` joins the thread). Telling the thread to stop first, without waiting,
+    lets the reply end it at once."""
+
+    pubsub_thread: Any
+
+    def unsubscribe(self) -> None:
+        if self.pubsub_thread:
+            thread = self.pubsub_thread
+            # redis-py 8.2's stop() takes a timeout for its join; earlier ones only
+            # clear the flag.
+            if "timeout" in inspect.signature(thread.stop).parameters:
+                thread.stop(timeout=0)
+            else:
+                thread.stop()
+        super().unsubscribe()  # type: ignore[misc]
+
+
+class AppWorker(PromptUnsubscribe, SimpleWorker):
     """An RQ worker whose jobs run inside the application context (as Flask's Celery
     example does), so jobs call the same services as the web process.
 
@@ -204,14 +228,6 @@ class AppWorker(SimpleWorker):
             finally:
                 db.session.remove()
 
-    def unsubscribe(self) -> None:
-        # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to 1s.
-        # When the reply wakes the thread before the stop, the thread goes back to
-        # waiting (60s) and every shutdown takes that second. Stopping first lets the
-        # reply end the thread at once.
-        if self.pubsub_thread:
-            self.pubsub_thread.stop()
-        super().unsubscribe()
 
 
 _current: AppWorker | None = None  # the AppWorker running a job in this process

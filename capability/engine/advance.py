@@ -10,11 +10,13 @@ have changed. Both run inside the caller's transaction, under the run's lock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select, text
+from sqlalchemy import BindParameter, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import lazyload
 
+from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import compensation, items, runner
@@ -30,7 +32,7 @@ from capability.engine.decide import (
     verdict_of,
 )
 from capability.engine.dispatch import Send
-from capability.models import OPEN_TASKS, Run, TaskRun
+from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskRun
 
 
 def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[Send]:
@@ -58,7 +60,8 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[
 # Built once: building a statement costs about as much Python as running it.
 _OF_RUN = (TaskRun.run_id == bindparam("run_id"), TaskRun.kind == "task")
 _IDS: BindParameter[list[str]] = bindparam("task_ids", expanding=True)
-_ROWS = select(TaskRun).where(*_OF_RUN, TaskRun.task_id.in_(_IDS))
+_COLUMNS = select(TaskRun.id, TaskRun.task_id, TaskRun.status, TaskRun.attempts).where(
+    *_OF_RUN, TaskRun.task_id.in_(_IDS))
 _STATUSES = select(TaskRun.task_id, TaskRun.status).where(*_OF_RUN, TaskRun.task_id.in_(_IDS))
 _COUNT = select(TaskRun.status, func.count()).where(*_OF_RUN).group_by(TaskRun.status)
 _COUNT_IN = _COUNT.where(TaskRun.task_id.in_(_IDS))
@@ -89,7 +92,7 @@ def advance_from(session: Any, run: Any, plan: Plan, finished: Any,
     if run.status != RunStatus.RUNNING:
         return []
     sends: list[Send] = []
-    known: dict[str, TaskRun] = {t.task_id: t for t in downstream or ()}
+    known: dict[str, Any] = {t.task_id: t for t in downstream or ()}  # TaskRun, _Columns
     known[finished.task_id] = finished
     frontier = [finished.task_id]
     unfinished = False  # a task seen waiting: the run is not over
@@ -106,26 +109,98 @@ def advance_from(session: Any, run: Any, plan: Plan, finished: Any,
             break
         missing = sorted(ids - known.keys())
         if missing:
-            known.update((t.task_id, t) for t in session.execute(
-                _ROWS, {"run_id": run.id, "task_ids": missing}).scalars())
+            if session.new or session.dirty:
+                session.flush()
+            known.update((r.task_id, _Columns(*r)) for r in session.connection().execute(
+                _COLUMNS, {"run_id": run.id, "task_ids": missing}))
         pending = sorted((known[i] for i in ids if known[i].status == TaskStatus.PENDING),
                          key=lambda t: plan.position[t.task_id])
         upstream = _Upstream(session, run, plan, known, pending)
+        queued = _Queued()
         for task in pending:
             verdict = upstream.verdict(task.task_id)
             if verdict == Verdict.WAIT:
                 continue
-            sends += _decide(session, run, plan, task, verdict)
             upstream.changed()
+            if isinstance(task, _Columns):
+                if verdict == Verdict.RUN and queued.takes(plan.specs[task.task_id]):
+                    sends.append(queued.add(plan, task))
+                    continue
+                task = known[task.task_id] = session.get(TaskRun, task.id)
+            sends += _decide(session, run, plan, task, verdict)
             if task.status in dsl.FINISHED_TASK_STATUSES:
                 frontier.append(task.task_id)
+        queued.write(session)
     if unfinished or any(t.status not in dsl.FINISHED_TASK_STATUSES for t in known.values()):
         return sends  # a task seen here is unfinished: so is the run
-    counts = session.execute(_COUNT, {"run_id": run.id}).all()
+    if session.new or session.dirty:
+        session.flush()
+    # A leaf of a fan-out: one probe finds a sibling still unfinished, where counting
+    # the run's statuses reads every task (a 1,000-task fan-out: 1,000 rows a leaf).
+    conn = session.connection()
+    if conn.execute(_OPEN, {"run_id": run.id}).first() is not None:
+        return sends
+    counts = conn.execute(_COUNT, {"run_id": run.id}).all()
     return sends + _conclude(session, run, plan, outcome_of(dict(counts)))
 
 
-def _waits(session: Any, run: Any, plan: Plan, known: dict[str, TaskRun], task_id: str,
+@dataclass(slots=True)
+class _Columns:
+    """A downstream task read as columns, not as a ``TaskRun``: the hop that decides a
+    fan-out reads hundreds of them, and ORM objects (with the unit of work that writes
+    them) made that one hop ~10 MB of short-lived objects, which the worker process then
+    kept. Loaded as a ``TaskRun`` only when its verdict is more than queueing it."""
+
+    id: str
+    task_id: str
+    status: str
+    attempts: int
+
+
+@dataclass
+class _Queued:
+    """Tasks queued by ``advance_from`` without ORM objects: their first attempt is
+    inserted and the task rows updated in one executemany each, as ``runner.new_attempt``
+    and ``_decide`` would have written them."""
+
+    SLICE = 100
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    @staticmethod
+    def takes(spec: dsl.TaskSpec) -> bool:
+        return spec.when is None and spec.for_each is None
+
+    def add(self, plan: Plan, task: _Columns) -> Send:
+        task.attempts += 1
+        task.status = TaskStatus.QUEUED.value
+        attempt_id, queue = new_id(), plan.queues[task.task_id]
+        self.attempts.append({"id": attempt_id, "task_run_id": task.id, "number": task.attempts,
+                              "status": "queued", "queue": queue, "created_at": runner.now()})
+        self.tasks.append({"row": task.id, "count": task.attempts, "current": attempt_id})
+        return Send(attempt_id, queue, timeout=plan.timeouts[task.task_id],
+                    instant=plan.specs[task.task_id].type in runner.INSTANT_TYPES)
+
+    def write(self, session: Any) -> None:
+        if not self.tasks:
+            return
+        conn = session.connection()
+        # In slices: one executemany of 1,000 rows builds ~3 MB of statement and
+        # parameters at once (what the worker's memory then keeps); 100 rows, a tenth.
+        for start in range(0, len(self.tasks), self.SLICE):
+            conn.execute(_INSERT_ATTEMPT, self.attempts[start:start + self.SLICE])
+            conn.execute(_QUEUE_TASK, self.tasks[start:start + self.SLICE])
+        self.attempts, self.tasks = [], []
+
+
+_INSERT_ATTEMPT = insert(TaskAttempt)
+_QUEUE_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
+    status=TaskStatus.QUEUED.value, attempts=bindparam("count"),
+    current_attempt_id=bindparam("current"))
+
+
+def _waits(session: Any, run: Any, plan: Plan, known: dict[str, Any], task_id: str,
            probed: dict[tuple[bool, tuple[str, ...]], bool]) -> bool:
     """Whether one of the task's upstreams is unfinished, when that can be told without
     reading the task: from the rows in hand, else with one probe per set of upstreams
@@ -157,7 +232,7 @@ class _Upstream:
 
     ROW_BY_ROW = 100
 
-    def __init__(self, session: Any, run: Any, plan: Plan, known: dict[str, TaskRun],
+    def __init__(self, session: Any, run: Any, plan: Plan, known: dict[str, Any],
                  pending: list[TaskRun]) -> None:
         self.session, self.run, self.plan, self.known = session, run, plan, known
         self.counts: dict[tuple[bool, tuple[str, ...]], Counts] = {}

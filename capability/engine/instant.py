@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, exists, func, select, text, update
 
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance as advancing
 from capability.engine import runner
 from capability.engine.dispatch import Send
 from capability.engine.runner import AttemptContext, Outcome
-from capability.models import Run, TaskAttempt, TaskRun
+from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskRun
 
 # What a handled attempt gives its job: what to send, and the run id (None: nothing ran).
 Handled = tuple[list[Send], str | None]
@@ -55,6 +55,16 @@ _SUCCEED_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
     error=None, started_at=func.coalesce(TaskRun.started_at, _AT), finished_at=_AT)
 # PostgreSQL writes both rows in one statement (a data-modifying WITH; SQLite has none).
 _SUCCEED_BOTH = _SUCCEED_TASK.add_cte(_SUCCEED_ATTEMPT.cte("succeeded_attempt"))
+# A task nothing depends on (a leaf of a fan-out, the end of a chain) asks next whether
+# its run is over: the same statement answers whether another task is unfinished. Its
+# WITH writes are not visible to its own SELECT, hence ``id <> row``; the condition is
+# the partial index's own (``ix_apg_task_run_open``), so the answer is one index probe.
+_OTHER_OPEN = exists().where(
+    TaskRun.run_id == bindparam("of_run"), TaskRun.kind == "task", text(OPEN_TASKS),
+    TaskRun.id != bindparam("row"))
+_SUCCEED_LEAF = (select(_OTHER_OPEN)
+                 .add_cte(_SUCCEED_ATTEMPT.cte("succeeded_attempt"))
+                 .add_cte(_SUCCEED_TASK.cte("succeeded_task")))
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,12 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
     values = {"attempt_id": attempt_id, "row": run.row, "at": at, "by": worker,
               "output": outcome.output}
     if conn.dialect.name == "postgresql":
-        conn.execute(_SUCCEED_BOTH, values)
+        if not plan.downstream[run.task_id]:
+            if conn.execute(_SUCCEED_LEAF, {**values, "of_run": run.id}).scalar():
+                session.commit()  # another task is unfinished: so is the run
+                return [], ctx.run_id
+        else:
+            conn.execute(_SUCCEED_BOTH, values)
     else:
         conn.execute(_SUCCEED_ATTEMPT, values)
         conn.execute(_SUCCEED_TASK, values)

@@ -162,6 +162,11 @@ _SCOPE = select(TaskRun.task_id, TaskRun.output, TaskRun.status, TaskRun.error).
 _SCOPE_OF = _SCOPE.where(TaskRun.task_id.in_(bindparam("task_ids", expanding=True)))
 
 
+# Downstream rows read with the lock's second statement, at most: a chain's next task or
+# a small fan-out; a larger one is left to advance_from.
+PREFETCH_DOWNSTREAM = 16
+
+
 def _lock_attempt(session: Any, attempt_id: str) -> _Locked | None:
     """Lock the run of an attempt; then read the attempt, its task and element, and the
     rows of the task's downstream tasks (what its end may decide), in one statement.
@@ -178,6 +183,8 @@ def _lock_attempt(session: Any, attempt_id: str) -> _Locked | None:
     # locked until the first write, so advance_from reads them after it instead.
     if kind == "task" and item_id is None and session.get_bind().dialect.name != "sqlite":
         others = plan_for(session, run).downstream.get(task_id, ())
+        if len(others) > PREFETCH_DOWNSTREAM:
+            others = ()  # a fan-out: advance_from reads them as columns (no ORM objects)
     values = {"attempt_id": attempt_id, "task_run_id": task_run_id}
     if others:
         rows = session.execute(_OWN_AND_DOWNSTREAM,

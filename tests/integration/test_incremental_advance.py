@@ -258,6 +258,76 @@ def test_an_instant_hop_is_a_lock_a_write_and_a_probe(app, client, author):
         db.session.remove()
 
 
+def test_a_leaf_asks_whether_its_run_is_over_in_its_write(app, client, author):
+    """A task nothing depends on (a fan-out without a join: bench/engine.py's (c)) asks
+    whether another task is unfinished in the statement that records it, on PostgreSQL;
+    no leaf counts the run's statuses, and the last one ends the run."""
+    leaves = [f"l{i:02d}" for i in range(30)]
+    run = Driver(app, client, author, [noop("root"), *(noop(leaf, "root") for leaf in leaves)])
+    run.step()
+    assert len(run.fifo.items) == len(leaves)
+    hops: list[list[str]] = []
+    while run.fifo.items:
+        send = run.fifo.items.popleft()
+        with app.app_context(), statements(app) as seen:
+            handled = instant.run_attempt(
+                db.session, send.attempt_id, "test",
+                lambda ctx: runner.Outcome.success(ctx.task.id))
+            db.session.remove()
+            sqlite = db.engine.dialect.name == "sqlite"
+        assert handled is not None and handled[0] == []
+        hops.append(seen)
+    # PostgreSQL: the lock, then the write that answers; SQLite: two writes and a probe.
+    assert all(len(seen) == (4 if sqlite else 2) for seen in hops[:-1]), hops[0]
+    assert not any("count(" in statement for seen in hops[:-1] for statement in seen)
+    assert any("count(" in statement for statement in hops[-1])  # the last one concludes
+    assert run.status() == "succeeded"
+    assert {t.status for t in run.tasks().values()} == {"succeeded"}
+
+
+def test_a_fan_out_is_queued_from_columns(app, client, op):
+    """The hop that decides a fan-out reads its downstream tasks as columns and queues
+    them with two executemany statements, no ``TaskRun`` loaded; only a task whose
+    verdict needs more (``when``, ``for_each``, a skip) is loaded and decided as before."""
+    plain = [f"p{i:02d}" for i in range(runner.PREFETCH_DOWNSTREAM + 4)]
+    run = Driver(app, client, op, [
+        noop("root", with_={"value": [1, 2]}),
+        *(noop(task_id, "root") for task_id in plain),
+        noop("never", "root", when="{{ false }}"),
+        noop("each", "root", for_each="{{ tasks.root.output }}", with_={"value": "{{ item }}"}),
+        noop("only_on_failure", "root", trigger_rule="one_failed"),
+    ])
+    with statements(app) as seen:
+        assert run.step() == "root"
+    # Whole rows: each of never, each and only_on_failure is loaded by its primary key
+    # (session.get); the plain ones are not loaded, nor read together.
+    whole = [s for s in seen if "apg_task_run.retry_base" in s and "apg_task_attempt" not in s]
+    by_key = [s for s in whole if s.rstrip().endswith(("apg_task_run.id = %(pk_1)s",
+                                                       "apg_task_run.id = ?"))]
+    assert len(by_key) == 3, whole
+    assert not any("apg_task_run.task_id IN" in s for s in whole), whole
+    sent = {s.attempt_id: s for s in run.fifo.items}
+    tasks = run.tasks()
+    assert tasks["never"].status == "skipped" and tasks["only_on_failure"].status == "skipped"
+    assert tasks["each"].status == "running"
+    with app.app_context():
+        attempts = {a.task_run_id: a for a in db.session.execute(
+            select(TaskAttempt).join(TaskRun).where(TaskRun.run_id == run.run_id,
+                                                    TaskAttempt.item_id.is_(None))).scalars()}
+        db.session.remove()
+    for task_id in plain:
+        task = tasks[task_id]
+        attempt = attempts[task.id]
+        assert (task.status, task.attempts, task.current_attempt_id) == ("queued", 1, attempt.id)
+        assert (attempt.number, attempt.status, attempt.queue) == (1, "queued", "default")
+        assert attempt.created_at is not None and attempt.worker is None
+        assert sent[attempt.id].instant and sent[attempt.id].timeout is None
+    assert run.drain() == "succeeded"
+    tasks = run.tasks()
+    assert tasks["each"].output == [1, 2]
+    assert all(tasks[t].output is None and tasks[t].status == "succeeded" for t in plain)
+
+
 def test_templates_see_the_tasks_they_name_and_nothing_more(app, client, op):
     run = Driver(app, client, op, [
         noop("a", with_={"value": [1, 2]}),

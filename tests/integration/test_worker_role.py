@@ -283,3 +283,31 @@ def test_up_starts_its_workers_and_scheduler_in_the_worker_role(app, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, (tmp_path / "up.log").read_text()
+
+
+def test_a_burst_worker_with_nothing_to_do_returns_at_once(app):
+    """A worker's shutdown does not wait out its pub/sub thread (``PromptUnsubscribe``).
+    With redis-py 8.2, RQ's own ``unsubscribe`` waited the thread's whole minute when the
+    thread read the UNSUBSCRIBE reply before being told to stop; here it always does."""
+    from app.runtime.redis_conn import get_redis
+    from app.runtime.worker import queues
+    from tests.engine_support import AppSimpleWorker
+
+    class ReplyFirst(AppSimpleWorker):
+        def subscribe(self) -> None:
+            super().subscribe()
+            send = self.pubsub.unsubscribe
+
+            def unsubscribe(*args: Any) -> Any:
+                sent = send(*args)
+                time.sleep(0.3)  # the thread reads the reply before stop() is called
+                return sent
+
+            self.pubsub.unsubscribe = unsubscribe
+
+    started = time.monotonic()
+    worker = ReplyFirst(queues(app), connection=get_redis(app))
+    worker.flask_app = app
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    took = time.monotonic() - started
+    assert took < 10, f"the burst worker took {took:.1f}s to return"

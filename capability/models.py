@@ -146,6 +146,8 @@ class Run(TeamScoped, Model):
         return f"run {self.id}"
 
 
+# TaskRun.kind of the undo step of a task, run when its run fails.
+COMPENSATION_KIND = "compensation"
 OPEN_TASKS = "status IN ({})".format(", ".join(f"'{s}'" for s in UNFINISHED_TASK_STATUSES))
 
 
@@ -212,6 +214,10 @@ class TaskItem(Model):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Never loaded by the engine: it tells the unit of work to insert a new run's task
+    # rows before the elements its first for_each made in the same flush.
+    task_run: Mapped[TaskRun] = relationship()
 
 
 class TaskAttempt(Model):

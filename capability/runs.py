@@ -66,7 +66,7 @@ def start_run(
     if params is not None and not isinstance(params, dict):
         raise ValidationFailed("params must be an object",
                                [{"path": "params", "message": "expected an object"}])
-    version = service.get_version(session, actor, workflow.id)
+    version = service.version_of(session, workflow)
     definition = runner.definition_of(version)
     resolved, errors = dsl.validate_params(definition, params or {})
     errors = list(errors) + _unknown_queues(definition, dispatcher.queues)
@@ -74,17 +74,16 @@ def start_run(
         raise ValidationFailed("The run cannot start", errors)
     # Lock the workflow so concurrent starts agree on max_active_runs.
     session.execute(select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
+    starts = below_limit(session, workflow.id, definition.max_active_runs)
     run = Run(
         workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
-        team_id=workflow.team_id, status=RunStatus.QUEUED.value, params=resolved,
-        trigger=trigger, idempotency_key=idempotency_key, created_by=actor.username,
+        team_id=workflow.team_id, params=resolved, trigger=trigger,
+        idempotency_key=idempotency_key, created_by=actor.username,
     )
-    session.add(run)
+    sends = runner.open_run(session, run, definition, starts)
+    # Written now, not at the commit: the audit trail's lock (taken at the commit) is
+    # then held for its own rows only.
     session.flush()
-    runner.create_tasks(session, run, definition)
-    sends = []
-    if below_limit(session, workflow.id, definition.max_active_runs):
-        sends = runner.start(session, run)
     record(session, build_event(
         actor, "start", "run", run.id, team=workflow.team.name,
         tenant=workflow.team.tenant.name,

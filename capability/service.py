@@ -169,7 +169,12 @@ def get_workflow(session: DbSession, actor: Actor, workflow_id: str) -> Workflow
 def get_version(
     session: DbSession, actor: Actor, workflow_id: str, number: int | None = None
 ) -> WorkflowVersion:
-    workflow = get_workflow(session, actor, workflow_id)
+    return version_of(session, get_workflow(session, actor, workflow_id), number)
+
+
+def version_of(session: DbSession, workflow: Workflow, number: int | None = None
+               ) -> WorkflowVersion:
+    """Version ``number`` (default: the current one) of a workflow the caller may see."""
     wanted = workflow.current_version if number is None else number
     version = session.execute(
         select(WorkflowVersion).where(
@@ -177,7 +182,7 @@ def get_version(
         )
     ).scalar()
     if version is None:
-        raise NotFound(f"version {wanted} of workflow {workflow_id} not found")
+        raise NotFound(f"version {wanted} of workflow {workflow.id} not found")
     return version
 
 

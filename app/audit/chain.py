@@ -44,16 +44,20 @@ def compute_hash(fields: dict[str, Any]) -> str:
 def _lock_head(conn: Connection) -> tuple[int, str]:
     """Take the chain's lock for the rest of the transaction and read its head."""
     # A no-op UPDATE locks the row on PostgreSQL and takes the database write lock on
-    # SQLite before we read, so the read below sees the true head.
-    result = conn.execute(
-        update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq)
-    )
-    if result.rowcount == 0:
-        conn.execute(insert(AuditHead).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH))
-    row = conn.execute(
-        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
-    ).one()
-    return int(row[0]), str(row[1])
+    # SQLite before we read, so the read sees the true head: in the same statement
+    # where the database can return what it updated (every audited write pays this).
+    lock = update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq)
+    if conn.dialect.update_returning:
+        head = conn.execute(lock.returning(AuditHead.seq, AuditHead.hash)).first()
+        if head is not None:
+            return int(head[0]), str(head[1])
+    elif conn.execute(lock).rowcount:
+        head = conn.execute(
+            select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
+        ).one()
+        return int(head[0]), str(head[1])
+    conn.execute(insert(AuditHead).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH))
+    return 0, GENESIS_HASH
 
 
 def append(conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

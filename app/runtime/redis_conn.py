@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 from flask import Flask
@@ -57,7 +58,7 @@ def _serves(url: str, path: Path) -> bool:
     (a stale ``redis.url`` may point at a port some other server took since)."""
     try:
         conn = redis.Redis.from_url(url, socket_connect_timeout=0.5, decode_responses=True)
-        served = str(conn.config_get("dir").get("dir") or "")
+        served = str(cast(dict[str, Any], conn.config_get("dir")).get("dir") or "")
     except redis.RedisError:
         return False
     return bool(served) and Path(served).resolve() == path.resolve()

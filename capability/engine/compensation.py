@@ -12,9 +12,9 @@ from capability.dsl import TaskStatus
 from capability.engine import runner
 from capability.engine.decide import plan_of
 from capability.engine.dispatch import Send
-from capability.models import Run, TaskItem, TaskRun
+from capability.models import COMPENSATION_KIND, Run, TaskItem, TaskRun
 
-KIND = "compensation"
+KIND = COMPENSATION_KIND
 
 
 def spec_for(definition: dsl.WorkflowDefinition, task: TaskRun) -> dsl.TaskSpec:

@@ -56,13 +56,11 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.runtime.worker import runtime_hooks
-from capability import dsl
-from capability.dsl import RunStatus
-from capability.engine import compensation, runner
-from capability.engine.decide import plan_of
+from capability.dsl.durations import parse_duration
+from capability.dsl.statuses import FINISHED_RUN_STATUSES, RunStatus
 from capability.engine.dispatch import Dispatcher, Send
 from capability.engine.rq_state import (
     ALIVE_JOB,
@@ -73,7 +71,14 @@ from capability.engine.rq_state import (
     job_id,
     job_states,
 )
-from capability.models import Run, TaskAttempt, TaskItem, TaskRun
+from capability.models import (
+    COMPENSATION_KIND,
+    Run,
+    TaskAttempt,
+    TaskItem,
+    TaskRun,
+    WorkflowVersion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +147,8 @@ class _Candidate:
 _LIVE = (
     select(TaskAttempt.id, TaskAttempt.number, TaskAttempt.status, TaskAttempt.queue,
            TaskAttempt.worker, TaskAttempt.created_at, TaskAttempt.started_at,
-           TaskAttempt.not_before, TaskAttempt.item_id, TaskRun.id.label("task_row"),
-           TaskRun.task_id, TaskRun.kind, TaskRun.current_attempt_id.label("task_current"),
+           TaskAttempt.not_before, TaskAttempt.item_id, TaskRun.task_id, TaskRun.kind,
+           TaskRun.current_attempt_id.label("task_current"),
            TaskItem.current_attempt_id.label("item_current"),
            Run.status.label("run_status"), Run.version_id)
     .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
@@ -152,11 +157,33 @@ _LIVE = (
     .where(TaskAttempt.status.in_(("queued", "scheduled", "running")),
            Run.status.in_((RunStatus.RUNNING.value, RunStatus.PAUSED.value)))
 )
+_DEFINITIONS = select(WorkflowVersion.id, WorkflowVersion.definition).where(
+    WorkflowVersion.id.in_(bindparam("ids", expanding=True)))
+
+
+def task_facts(definition: dict[str, Any]) -> dict[str, tuple[str, str | None, float | None]]:
+    """Per task id of a saved definition: its type, its undo step's type and its
+    timeout in seconds (its own, else the definition's default; an undo step has its
+    task's). Read from the stored JSON, which was valid when saved: the reaper needs no
+    more, so the scheduler never builds the models of every task type (pydantic, the
+    expression sandbox), nor the engine's plans."""
+    default = (definition.get("defaults") or {}).get("timeout")
+    facts = {}
+    for task in definition.get("tasks") or ():
+        timeout = task.get("timeout", default)
+        undo = task.get("compensate") or {}
+        facts[task["id"]] = (task["type"], undo.get("type"),
+                             parse_duration(timeout) if timeout is not None else None)
+    return facts
 
 
 def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
+    rows = session.execute(_LIVE).all()
+    versions = sorted({row.version_id for row in rows})
+    facts = {version_id: task_facts(definition or {}) for version_id, definition in (
+        session.execute(_DEFINITIONS, {"ids": versions}).all() if versions else ())}
     found = []
-    for row in session.execute(_LIVE).all():
+    for row in rows:
         # Only the attempt whose result counts (a task's, or a for_each element's).
         if (row.item_current if row.item_id else row.task_current) != row.id:
             continue
@@ -164,21 +191,16 @@ def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
         if row.status != "running" and row.run_status != RunStatus.RUNNING:
             continue
         try:
-            # Cached by version id: no JSON read or serialised per attempt (a pass over
-            # a 1,000-task run would otherwise dump its definition 1,000 times).
-            definition = runner.plan_for_version(session, row.version_id).definition
-            if row.kind == compensation.KIND:  # an undo step: its spec is built from its row
-                spec = compensation.spec_for(definition, session.get(TaskRun, row.task_row))
-            else:
-                spec = plan_of(definition).specs[row.task_id]
+            task_type, undo_type, timeout = facts[row.version_id][row.task_id]
+            if row.kind == COMPENSATION_KIND:
+                task_type = str(undo_type)
         except Exception:  # one bad row must not stop the recovery of the others
             log.exception("reaper: cannot read the task of attempt %s", row.id)
             continue
-        timeout = dsl.effective_timeout(spec, definition.defaults)
         found.append(_Candidate(
             row.id, row.number, row.status, row.queue, row.worker,
             aware(row.created_at), row.started_at and aware(row.started_at),
-            row.not_before and aware(row.not_before), spec.type,
+            row.not_before and aware(row.not_before), task_type,
             float(timeout) if timeout else dispatcher.default_timeout,
         ))
     return found
@@ -191,7 +213,8 @@ def _finished_children(session: Any, now: dt.datetime,
     rows = session.execute(
         select(Run.id, Run.parent_attempt_id, Run.finished_at)
         .join(TaskAttempt, TaskAttempt.id == Run.parent_attempt_id)
-        .where(TaskAttempt.status == "waiting", Run.status.in_(runner.FINISHED_RUN))
+        .where(TaskAttempt.status == "waiting",
+               Run.status.in_([status.value for status in FINISHED_RUN_STATUSES]))
     ).all()
     return [(child_id, attempt_id) for child_id, attempt_id, finished in rows
             if finished is None or (now - aware(finished)).total_seconds() >= grace]
@@ -200,6 +223,10 @@ def _finished_children(session: Any, now: dt.datetime,
 def record_lost(session: Any, attempt_id: str, reason: str) -> tuple[bool, list[Send]]:
     """A running attempt that will never report: a retriable failure with status
     ``lost``. False (and nothing sent) when a result was recorded meanwhile."""
+    # The engine loads here, when an attempt is lost: a scheduler that never has to
+    # record one never imports it.
+    from capability.engine import runner
+
     sends = runner.complete_attempt(session, attempt_id, runner.Outcome.failure(reason),
                                     commit=False)
     attempt = session.get(TaskAttempt, attempt_id)
@@ -223,7 +250,7 @@ def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | N
          grace: float = GRACE_SECONDS, queues: list[str] | None = None) -> ReapReport:
     """One pass over the live attempts of running (and paused) runs; see the module.
     ``queues``: RQ queues whose started registry to clean besides the attempts' own."""
-    now = now or runner.now()
+    now = now or dt.datetime.now(dt.UTC)
     report = ReapReport()
     candidates = _candidates(session, dispatcher)
     children = _finished_children(session, now, grace)

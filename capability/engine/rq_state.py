@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from rq import Queue
@@ -71,7 +71,7 @@ class WorkerLiveness:
         return self._seen[name]
 
     def _decide(self, name: str) -> tuple[str, str | None]:
-        raw = self.conn.hgetall(WORKER_KEY + name)
+        raw = cast(dict[Any, Any], self.conn.hgetall(WORKER_KEY + name))
         data = {_text(k): _text(v) for k, v in raw.items()}
         gone_key = GONE_KEY + name
         if not data.get("birth"):
@@ -100,7 +100,7 @@ class WorkerLiveness:
         """Unregister registered workers of this pid space whose process is gone, so
         worker lists and counts drop them now rather than when their key expires."""
         for key in Worker.all_keys(connection=self.conn):
-            raw = self.conn.hgetall(key)
+            raw = cast(dict[Any, Any], self.conn.hgetall(key))
             data = {_text(k): _text(v) for k, v in raw.items()}
             if data.get("death") or not self.local_pid_gone(data):
                 continue
@@ -122,7 +122,7 @@ def job_states(conn: Redis, ids: list[str]) -> dict[str, JobState]:
         chunk = ids[start:start + 500]
         with conn.pipeline(transaction=False) as pipe:
             for jid in chunk:
-                pipe.hmget(Job.key_for(jid), "status", "worker_name")
+                pipe.hmget(Job.key_for(jid), ["status", "worker_name"])
             rows = pipe.execute()
         for jid, (status, worker) in zip(chunk, rows, strict=True):
             states[jid] = JobState(_text(status) or None, _text(worker) or None)
@@ -153,7 +153,8 @@ class RedisView:
             self._lookups[key] = self._lookups.get(key, 0) + 1
             if self._lookups[key] <= self.SNAPSHOT_AFTER:
                 return self.conn.lpos(key, jid) is not None
-            self._lists[key] = {_text(v) or "" for v in self.conn.lrange(key, 0, -1)}
+            members = cast(list[Any], self.conn.lrange(key, 0, -1))
+            self._lists[key] = {_text(v) or "" for v in members}
         return jid in self._lists[key]
 
     def _waiting_in(self, jid: str, queue: str) -> bool:

@@ -450,12 +450,26 @@ def seconds_until(when: dt.datetime) -> float:
     return max(0.0, (due - now()).total_seconds())
 
 
-def create_tasks(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> None:
-    for position, task_id in enumerate(dsl.topological_order(definition)):
-        session.add(TaskRun(run_id=run.id, task_id=task_id, position=position,
-                            status=TaskStatus.PENDING.value))
-    session.flush()
-    session.refresh(run)
+def open_run(session: Any, run: Run, definition: dsl.WorkflowDefinition,
+             start: bool) -> list[Send]:
+    """Add a new run (not yet in the session) with a row per task; ``start``: running
+    at once, its first ready tasks decided (else it waits in ``queued`` for a slot).
+
+    Ids are made here and the rows are written at the next flush, already in their
+    first state: one INSERT for the run, one for its tasks and one for the first
+    attempts, with nothing read back (the caller checked ``max_active_runs`` first)."""
+    run.id = run.id or new_id()
+    # Every column the engine reads is set: column defaults apply only at the INSERT.
+    run.tasks = [TaskRun(id=new_id(), task_id=task_id, kind="task", position=position,
+                         status=TaskStatus.PENDING.value, attempts=0, retry_base=0)
+                 for position, task_id in enumerate(dsl.topological_order(definition))]
+    session.add(run)
+    if not start:
+        run.status = RunStatus.QUEUED.value
+        return []
+    run.status = RunStatus.RUNNING.value
+    run.started_at = now()
+    return advancing.advance(session, run, definition)
 
 
 def start(session: Any, run: Run) -> list[Send]:

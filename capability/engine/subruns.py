@@ -50,21 +50,17 @@ def start_child(session: Any, attempt_id: str, params: dict[str, Any]) -> list[S
         return runner.complete_attempt(session, attempt_id,
                                        runner.Outcome.failure(problem, retriable=False))
     assert child_workflow is not None
-    child = Run(
-        workflow_id=child_workflow.id, version_id=version.id, workflow_version=version.version,
-        team_id=parent.team_id, status=RunStatus.QUEUED.value, params=resolved,
-        trigger="workflow", created_by=parent.created_by, parent_run_id=parent.id,
-        parent_attempt_id=attempt.id, depth=parent.depth + 1,
-    )
-    session.add(child)
-    session.flush()
-    runner.create_tasks(session, child, definition)
-    attempt.status = "waiting"
-    sends: list[Send] = []
     from capability.runs import below_limit
 
-    if below_limit(session, child_workflow.id, definition.max_active_runs):
-        sends = runner.start(session, child)
+    starts = below_limit(session, child_workflow.id, definition.max_active_runs)
+    child = Run(
+        workflow_id=child_workflow.id, version_id=version.id, workflow_version=version.version,
+        team_id=parent.team_id, params=resolved, trigger="workflow",
+        created_by=parent.created_by, parent_run_id=parent.id, parent_attempt_id=attempt.id,
+        depth=parent.depth + 1,
+    )
+    sends = runner.open_run(session, child, definition, starts)
+    attempt.status = "waiting"
     session.commit()
     return sends
 

@@ -99,6 +99,29 @@ def test_a_worker_role_process_imports_no_web_module(app):
     assert leaked == [], f"the worker role imported web-only modules: {leaked}"
 
 
+def test_a_scheduler_loads_no_engine_until_an_attempt_is_lost(app):
+    """A worker-role app, as the scheduler starts it, with a reaper pass: none of the
+    engine (plans, runner), the DSL's models, the expression sandbox, YAML or JSONPath;
+    the engine loads in a worker with its first job, or in a pass that records a loss."""
+    script = (
+        "import json, sys\n"
+        "from app import create_app\n"
+        "from capability.engine import reaper\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    reaper.reap_locked(app)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = run(app, [sys.executable, "-c", script], APG_PROCESS="worker")
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "capability.engine.reaper" in loaded
+    engine = ("capability.engine.runner", "capability.engine.decide", "capability.dsl.models",
+              "capability.dsl.validate", "capability.dsl.expressions", "jinja2.sandbox",
+              "yaml", "jsonpath_ng")
+    assert [m for m in engine if m in loaded] == []
+
+
 def test_the_worker_role_cli(app):
     top = run(app, [sys.executable, "-m", "app", "--help"])
     assert top.returncode == 0, top.stderr

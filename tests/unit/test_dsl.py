@@ -305,3 +305,27 @@ def test_param_types_and_enums():
     _, errors = dsl.validate_params(bare, {"a": 1})
     assert errors == [
         {"path": "params.a", "message": "unknown parameter (this workflow takes none)"}]
+
+
+def test_the_package_exports_what_it_declares():
+    """``capability.dsl`` loads its names on first use: the names type checkers see (its
+    TYPE_CHECKING imports), the names it loads (``_EXPORTS``) and ``__all__`` agree, and
+    each is its submodule's own object."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    tree = ast.parse(Path(dsl.__file__).read_text())
+    checked = {
+        alias.name: node.module.rsplit(".", 1)[-1]
+        for guard in tree.body if isinstance(guard, ast.If)
+        for node in guard.body if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
+    assert checked == dsl._EXPORTS
+    assert sorted(dsl.__all__) == sorted(dsl._EXPORTS)
+    for name, module in dsl._EXPORTS.items():
+        assert getattr(dsl, name) is getattr(
+            importlib.import_module(f"capability.dsl.{module}"), name), name
+    with pytest.raises(AttributeError):
+        dsl.no_such_name  # noqa: B018

@@ -83,17 +83,20 @@ def test_an_unknown_role_is_refused(service_urls):
 
 # -- worker-role processes ----------------------------------------------------------------
 
-def test_a_worker_role_process_imports_no_web_module(app):
-    script = (
-        "import json, sys\n"
-        "from app import create_app\n"
-        "app = create_app()\n"
-        "import app.runtime.worker, capability.engine.jobs, capability.engine.reaper\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
+def modules_after(app: Flask, *lines: str) -> set[str]:
+    """The modules a worker-role process has loaded once ``app = create_app()`` and
+    ``lines`` have run."""
+    script = "\n".join(("import json, sys", "from app import create_app",
+                        "app = create_app()", *lines,
+                        "print(json.dumps(sorted(sys.modules)))"))
     done = run(app, [sys.executable, "-c", script], APG_PROCESS="worker")
     assert done.returncode == 0, done.stderr
-    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_a_worker_role_process_imports_no_web_module(app):
+    loaded = modules_after(
+        app, "import app.runtime.worker, capability.engine.jobs, capability.engine.reaper")
     assert {"app", "capability.engine.jobs", "flask_appbuilder.security.sqla.models"} <= loaded
     leaked = [m for m in WEB_ONLY_MODULES if m in loaded]
     assert leaked == [], f"the worker role imported web-only modules: {leaked}"
@@ -103,18 +106,8 @@ def test_a_scheduler_loads_no_engine_until_an_attempt_is_lost(app):
     """A worker-role app, as the scheduler starts it, with a reaper pass: none of the
     engine (plans, runner), the DSL's models, the expression sandbox, YAML or JSONPath;
     the engine loads in a worker with its first job, or in a pass that records a loss."""
-    script = (
-        "import json, sys\n"
-        "from app import create_app\n"
-        "from capability.engine import reaper\n"
-        "app = create_app()\n"
-        "with app.app_context():\n"
-        "    reaper.reap_locked(app)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    done = run(app, [sys.executable, "-c", script], APG_PROCESS="worker")
-    assert done.returncode == 0, done.stderr
-    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    loaded = modules_after(app, "from capability.engine import reaper",
+                           "with app.app_context():", "    reaper.reap_locked(app)")
     assert "capability.engine.reaper" in loaded
     engine = ("capability.engine.runner", "capability.engine.decide", "capability.dsl.models",
               "capability.dsl.validate", "capability.dsl.expressions", "jinja2.sandbox",

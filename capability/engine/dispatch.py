@@ -42,9 +42,11 @@ class Dispatcher:
         which the job enforces itself so that it becomes a retriable failure."""
         return int((item.timeout or self.default_timeout) + 30)
 
+    PIPELINE = 100
+
     def send(self, items: list[Send]) -> None:
-        # What is due now goes in one Redis round trip (a fan-out of 1,000 tasks is one
-        # pipeline, not 1,000 enqueues); waits go to RQ's scheduled registry one by one.
+        # What is due now goes in few Redis round trips (a fan-out of 1,000 tasks is ten
+        # pipelines, not 1,000 enqueues); waits go to RQ's scheduled registry one by one.
         due: dict[str, list[Any]] = {}
         for item in items:
             if item.child_run is not None:
@@ -67,12 +69,14 @@ class Dispatcher:
                 due.setdefault(item.queue, []).append(Queue.prepare_data(
                     func, args, job_id=job_id, timeout=timeout, result_ttl=0,
                     failure_ttl=86400))
-        if not due:
-            return
-        with self.conn.pipeline() as pipe:
-            for name, datas in due.items():
-                Queue(name, connection=self.conn).enqueue_many(datas, pipeline=pipe)
-            pipe.execute()
+        # A pipeline per PIPELINE jobs: one for all of a 1,000-task fan-out holds ~2 MB
+        # of jobs and packed commands at once, which the worker's memory then keeps.
+        for name, datas in due.items():
+            queue = Queue(name, connection=self.conn)
+            for start in range(0, len(datas), self.PIPELINE):
+                with self.conn.pipeline() as pipe:
+                    queue.enqueue_many(datas[start:start + self.PIPELINE], pipeline=pipe)
+                    pipe.execute()
 
     def stop(self, attempt_ids: list[str]) -> None:
         """Stop attempts a worker is executing (RQ's stop-job command interrupts the

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -450,8 +451,11 @@ def test_live_state_is_read_in_bulk_and_unchanged(app, client, op):
         before = len(seen)
         state = live.run_state(db.session, row)
         assert len(seen) - before == 3
+        # What workers publish: the same state, serialised task by task.
+        raw = live.run_state_json(db.session, row)
         db.session.remove()
     assert state == old
+    assert isinstance(raw, live.RawJSON) and json.loads(raw) == state
     assert len(state["compensations"]) == 2
     assert [len(t["attempt_history"]) for t in state["tasks"]] == [1, 3, 2, 0]
     assert [i["index"] for i in state["tasks"][1]["items"]] == [0, 1, 2]

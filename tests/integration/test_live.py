@@ -5,6 +5,7 @@ real port (Flask-SocketIO's test client refuses an app with a message queue)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -199,5 +200,10 @@ def test_a_worker_s_emitter_reaches_the_browser_through_a_web_process(app, world
         emitter.emit(live.EVENT, state, namespace=NS, to=live.room(run_id))
         got = watcher.received(run_id, until=lambda s: s.get("tasks") == state["tasks"])
         assert got and got[-1] == state
+        # A state serialised already (live.run_state_json) is embedded as it is.
+        raw = live.RawJSON(json.dumps({**state, "status": "paused"}))
+        emitter.emit(live.EVENT, raw, namespace=NS, to=live.room(run_id))
+        got = watcher.received(run_id, until=lambda s: s.get("status") == "paused")
+        assert got and got[-1] == json.loads(raw)
     finally:
         watcher.close()

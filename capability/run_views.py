@@ -41,7 +41,7 @@ T = TypeVar("T")
 # Which run statuses each control applies to (the service has the last word).
 CONTROL_WHEN = {
     "cancel": ("queued", "running", "paused"),
-    "pause": ("running",),
+    "pause": ("queued", "running"),
     "resume": ("paused",),
     "retry": ("failed", "cancelled"),
 }

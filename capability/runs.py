@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.recorder import build_event, record
@@ -15,7 +15,6 @@ from app.security.actor import Actor
 from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from capability import dsl, service
-from capability.dsl import RunStatus
 from capability.engine import controls, runner, subruns
 from capability.engine.dispatch import Dispatcher
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun, Workflow
@@ -108,15 +107,7 @@ def _by_key(session: DbSession, workflow_id: str, key: str) -> Run | None:
 
 
 def below_limit(session: DbSession, workflow_id: str, limit: int | None) -> bool:
-    if not limit:
-        return True
-    active = session.execute(
-        select(func.count()).select_from(Run).where(
-            Run.workflow_id == workflow_id,
-            Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
-        )
-    ).scalar_one()
-    return int(active) < limit
+    return not limit or runner.active_runs(session, workflow_id) < limit
 
 
 def get_run(session: DbSession, actor: Actor, run_id: str) -> Run:

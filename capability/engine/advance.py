@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, insert, select, text, update
+from sqlalchemy import BindParameter, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import lazyload
 
 from app.ids import new_id
@@ -35,13 +35,16 @@ from capability.engine.dispatch import Send
 from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskRun
 
 
-def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[Send]:
+def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition,
+            admit: bool = False) -> list[Send]:
     """Decide every task that can be decided now; finish the run when all are.
 
     Reads every task of the run: for start, resume, retry and compensation, where
     anything may have changed. A finished task only needs ``advance_from``.
-    A paused run decides nothing: ``resume`` advances it again."""
-    if run.status != RunStatus.RUNNING:
+    A paused run decides nothing: ``resume`` advances it again. ``admit``: a ``queued``
+    run takes its slot (its first tasks are queued; it is ``running`` once a worker
+    begins one of them)."""
+    if run.status != RunStatus.RUNNING and not (admit and run.status == RunStatus.QUEUED):
         return []
     plan = plan_of(definition)
     sends: list[Send] = []
@@ -304,20 +307,37 @@ def _conclude(session: Any, run: Any, plan: Plan, outcome: RunStatus | None) -> 
     return sends
 
 
+# A queued run has taken its slot once an attempt of it waits for a worker (it is
+# ``running`` from the moment a worker begins one); until then it waits for a slot.
+_ADMITTED = (
+    select(TaskAttempt.id).join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
+    .where(TaskRun.run_id == Run.id, TaskAttempt.status.in_(("queued", "scheduled")))
+    .exists()
+)
+
+
+def active_runs(session: Any, workflow_id: str) -> int:
+    """Runs of the workflow that hold a ``max_active_runs`` slot: running, paused, or
+    queued with their first tasks sent."""
+    return int(session.execute(
+        select(func.count()).select_from(Run).where(
+            Run.workflow_id == workflow_id,
+            or_(Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
+                and_(Run.status == RunStatus.QUEUED.value, _ADMITTED)),
+        )
+    ).scalar_one())
+
+
 def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Send]:
     """A run finished: start the oldest runs of the workflow that waited for a slot."""
     if not limit:
         return []
     session.flush()
-    active = session.execute(
-        select(func.count()).select_from(Run).where(
-            Run.workflow_id == workflow_id,
-            Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
-        )
-    ).scalar_one()
+    active = active_runs(session, workflow_id)
     waiting = session.execute(
-        select(Run).where(Run.workflow_id == workflow_id, Run.status == RunStatus.QUEUED.value)
-        .order_by(Run.created_at, Run.id).limit(max(0, limit - int(active)))
+        select(Run).where(Run.workflow_id == workflow_id, Run.status == RunStatus.QUEUED.value,
+                          ~_ADMITTED)
+        .order_by(Run.created_at, Run.id).limit(max(0, limit - active))
         .options(lazyload("*")).with_for_update(of=Run)
     ).scalars().all()
     sends: list[Send] = []

@@ -61,8 +61,13 @@ def cancel(session: Any, run_id: str) -> ControlResult:
 
 def pause(session: Any, run_id: str) -> ControlResult:
     run = runner.lock_run(session, run_id)
-    if run.status != RunStatus.RUNNING:
-        raise Conflict(f"The run is {run.status}; only a running run can be paused")
+    # A queued run whose first tasks wait for a worker may be paused; one that waits for
+    # a max_active_runs slot holds nothing to pause (it can be cancelled).
+    if not (run.status == RunStatus.RUNNING or (
+            run.status == RunStatus.QUEUED and _attempts(session, run, ("queued", "scheduled")))):
+        what = "waiting for a slot (max_active_runs)" if run.status == RunStatus.QUEUED \
+            else run.status
+        raise Conflict(f"The run is {what}; only a running or starting run can be paused")
     # Attempts already on a worker finish; nothing new starts until resume.
     run.status = RunStatus.PAUSED.value
     return ControlResult(run)
@@ -72,7 +77,8 @@ def resume(session: Any, run_id: str) -> ControlResult:
     run = runner.lock_run(session, run_id)
     if run.status != RunStatus.PAUSED:
         raise Conflict(f"The run is {run.status}; only a paused run can be resumed")
-    run.status = RunStatus.RUNNING.value
+    # Paused before any task began: queued again, running once a worker begins one.
+    run.status = (RunStatus.RUNNING if run.started_at else RunStatus.QUEUED).value
     result = ControlResult(run)
     definition = runner.definition_of(run.version)
     # Jobs that reached a worker during the pause were dropped: send them again.
@@ -81,7 +87,7 @@ def resume(session: Any, run_id: str) -> ControlResult:
         spec = compensation.spec_for(definition, attempt.task_run)
         result.sends.append(Send(attempt.id, attempt.queue, delay=wait,
                                  timeout=dsl.effective_timeout(spec, definition.defaults)))
-    result.sends += runner.advance(session, run, definition)
+    result.sends += runner.advance(session, run, definition, admit=True)
     return result
 
 
@@ -98,7 +104,9 @@ def retry(session: Any, run_id: str) -> ControlResult:
         raise Conflict("No task of this run failed")
     definition = runner.definition_of(run.version)
     sends: list[Send] = []
-    run.status = RunStatus.RUNNING.value
+    # A finished run is queued again, and running once a worker begins one of its tasks.
+    admit = run.status != RunStatus.RUNNING
+    run.status = RunStatus.QUEUED.value if admit else run.status
     run.finished_at = None
     for task in again:
         task.retry_base = task.attempts
@@ -109,7 +117,7 @@ def retry(session: Any, run_id: str) -> ControlResult:
             sends += items.fill(session, task, definition.task(task.task_id), definition)
         else:
             task.status = TaskStatus.PENDING.value
-    sends += runner.advance(session, run, definition)
+    sends += runner.advance(session, run, definition, admit=admit)
     return ControlResult(run, sends)
 
 
@@ -124,8 +132,7 @@ def answer_approval(
                                [{"path": "task_id", "message": "unknown task"}])
     if task.status != TaskStatus.WAITING_APPROVAL:
         raise Conflict(f"Task {task_id!r} is {task.status}, not waiting for approval")
-    spec = runner.definition_of(run.version).task(task_id)
-    wanted = (spec.with_ or {}).get("approvers")
+    wanted = _approvers(session, run, task_id)
     if wanted and wanted not in roles and "Admin" not in roles:
         raise Forbidden(f"Only a user with the role {wanted!r} may answer this approval")
     attempt = session.get(TaskAttempt, task.current_attempt_id)
@@ -139,3 +146,20 @@ def answer_approval(
     )
     sends = runner.complete_attempt(session, attempt.id, outcome, commit=False)
     return ControlResult(run, sends)
+
+
+def _approvers(session: Any, run: Run, task_id: str) -> str | None:
+    """The role that may answer the approval: ``with.approvers``, rendered like the rest
+    of the task's ``with`` (it reads params and finished tasks only, so it renders now
+    as it did when the task began; had it failed then, the task would have failed)."""
+    plan = runner.plan_for(session, run)
+    spec = plan.specs[task_id]
+    wanted = (spec.with_ or {}).get("approvers")
+    if not isinstance(wanted, str) or not dsl.is_template(wanted):
+        return wanted
+    scope = runner.scope_for(session, run, plan.reads(spec, "with"))
+    try:
+        rendered = dsl.render(wanted, scope, path="with.approvers")
+    except dsl.ExpressionError as exc:
+        raise Conflict(f"Task {task_id!r}: {exc}") from exc
+    return str(rendered) if rendered not in (None, "") else None

@@ -68,6 +68,16 @@ _SUCCEED_LEAF = (select(_OTHER_OPEN)
 
 
 @dataclass(frozen=True)
+class _Running:
+    """The run as ``advance.advance_from`` reads it, once its first attempt began."""
+
+    id: str
+    status: str
+    params: Any
+    trigger: str
+
+
+@dataclass(frozen=True)
 class _Finished:
     """The finished task as ``advance_from`` sees it (it reads these two fields)."""
 
@@ -91,7 +101,7 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
         session.rollback()
         return None
     if run.attempt_status not in ("queued", "scheduled") or run.current != attempt_id or (
-            run.status != RunStatus.RUNNING):
+            run.status not in runner.RUNNABLE):
         session.rollback()  # stale or duplicate, or the run is paused or over
         return [], None
     plan = runner.plan_for_version(session, run.version_id)
@@ -101,6 +111,10 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
                          plan.timeouts[run.task_id])
     outcome = execute(ctx)
     at = runner.now()
+    state: Any = run
+    if run.status == RunStatus.QUEUED:  # the run's first attempt to begin
+        runner.run_begins(conn, run.id, at)
+        state = _Running(run.id, RunStatus.RUNNING.value, run.params, run.trigger)
     if not outcome.ok:
         # Begin as the general path does, then let it apply the retry policy.
         runner.mark_running(conn, attempt_id, run.row, at, worker)
@@ -117,7 +131,7 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
     else:
         conn.execute(_SUCCEED_ATTEMPT, values)
         conn.execute(_SUCCEED_TASK, values)
-    sends = advancing.advance_from(session, run, plan,
+    sends = advancing.advance_from(session, state, plan,
                                    _Finished(run.task_id, TaskStatus.SUCCEEDED.value))
     session.commit()
     return sends, ctx.run_id

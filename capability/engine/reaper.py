@@ -155,7 +155,8 @@ _LIVE = (
     .join(Run, TaskRun.run_id == Run.id)
     .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
     .where(TaskAttempt.status.in_(("queued", "scheduled", "running")),
-           Run.status.in_((RunStatus.RUNNING.value, RunStatus.PAUSED.value)))
+           Run.status.in_((RunStatus.QUEUED.value, RunStatus.RUNNING.value,
+                           RunStatus.PAUSED.value)))
 )
 _DEFINITIONS = select(WorkflowVersion.id, WorkflowVersion.definition).where(
     WorkflowVersion.id.in_(bindparam("ids", expanding=True)))
@@ -188,7 +189,7 @@ def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
         if (row.item_current if row.item_id else row.task_current) != row.id:
             continue
         # A paused run starts nothing: `resume` sends its waiting attempts again.
-        if row.status != "running" and row.run_status != RunStatus.RUNNING:
+        if row.status != "running" and row.run_status == RunStatus.PAUSED:
             continue
         try:
             task_type, undo_type, timeout = facts[row.version_id][row.task_id]

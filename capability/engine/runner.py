@@ -265,9 +265,10 @@ def finish_task(task: TaskRun, status: TaskStatus, error: str | None = None) -> 
         task.error = error
 
 
-def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> list[Send]:
+def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition,
+            admit: bool = False) -> list[Send]:
     """Decide every task that can be decided now (``advance.advance``)."""
-    return advancing.advance(session, run, definition)
+    return advancing.advance(session, run, definition, admit)
 
 
 def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Send]:
@@ -329,11 +330,17 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None,
     conn = session.connection()
     run = conn.execute(_BEGIN_LOCK_EXCLUSIVE if instant else _BEGIN_LOCK,
                        {"attempt_id": attempt_id}).first()
+    if run is not None and run.status == RunStatus.QUEUED and not instant:
+        # The run's first begin writes the run: that takes its lock exclusively, from the
+        # start (two begins upgrading share locks would deadlock).
+        session.rollback()
+        conn = session.connection()
+        run = conn.execute(_BEGIN_LOCK_EXCLUSIVE, {"attempt_id": attempt_id}).first()
     row = conn.execute(_BEGIN_READ, {"attempt_id": attempt_id}).first() if run else None
     if run is None or row is None or (
         row.status not in ("queued", "scheduled")
         or (row.item_current if row.item_id else row.task_current) != attempt_id
-        or run.status != RunStatus.RUNNING
+        or run.status not in RUNNABLE
         or (row.item_id and row.task_status != TaskStatus.RUNNING)
     ):
         session.rollback()
@@ -347,7 +354,10 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None,
     spec = plan.specs[run.task_id]
     if run.kind != "task":  # a compensation step: its spec is built from its task's
         spec = compensation.spec_for(plan.definition, session.get(TaskRun, run.task_row))
-    mark_running(conn, attempt_id, run.task_row, now(), worker, row.item_id)
+    at = now()
+    if run.status == RunStatus.QUEUED:
+        run_begins(conn, run.id, at)
+    mark_running(conn, attempt_id, run.task_row, at, worker, row.item_id)
     scope = scope_for(session, run, plan.reads(spec, "with"))
     if row.item_id:
         scope["item"], scope["index"] = row.value, row.index
@@ -455,25 +465,42 @@ def open_run(session: Any, run: Run, definition: dsl.WorkflowDefinition,
     """Add a new run (not yet in the session) with a row per task; ``start``: running
     at once, its first ready tasks decided (else it waits in ``queued`` for a slot).
 
-    Ids are made here and the rows are written at the next flush, already in their
-    first state: one INSERT for the run, one for its tasks and one for the first
-    attempts, with nothing read back (the caller checked ``max_active_runs`` first)."""
+    The run is ``queued`` either way (the API's answer to a start): it becomes
+    ``running`` when a worker begins its first task (``begin_attempt``,
+    ``instant.run_attempt``). Ids are made here and the rows are written at the next
+    flush, already in their first state: one INSERT for the run, one for its tasks and
+    one for the first attempts, with nothing read back (the caller checked
+    ``max_active_runs`` first)."""
     run.id = run.id or new_id()
+    run.status = RunStatus.QUEUED.value
     # Every column the engine reads is set: column defaults apply only at the INSERT.
     run.tasks = [TaskRun(id=new_id(), task_id=task_id, kind="task", position=position,
                          status=TaskStatus.PENDING.value, attempts=0, retry_base=0)
                  for position, task_id in enumerate(dsl.topological_order(definition))]
     session.add(run)
-    if not start:
-        run.status = RunStatus.QUEUED.value
-        return []
-    run.status = RunStatus.RUNNING.value
-    run.started_at = now()
-    return advancing.advance(session, run, definition)
+    return advancing.advance(session, run, definition, admit=True) if start else []
 
 
 def start(session: Any, run: Run) -> list[Send]:
-    """Queued -> running, deciding the first ready tasks."""
-    run.status = RunStatus.RUNNING.value
-    run.started_at = now()
-    return advancing.advance(session, run, plan_for(session, run).definition)
+    """A queued run that waited for a slot takes one: its first ready tasks are sent."""
+    return advancing.advance(session, run, plan_for(session, run).definition, admit=True)
+
+
+def active_runs(session: Any, workflow_id: str) -> int:
+    """Runs holding a ``max_active_runs`` slot (``advance.active_runs``)."""
+    return advancing.active_runs(session, workflow_id)
+
+
+# The first attempt of a run to begin makes it running (it was queued since its start,
+# or since a retry); its first start time is kept across retries.
+_RUN_BEGINS = update(Run).where(Run.id == bindparam("run"),
+                                Run.status == RunStatus.QUEUED.value).values(
+    status=RunStatus.RUNNING.value,
+    started_at=func.coalesce(Run.started_at, bindparam("at", type_=Run.started_at.type)))
+RUNNABLE = (RunStatus.RUNNING, RunStatus.QUEUED)
+
+
+def run_begins(conn: Any, run_id: str, at: dt.datetime) -> None:
+    """A queued run's first attempt begins: the run is running from ``at``. The caller
+    holds the run's lock exclusively."""
+    conn.execute(_RUN_BEGINS, {"run": run_id, "at": at})

@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.audit.recorder import build_event, record
+from app.security.actor import SYSTEM
 from capability import dsl
 from capability.dsl import RunStatus
 from capability.engine import runner
@@ -61,6 +63,15 @@ def start_child(session: Any, attempt_id: str, params: dict[str, Any]) -> list[S
     )
     sends = runner.open_run(session, child, definition, starts)
     attempt.status = "waiting"
+    session.flush()  # before the audit trail's lock, taken at the commit (runs.start_run)
+    # A run start is audited whoever starts it: here the engine, for the parent run.
+    record(session, build_event(
+        SYSTEM, "start", "run", child.id, team=child_workflow.team.name,
+        tenant=child_workflow.team.tenant.name,
+        after={"workflow": child_workflow.name, "version": version.version,
+               "trigger": "workflow", "parent_run": parent.id,
+               "parent_task": attempt.task_run.task_id, "started_by": parent.created_by},
+    ))
     session.commit()
     return sends
 

@@ -223,7 +223,7 @@ def test_controls_through_the_form_work_and_are_audited(app, world):
     work_once(app)
     assert task_statuses(app, run)["ask"] == "waiting_approval"
     page = operator.get(f"/runs/{run}").get_data(as_text=True)
-    assert re.search(r'<form[^>]*/control/pause"[^>]*data-show-when="running"\s*>', page)
+    assert re.search(r'<form[^>]*/control/pause"[^>]*data-show-when="queued running"\s*>', page)
     assert re.search(r'<form[^>]*/control/resume"[^>]*hidden>', page)
 
     r = operator.post(f"/runs/{run}/control/pause")
@@ -234,7 +234,7 @@ def test_controls_through_the_form_work_and_are_audited(app, world):
     assert event.outcome == "success" and event.actor == world["users"]["Operator"]["username"]
 
     r = operator.post(f"/runs/{run}/control/pause", follow_redirects=True)  # not running now
-    assert "only a running run can be paused" in r.get_data(as_text=True)
+    assert "only a running or starting run can be paused" in r.get_data(as_text=True)
     assert [e.outcome for e in events(app, run, "pause")] == ["success", "error"]
 
     assert operator.post(f"/runs/{run}/control/resume").status_code == 302
@@ -263,7 +263,7 @@ def test_cancel_and_retry_from_the_failed_tasks_list(app, world):
 
     r = operator.post(f"/runs/{run}/control/retry", data={"next": "/failed_tasks/list/"})
     assert r.status_code == 302 and r.headers["Location"].endswith("/failed_tasks/list/")
-    assert run_status(app, run) == "running"
+    assert run_status(app, run) == "queued"  # running again once a worker begins a task
     assert events(app, run, "retry")[0].outcome == "success"
     assert drain(app, run) == "failed"
     r = operator.post(f"/runs/{run}/control/retry", data={"next": "https://evil.example/"})

@@ -238,14 +238,41 @@ def test_bad_params_create_no_run(app, client, op):
         assert db.session.execute(select(func.count()).select_from(Run)).scalar() == before
 
 
-def test_max_active_runs_queues_the_rest(app, client, op):
-    wid = make(client, op, [{"id": "a", "type": "noop"}], max_active_runs=1)
+def test_a_run_is_queued_until_a_worker_begins_it_and_max_active_runs_holds_the_rest(
+        app, client, op):
+    """API.md: a started run answers ``queued``. The first run takes the only slot (its
+    task waits for a worker), the second waits for the slot with nothing sent; a run is
+    ``running`` from the moment a worker begins its first task."""
+    wid = make(client, op, [{"id": "a", "type": "delay", "with": {"seconds": 0.5}}],
+               max_active_runs=1)
     one = start(client, op, wid).get_json()
     two = start(client, op, wid).get_json()
-    assert one["result"]["status"] == "running"
-    assert two["result"]["status"] == "queued"
+    three = start(client, op, wid).get_json()
+    assert [r["result"]["status"] for r in (one, two, three)] == ["queued"] * 3
+    assert one["result"]["started_at"] is None
+
+    def state(run: dict[str, Any]) -> tuple[str, str, bool]:
+        got = client.get(f"/api/v1/runs/{run['id']}", headers=op["h"]).get_json()["result"]
+        return got["status"], got["tasks"][0]["status"], got["started_at"] is not None
+
+    assert state(one) == ("queued", "queued", False)
+    assert state(two) == state(three) == ("queued", "pending", False)
+    # Waiting for a slot, a run holds nothing to pause; it can still be cancelled.
+    r = client.post(f"/api/v1/runs/{two['id']}/pause", headers=op["h"])
+    assert r.status_code == 409 and "waiting for a slot" in r.get_json()["message"]
+    # Paused and resumed before any task began: queued again, its task sent again.
+    assert client.post(f"/api/v1/runs/{one['id']}/pause", headers=op["h"]).status_code == 200
+    assert state(one)[0] == "paused"
+    assert client.post(f"/api/v1/runs/{one['id']}/resume", headers=op["h"]).status_code == 200
+    assert state(one) == ("queued", "queued", False)
+    work_once(app)  # begins the delay of run one; the others still wait for the slot
+    assert state(one) == ("running", "running", True)
+    assert state(two) == ("queued", "pending", False)
     assert drain(app, one["id"]) == "succeeded"
+    assert state(two)[1] != "pending"  # promoted when one ended: it holds the slot now
+    assert state(three) == ("queued", "pending", False)
     assert drain(app, two["id"]) == "succeeded"
+    assert drain(app, three["id"]) == "succeeded"
 
 
 def test_a_completion_is_recorded_once(app, client, op):
@@ -316,6 +343,24 @@ def _events(app, run_id: str) -> list[str]:
             select(AuditEvent.action).where(AuditEvent.target_id == run_id,
                                             AuditEvent.outcome == "success")
             .order_by(AuditEvent.seq)).scalars())
+
+
+def test_templated_approvers_are_rendered(app, client, op, factory):
+    """``with.approvers`` is a template like the rest of ``with``: the role it renders to
+    answers, the others are refused (403); the Admin always may."""
+    wid = make(client, op, [
+        {"id": "first", "type": "noop", "with": {"value": "Operator"}},
+        {"id": "ask", "type": "approval", "depends_on": ["first"],
+         "with": {"message": "ship it?", "approvers": "{{ tasks.first.output }}"}},
+    ])
+    run_id = start(client, op, wid).get_json()["id"]
+    work_once(app)
+    operator = auth(api_token(client, factory.user("Operator", teams=[op["team"]])["username"]))
+    url = f"/api/v1/runs/{run_id}/tasks/ask/approve"
+    r = client.post(url, json={"comment": "me"}, headers=op["h"])  # an Author
+    assert r.status_code == 403 and "'Operator'" in r.get_json()["message"]
+    assert client.post(url, json={"comment": "ok"}, headers=operator).status_code == 200
+    assert drain(app, run_id) == "succeeded"
 
 
 def test_approval_waits_then_approve_and_reject(app, client, op):
@@ -566,8 +611,19 @@ def test_sub_workflow_output_failure_and_nesting_limit(app, client, op):
     assert by["missing"]["status"] == "failed" and "no workflow named" in by["missing"]["error"]
     assert by["badparams"]["status"] == "failed" and "params.who" in by["badparams"]["error"]
     with app.app_context():
-        kids = db.session.execute(select(Run).where(Run.parent_run_id == run["id"])).scalars()
+        kids = list(db.session.execute(
+            select(Run).where(Run.parent_run_id == run["id"])).scalars())
         assert [(k.trigger, k.depth, k.status) for k in kids] == [("workflow", 1, "succeeded")]
+        # The engine's start of the child run is audited like any run start.
+        from app.audit.models import AuditEvent
+
+        (event,) = db.session.execute(select(AuditEvent).where(
+            AuditEvent.action == "start", AuditEvent.target_id == kids[0].id)).scalars()
+        assert (event.actor, event.team, event.outcome) == ("system", op["team"]["name"],
+                                                           "success")
+        assert event.after["parent_run"] == run["id"] and event.after["parent_task"] == "sub"
+        assert event.after["trigger"] == "workflow" and event.after["workflow"] == child
+        db.session.remove()
 
     failing = unique("failing")
     _named(client, op, failing, [{"id": "x", "type": "fail", "with": {"message": "deep"}}])

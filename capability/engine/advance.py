@@ -32,7 +32,7 @@ from capability.engine.decide import (
     verdict_of,
 )
 from capability.engine.dispatch import Send
-from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskRun
+from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskItem, TaskRun
 
 
 def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition,
@@ -303,17 +303,30 @@ def _conclude(session: Any, run: Any, plan: Plan, outcome: RunStatus | None) -> 
         run.finished_at = runner.now()
         sends += promote_queued(session, run.workflow_id, plan.definition.max_active_runs)
         if run.parent_attempt_id is not None:
-            sends.append(Send(run.parent_attempt_id, "default", child_run=run.id))
+            # On the parent task's own queue: a worker serves it (the start checked).
+            parent = session.get(TaskAttempt, run.parent_attempt_id)
+            queue = parent.queue if parent is not None else dsl.DEFAULT_QUEUE
+            sends.append(Send(run.parent_attempt_id, queue, child_run=run.id))
     return sends
 
 
 # A queued run has taken its slot once an attempt of it waits for a worker (it is
-# ``running`` from the moment a worker begins one); until then it waits for a slot.
+# ``running`` from the moment a worker begins one); until then it waits for a slot. Only
+# attempts that count (a task's or an element's current one): a failed for_each can
+# leave an element's queued attempt behind, which a retry replaces.
 _ADMITTED = (
     select(TaskAttempt.id).join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
-    .where(TaskRun.run_id == Run.id, TaskAttempt.status.in_(("queued", "scheduled")))
+    .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
+    .where(TaskRun.run_id == Run.id, TaskAttempt.status.in_(("queued", "scheduled")),
+           or_(TaskAttempt.id == TaskRun.current_attempt_id,
+               TaskAttempt.id == TaskItem.current_attempt_id))
     .exists()
 )
+
+
+def admitted(session: Any, run_id: str) -> bool:
+    """Whether a queued run holds its slot (see ``_ADMITTED``)."""
+    return bool(session.execute(select(_ADMITTED.where(Run.id == run_id))).scalar())
 
 
 def active_runs(session: Any, workflow_id: str) -> int:

@@ -64,7 +64,7 @@ def pause(session: Any, run_id: str) -> ControlResult:
     # A queued run whose first tasks wait for a worker may be paused; one that waits for
     # a max_active_runs slot holds nothing to pause (it can be cancelled).
     if not (run.status == RunStatus.RUNNING or (
-            run.status == RunStatus.QUEUED and _attempts(session, run, ("queued", "scheduled")))):
+            run.status == RunStatus.QUEUED and runner.admitted(session, run.id))):
         what = "waiting for a slot (max_active_runs)" if run.status == RunStatus.QUEUED \
             else run.status
         raise Conflict(f"The run is {what}; only a running or starting run can be paused")
@@ -104,8 +104,12 @@ def retry(session: Any, run_id: str) -> ControlResult:
         raise Conflict("No task of this run failed")
     definition = runner.definition_of(run.version)
     sends: list[Send] = []
-    # A finished run is queued again, and running once a worker begins one of its tasks.
+    # A finished run is queued again, and running once a worker begins one of its tasks;
+    # when the workflow has max_active_runs active already, it waits for a slot
+    # (runner.start sends its tasks then).
     admit = run.status != RunStatus.RUNNING
+    limit = definition.max_active_runs
+    waits = admit and limit is not None and runner.active_runs(session, run.workflow_id) >= limit
     run.status = RunStatus.QUEUED.value if admit else run.status
     run.finished_at = None
     for task in again:
@@ -114,10 +118,12 @@ def retry(session: Any, run_id: str) -> ControlResult:
         task.finished_at = None
         task.current_attempt_id = None
         if items.restart(session, task):
-            sends += items.fill(session, task, definition.task(task.task_id), definition)
+            if not waits:
+                sends += items.fill(session, task, definition.task(task.task_id), definition)
         else:
             task.status = TaskStatus.PENDING.value
-    sends += runner.advance(session, run, definition, admit=admit)
+    if not waits:
+        sends += runner.advance(session, run, definition, admit=admit)
     return ControlResult(run, sends)
 
 

@@ -94,9 +94,9 @@ LOCK_SECONDS = 60
 # Delete the lock only if it is still ours (it may have expired and been taken).
 _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
             "return redis.call('del', KEYS[1]) end return 0")
-# The follow-up job of a finished sub-workflow run, as ``Dispatcher.send`` names it.
+# The follow-up job of a finished sub-workflow run, as ``Dispatcher.send`` names it (on
+# the queue of the parent's attempt).
 CHILD_JOB_PREFIX = "apg-child-"
-CHILD_JOB_QUEUE = "default"
 
 
 @dataclass
@@ -208,16 +208,16 @@ def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
 
 
 def _finished_children(session: Any, now: dt.datetime,
-                       grace: float) -> list[tuple[str, str]]:
-    """(child run, parent attempt) for sub-workflow runs that ended while their parent's
-    attempt still waits for them."""
+                       grace: float) -> list[tuple[str, str, str]]:
+    """(child run, parent attempt, its queue) for sub-workflow runs that ended while
+    their parent's attempt still waits for them."""
     rows = session.execute(
-        select(Run.id, Run.parent_attempt_id, Run.finished_at)
+        select(Run.id, Run.parent_attempt_id, TaskAttempt.queue, Run.finished_at)
         .join(TaskAttempt, TaskAttempt.id == Run.parent_attempt_id)
         .where(TaskAttempt.status == "waiting",
                Run.status.in_([status.value for status in FINISHED_RUN_STATUSES]))
     ).all()
-    return [(child_id, attempt_id) for child_id, attempt_id, finished in rows
+    return [(child_id, attempt_id, queue) for child_id, attempt_id, queue, finished in rows
             if finished is None or (now - aware(finished)).total_seconds() >= grace]
 
 
@@ -260,7 +260,7 @@ def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | N
         StartedJobRegistry(name, connection=conn).cleanup()
     ids = [job_id(c.id) for c in candidates]
     ids += [job_id(c.id, end=True) for c in candidates if c.task_type == "delay"]
-    ids += [CHILD_JOB_PREFIX + child_id for child_id, _ in children]
+    ids += [CHILD_JOB_PREFIX + child_id for child_id, _, _ in children]
     workers = WorkerLiveness(conn, now)
     view = RedisView(conn, workers, job_states(conn, ids))
     sends: list[Send] = []
@@ -272,14 +272,14 @@ def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | N
             except Exception:  # one odd attempt must not stop the recovery of the others
                 session.rollback()
                 log.exception("reaper: could not check attempt %s", cand.id)
-        for child_id, parent_attempt_id in children:
+        for child_id, parent_attempt_id, queue in children:
             # The follow-up telling a parent that its sub-workflow run ended is gone:
             # without it the parent's attempt would wait forever. It is idempotent.
-            if not view.alive(CHILD_JOB_PREFIX + child_id, CHILD_JOB_QUEUE)[0]:
+            if not view.alive(CHILD_JOB_PREFIX + child_id, queue)[0]:
                 log.warning("reaper: telling attempt %s again that its sub-workflow run %s "
                             "ended", parent_attempt_id, child_id)
-                view.discard(CHILD_JOB_PREFIX + child_id, CHILD_JOB_QUEUE)
-                sends.append(Send(parent_attempt_id, CHILD_JOB_QUEUE, child_run=child_id))
+                view.discard(CHILD_JOB_PREFIX + child_id, queue)
+                sends.append(Send(parent_attempt_id, queue, child_run=child_id))
                 report.followups_resent += 1
         workers.bury_dead()
     finally:

@@ -405,7 +405,8 @@ def complete_attempt(
         retry = dsl.effective_retry(spec, definition.defaults)
         if outcome.retriable and task.attempts - task.retry_base < retry.max_attempts:
             task.status = TaskStatus.RETRYING.value
-            wait = retry.wait_seconds(task.attempts)
+            # Counted from the last manual retry, as the budget is: a fresh start.
+            wait = retry.wait_seconds(task.attempts - task.retry_base)
             sends.append(new_attempt(session, task, spec, definition, "scheduled", wait))
         else:
             finish_task(task, TaskStatus.FAILED)
@@ -482,13 +483,26 @@ def open_run(session: Any, run: Run, definition: dsl.WorkflowDefinition,
 
 
 def start(session: Any, run: Run) -> list[Send]:
-    """A queued run that waited for a slot takes one: its first ready tasks are sent."""
-    return advancing.advance(session, run, plan_for(session, run).definition, admit=True)
+    """A queued run that waited for a slot takes one: its first ready tasks are sent
+    (and, for a retried run, the elements of its restarted for_each tasks)."""
+    plan = plan_for(session, run)
+    sends = advancing.advance(session, run, plan.definition, admit=True)
+    for task in run.tasks:
+        spec = plan.specs.get(task.task_id)
+        if (task.kind == "task" and task.status == TaskStatus.RUNNING and spec is not None
+                and spec.for_each is not None):
+            sends += items.fill(session, task, spec, plan.definition)
+    return sends
 
 
 def active_runs(session: Any, workflow_id: str) -> int:
     """Runs holding a ``max_active_runs`` slot (``advance.active_runs``)."""
     return advancing.active_runs(session, workflow_id)
+
+
+def admitted(session: Any, run_id: str) -> bool:
+    """Whether a queued run holds its slot (``advance.admitted``)."""
+    return advancing.admitted(session, run_id)
 
 
 # The first attempt of a run to begin makes it running (it was queued since its start,

@@ -426,6 +426,63 @@ def test_pause_resume_cancel_and_retry(app, client, op):
     assert _events(app, run2) == ["start", "cancel"]
 
 
+def test_a_retry_waits_for_a_max_active_runs_slot(app, client, op):
+    """Retrying a failed run while the workflow's only slot is taken: the run is queued
+    with nothing sent (a plain task back to pending, a for_each task's failed elements
+    too); when the slot frees it runs, elements included."""
+    flaky = {"callable": "tests.engine_callables:flaky", "kwargs": {"fail_times": 1}}
+    wid = make(client, op, [
+        {"id": "plain", "type": "python",
+         "with": {**flaky, "kwargs": {**flaky["kwargs"], "key": "{{ params.key }}-plain"}}},
+        # Only the first element fails, once (the task fails at that failure).
+        {"id": "each", "type": "python", "for_each": "{{ [1, 2] }}",
+         "with": {**flaky, "kwargs": {"key": "{{ params.key }}-{{ item }}",
+                                      "fail_times": "{{ 1 if item == 1 else 0 }}"}}},
+    ], max_active_runs=1, params={"key": {"type": "string", "required": True}})
+    first = start(client, op, wid, params={"key": unique("a")}).get_json()["id"]
+    assert drain(app, first) == "failed"
+    second = start(client, op, wid, params={"key": unique("b")}).get_json()["id"]  # the slot
+
+    r = client.post(f"/api/v1/runs/{first}/retry", headers=op["h"])
+    assert r.status_code == 200 and r.get_json()["result"]["status"] == "queued"
+    with app.app_context():  # it holds no slot: nothing of it waits for a worker
+        assert runner.admitted(db.session, first) is False
+        assert runner.admitted(db.session, second) is True
+        db.session.remove()
+    tasks = {t["task_id"]: t["status"] for t in r.get_json()["result"]["tasks"]}
+    assert tasks == {"plain": "pending", "each": "running"}
+    assert drain(app, second) == "failed"  # its end gives the slot to the retried run
+    status = drain(app, first)
+    got = client.get(f"/api/v1/runs/{first}", headers=op["h"]).get_json()["result"]
+    by = {t["task_id"]: t for t in got["tasks"]}
+    assert status == "succeeded", by
+    assert by["each"]["output"] == [{"calls": 2}, {"calls": 1}]
+    assert by["plain"]["attempts"] == 2
+
+
+def test_backoff_after_a_manual_retry_starts_again(app, client, op):
+    """The retry budget and the exponential wait both count from the last manual retry."""
+    key = unique("backoff")
+    wid = make(client, op, [
+        {"id": "flaky", "type": "python",
+         "with": {"callable": "tests.engine_callables:flaky",
+                  "kwargs": {"key": key, "fail_times": 3}},
+         "retry": {"max_attempts": 2, "backoff": "exponential", "delay": "200ms",
+                   "jitter": False}},
+    ])
+    run_id = start(client, op, wid).get_json()["id"]
+    assert drain(app, run_id) == "failed"
+    assert client.post(f"/api/v1/runs/{run_id}/retry", headers=op["h"]).status_code == 200
+    assert drain(app, run_id) == "succeeded"
+    with app.app_context():
+        rows = db.session.execute(select(TaskAttempt).join(TaskRun).where(
+            TaskRun.run_id == run_id).order_by(TaskAttempt.number)).scalars().all()
+        db.session.remove()
+    assert [a.status for a in rows] == ["failed", "failed", "failed", "succeeded"]
+    gap = (rows[3].not_before - rows[2].finished_at).total_seconds()
+    assert 0.15 < gap < 0.3, gap  # the first wait again, not 200ms * 2**2
+
+
 @pytest.mark.parametrize("kind", ["python", "http"])
 def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op, httpserver, kind):
     """A `python` task runs in a child process (killed); any other task runs in the
@@ -646,6 +703,32 @@ def test_sub_workflow_output_failure_and_nesting_limit(app, client, op):
             Run.workflow_id == loop_id, Run.depth == 10)).scalar()
     assert depths == list(range(11))
     assert "deeper than 10" in deepest
+
+
+def test_a_sub_workflow_s_end_reaches_its_parent_on_the_parent_task_s_queue(app, client, op):
+    from rq import Queue
+
+    from app.runtime.redis_conn import get_redis
+    from tests.engine_support import AppSimpleWorker
+
+    child = unique("child")
+    _named(client, op, child, [{"id": "x", "type": "noop"}])
+    wid = make(client, op, [
+        {"id": "sub", "type": "workflow", "queue": "low", "with": {"workflow": child}}])
+    conn = get_redis(app)
+    low = Queue("low", connection=conn)
+    low.empty()
+    run_id = start(client, op, wid).get_json()["id"]
+    # Only "low" first (the parent task), then only "default" (the child's task).
+    for name in ("low", "default"):
+        worker = AppSimpleWorker([Queue(name, connection=conn)], connection=conn)
+        worker.flask_app = app
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    with app.app_context():
+        (kid,) = db.session.execute(select(Run.id).where(Run.parent_run_id == run_id)).scalars()
+        db.session.remove()
+    assert low.job_ids == [f"apg-child-{kid}"]
+    assert drain(app, run_id) == "succeeded"
 
 
 def test_two_workers_racing_on_a_diamond_run_the_join_once(app, client, op):

@@ -56,7 +56,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 
 from app.runtime.worker import runtime_hooks
 from capability.dsl.durations import parse_duration
@@ -178,8 +178,14 @@ def task_facts(definition: dict[str, Any]) -> dict[str, tuple[str, str | None, f
     return facts
 
 
-def _candidates(session: Any, dispatcher: Dispatcher) -> list[_Candidate]:
-    rows = session.execute(_LIVE).all()
+def _candidates(session: Any, dispatcher: Dispatcher,
+                cutoff: dt.datetime | None = None) -> list[_Candidate]:
+    """The live attempts a pass looks at. ``cutoff``: leave out queued and scheduled
+    attempts created after it, which are within the grace and cannot be acted on (a
+    pass during a 1,000-task fan-out then reads none of its fresh attempts)."""
+    query = _LIVE if cutoff is None else _LIVE.where(or_(
+        TaskAttempt.status == "running", TaskAttempt.created_at < cutoff))
+    rows = session.execute(query).all()
     versions = sorted({row.version_id for row in rows})
     facts = {version_id: task_facts(definition or {}) for version_id, definition in (
         session.execute(_DEFINITIONS, {"ids": versions}).all() if versions else ())}
@@ -253,7 +259,7 @@ def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | N
     ``queues``: RQ queues whose started registry to clean besides the attempts' own."""
     now = now or dt.datetime.now(dt.UTC)
     report = ReapReport()
-    candidates = _candidates(session, dispatcher)
+    candidates = _candidates(session, dispatcher, now - dt.timedelta(seconds=grace))
     children = _finished_children(session, now, grace)
     session.rollback()  # no read transaction held while recording (SQLite upgrades fail)
     for name in sorted(set(queues or []) | {c.queue for c in candidates}):

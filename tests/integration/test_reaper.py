@@ -453,3 +453,29 @@ def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
     undo.step()  # bad fails: the run compensates x
     run_sends[undo.run_id] = list(undo.fifo.items)
     assert candidates(undo.run_id) == [("queued", "transform", 3600.0)]
+
+
+def test_a_pass_leaves_out_attempts_within_the_grace(app, client, factory):
+    """Queued attempts younger than the grace cannot be acted on: a pass does not read
+    them (a fan-out's fresh attempts), running ones it always reads."""
+    from capability.engine import rq_state
+    from tests.integration.test_incremental_advance import Driver, noop
+
+    team = factory.team()
+    author = {"team": team, "path": "general",
+              "h": auth(api_token(client, factory.user("Author", teams=[team])["username"]))}
+    run = Driver(app, client, author, [noop("a"), noop("b")])
+    mine = {s.attempt_id for s in run.fifo.items}
+    with app.app_context():
+        created = {a.id: rq_state.aware(a.created_at) for a in db.session.execute(
+            select(TaskAttempt).where(TaskAttempt.id.in_(mine))).scalars()}
+        dispatcher = reaper.dispatcher_for(app)
+
+        def seen(cutoff: dt.datetime) -> set[str]:
+            found = reaper._candidates(db.session, dispatcher, cutoff)
+            return {c.id for c in found if c.id in mine}
+
+        newest = max(created.values())
+        assert seen(newest + dt.timedelta(seconds=1)) == mine
+        assert seen(min(created.values()) - dt.timedelta(seconds=1)) == set()
+        db.session.remove()

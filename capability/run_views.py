@@ -128,7 +128,8 @@ class RunView(ScopedMixin, ModelView):
     search_columns = ["workflow", "status", "trigger", "created_at", "created_by"]
     search_form_extra_fields = {
         "status": SelectField("Status", choices=[s.value for s in RunStatus]),
-        "trigger": SelectField("Trigger", choices=list(runs.TRIGGERS)),
+        # Sub-workflow runs have the trigger "workflow" (set by the engine, never asked).
+        "trigger": SelectField("Trigger", choices=[*runs.TRIGGERS, "workflow"]),
     }
     formatters_columns = {"created_at": run_graph.when}
     base_order = ("created_at", "desc")

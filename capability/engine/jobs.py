@@ -60,15 +60,15 @@ def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
         dsl.registry.get(ctx.task.type).validate_with(params, rendered=True)
     except Exception as exc:  # a template rendered to a value its type refuses
         return Outcome.failure(f"with: {exc}", retriable=False)
+    # A task without a timeout of its own gets TASK_DEFAULT_TIMEOUT: an attempt that a job
+    # went on with (run_attempt, follow-up) has no RQ alarm left to stop it.
+    limit = ctx.timeout or float(current_app.config["TASK_DEFAULT_TIMEOUT"])
     try:
         # Only the task's own work can be stopped (cancel), never the engine's bookkeeping.
-        with interrupt.interruptible():
-            if ctx.timeout:
-                with UnixSignalDeathPenalty(int(max(1, ctx.timeout)), JobTimeoutException):
-                    return executor(params, ctx, settings)
+        with interrupt.interruptible(), UnixSignalDeathPenalty(
+                int(max(1, limit)), JobTimeoutException):
             return executor(params, ctx, settings)
     except JobTimeoutException:
-        limit = ctx.timeout or current_app.config["TASK_DEFAULT_TIMEOUT"]
         return Outcome.failure(f"timed out after {limit:g}s (attempt {ctx.number})")
     except Exception as exc:  # the task failed; whether it is retried is the policy's call
         return Outcome.failure(f"{type(exc).__name__}: {exc}")

@@ -87,3 +87,34 @@ def test_a_followed_attempt_is_cancelled_and_never_taken_for_lost(
     got = get_run(client, op, run_id)
     assert got["status"] == "cancelled"
     assert attempts(app, run_id, "long")[0].status == "cancelled"
+
+
+def test_a_followed_attempt_without_a_timeout_gets_the_default_one(
+        app, client, op, tmp_path):  # noqa: F811
+    """RQ's alarm is gone once a job goes on with another attempt (this shape is followed:
+    see the test above): a task without a timeout of its own is then stopped by
+    TASK_DEFAULT_TIMEOUT (here 2 s), not by the watchdog a minute and a half later."""
+    import os
+    import sys
+
+    from tests.engine_support import spawned
+
+    key = unique("default-timeout")
+    wid = make(client, op, [
+        {"id": "first", "type": "noop"},
+        {"id": "long", "type": "python", "depends_on": ["first"],
+         "with": {"callable": "tests.engine_callables:sleep_first",
+                  "kwargs": {"key": key, "seconds": 30}}},
+    ])
+    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
+           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
+           "PYTHON_TASK_PREFIXES": "tests.engine_callables", "TASK_DEFAULT_TIMEOUT": "2"}
+    with spawned(tmp_path, [sys.executable, "-m", "app"], env) as spawn:
+        spawn("worker")
+        wait_for(lambda: Worker.all(connection=get_redis(app)), 30, "no worker registered")
+        run_id = start(client, op, wid)
+        got = wait_for(lambda: finished(client, op, run_id), 30, "the run did not finish")
+    long = {t["task_id"]: t for t in got["tasks"]}["long"]
+    assert got["status"] == "failed" and long["status"] == "failed"
+    assert long["error"] == "timed out after 2s (attempt 1)", long["error"]

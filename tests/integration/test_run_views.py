@@ -158,6 +158,11 @@ def test_list_shows_own_runs_with_status_duration_and_links(app, world):
                                                     "_flt_0_workflow": world["diamond"]})
     assert world["run"] not in none.get_data(as_text=True)
     assert not re.search(r'(src|href)="(https?:)?//', page)
+    # Sub-workflow runs (trigger "workflow") can be searched for too.
+    assert r'\u003coption value=\"workflow\"\u003eworkflow' in page  # the filter's JSON
+    wanted = client.get("/runs/list/", query_string={"_flt_0_trigger": "workflow",
+                                                     "_flt_0_workflow": world["diamond"]})
+    assert wanted.status_code == 200 and world["run"] not in wanted.get_data(as_text=True)
 
 
 def test_page_draws_graph_timeline_data_and_tasks(app, world):

@@ -90,7 +90,7 @@ def _state(session: Any, run: Any, raw: bool) -> Any:
             .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
             .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
             .where(TaskRun.run_id == run.id)
-            .order_by(TaskAttempt.created_at, TaskAttempt.number)):
+            .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)):
         attempts[a.task_run_id].append(encode({
             "number": a.number, "status": a.status, "worker": a.worker,
             "started_at": _iso(a.started_at), "finished_at": _iso(a.finished_at),

@@ -145,7 +145,7 @@ def run_dict(session: DbSession, run: Run, with_tasks: bool = True) -> dict[str,
 def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
     attempts = session.execute(
         select(TaskAttempt).where(TaskAttempt.task_run_id == task.id)
-        .order_by(TaskAttempt.created_at, TaskAttempt.number)
+        .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)
     ).scalars()
     return {
         "task_id": task.task_id,

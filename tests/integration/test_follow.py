@@ -19,6 +19,7 @@ from tests.integration.test_reaper import (  # noqa: F401 - op, processes: fixtu
     get_run,
     make,
     op,
+    process_env,
     processes,
     reap_now,
     start,
@@ -94,7 +95,6 @@ def test_a_followed_attempt_without_a_timeout_gets_the_default_one(
     """RQ's alarm is gone once a job goes on with another attempt (this shape is followed:
     see the test above): a task without a timeout of its own is then stopped by
     TASK_DEFAULT_TIMEOUT (here 2 s), not by the watchdog a minute and a half later."""
-    import os
     import sys
 
     from tests.engine_support import spawned
@@ -106,10 +106,7 @@ def test_a_followed_attempt_without_a_timeout_gets_the_default_one(
          "with": {"callable": "tests.engine_callables:sleep_first",
                   "kwargs": {"key": key, "seconds": 30}}},
     ])
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.engine_callables", "TASK_DEFAULT_TIMEOUT": "2"}
+    env = process_env(app, TASK_DEFAULT_TIMEOUT="2")
     with spawned(tmp_path, [sys.executable, "-m", "app"], env) as spawn:
         spawn("worker")
         wait_for(lambda: Worker.all(connection=get_redis(app)), 30, "no worker registered")

@@ -104,14 +104,20 @@ def work_until(app, check: Callable[[], bool], timeout: float = 30.0) -> None:
 
 # -- real processes ------------------------------------------------------------------
 
+def process_env(app, **extra: str) -> dict[str, str]:
+    """The environment of a worker or scheduler process on the test app's services."""
+    return {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
+            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "PYTHON_TASK_PREFIXES": "tests.engine_callables", **extra}
+
+
 @pytest.fixture()
 def processes(app, tmp_path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
     """Starts `flask --app app <command>` processes; stops whatever is left at the end."""
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
-    with spawned(tmp_path, [sys.executable, "-m", "flask", "--app", "app"], env) as spawn:
+    with spawned(tmp_path, [sys.executable, "-m", "flask", "--app", "app"],
+                 process_env(app)) as spawn:
         yield spawn
 
 

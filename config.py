@@ -46,6 +46,10 @@ def database_url(raw: str) -> str:
 
 APG_ENV = os.environ.get("APG_ENV", "development")
 SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+# Fernet keys for workflow secrets at rest, comma-separated: the first encrypts, every
+# one decrypts (to rotate: put a new key first, run `flask --app app secrets rotate`).
+# Empty: one key derived from SECRET_KEY (changing SECRET_KEY then loses the secrets).
+SECRETS_KEY = os.environ.get("SECRETS_KEY", "")
 
 # Storage. Unset means the embedded defaults: a SQLite file under instance/ and an
 # embedded Redis server started by `flask --app app up` (or by the test suite).

@@ -64,6 +64,32 @@ class Workflow(TeamScoped, Model):
         return self.name
 
 
+class Secret(TeamScoped, Model):
+    """A named value a team's workflows read as ``{{ secrets.<name> }}``; stored only
+    encrypted (``capability.secrets``), never shown after it is saved."""
+
+    __tablename__ = "apg_secret"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_apg_secret_team_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    # A Fernet token (AES-128-CBC and HMAC-SHA256) of the value.
+    ciphertext: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+    )
+
+    team: Mapped[Team] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 class WorkflowVersion(Model):
     __tablename__ = "apg_workflow_version"
     __table_args__ = (UniqueConstraint("workflow_id", "version", name="uq_apg_workflow_version"),)

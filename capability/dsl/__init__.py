@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         referenced_names,
         referenced_tasks,
         render,
+        secret_references,
         task_references,
     )
     from capability.dsl.fields import (
@@ -108,7 +109,8 @@ _EXPORTS = {
     **dict.fromkeys((
         "ExpressionError", "MASK", "check_syntax", "evaluate_condition", "evaluate_items",
         "find_expressions", "is_template", "mask_secrets", "mask_text", "referenced_keys",
-        "referenced_names", "referenced_tasks", "render", "task_references",
+        "referenced_names", "referenced_tasks", "render", "secret_references",
+        "task_references",
     ), "expressions"),
     **dict.fromkeys(("Duration", "PositiveDuration", "Templated"), "fields"),
     **dict.fromkeys(("find_cycles", "topological_order", "upstream_map"), "graph"),
@@ -155,7 +157,8 @@ __all__ = [
     "find_cycles", "find_expressions", "format_duration", "is_template", "load_source",
     "locate", "locate_issues", "mask_secrets",
     "mask_text", "parse_duration", "parse_source", "pydantic_issues", "referenced_keys",
-    "referenced_names", "referenced_tasks", "registry", "render", "task_references",
+    "referenced_names", "referenced_tasks", "registry", "render", "secret_references",
+    "task_references",
     "topological_order", "upstream_map", "validate_definition", "validate_params",
     "validate_source",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "ITEM_NAMES", "MASK", "SCOPE_NAMES", "ExpressionError", "check_syntax",
     "evaluate_condition", "evaluate_items", "find_expressions", "is_template", "mask_secrets",
     "mask_text", "referenced_keys", "referenced_names", "referenced_tasks", "render",
+    "secret_references",
     "task_references",
 ]
 
@@ -214,9 +215,19 @@ def task_references(value: Any) -> frozenset[str] | None:
     of the scope. ``None`` when some template reads ``tasks`` as a whole (``tasks[name]``,
     a loop over ``tasks``, ``tasks | length``, ``{% set t = tasks %}``) or does not
     parse: it may then see any task."""
+    return _references(value, "tasks")
+
+
+def secret_references(value: Any) -> frozenset[str] | None:
+    """The names of ``secrets`` the templates of ``value`` can read (``None``: any, as
+    for ``task_references``): the engine decrypts only those."""
+    return _references(value, "secrets")
+
+
+def _references(value: Any, name: str) -> frozenset[str] | None:
     found: set[str] = set()
     for _, text in find_expressions(value):
-        keys = _task_keys(text)
+        keys = _keys(text, name)
         if keys is None:
             return None
         found |= keys
@@ -224,16 +235,16 @@ def task_references(value: Any) -> frozenset[str] | None:
 
 
 @lru_cache(maxsize=4096)
-def _task_keys(text: str) -> frozenset[str] | None:
+def _keys(text: str, name: str) -> frozenset[str] | None:
     try:
         tree = _parse(text)
     except TemplateSyntaxError:
         return None
     keys: set[str] = set()
-    keyed: set[int] = set()  # the `tasks` names read as `tasks.<key>` or `tasks['<key>']`
+    keyed: set[int] = set()  # the `name` nodes read as `name.<key>` or `name['<key>']`
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         base = node.node  # type: ignore[attr-defined]
-        if not (isinstance(base, nodes.Name) and base.name == "tasks"):
+        if not (isinstance(base, nodes.Name) and base.name == name):
             continue
         if isinstance(node, nodes.Getattr):
             keys.add(node.attr)
@@ -243,7 +254,7 @@ def _task_keys(text: str) -> frozenset[str] | None:
         else:
             continue
         keyed.add(id(base))
-    if any(name.name == "tasks" and id(name) not in keyed for name in tree.find_all(nodes.Name)):
+    if any(node.name == name and id(node) not in keyed for node in tree.find_all(nodes.Name)):
         return None
     return frozenset(keys)
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import lazyload
 from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import compensation, items, runner
+from capability.engine import compensation, items, masking, runner
 from capability.engine.decide import (
     Counts,
     Plan,
@@ -360,11 +360,13 @@ def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Se
 
 
 def _when(session: Any, run: Any, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
+    scope: dict[str, Any] = {}
     try:
-        scope = runner.scope_for(session, run, plan.reads(spec, "when"))
+        scope = runner.scope_for(session, run, plan.reads(spec, "when"),
+                                 plan.secrets(spec, "when"))
         if dsl.evaluate_condition(str(spec.when), scope, path="when"):
             return True
         runner.finish_task(task, TaskStatus.SKIPPED)
     except dsl.ExpressionError as exc:
-        runner.finish_task(task, TaskStatus.FAILED, str(exc))
+        runner.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
     return False

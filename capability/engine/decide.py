@@ -177,6 +177,19 @@ class Plan:
             self._reads[key] = found
         return found
 
+    def secrets(self, spec: dsl.TaskSpec, what: str) -> frozenset[str] | None:
+        """The secret names the spec's ``with``, ``when`` or ``for_each`` can read
+        (``None``: any of its team's); cached like ``reads``."""
+        own = self.specs.get(spec.id) is spec
+        key = (spec.id, "secrets:" + what)
+        if own and key in self._reads:
+            return self._reads[key]
+        value: Any = {"with": spec.with_, "when": spec.when, "for_each": spec.for_each}[what]
+        found = dsl.secret_references(value)
+        if own:
+            self._reads[key] = found
+        return found
+
     def upstream_filter(self, task_id: str) -> tuple[bool, tuple[str, ...]]:
         """How to select the upstream rows of a task in SQL with the fewest ids:
         ``(True, ids)``: ``task_id IN ids``; ``(False, ids)``: ``task_id NOT IN ids``

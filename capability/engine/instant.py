@@ -36,7 +36,7 @@ Handled = tuple[list[Send], str | None]
 # Plain rows, no ORM objects: the run as ``advance.advance_from`` reads it (a run's end
 # loads the ORM object to write it), the task and the attempt.
 _LOCK = (
-    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger,
+    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
            TaskRun.id.label("row"), TaskRun.task_id, TaskRun.kind,
            TaskRun.current_attempt_id.label("current"), TaskAttempt.status.label("attempt_status"),
            TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id)
@@ -75,6 +75,7 @@ class _Running:
     status: str
     params: Any
     trigger: str
+    team_id: str
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
         return [], None
     plan = runner.plan_for_version(session, run.version_id)
     spec = plan.specs[run.task_id]
-    scope = runner.scope_for(session, run, plan.reads(spec, "with"))
+    scope = runner.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
     ctx = AttemptContext(attempt_id, run.number, run.id, spec, plan.definition, scope,
                          plan.timeouts[run.task_id])
     outcome = execute(ctx)
@@ -114,7 +115,7 @@ def run_attempt(session: Any, attempt_id: str, worker: str | None,
     state: Any = run
     if run.status == RunStatus.QUEUED:  # the run's first attempt to begin
         runner.run_begins(conn, run.id, at)
-        state = _Running(run.id, RunStatus.RUNNING.value, run.params, run.trigger)
+        state = _Running(run.id, RunStatus.RUNNING.value, run.params, run.trigger, run.team_id)
     if not outcome.ok:
         # Begin as the general path does, then let it apply the retry policy.
         runner.mark_running(conn, attempt_id, run.row, at, worker)

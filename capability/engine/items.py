@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from capability import dsl
 from capability.dsl import TaskStatus
-from capability.engine import runner
+from capability.engine import masking, runner
 from capability.engine.decide import plan_of
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun
@@ -26,11 +26,15 @@ def _items(session: Any, task: TaskRun) -> list[TaskItem]:
 def start(session: Any, run: Any, task: TaskRun, spec: dsl.TaskSpec,
           definition: dsl.WorkflowDefinition) -> list[Send]:
     """The task became ready: evaluate its list and queue the first elements."""
+    scope: dict[str, Any] = {}
     try:
-        scope = runner.scope_for(session, run, plan_of(definition).reads(spec, "for_each"))
-        values = dsl.evaluate_items(spec.for_each, scope, path="for_each")
+        plan = plan_of(definition)
+        scope = runner.scope_for(session, run, plan.reads(spec, "for_each"),
+                                 plan.secrets(spec, "for_each"))
+        # The elements are stored (TaskItem.value): never a secret in clear.
+        values = masking.mask(dsl.evaluate_items(spec.for_each, scope, path="for_each"), scope)
     except dsl.ExpressionError as exc:
-        runner.finish_task(task, TaskStatus.FAILED, str(exc))
+        runner.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
         return []
     task.started_at = runner.now()
     if not values:

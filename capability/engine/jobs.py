@@ -17,7 +17,7 @@ from app.runtime import interrupt
 from app.runtime.redis_conn import get_redis
 from app.runtime.worker import serving
 from capability import dsl, live
-from capability.engine import runner, subruns
+from capability.engine import masking, runner, subruns
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send
 from capability.engine.executors import EXECUTORS, Settings
 from capability.engine.instant import run_attempt as run_instant
@@ -47,7 +47,19 @@ def _worker_name() -> str | None:
 
 
 def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
-    """Render the task's templates and run its type, inside its per-attempt timeout."""
+    """Render the task's templates and run its type, inside its per-attempt timeout;
+    every secret the task could read is masked in what comes back (``masking``)."""
+    outcome = _execute(ctx, settings)
+    if not masking.values(ctx.scope):
+        return outcome
+    outcome.output = masking.mask(outcome.output, ctx.scope)
+    outcome.error = masking.text(outcome.error, ctx.scope)
+    if outcome.start_child is not None:  # a child run's params are stored
+        outcome.start_child = masking.mask(outcome.start_child, ctx.scope)
+    return outcome
+
+
+def _execute(ctx: AttemptContext, settings: Settings) -> Outcome:
     try:
         params = dsl.render(ctx.task.with_, ctx.scope, path="with")
     except dsl.ExpressionError as exc:

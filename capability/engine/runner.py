@@ -31,7 +31,7 @@ from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance as advancing
-from capability.engine import compensation, items
+from capability.engine import compensation, items, masking
 from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun, WorkflowVersion
@@ -202,16 +202,22 @@ def task_scope(run: Run) -> dict[str, Any]:
                         for t in run.tasks if t.kind == "task"))
 
 
-def scope_for(session: Any, run: Any, reads: frozenset[str] | None) -> dict[str, Any]:
+def scope_for(session: Any, run: Any, reads: frozenset[str] | None,
+              secrets: frozenset[str] | None = frozenset()) -> dict[str, Any]:
     """``task_scope`` with only the tasks an expression reads (``Plan.reads``; ``None``:
-    all of them), read in one statement, none when it reads no task. ``run``: a ``Run``,
-    or any row with its ``id``, ``params`` and ``trigger``."""
+    all of them), read in one statement, none when it reads no task; and the run's
+    team's secrets it reads (``Plan.secrets``), decrypted, none when it reads none.
+    ``run``: a ``Run``, or any row with its ``id``, ``team_id``, ``params`` and
+    ``trigger``."""
     rows: Any = ()
     if reads is None:
         rows = session.execute(_SCOPE, {"run_id": run.id}).all()
     elif reads:
         rows = session.execute(_SCOPE_OF, {"run_id": run.id, "task_ids": sorted(reads)}).all()
-    return _scope(run, rows)
+    scope = _scope(run, rows)
+    if secrets is None or secrets:
+        scope["secrets"] = masking.secret_values(session, run.team_id, secrets)
+    return scope
 
 
 def _scope(run: Any, tasks: Iterable[Any]) -> dict[str, Any]:
@@ -220,7 +226,6 @@ def _scope(run: Any, tasks: Iterable[Any]) -> dict[str, Any]:
         "tasks": {task_id: {"output": output, "status": status, "error": error}
                   for task_id, output, status, error in tasks},
         "run": {"id": run.id, "trigger": run.trigger},
-        # The secrets store arrives with connections; until then no name resolves.
         "secrets": {},
     }
 
@@ -280,7 +285,7 @@ def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Se
 # reads the run), one read of attempt, owner and element, one UPDATE each for the
 # attempt and its owner (and the task of an element), and the commit.
 _BEGIN_LOCK = (
-    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger,
+    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
            TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind)
     .join(TaskRun, TaskRun.run_id == Run.id)
     .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
@@ -358,7 +363,7 @@ def begin_attempt(session: Any, attempt_id: str, worker: str | None,
     if run.status == RunStatus.QUEUED:
         run_begins(conn, run.id, at)
     mark_running(conn, attempt_id, run.task_row, at, worker, row.item_id)
-    scope = scope_for(session, run, plan.reads(spec, "with"))
+    scope = scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
     if row.item_id:
         scope["item"], scope["index"] = row.value, row.index
     context = AttemptContext(

@@ -207,3 +207,16 @@ def test_bad_durations_say_how_to_write_one(value):
 def test_format_duration():
     assert [dsl.format_duration(s) for s in (0, 0.25, 30, 90, 300, 3600, 86400, 1.5)] == [
         "0s", "250ms", "30s", "90s", "5m", "1h", "1d", "1500ms"]
+
+
+def test_secret_references_name_what_a_template_reads():
+    """The engine decrypts only the secrets a task's templates name; reading ``secrets``
+    as a whole (or a template that does not parse) means any of them."""
+    from capability.dsl import secret_references
+
+    assert secret_references({"a": "{{ secrets.token }}", "b": ["x {{ secrets['key2'] }}"],
+                              "c": "{{ params.secrets }}", "d": "plain"}) == {"token", "key2"}
+    assert secret_references("{{ tasks.a.output }}") == frozenset()
+    assert secret_references("{{ secrets | length }}") is None
+    assert secret_references("{{ secrets[params.which] }}") is None
+    assert secret_references("{{ secrets. }}") is None

@@ -1,0 +1,172 @@
+"""Workflow secrets: a team's named values, read by its workflows as
+``{{ secrets.<name> }}`` (DSL.md), encrypted at rest and never shown after saving.
+
+Values are Fernet tokens (AES-128-CBC with an HMAC-SHA256, from ``cryptography``) under
+the keys of ``SECRETS_KEY``: the first key encrypts, every key decrypts, so a new key
+put first takes over while older tokens still read (``rotate`` re-encrypts them all).
+Without ``SECRETS_KEY`` one key is derived from ``SECRET_KEY`` (HKDF-SHA256).
+
+Managing secrets is the Admin's (API.md, roles); the engine reads values with
+``values_for`` for the run's own team, and masks them in everything it stores
+(``capability.engine.masking``). Every function that changes a secret takes the acting
+user; the audit trail records the change without the value (``blueprint``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.extensions import DbSession
+from app.models import Team
+from app.security.actor import Actor
+from capability.models import Secret
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MAX_VALUE = 65536  # characters
+
+
+class SecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team: str = Field(min_length=1, max_length=100)
+    name: str = Field(pattern=NAME.pattern)
+    value: str = Field(min_length=1, max_length=MAX_VALUE)
+
+
+class SecretValueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(min_length=1, max_length=MAX_VALUE)
+
+
+class SecretsKeyError(RuntimeError):
+    """``SECRETS_KEY`` is not a list of Fernet keys, or a stored value does not decrypt
+    with any of them (the key it was saved under is gone)."""
+
+
+def derived_key(secret_key: str) -> bytes:
+    """The Fernet key used when ``SECRETS_KEY`` is empty."""
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"apg workflow secrets v1").derive(secret_key.encode("utf-8"))
+    return base64.urlsafe_b64encode(raw)
+
+
+def cipher(config: Any) -> MultiFernet:
+    """The keys of ``config`` (a Flask config or any mapping)."""
+    listed = [k.strip() for k in str(config.get("SECRETS_KEY") or "").split(",") if k.strip()]
+    try:
+        keys = [Fernet(k) for k in listed] or [Fernet(derived_key(config["SECRET_KEY"]))]
+    except (ValueError, TypeError) as exc:
+        raise SecretsKeyError(
+            "SECRETS_KEY must be comma-separated Fernet keys (32 url-safe base64-encoded "
+            "bytes each, e.g. from `python -c \"from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())\"`)") from exc
+    return MultiFernet(keys)
+
+
+def encrypt(config: Any, value: str) -> str:
+    return cipher(config).encrypt(value.encode("utf-8")).decode("ascii")
+
+
+def decrypt(config: Any, token: str) -> str:
+    try:
+        return cipher(config).decrypt(token.encode("ascii")).decode("utf-8")
+    except InvalidToken as exc:
+        raise SecretsKeyError("a secret does not decrypt with any key of SECRETS_KEY "
+                              "(was it saved under a key that is gone?)") from exc
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise Forbidden("Only an Admin may manage secrets")
+
+
+def list_secrets(session: DbSession, actor: Actor) -> list[Secret]:
+    _require_admin(actor)
+    return list(session.execute(
+        select(Secret).join(Team, Secret.team_id == Team.id).order_by(Team.name, Secret.name)
+    ).scalars())
+
+
+def get_secret(session: DbSession, actor: Actor, secret_id: str) -> Secret:
+    _require_admin(actor)
+    secret = session.get(Secret, secret_id)
+    if secret is None:
+        raise NotFound(f"secret {secret_id} not found")
+    return secret
+
+
+def create_secret(session: DbSession, actor: Actor, config: Any, data: SecretIn) -> Secret:
+    _require_admin(actor)
+    team = session.execute(select(Team).where(Team.name == data.team)).scalar()
+    if team is None:
+        raise ValidationFailed("Unknown team", [{"path": "team",
+                                                 "message": f"no team named {data.team!r}"}])
+    secret = Secret(team_id=team.id, name=data.name, ciphertext=encrypt(config, data.value),
+                    created_by=actor.username, updated_by=actor.username)
+    session.add(secret)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"Team {team.name!r} has a secret named {data.name!r} already",
+                       [{"path": "name", "message": "already exists in this team"}]) from exc
+    return secret
+
+
+def update_secret(session: DbSession, actor: Actor, config: Any, secret_id: str,
+                  data: SecretValueIn) -> Secret:
+    """A new value (the name and team of a secret do not change: workflows name it)."""
+    secret = get_secret(session, actor, secret_id)
+    secret.ciphertext = encrypt(config, data.value)
+    secret.updated_by = actor.username
+    secret.updated_at = dt.datetime.now(dt.UTC)
+    session.commit()
+    return secret
+
+
+def delete_secret(session: DbSession, actor: Actor, secret_id: str) -> None:
+    secret = get_secret(session, actor, secret_id)
+    session.delete(secret)
+    session.commit()
+
+
+def values_for(session: Any, config: Any, team_id: str,
+               names: Iterable[str] | None) -> dict[str, str]:
+    """The values of the team's secrets among ``names`` (``None``: all of them), for
+    the engine: a name the team has no secret of is left out, and the expression
+    reading it fails."""
+    query = select(Secret.name, Secret.ciphertext).where(Secret.team_id == team_id)
+    if names is not None:
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        query = query.where(Secret.name.in_(wanted))
+    return {name: decrypt(config, token) for name, token in session.execute(query).all()}
+
+
+def rotate(session: Any, config: Any) -> int:
+    """Re-encrypt every secret under the first key of ``SECRETS_KEY``; how many."""
+    keys = cipher(config)
+    secrets = list(session.execute(select(Secret)).scalars())
+    for secret in secrets:
+        try:
+            secret.ciphertext = keys.rotate(secret.ciphertext.encode("ascii")).decode("ascii")
+        except InvalidToken as exc:
+            session.rollback()
+            raise SecretsKeyError(f"secret {secret.name!r} of team {secret.team.name!r} "
+                                  "does not decrypt with any key of SECRETS_KEY") from exc
+    session.commit()
+    return len(secrets)

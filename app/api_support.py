@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Response, current_app, jsonify, make_response, request
+from flask import Response, abort, current_app, jsonify, make_response, request
 from flask_appbuilder.api import ModelRestApi, expose, merge_response_func, protect, rison, safe
 from flask_appbuilder.api.schemas import get_item_schema
 from flask_appbuilder.const import (
@@ -24,6 +24,8 @@ from app.errors import Forbidden, NotFound, PayloadTooLarge, ServiceError
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
+
+T = TypeVar("T")
 
 
 def json_error(status: int, message: str, errors: list[dict[str, str]] | None = None) -> Response:
@@ -97,6 +99,32 @@ def call_service(
         if audited:
             audit_failure(actor, exc, action, target_type, target_id)
         return json_error(exc.status, exc.message, exc.errors)
+
+
+def call_for_page(
+    action: str,
+    target_type: str,
+    target_id: str | None,
+    fn: Callable[[Actor], T],
+    *,
+    missing: str,
+    forbidden: bool = False,
+) -> T:
+    """For server-rendered pages: ``fn(actor)``. A refused POST is audited like a refused
+    API call; ``NotFound`` answers 404 (``missing`` says why, e.g. "not in your teams."),
+    ``Forbidden`` 403 when ``forbidden``; any other ``ServiceError`` is raised again for
+    the page to show."""
+    actor = request_actor()
+    try:
+        return fn(actor)
+    except (NotFound, ServiceError) as exc:
+        if request.method == "POST":
+            audit_failure(actor, exc, action, target_type, target_id)
+        if isinstance(exc, NotFound):
+            abort(404, f"{str(exc).capitalize()}: {missing}")
+        if forbidden and isinstance(exc, Forbidden):
+            abort(403)
+        raise
 
 
 class UuidModelApi(ModelRestApi):

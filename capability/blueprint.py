@@ -10,7 +10,7 @@ from app.security.roles import AUTHOR, OPERATOR, VIEWER
 
 # Imported here, not in register(): Alembic must see these tables even when a start
 # fails to register the capability.
-from capability.models import Workflow
+from capability.models import Secret, Workflow
 
 
 def _team(obj: Any) -> str | None:
@@ -23,14 +23,23 @@ def _tenant(obj: Any) -> str | None:
 
 def register(reg: Registrar) -> None:
     from capability.engine import reaper
+    from capability.secret_cli import secrets_group
 
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
     reg.add_cli(reaper.reap_command)
+    reg.add_cli(secrets_group)  # `flask --app app secrets rotate`
     reg.audited(
         Workflow,
         AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
                   team_of=_team, tenant_of=_tenant),
+    )
+    # The value is only ever the ciphertext, recorded as "***": an update says the value
+    # changed (and who changed it) without showing any value.
+    reg.audited(
+        Secret,
+        AuditSpec(target_type="secret", exclude=frozenset({"updated_at", "created_at"}),
+                  redact=frozenset({"ciphertext"}), team_of=_team, tenant_of=_tenant),
     )
     if not reg.web:
         # The worker role: no screens, REST APIs or Socket.IO server, and none of their
@@ -41,6 +50,8 @@ def register(reg: Registrar) -> None:
     from capability.api import TransportApi
     from capability.run_api import RunApi
     from capability.run_views import FailedTaskView, RunView
+    from capability.secret_api import SecretApi
+    from capability.secret_views import SecretView
     from capability.views import TransportView
     from capability.workflow_api import WorkflowApi
     from capability.workflow_views import WorkflowView
@@ -49,6 +60,9 @@ def register(reg: Registrar) -> None:
         TransportView, "Workers & queues", icon="fa-server", category="Security",
     )
     reg.add_api(TransportApi)
+    # Admin only: no role rule below grants "Secrets" (Admin holds every permission).
+    reg.add_view(SecretView, "Secrets", icon="fa-lock", category="Security")
+    reg.add_api(SecretApi)
     reg.add_api(WorkflowApi)
     reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
                  category_icon="fa-sitemap")

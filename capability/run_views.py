@@ -24,8 +24,8 @@ from flask_appbuilder.widgets import ListWidget
 from werkzeug.wrappers import Response
 from wtforms import SelectField
 
-from app.api_support import audit_failure
-from app.errors import Forbidden, NotFound, ServiceError
+from app.api_support import call_for_page
+from app.errors import Forbidden, ServiceError
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
@@ -53,15 +53,7 @@ ATTENTION = ("waiting_approval", "failed", "running", "retrying")
 
 def _call(action: str, target: str | None, fn: Callable[[Actor], T]) -> T:
     """``fn(actor)``; a refused change is audited. NotFound -> 404, other errors raised."""
-    actor = request_actor()
-    try:
-        return fn(actor)
-    except (NotFound, ServiceError) as exc:
-        if request.method == "POST":
-            audit_failure(actor, exc, action, "run", target)
-        if isinstance(exc, NotFound):
-            abort(404, f"{str(exc).capitalize()}: not in your teams.")
-        raise
+    return call_for_page(action, "run", target, fn, missing="not in your teams.")
 
 
 def may_control(actor: Actor, team_id: str) -> bool:

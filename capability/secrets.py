@@ -18,35 +18,50 @@ import base64
 import datetime as dt
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.audit.context import acting_as
+from app.audit.recorder import update_action
+from app.errors import Conflict, Forbidden, NotFound
 from app.extensions import DbSession
 from app.models import Team
 from app.security.actor import Actor
 from capability.models import Secret
+from capability.service import team_by_name
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_VALUE = 65536  # characters
+# A team as ``name`` or ``tenant/name`` (64 characters each, capability.service).
+MAX_TEAM = 129
 
 
+def _name(value: str) -> str:
+    if not NAME.match(value):
+        raise PydanticCustomError(
+            "secret_name", "must start with a lower-case letter, then lower-case letters, "
+            "digits or _ (at most 63 characters), as templates name it: secrets.<name>")
+    return value
+
+
+# Bodies never echo what they were sent (hide_input_in_errors): the value is a secret.
 class SecretIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    team: str = Field(min_length=1, max_length=100)
-    name: str = Field(pattern=NAME.pattern)
+    team: str = Field(min_length=1, max_length=MAX_TEAM)
+    name: Annotated[str, AfterValidator(_name)]
     value: str = Field(min_length=1, max_length=MAX_VALUE)
 
 
 class SecretValueIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     value: str = Field(min_length=1, max_length=MAX_VALUE)
 
@@ -108,21 +123,27 @@ def get_secret(session: DbSession, actor: Actor, secret_id: str) -> Secret:
     return secret
 
 
+def _duplicate(team: Team, name: str) -> Conflict:
+    return Conflict(f"Team {team.name!r} has a secret named {name!r} already",
+                    [{"path": "name", "message": "already exists in this team"}])
+
+
 def create_secret(session: DbSession, actor: Actor, config: Any, data: SecretIn) -> Secret:
+    """A new secret of the team named ``data.team`` (``name`` or ``tenant/name``)."""
     _require_admin(actor)
-    team = session.execute(select(Team).where(Team.name == data.team)).scalar()
-    if team is None:
-        raise ValidationFailed("Unknown team", [{"path": "team",
-                                                 "message": f"no team named {data.team!r}"}])
-    secret = Secret(team_id=team.id, name=data.name, ciphertext=encrypt(config, data.value),
-                    created_by=actor.username, updated_by=actor.username)
-    session.add(secret)
-    try:
-        session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        raise Conflict(f"Team {team.name!r} has a secret named {data.name!r} already",
-                       [{"path": "name", "message": "already exists in this team"}]) from exc
+    team = team_by_name(session, actor, data.team)
+    taken = select(Secret.id).where(Secret.team_id == team.id, Secret.name == data.name)
+    if session.execute(taken).first() is not None:
+        raise _duplicate(team, data.name)
+    with acting_as(actor):
+        secret = Secret(team=team, name=data.name, ciphertext=encrypt(config, data.value),
+                        created_by=actor.username, updated_by=actor.username)
+        session.add(secret)
+        try:
+            session.commit()
+        except IntegrityError as exc:  # a concurrent save took the name
+            session.rollback()
+            raise _duplicate(team, data.name) from exc
     return secret
 
 
@@ -130,17 +151,36 @@ def update_secret(session: DbSession, actor: Actor, config: Any, secret_id: str,
                   data: SecretValueIn) -> Secret:
     """A new value (the name and team of a secret do not change: workflows name it)."""
     secret = get_secret(session, actor, secret_id)
-    secret.ciphertext = encrypt(config, data.value)
-    secret.updated_by = actor.username
-    secret.updated_at = dt.datetime.now(dt.UTC)
-    session.commit()
+    with acting_as(actor):
+        secret.ciphertext = encrypt(config, data.value)
+        secret.updated_by = actor.username
+        secret.updated_at = dt.datetime.now(dt.UTC)
+        session.commit()
     return secret
 
 
 def delete_secret(session: DbSession, actor: Actor, secret_id: str) -> None:
     secret = get_secret(session, actor, secret_id)
-    session.delete(secret)
-    session.commit()
+    with acting_as(actor):
+        session.delete(secret)
+        session.commit()
+
+
+def secret_dict(secret: Secret) -> dict[str, Any]:
+    """A secret as the API shows it: never its value, nor the ciphertext."""
+    return {
+        "id": secret.id,
+        "team": secret.team.name,
+        "name": secret.name,
+        "created_by": secret.created_by,
+        "updated_by": secret.updated_by,
+        "created_at": _iso(secret.created_at),
+        "updated_at": _iso(secret.updated_at),
+    }
+
+
+def _iso(value: dt.datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def values_for(session: Any, config: Any, team_id: str,
@@ -161,12 +201,17 @@ def rotate(session: Any, config: Any) -> int:
     """Re-encrypt every secret under the first key of ``SECRETS_KEY``; how many."""
     keys = cipher(config)
     secrets = list(session.execute(select(Secret)).scalars())
-    for secret in secrets:
-        try:
-            secret.ciphertext = keys.rotate(secret.ciphertext.encode("ascii")).decode("ascii")
-        except InvalidToken as exc:
-            session.rollback()
-            raise SecretsKeyError(f"secret {secret.name!r} of team {secret.team.name!r} "
-                                  "does not decrypt with any key of SECRETS_KEY") from exc
-    session.commit()
+    # The audit trail records a `rotate` of each secret (the values do not change).
+    with update_action("rotate"):
+        for secret in secrets:
+            try:
+                token = keys.rotate(secret.ciphertext.encode("ascii"))
+            except InvalidToken as exc:
+                which = f"secret {secret.name!r} of team {secret.team.name!r}"
+                session.rollback()
+                raise SecretsKeyError(f"{which} does not decrypt with any key of SECRETS_KEY "
+                                      "(was it saved under a key that is gone?); nothing "
+                                      "was re-encrypted") from exc
+            secret.ciphertext = token.decode("ascii")
+        session.commit()
     return len(secrets)

@@ -72,7 +72,7 @@ def _require_author(actor: Actor, team_id: str) -> None:
         raise Forbidden("Only an Author of the workflow's team may change it")
 
 
-def _team(session: DbSession, actor: Actor, name: str) -> Team:
+def team_by_name(session: DbSession, actor: Actor, name: str) -> Team:
     """A team the actor can see, by ``name`` or ``tenant/name``."""
     tenant, _, team_name = name.rpartition("/")
     stmt = scoped(select(Team).join(Tenant), Team, actor).where(Team.name == team_name)
@@ -132,7 +132,7 @@ def _commit(session: DbSession, name: str) -> None:
 
 
 def create_workflow(session: DbSession, actor: Actor, team_name: str, source: Source) -> Workflow:
-    team = _team(session, actor, team_name)
+    team = team_by_name(session, actor, team_name)
     _require_author(actor, team.id)
     definition = check_definition(source)
     if _name_taken(session, team.id, definition.name):

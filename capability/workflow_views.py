@@ -23,8 +23,8 @@ from flask_appbuilder.views import expose
 from flask_appbuilder.widgets import ListWidget
 from werkzeug.wrappers import Response
 
-from app.api_support import audit_failure
-from app.errors import Forbidden, NotFound, ServiceError
+from app.api_support import call_for_page
+from app.errors import ServiceError
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
@@ -107,17 +107,8 @@ def with_lines(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _call(action: str, target: str | None, fn: Callable[[Actor], T]) -> T:
     """Run ``fn(actor)``. A refused change is audited; NotFound -> 404, Forbidden -> 403;
     any other ``ServiceError`` is raised again for the page to show."""
-    actor = request_actor()
-    try:
-        return fn(actor)
-    except (NotFound, ServiceError) as exc:
-        if request.method == "POST":
-            audit_failure(actor, exc, action, "workflow", target)
-        if isinstance(exc, NotFound):
-            abort(404, f"{str(exc).capitalize()}: deleted, or not in your teams.")
-        if isinstance(exc, Forbidden):
-            abort(403)
-        raise
+    return call_for_page(action, "workflow", target, fn,
+                         missing="deleted, or not in your teams.", forbidden=True)
 
 
 class WorkflowListWidget(ListWidget):

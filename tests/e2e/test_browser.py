@@ -34,6 +34,17 @@ def open_menu(page: Any, category: str, item: str) -> None:
         navbar.locator(".dropdown-menu a", has_text=re.compile(rf"^\s*{item}\s*$")).click()
 
 
+def open_add_form(page: Any, category: str, item: str, view: str) -> Any:
+    """Open a FAB model view from the menu, then its add form (with a CSRF token)."""
+    open_menu(page, category, item)
+    assert f"/{view}/list/" in page.url
+    # Bootstrap's tooltip moves `title` away, so find the add button by its target.
+    page.locator(f"a[href$='/{view}/add']").click()
+    form = page.locator("form#model_form")
+    assert form.locator("input[name=csrf_token]").get_attribute("value")
+    return form
+
+
 def settle(page: Any) -> None:
     """Wait for stylesheets and web fonts (icons) before a screenshot."""
     page.wait_for_load_state("load")
@@ -123,12 +134,7 @@ def test_admin_creates_team_through_form(
     admin = factory.user("Admin")
     login(page, admin["username"], admin["password"])
 
-    open_menu(page, "Security", "Teams")
-    assert "/teamview/list/" in page.url
-    # Bootstrap's tooltip moves `title` away, so find the add button by its target.
-    page.locator("a[href$='/teamview/add']").click()
-    form = page.locator("form#model_form")
-    assert form.locator("input[name=csrf_token]").get_attribute("value")
+    form = open_add_form(page, "Security", "Teams", "teamview")
     name = unique("e2e-team")
     form.locator("input[name=name]").fill(name)
     with page.expect_navigation():

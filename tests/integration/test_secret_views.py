@@ -1,0 +1,183 @@
+"""Security -> Secrets in the browser (server-rendered): an Admin adds, sets a new value
+and deletes through the forms; no page ever holds a value; other roles get 403 and no
+menu entry."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from app.audit.models import AuditEvent
+from app.extensions import db
+from capability import secrets
+from capability.models import Secret
+from tests.conftest import unique
+
+MEMBERS = ["Author", "Operator", "Viewer", "Auditor"]
+
+
+def signed_in(app, user: dict[str, Any]) -> FlaskClient:
+    client = app.test_client()
+    r = client.post("/login/", data={"username": user["username"], "password": user["password"]})
+    assert r.status_code == 302
+    return client
+
+
+def find(app, team_id: str, name: str) -> Secret | None:
+    with app.app_context():
+        row = db.session.execute(
+            select(Secret).where(Secret.team_id == team_id, Secret.name == name)
+        ).scalar()
+        if row is not None:
+            db.session.expunge(row)
+        db.session.remove()
+        return row
+
+
+def value_of(app, secret_id: str) -> str:
+    with app.app_context():
+        row = db.session.get(Secret, secret_id)
+        assert row is not None
+        value = secrets.decrypt(app.config, row.ciphertext)
+        db.session.remove()
+        return value
+
+
+@pytest.fixture()
+def admin(app, factory) -> tuple[FlaskClient, dict[str, Any]]:
+    user = factory.user("Admin")
+    return signed_in(app, user), user
+
+
+def test_admin_adds_edits_and_deletes_a_secret_through_the_forms(app, factory, admin):
+    client, user = admin
+    team = factory.team()
+    name = unique("ui").replace("-", "_")
+    first, second = "ui-first-" + unique("v"), "ui-second-" + unique("v")
+    pages: list[str] = []
+
+    listing = client.get("/secrets/list/")
+    assert listing.status_code == 200
+    pages.append(listing.get_data(as_text=True))
+    form = client.get("/secrets/add")
+    assert form.status_code == 200
+    html = form.get_data(as_text=True)
+    pages.append(html)
+    assert re.search(r'<input[^>]*name="value"[^>]*type="password"|'
+                     r'<input[^>]*type="password"[^>]*name="value"', html), html
+    assert f'value="{team["id"]}"' in html  # the team select offers the team
+
+    r = client.post("/secrets/add", data={"team": team["id"], "name": name, "value": first})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    saved = find(app, team["id"], name)
+    assert saved is not None and value_of(app, saved.id) == first
+    assert saved.created_by == user["username"]
+    listing = client.get("/secrets/list/")
+    html = listing.get_data(as_text=True)
+    pages.append(html)
+    assert name in html and "saved" in html and team["name"] in html
+
+    edit = client.get(f"/secrets/edit/{saved.id}")
+    assert edit.status_code == 200
+    html = edit.get_data(as_text=True)
+    pages.append(html)
+    assert name in html  # which secret, read-only
+    password = re.search(r'<input[^>]*type="password"[^>]*>', html)
+    assert password is not None  # empty, not even masked
+    assert re.sub(r'value=""', "", password.group(0)).count("value=") == 0, password.group(0)
+    r = client.post(f"/secrets/edit/{saved.id}", data={"value": second})
+    assert r.status_code == 302
+    assert value_of(app, saved.id) == second
+    pages.append(client.get("/secrets/list/").get_data(as_text=True))
+
+    r = client.post(f"/secrets/delete/{saved.id}")
+    assert r.status_code == 302
+    assert find(app, team["id"], name) is None
+    html = client.get("/secrets/list/").get_data(as_text=True)
+    pages.append(html)
+    assert "deleted" in html
+
+    stored = saved.ciphertext
+    for page in pages:
+        for secret in (first, second, stored):
+            assert secret not in page
+
+    with app.app_context():
+        actions = list(db.session.execute(
+            select(AuditEvent.action).where(AuditEvent.target_type == "secret",
+                                            AuditEvent.target_id == saved.id)
+            .order_by(AuditEvent.seq)
+        ).scalars())
+        db.session.remove()
+    assert actions == ["create", "update", "delete"]
+
+
+def test_refused_forms_are_flashed_audited_and_change_nothing(app, factory, admin):
+    client, user = admin
+    team = factory.team()
+    name = unique("dup").replace("-", "_")
+    ok = client.post("/secrets/add", data={"team": team["id"], "name": name, "value": "one"})
+    assert ok.status_code == 302
+    cases = [
+        ({"team": team["id"], "name": "Bad-Name", "value": "typed-value-1"},
+         "name: must start with a lower-case letter"),
+        ({"team": team["id"], "name": name, "value": "typed-value-2"},
+         f"has a secret named &#39;{name}&#39; already"),
+        ({"team": team["id"], "name": "empty_value", "value": ""}, "This field is required."),
+    ]
+    for data, words in cases:
+        r = client.post("/secrets/add", data=data, follow_redirects=True)
+        html = r.get_data(as_text=True)
+        assert r.status_code == 200 and words in html, html
+        assert data["value"] == "" or data["value"] not in html
+    assert find(app, team["id"], "bad_name") is None
+    assert find(app, team["id"], "empty_value") is None
+    saved = find(app, team["id"], name)
+    assert saved is not None and value_of(app, saved.id) == "one"
+    r = client.post(f"/secrets/edit/{saved.id}", data={"value": ""})
+    assert r.status_code == 200 and "This field is required." in r.get_data(as_text=True)
+    assert value_of(app, saved.id) == "one"
+    assert client.get("/secrets/edit/no-such-id").status_code == 404
+    assert client.post("/secrets/delete/no-such-id").status_code == 404
+
+    with app.app_context():
+        refused = list(db.session.execute(
+            select(AuditEvent).where(AuditEvent.actor == user["username"],
+                                     AuditEvent.target_type == "secret",
+                                     AuditEvent.outcome == "error")
+            .order_by(AuditEvent.seq)
+        ).scalars())
+        text = repr([(e.action, e.after) for e in refused])
+        db.session.remove()
+    assert [e.action for e in refused] == ["create", "create", "create", "update", "delete"]
+    assert "typed-value" not in text
+
+
+@pytest.mark.parametrize("role", MEMBERS)
+def test_other_roles_get_403_and_no_menu_entry(app, factory, role):
+    team = factory.team()
+    admin = signed_in(app, factory.user("Admin"))
+    name = unique("hidden").replace("-", "_")
+    admin.post("/secrets/add", data={"team": team["id"], "name": name, "value": "hidden-value"})
+    saved = find(app, team["id"], name)
+    assert saved is not None
+    assert 'href="/secrets/list/"' in admin.get("/").get_data(as_text=True)
+
+    client = signed_in(app, factory.user(role, teams=[team]))
+    for method, path, data in (
+        ("GET", "/secrets/list/", None), ("GET", "/secrets/add", None),
+        ("POST", "/secrets/add", {"team": team["id"], "name": "mine", "value": "x"}),
+        ("GET", f"/secrets/edit/{saved.id}", None),
+        ("POST", f"/secrets/edit/{saved.id}", {"value": "overwritten"}),
+        ("POST", f"/secrets/delete/{saved.id}", None),
+    ):
+        r = client.open(path, method=method, data=data)
+        assert r.status_code == 403, (role, method, path)
+        assert name not in r.get_data(as_text=True)
+    assert "/secrets/" not in client.get("/").get_data(as_text=True)
+    assert find(app, team["id"], "mine") is None
+    assert value_of(app, saved.id) == "hidden-value"

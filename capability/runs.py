@@ -29,7 +29,7 @@ def _require_operator(actor: Actor, team_id: str) -> None:
         raise Forbidden("Only an Operator or Author of the workflow's team may start runs")
 
 
-def _unknown_queues(
+def unknown_queues(
     definition: dsl.WorkflowDefinition, queues: list[str] | None
 ) -> list[dict[str, str]]:
     """A task on a queue no worker is configured for would wait forever: refuse to start."""
@@ -68,7 +68,7 @@ def start_run(
     version = service.version_of(session, workflow)
     definition = runner.definition_of(version)
     resolved, errors = dsl.validate_params(definition, params or {})
-    errors = list(errors) + _unknown_queues(definition, dispatcher.queues)
+    errors = list(errors) + unknown_queues(definition, dispatcher.queues)
     if errors:
         raise ValidationFailed("The run cannot start", errors)
     # Lock the workflow so concurrent starts agree on max_active_runs.

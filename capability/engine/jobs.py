@@ -164,7 +164,8 @@ def _run_one(attempt_id: str, instant: bool = False) -> tuple[list[Send], str | 
         _publish(ctx.run_id)
     outcome = execute(ctx, _settings())
     if outcome.start_child is not None:
-        sends = subruns.start_child(db.session, attempt_id, outcome.start_child)
+        sends = subruns.start_child(db.session, attempt_id, outcome.start_child,
+                                    list(current_app.config["RQ_QUEUES"]))
     elif outcome.await_approval:
         runner.await_approval(db.session, attempt_id)
         sends = []

@@ -23,8 +23,13 @@ from capability.models import Run, TaskAttempt, Workflow, WorkflowVersion
 MAX_DEPTH = 10
 
 
-def start_child(session: Any, attempt_id: str, params: dict[str, Any]) -> list[Send]:
-    """Called by the worker for a running `workflow` attempt: create the child run."""
+def start_child(session: Any, attempt_id: str, params: dict[str, Any],
+                queues: list[str] | None = None) -> list[Send]:
+    """Called by the worker for a running `workflow` attempt: create the child run.
+
+    ``queues`` are the configured ones (``RQ_QUEUES``): a child with a task on another
+    queue would wait forever, so the `workflow` task fails instead, as a start through
+    the API is refused."""
     attempt = session.get(TaskAttempt, attempt_id)
     if attempt is None or attempt.status != "running":
         session.rollback()
@@ -48,6 +53,13 @@ def start_child(session: Any, attempt_id: str, params: dict[str, Any]) -> list[S
         resolved, errors = dsl.validate_params(definition, params.get("params") or {})
         if errors:
             problem = "with.params: " + "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+        else:
+            from capability.runs import unknown_queues
+
+            unserved = unknown_queues(definition, queues)
+            if unserved:
+                problem = f"with.workflow: {name!r} cannot start: " + "; ".join(
+                    f"{e['path']}: {e['message']}" for e in unserved)
     if problem is not None:
         return runner.complete_attempt(session, attempt_id,
                                        runner.Outcome.failure(problem, retriable=False))

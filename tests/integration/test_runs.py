@@ -655,7 +655,10 @@ def test_sub_workflow_output_failure_and_nesting_limit(app, client, op):
     _named(client, op, child, [
         {"id": "greet", "type": "noop", "with": {"value": "hi {{ params.who }}"}},
     ], params={"who": {"type": "string", "required": True}})
+    elsewhere = unique("elsewhere")
+    _named(client, op, elsewhere, [{"id": "x", "type": "noop", "queue": "nowhere"}])
     run = run_to_end(app, client, op, [
+        {"id": "offqueue", "type": "workflow", "with": {"workflow": elsewhere}},
         {"id": "sub", "type": "workflow", "with": {"workflow": child, "params": {"who": "bob"}}},
         {"id": "use", "type": "noop", "depends_on": ["sub"],
          "with": {"value": "{{ tasks.sub.output.greet }}"}},
@@ -667,6 +670,9 @@ def test_sub_workflow_output_failure_and_nesting_limit(app, client, op):
     assert by["use"]["output"] == "hi bob"
     assert by["missing"]["status"] == "failed" and "no workflow named" in by["missing"]["error"]
     assert by["badparams"]["status"] == "failed" and "params.who" in by["badparams"]["error"]
+    # A child on a queue no worker listens on would wait forever: the task fails at once.
+    assert by["offqueue"]["status"] == "failed"
+    assert "tasks[0].queue: no worker listens on queue 'nowhere'" in by["offqueue"]["error"]
     with app.app_context():
         kids = list(db.session.execute(
             select(Run).where(Run.parent_run_id == run["id"])).scalars())

@@ -35,7 +35,7 @@ from app.extensions import DbSession
 from app.models import Team
 from app.security.actor import Actor
 from capability.models import Secret
-from capability.service import team_by_name
+from capability.service import iso, team_by_name
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_VALUE = 65536  # characters
@@ -108,13 +108,6 @@ def _require_admin(actor: Actor) -> None:
         raise Forbidden("Only an Admin may manage secrets")
 
 
-def list_secrets(session: DbSession, actor: Actor) -> list[Secret]:
-    _require_admin(actor)
-    return list(session.execute(
-        select(Secret).join(Team, Secret.team_id == Team.id).order_by(Team.name, Secret.name)
-    ).scalars())
-
-
 def get_secret(session: DbSession, actor: Actor, secret_id: str) -> Secret:
     _require_admin(actor)
     secret = session.get(Secret, secret_id)
@@ -174,13 +167,9 @@ def secret_dict(secret: Secret) -> dict[str, Any]:
         "name": secret.name,
         "created_by": secret.created_by,
         "updated_by": secret.updated_by,
-        "created_at": _iso(secret.created_at),
-        "updated_at": _iso(secret.updated_at),
+        "created_at": iso(secret.created_at),
+        "updated_at": iso(secret.updated_at),
     }
-
-
-def _iso(value: dt.datetime) -> str:
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def values_for(session: Any, config: Any, team_id: str,

@@ -263,8 +263,8 @@ def workflow_dict(workflow: Workflow, version: WorkflowVersion | None = None) ->
         "tenant": workflow.team.tenant.name,
         "version": workflow.current_version,
         "created_by": workflow.created_by,
-        "created_at": _iso(workflow.created_at),
-        "updated_at": _iso(workflow.updated_at),
+        "created_at": iso(workflow.created_at),
+        "updated_at": iso(workflow.updated_at),
     }
     if version is not None:
         out["definition"] = version.definition
@@ -277,12 +277,13 @@ def version_dict(version: WorkflowVersion) -> dict[str, Any]:
     return {
         "version": version.version,
         "created_by": version.created_by,
-        "created_at": _iso(version.created_at),
+        "created_at": iso(version.created_at),
         "note": version.note,
         "definition": version.definition,
     }
 
 
-def _iso(value: dt.datetime) -> str:
+def iso(value: dt.datetime) -> str:
+    """A stored time (naive ones are UTC: SQLite drops the zone) as ISO 8601."""
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 

@@ -280,7 +280,7 @@ class Bench:
 
     def trigger(self, key: str) -> tuple[str, dt.datetime]:
         from app.security.actor import SYSTEM
-        from capability.runs import start_run
+        from capability.runs.service import start_run
 
         t0 = dt.datetime.now(dt.UTC)
         run, _ = start_run(self.db.session, SYSTEM, self.dispatcher, self.workflow_ids[key],

@@ -156,7 +156,7 @@ def drive(app: Any, fifo: Fifo, workflow_id: str) -> tuple[str, float, float, in
     from app.security.actor import SYSTEM
     from capability.engine import jobs
     from capability.models import Run
-    from capability.runs import start_run
+    from capability.runs.service import start_run
 
     with app.app_context():
         t0, c0 = time.perf_counter(), time.process_time()

@@ -1,51 +1,317 @@
-"""``GET /api/v1/workers/``: the queues and workers of the RQ transport (Admin only)."""
+"""``/api/v1/workflows/`` (API.md, "Workflows"): definitions and their versions."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from typing import Any
 
-from flask import Response, current_app
-from flask_appbuilder.api import BaseApi, expose, protect, safe
+from flask import Response, current_app, request
+from flask_appbuilder.api import expose, protect, safe
+from flask_appbuilder.models.filters import BaseFilter
+from flask_appbuilder.models.sqla.interface import SQLAInterface
 
-from app.api_support import call_service
-from app.runtime.redis_conn import get_redis
+from app.api_support import UuidModelApi, call_service, json_body
+from app.errors import ValidationFailed
+from app.extensions import db
 from app.security.actor import Actor
-from capability import transport
+from app.security.scope import ScopedMixin
+from capability import dsl, service
+from capability.engine.dispatch import Dispatcher
+from capability.models import Workflow
+from capability.runs import service as runs
+
+PERMISSIONS = {
+    "get_list": "read", "get": "read", "info": "read", "versions": "read", "schema": "read",
+    "validate": "read", "post": "write", "put": "write", "delete": "write", "rollback": "write",
+    "start_run": "run",
+}
+UNKNOWN = "unknown field"
 
 
-class TransportApi(BaseApi):
-    resource_name = "workers"
-    class_permission_name = "Workers"
-    method_permission_name = {"get_status": "read"}
+def dispatcher() -> Dispatcher:
+    from app.runtime.redis_conn import get_redis
+
+    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"],
+                      list(current_app.config["RQ_QUEUES"]))
+
+
+class LiveOnly(BaseFilter):
+    """Soft-deleted workflows are gone for every reader."""
+
+    name = "Not deleted"
+    arg_name = None
+
+    def apply(self, query: Any, value: Any) -> Any:
+        return query.filter(Workflow.deleted_at.is_(None))
+
+
+def _body(allowed: set[str], required: set[str]) -> dict[str, Any]:
+    payload = json_body()
+    if not isinstance(payload, dict):
+        raise ValidationFailed("Request body must be a JSON object",
+                               [{"path": "$", "message": "expected an object"}])
+    errors = [{"path": k, "message": UNKNOWN} for k in sorted(set(payload) - allowed)]
+    errors += [{"path": k, "message": "field required"} for k in sorted(required - set(payload))]
+    if errors:
+        raise ValidationFailed("Invalid request", errors)
+    return payload
+
+
+class WorkflowApi(ScopedMixin, UuidModelApi):
+    resource_name = "workflows"
+    datamodel = SQLAInterface(Workflow)
+    class_permission_name = "Workflows"
+    method_permission_name = PERMISSIONS
     allow_browser_login = True
+    include_route_methods = set(PERMISSIONS)
+    list_columns = ["id", "name", "description", "team.name", "current_version", "created_by",
+                    "created_at", "updated_at"]
+    order_columns = ["name", "created_at", "updated_at"]
+    search_columns = ["name", "description", "team"]
+    base_order = ("name", "asc")
+    base_filters = [["id", LiveOnly, lambda: None]]
 
-    @expose("/", methods=["GET"])
+    def pre_get_list(self, data: dict[str, Any]) -> None:
+        for item in data.get("result", []):
+            item["team"] = (item.get("team") or {}).get("name")
+            item["version"] = item.pop("current_version", None)
+
+    @expose("/<pk>", methods=["GET"])
     @protect()
     @safe
-    def get_status(self) -> Response:
-        """Queue depths and live workers.
+    def get(self, pk: str, **_: Any) -> Response:  # type: ignore[override]
+        """A workflow with its current definition and version.
         ---
         get:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: the workflow}
+            404: {description: "not found, deleted, or not in your teams"}
+        """
+
+        def run(actor: Actor) -> Response:
+            version = service.get_version(db.session, actor, pk)
+            result = service.workflow_dict(version.workflow, version)
+            return self.response(200, id=pk, result=result)
+
+        return call_service("read", "workflow", pk, run)
+
+    @expose("/", methods=["POST"])
+    @protect()
+    @safe
+    def post(self) -> Response:
+        """Create a workflow in a team: version 1.
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    team: {type: string}
+                    definition: {description: "the definition: an object, or YAML/JSON text"}
+                    format: {type: string, enum: [yaml, json]}
+          responses:
+            201: {description: created}
+            409: {description: a workflow of that name exists in the team}
+            422: {description: "invalid definition: every error with its path"}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"team", "definition", "format"}, {"team", "definition"})
+            source = service.read_source(body["definition"], body.get("format"))
+            workflow = service.create_workflow(db.session, actor, str(body["team"]), source)
+            version = service.get_version(db.session, actor, workflow.id)
+            result = service.workflow_dict(workflow, version)
+            return self.response(201, id=workflow.id, result=result)
+
+        return call_service("create", "workflow", None, run)
+
+    @expose("/<pk>", methods=["PUT"])
+    @protect()
+    @safe
+    def put(self, pk: str) -> Response:
+        """Save a new immutable version (runs keep the version they started with).
+        ---
+        put:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    definition: {description: "an object, or YAML/JSON text"}
+                    format: {type: string, enum: [yaml, json]}
+          responses:
+            200: {description: the new version}
+            404: {description: not found}
+            422: {description: invalid definition}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"definition", "format"}, {"definition"})
+            source = service.read_source(body["definition"], body.get("format"))
+            workflow = service.update_workflow(db.session, actor, pk, source)
+            version = service.get_version(db.session, actor, workflow.id)
+            return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
+
+        return call_service("update", "workflow", pk, run)
+
+    @expose("/<pk>", methods=["DELETE"])
+    @protect()
+    @safe
+    def delete(self, pk: str) -> Response:
+        """Delete a workflow (soft: its versions and runs are kept).
+        ---
+        delete:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: deleted}
+            404: {description: not found}
+        """
+
+        def run(actor: Actor) -> Response:
+            service.delete_workflow(db.session, actor, pk)
+            return self.response(200, message="OK")
+
+        return call_service("delete", "workflow", pk, run)
+
+    @expose("/<pk>/versions", methods=["GET"])
+    @protect()
+    @safe
+    def versions(self, pk: str) -> Response:
+        """Every version, newest first.
+        ---
+        get:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            200: {description: versions}
+            404: {description: not found}
+        """
+
+        def run(actor: Actor) -> Response:
+            rows = service.list_versions(db.session, actor, pk)
+            return self.response(200, count=len(rows),
+                                 result=[service.version_dict(v) for v in rows])
+
+        return call_service("read", "workflow", pk, run)
+
+    @expose("/<pk>/rollback", methods=["POST"])
+    @protect()
+    @safe
+    def rollback(self, pk: str) -> Response:
+        """Make a new version equal to version n.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          requestBody:
+            content:
+              application/json:
+                schema: {type: object, properties: {version: {type: integer}}}
+          responses:
+            200: {description: the new version}
+            404: {description: not found}
+            422: {description: no such version}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = _body({"version"}, {"version"})
+            workflow = service.rollback(db.session, actor, pk, body["version"])
+            version = service.get_version(db.session, actor, workflow.id)
+            return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
+
+        return call_service("rollback", "workflow", pk, run)
+
+    @expose("/<pk>/runs", methods=["POST"])
+    @protect()
+    @safe
+    def start_run(self, pk: str) -> Response:
+        """Start a run of the current version.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    params: {type: object}
+                    idempotency_key: {type: string}
+          responses:
+            201: {description: "the run, status queued"}
+            200: {description: "the run created earlier with the same idempotency key"}
+            404: {description: not found}
+            422: {description: "params that break their declarations: every error"}
+        """
+
+        def run(actor: Actor) -> Response:
+            payload = json_body() if request.get_data(cache=True) else {}
+            body = payload if isinstance(payload, dict) else None
+            if body is None:
+                raise ValidationFailed("Request body must be a JSON object",
+                                       [{"path": "$", "message": "expected an object"}])
+            unknown = sorted(set(body) - {"params", "idempotency_key"})
+            if unknown:
+                raise ValidationFailed("Invalid request",
+                                       [{"path": k, "message": UNKNOWN} for k in unknown])
+            started, created = runs.start_run(
+                db.session, actor, dispatcher(), pk, body.get("params"),
+                body.get("idempotency_key"), trigger="api",
+            )
+            return self.response(201 if created else 200, id=started.id,
+                                 result=runs.run_dict(db.session, started))
+
+        return call_service("start", "run", pk, run)
+
+    @expose("/validate", methods=["POST"])
+    @protect()
+    @safe
+    def validate(self) -> Response:
+        """Check a definition without saving it: every error at once, with its path.
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    definition: {description: "an object, or YAML/JSON text"}
+                    format: {type: string, enum: [yaml, json]}
           responses:
             200:
-              description: queues and workers
+              description: the verdict
               content:
                 application/json:
                   schema:
                     type: object
                     properties:
-                      queues: {type: array, items: {type: object}}
-                      workers: {type: array, items: {type: object}}
+                      valid: {type: boolean}
+                      errors: {type: array, items: {type: object}}
         """
 
         def run(actor: Actor) -> Response:
-            data = transport.transport_status(
-                actor, get_redis(current_app), current_app.config["RQ_QUEUES"]
-            )
-            return self.response(
-                200,
-                queues=[asdict(q) for q in data["queues"]],
-                workers=[asdict(w) for w in data["workers"]],
-            )
+            body = _body({"definition", "format"}, {"definition"})
+            try:
+                source = service.read_source(body["definition"], body.get("format"))
+                service.check_definition(source)
+            except ValidationFailed as exc:
+                return self.response(200, valid=False, errors=exc.errors)
+            return self.response(200, valid=True, errors=[])
 
-        return call_service("read", "workers", None, run)
+        return call_service("validate", "workflow", None, run)
+
+    @expose("/schema", methods=["GET"])
+    @protect()
+    @safe
+    def schema(self) -> Response:
+        """The JSON Schema of workflow definitions (DSL v1).
+        ---
+        get:
+          responses:
+            200: {description: a JSON Schema document}
+        """
+        return self.response(200, **dsl.definition_json_schema())
+

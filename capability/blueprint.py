@@ -23,7 +23,7 @@ def _tenant(obj: Any) -> str | None:
 
 def register(reg: Registrar) -> None:
     from capability.engine import reaper
-    from capability.secret_cli import secrets_group
+    from capability.secrets.cli import secrets_group
 
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
@@ -47,14 +47,14 @@ def register(reg: Registrar) -> None:
         # still published (capability.live, through the Redis message queue).
         return
     from capability import live_web
-    from capability.api import TransportApi
-    from capability.run_api import RunApi
-    from capability.run_views import FailedTaskView, RunView
-    from capability.secret_api import SecretApi
-    from capability.secret_views import SecretView
-    from capability.views import TransportView
-    from capability.workflow_api import WorkflowApi
-    from capability.workflow_views import WorkflowView
+    from capability.api import WorkflowApi
+    from capability.runs.api import RunApi
+    from capability.runs.views import FailedTaskView, RunView
+    from capability.secrets.api import SecretApi
+    from capability.secrets.views import SecretView
+    from capability.transport.api import TransportApi
+    from capability.transport.views import TransportView
+    from capability.views import WorkflowView
 
     reg.add_view(
         TransportView, "Workers & queues", icon="fa-server", category="Security",
@@ -77,7 +77,7 @@ def health() -> dict[str, Any]:
     from flask import current_app
 
     from app.runtime.redis_conn import get_redis
-    from capability import transport
+    from capability.transport import service as transport
 
     return transport.health(get_redis(current_app), current_app.config["RQ_QUEUES"])
 

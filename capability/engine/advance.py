@@ -19,7 +19,7 @@ from sqlalchemy.orm import lazyload
 from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import compensation, items, masking, runner
+from capability.engine import compensation, foreach, masking, runner
 from capability.engine.decide import (
     Counts,
     Plan,
@@ -280,7 +280,7 @@ def _decide(session: Any, run: Any, plan: Plan, task: TaskRun, verdict: Verdict)
     if spec.when is not None and not _when(session, run, plan, task, spec):
         return []  # _when finished the task (skipped, or failed on a bad expression)
     if spec.for_each is not None:
-        return items.start(session, run, task, spec, plan.definition)
+        return foreach.start(session, run, task, spec, plan.definition)
     task.status = TaskStatus.QUEUED.value
     return [runner.new_attempt(session, task, spec, plan.definition, "queued")]
 

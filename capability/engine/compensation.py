@@ -80,9 +80,9 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> tuple
             continue
         spec = spec_for(definition, step)
         if spec.for_each is not None:
-            from capability.engine import items
+            from capability.engine import foreach
 
-            sends = items.start(session, run, step, spec, definition)
+            sends = foreach.start(session, run, step, spec, definition)
             if step.status in dsl.FINISHED_TASK_STATUSES:
                 continue  # nothing to undo element by element
             return False, sends

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.errors import Conflict, Forbidden, ValidationFailed
 from capability import dsl
 from capability.dsl import FINISHED_TASK_STATUSES, RunStatus, TaskStatus
-from capability.engine import compensation, items, runner
+from capability.engine import compensation, foreach, runner
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskRun
 
@@ -117,9 +117,9 @@ def retry(session: Any, run_id: str) -> ControlResult:
         task.error = None
         task.finished_at = None
         task.current_attempt_id = None
-        if items.restart(session, task):
+        if foreach.restart(session, task):
             if not waits:
-                sends += items.fill(session, task, definition.task(task.task_id), definition)
+                sends += foreach.fill(session, task, definition.task(task.task_id), definition)
         else:
             task.status = TaskStatus.PENDING.value
     if not waits:

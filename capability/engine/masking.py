@@ -25,7 +25,7 @@ def secret_values(session: Any, team_id: str,
     one does not decrypt (its key is gone), reading any of them fails the template that
     reads it, naming the field and the cause: that task fails, not retried, and nothing
     else does."""
-    from capability import secrets
+    from capability.secrets import service as secrets
 
     try:
         return secrets.values_for(session, current_app.config, team_id, names)

@@ -31,7 +31,7 @@ from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance as advancing
-from capability.engine import compensation, items, masking
+from capability.engine import compensation, foreach, masking
 from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.models import Run, TaskAttempt, TaskItem, TaskRun, WorkflowVersion
@@ -397,7 +397,7 @@ def complete_attempt(
     spec = compensation.spec_for(definition, task)
     sends: list[Send] = []
     if isinstance(owner, TaskItem):
-        sends += items.complete(session, run, task, owner, attempt, spec, definition, outcome)
+        sends += foreach.complete(session, run, task, owner, attempt, spec, definition, outcome)
     elif outcome.ok:
         attempt.status = "succeeded"
         task.output = outcome.output
@@ -496,7 +496,7 @@ def start(session: Any, run: Run) -> list[Send]:
         spec = plan.specs.get(task.task_id)
         if (task.kind == "task" and task.status == TaskStatus.RUNNING and spec is not None
                 and spec.for_each is not None):
-            sends += items.fill(session, task, spec, plan.definition)
+            sends += foreach.fill(session, task, spec, plan.definition)
     return sends
 
 

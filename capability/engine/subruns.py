@@ -54,7 +54,7 @@ def start_child(session: Any, attempt_id: str, params: dict[str, Any],
         if errors:
             problem = "with.params: " + "; ".join(f"{e['path']}: {e['message']}" for e in errors)
         else:
-            from capability.runs import unknown_queues
+            from capability.runs.service import unknown_queues
 
             unserved = unknown_queues(definition, queues)
             if unserved:
@@ -64,7 +64,7 @@ def start_child(session: Any, attempt_id: str, params: dict[str, Any],
         return runner.complete_attempt(session, attempt_id,
                                        runner.Outcome.failure(problem, retriable=False))
     assert child_workflow is not None
-    from capability.runs import below_limit
+    from capability.runs.service import below_limit
 
     starts = below_limit(session, child_workflow.id, definition.max_active_runs)
     child = Run(

@@ -12,7 +12,7 @@ from flask import Flask
 
 from app.extensions import db
 from app.security.actor import SYSTEM
-from capability import secrets
+from capability.secrets import service as secrets
 from tests.conftest import unique
 from tests.e2e.conftest import ConsoleLog
 from tests.e2e.test_browser import (

@@ -18,11 +18,12 @@ from sqlalchemy import event, select
 
 from app.extensions import db
 from app.security.actor import SYSTEM
-from capability import live, runs
+from capability import live
 from capability.engine import controls, instant, jobs, runner
 from capability.engine.dispatch import Send
 from capability.engine.executors import Settings
 from capability.models import Run, TaskAttempt, TaskRun
+from capability.runs import service as runs
 from tests.conftest import api_token, auth, unique
 
 

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.extensions import db
-from capability import run_graph
 from capability.models import Run
+from capability.runs import graph as run_graph
 from tests.conftest import PASSWORD, api_token, auth, unique
 from tests.engine_support import drain, run_status, work_once
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from app.audit.models import AuditEvent
 from app.extensions import db
-from capability import secrets
 from capability.models import Secret
+from capability.secrets import service as secrets
 from tests.conftest import unique
 
 MEMBERS = ["Author", "Operator", "Viewer", "Auditor"]

@@ -16,8 +16,8 @@ from sqlalchemy import func, select, text
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.security.actor import SYSTEM
-from capability import secrets
 from capability.models import Secret
+from capability.secrets import service as secrets
 from tests.conftest import api_token, auth, unique
 from tests.integration.test_worker_role import child_env
 

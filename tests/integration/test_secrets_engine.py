@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 
 from app.extensions import db
 from app.security.actor import SYSTEM
-from capability import secrets
 from capability.models import Run
+from capability.secrets import service as secrets
 from tests.conftest import unique
 from tests.engine_support import drain
 from tests.integration.test_runs import (  # noqa: F401 - op: a fixture

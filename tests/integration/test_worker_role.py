@@ -36,8 +36,9 @@ WEB_ONLY_MODULES = (
     "apispec", "wtforms", "flask_wtf", "flask_migrate", "alembic", "flask_limiter",
     "app.audit.api", "app.audit.views", "app.tenancy.api", "app.tenancy.views",
     "app.composition.api", "app.health", "capability.api", "capability.views",
-    "capability.workflow_api", "capability.workflow_views", "capability.run_api",
-    "capability.run_views", "capability.live_web",
+    "capability.runs.api", "capability.runs.views", "capability.secrets.api",
+    "capability.secrets.views", "capability.transport.api", "capability.transport.views",
+    "capability.live_web",
     # Live updates go out through capability.live's own emitter; http tasks import
     # requests on first use.
     "socketio", "engineio", "flask_socketio", "requests",

@@ -16,7 +16,7 @@ from app.audit.models import AuditEvent
 from app.extensions import db
 from capability.dsl import locate, locate_issues
 from capability.models import Workflow, WorkflowVersion
-from capability.workflow_views import side_by_side
+from capability.views import side_by_side
 from tests.conftest import PASSWORD, api_token, auth, unique
 
 MEMBERS = ["Author", "Operator", "Viewer"]

@@ -24,7 +24,7 @@ def rotate_command() -> None:
 
     Exits 1, changing nothing, when a secret does not decrypt with any key listed.
     """
-    from capability import secrets  # Fernet and the service: only when asked for
+    from capability.secrets import service as secrets  # Fernet and the service: only when asked for
 
     try:
         count = secrets.rotate(db.session, current_app.config)

@@ -30,11 +30,13 @@ from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
-from capability import dsl, live, run_graph, runs, service
+from capability import dsl, live, service
+from capability.api import dispatcher
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import runner
 from capability.models import Run, TaskRun
-from capability.workflow_api import dispatcher
+from capability.runs import graph as run_graph
+from capability.runs import service as runs
 
 T = TypeVar("T")
 

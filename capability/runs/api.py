@@ -16,10 +16,11 @@ from app.extensions import db
 from app.models import Team
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
-from capability import live, runs
+from capability import live
+from capability.api import dispatcher
 from capability.dsl import RunStatus
 from capability.models import Run
-from capability.workflow_api import dispatcher
+from capability.runs import service as runs
 
 STATUSES = {s.value for s in RunStatus}
 

@@ -23,10 +23,10 @@ from app.errors import ServiceError, parse
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
-from capability import secrets
 from capability.models import Secret
-from capability.run_graph import when
-from capability.secret_api import AdminOnly
+from capability.runs.graph import when
+from capability.secrets import service as secrets
+from capability.secrets.api import AdminOnly
 
 T = TypeVar("T")
 

@@ -22,8 +22,8 @@ from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
-from capability import secrets
 from capability.models import Secret
+from capability.secrets import service as secrets
 
 PERMISSIONS = {"get_list": "read", "get": "read", "info": "read",
                "post": "write", "put": "write", "delete": "write"}

@@ -3,7 +3,7 @@
 #   make run     web (PORT, default 8080) + 2 RQ workers + scheduler, embedded SQLite/Redis
 #                unless DATABASE_URL / REDIS_URL are set
 #   make test    the whole pytest suite (DATABASE_URL / REDIS_URL choose the services)
-#   make lint    ruff + mypy
+#   make lint    ruff + mypy + the import contracts (lint-imports, pyproject.toml)
 #   make clean   remove the virtualenv, caches and build leftovers (keeps instance/)
 #
 # The only requirement is Python 3.11+ as `python3` (or `make PYTHON=python3.12 ...`).
@@ -54,7 +54,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check app capability tests
 	$(BIN)/mypy app capability
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache test-results
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache test-results
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -87,7 +87,7 @@ APG_LIVE_UPDATES = _bool("APG_LIVE_UPDATES", True)
 # Create permissions and re-sync roles at start. `up` turns it off in its worker and
 # scheduler children; a fleet can turn it off on all but one process.
 APG_SYNC_SECURITY = _bool("APG_SYNC_SECURITY", True)
-AUTH_ROLE_ADMIN = "Admin"
+# AUTH_ROLE_ADMIN is set by create_app from app.security.roles (the one place roles are named).
 AUTH_ROLE_PUBLIC = "Public"
 AUTH_USER_REGISTRATION = False
 AUTH_TYPE = 1  # AUTH_DB

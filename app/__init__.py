@@ -15,18 +15,16 @@ from werkzeug.exceptions import HTTPException
 import config as default_config
 from app import db_pool  # noqa: F401  (pool listeners: test idle connections)
 from app.extensions import db, init_migrate
+from app.process import WEB, WORKER, process_role
+from app.security.roles import ADMIN
+from app.security.sync import sync_security
+
+# What callers import from the package (tests, bench, `flask --app app`).
+__all__ = ["WEB", "WORKER", "InsecureConfiguration", "create_app", "sync_security"]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
-# Process roles (APG_PROCESS). ``web``: everything. ``worker``: what RQ workers, the
-# scheduler and `audit verify` need (models, services, the engine, runtime hooks, live
-# publishing, the audit recorder, the CLI), none of the views, REST APIs, menus,
-# Swagger, templates, static files, CSRF or the Socket.IO server; FAB's AppBuilder is
-# not built and permissions are never synced. See docs/developer_guide.md.
-WEB = "web"
-WORKER = "worker"
-PROCESS_ROLES = (WEB, WORKER)
 
 
 class InsecureConfiguration(RuntimeError):
@@ -68,35 +66,6 @@ def schema_ready() -> bool:
     return sa_inspect(db.engine).has_table("apg_audit_head")
 
 
-def sync_security(app: Flask, baseline: dict[str, set[str]] | None = None) -> None:
-    """Create FAB permissions for every registered view and re-sync the five roles.
-
-    ``baseline`` is what the roles held before this start touched them (FAB grants
-    Admin each new permission as views register), so the audit trail gets one event
-    per changed role instead of one per permission.
-    """
-    from app.audit.recorder import row_events_off
-    from app.composition.engine import get_composition
-    from app.security.roles import ROLE_NAMES, merge_rules, role_permissions, sync_roles
-    from app.tenancy.service import ensure_default_tenant
-
-    if app.config.get("APG_PROCESS", WEB) != WEB:
-        # A worker-role app registered no views, so it knows none of their permissions:
-        # syncing from it would strip the roles of everything the web process serves.
-        raise RuntimeError("permissions and roles are synced by a web-role app only")
-    if baseline is None:
-        baseline = role_permissions(db.session)
-    appbuilder = app.extensions["appbuilder"]
-    # Roles first: FAB grants every new permission to the Admin role as it creates it.
-    with row_events_off():
-        for name in (*ROLE_NAMES, app.config["AUTH_ROLE_PUBLIC"]):
-            if appbuilder.sm.find_role(name) is None:
-                appbuilder.sm.add_role(name)
-        appbuilder.add_permissions(update_perms=True)
-    sync_roles(db.session, merge_rules(get_composition(app).role_rules()), baseline)
-    ensure_default_tenant(db.session, app.config["DEFAULT_TENANT"])
-
-
 def _json_errors(app: Flask) -> None:
     @app.before_request
     def _refuse_oversize() -> Any:
@@ -128,18 +97,12 @@ def _error_response(code: int, message: str, exc: HTTPException | None = None) -
     ), code
 
 
-def process_role(value: Any) -> str:
-    role = str(value or WEB).strip().lower()
-    if role not in PROCESS_ROLES:
-        raise ValueError(f"APG_PROCESS must be one of {', '.join(PROCESS_ROLES)}, not {value!r}")
-    return role
-
-
 def _configure(app: Flask, role: str, test_config: dict[str, Any] | None) -> None:
     app.config.from_object(default_config)
     if test_config:
         app.config.update(test_config)
     app.config["APG_PROCESS"] = role
+    app.config["AUTH_ROLE_ADMIN"] = ADMIN  # FAB's name for the role that holds everything
     app.config["SQLALCHEMY_DATABASE_URI"] = default_config.database_url(
         app.config["SQLALCHEMY_DATABASE_URI"]
     )
@@ -157,6 +120,7 @@ def _init_web(app: Flask) -> None:
     """Request handling: migrations CLI, request audit, headers, CSRF (web role only)."""
     from flask_wtf.csrf import CSRFProtect
 
+    from app import times
     from app.audit import web
     from app.security import headers, passwords
 
@@ -169,6 +133,7 @@ def _init_web(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])  # type: ignore[method-assign]
+    times.install_template_helpers(app.jinja_env)  # `when`, `duration`: one way to show times
     init_migrate(app, str(BASE_DIR / "migrations"))  # `flask db`; Alembic loads on use
     web.init_app(app)
     headers.init_app(app)
@@ -202,12 +167,14 @@ def _compose(app: Flask, role: str) -> None:
         )]
         baseline = None
         if sync:
-            from app.security.roles import role_permissions
+            from app.security.sync import role_permissions
 
             baseline = role_permissions(db.session)
         with row_events_off():
             compose(app, appbuilder, db.session, capabilities, with_db=ready, role=role)
         if sync:
+            from app.security.sync import sync_security
+
             sync_security(app, baseline)
         db.session.remove()
 

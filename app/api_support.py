@@ -117,7 +117,7 @@ def call_for_page(
     actor = request_actor()
     try:
         return fn(actor)
-    except (NotFound, ServiceError) as exc:
+    except ServiceError as exc:
         if request.method == "POST":
             audit_failure(actor, exc, action, target_type, target_id)
         if isinstance(exc, NotFound):

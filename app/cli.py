@@ -1,22 +1,20 @@
 """Flask CLI commands of API.md: up, worker, scheduler, audit verify, ensure-admin.
 
 A web-role app has them all; a worker-role app (``APG_PROCESS=worker``) has worker,
-scheduler and audit verify (plus what capabilities add, e.g. ``reap``). ``main`` is
-``python -m app``: the worker role without the ``flask`` command, whose plugin
-commands (FAB's ``fab``, Flask-Limiter's ``limiter``) would import all of FAB before
-the app even loads.
+scheduler and audit verify (plus what capabilities add, e.g. ``reap``); ``python -m
+app`` (``app/__main__.py``) runs the worker-role ones.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 import click
 from flask import Flask, current_app
-from flask.cli import ScriptInfo, with_appcontext
+from flask.cli import with_appcontext
 
 from app.extensions import db
+from app.process import WEB
 
 
 @click.command("up")
@@ -94,27 +92,6 @@ WEB_COMMANDS = (up_command, worker_command, scheduler_command, audit_group, ensu
 WORKER_COMMANDS = (worker_command, scheduler_command, audit_group)
 
 
-def register_cli(app: Flask, role: str = "web") -> None:
-    for command in WEB_COMMANDS if role == "web" else WORKER_COMMANDS:
+def register_cli(app: Flask, role: str = WEB) -> None:
+    for command in WEB_COMMANDS if role == WEB else WORKER_COMMANDS:
         app.cli.add_command(command)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m app <command>``: a worker-role process (see docs/developer_guide.md).
-
-    Settings come from the environment as for any process (DATABASE_URL, REDIS_URL,
-    SECRET_KEY, ...); ``APG_PROCESS`` is always ``worker`` here.
-    """
-    from app import WORKER, create_app
-
-    app = create_app({"APG_PROCESS": WORKER})
-    app.cli.name = "python -m app"
-    app.cli.help = (
-        "APG worker-role commands (RQ worker, scheduler, audit). The web, migrations and "
-        "`up` run under `flask --app app`."
-    )
-    app.cli.main(
-        args=list(sys.argv[1:] if argv is None else argv),
-        prog_name="python -m app",
-        obj=ScriptInfo(create_app=lambda: app, set_debug_flag=False),
-    )

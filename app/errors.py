@@ -6,8 +6,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from app.security.scope import NotFound
-
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
@@ -35,6 +33,12 @@ class ServiceError(Exception):
         if self.errors:
             body["errors"] = self.errors
         return body
+
+
+class NotFound(ServiceError):
+    """The row does not exist or lies outside the actor's scope (the same to callers)."""
+
+    status = 404
 
 
 class ValidationFailed(ServiceError):

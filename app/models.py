@@ -7,19 +7,19 @@ the team carries its tenant. ``app.security.scope`` turns that into query filter
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from flask_appbuilder.models.sqla import Model
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, false, func
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint, false, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql import ColumnElement
 
 from app.ids import new_id
-from app.security.actor import Actor
+from app.times import UtcDateTime, utcnow
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+if TYPE_CHECKING:
+    from app.security.actor import Actor
 
 
 class Tenant(Model):
@@ -28,7 +28,7 @@ class Tenant(Model):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
 
     teams: Mapped[list[Team]] = relationship(back_populates="tenant")
@@ -53,7 +53,7 @@ class Team(Model):
         String(36), ForeignKey("apg_tenant.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
 
     tenant: Mapped[Tenant] = relationship(back_populates="teams", lazy="joined")
@@ -83,7 +83,7 @@ class TeamMembership(Model):
         Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False, index=True
     )
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
 
     team: Mapped[Team] = relationship(back_populates="memberships")

@@ -263,16 +263,15 @@ class Bench:
     def __init__(self, app: Any, fleet: Fleet, workflow_ids: dict[str, str]) -> None:
         from app.extensions import db
         from app.runtime.redis_conn import get_redis
-        from capability.engine.dispatch import Dispatcher
+        from capability.engine.dispatch import dispatcher_for
 
         self.app = app
         self.fleet = fleet
         self.workflow_ids = workflow_ids
         self.db = db
         self.redis = get_redis(app)
-        # As the API builds it (capability.workflow_api.dispatcher).
-        self.dispatcher = Dispatcher(self.redis, app.config["TASK_DEFAULT_TIMEOUT"],
-                                     list(app.config["RQ_QUEUES"]))
+        # As the API builds it.
+        self.dispatcher = dispatcher_for(app)
         self.poller = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         # While a run is waited for: the highest memory() total seen (sampled each second).
         self.peak: dict[str, int] | None = None
@@ -284,7 +283,7 @@ class Bench:
 
         t0 = dt.datetime.now(dt.UTC)
         run, _ = start_run(self.db.session, SYSTEM, self.dispatcher, self.workflow_ids[key],
-                           {}, None, "api")
+                           trigger="api")
         run_id = run.id
         self.db.session.remove()
         return run_id, t0

@@ -111,19 +111,24 @@ def create_workflows(app: Any, chain: int, fanout: int) -> dict[str, str]:
     return ids
 
 
-class Fifo:
-    """A ``Dispatcher`` stand-in: what a transaction sends waits here, in order."""
+def fifo_for(app: Any) -> Any:
+    """A dispatcher whose sends wait here, in order, instead of in RQ; it publishes live
+    updates as a worker's does (coalesced)."""
+    from capability.engine.dispatch import Dispatcher, dispatcher_for
 
-    def __init__(self, queues: list[str]) -> None:
-        self.queues = queues
-        self.default_timeout = 3600.0
-        self.items: collections.deque[Any] = collections.deque()
+    class Fifo(Dispatcher):
+        def __init__(self) -> None:
+            real = dispatcher_for(app, coalesce=True)
+            super().__init__(real.conn, real.settings, real._publish)
+            self.items: collections.deque[Any] = collections.deque()
 
-    def send(self, items: list[Any]) -> None:
-        self.items.extend(items)
+        def send(self, items: list[Any]) -> None:
+            self.items.extend(items)
 
-    def stop(self, attempt_ids: list[str]) -> None:
-        pass
+        def stop(self, attempt_ids: list[str]) -> None:
+            pass
+
+    return Fifo()
 
 
 class NullEmitter:
@@ -149,7 +154,7 @@ class Statements:
         self.count += 1
 
 
-def drive(app: Any, fifo: Fifo, workflow_id: str) -> tuple[str, float, float, int]:
+def drive(app: Any, fifo: Any, workflow_id: str) -> tuple[str, float, float, int]:
     """Start a run and handle every Send until none is left:
     (status, seconds, CPU seconds of this process, hops)."""
     from app.extensions import db
@@ -160,7 +165,7 @@ def drive(app: Any, fifo: Fifo, workflow_id: str) -> tuple[str, float, float, in
 
     with app.app_context():
         t0, c0 = time.perf_counter(), time.process_time()
-        run, _ = start_run(db.session, SYSTEM, fifo, workflow_id, {}, None, "api")
+        run, _ = start_run(db.session, SYSTEM, fifo, workflow_id, trigger="api")
         run_id = run.id
         db.session.remove()
         hops = 0
@@ -201,7 +206,8 @@ def main() -> None:
     instance = Path(tempfile.mkdtemp(prefix="apg-hops-"))
     app = build_app(db_url, redis_url, instance, args.live, pre_ping=not args.no_pre_ping)
     ids = create_workflows(app, args.chain, args.fanout)
-    fifo = Fifo(list(app.config["RQ_QUEUES"]))
+    with app.app_context():
+        fifo = fifo_for(app)
     jobs._dispatcher = lambda: fifo  # type: ignore[assignment]
     jobs._worker_name = lambda: "hops"  # type: ignore[assignment]
     live._emitter = lambda app: NullEmitter()  # type: ignore[assignment]

@@ -1,4 +1,11 @@
-"""``/api/v1/workflows/`` (API.md, "Workflows"): definitions and their versions."""
+"""``/api/v1/workflows/`` (API.md, "Workflows"): definitions and their versions, and
+the start of a run.
+
+Thin over ``capability.service`` (and ``runs.service`` for a start): every body is
+parsed by its pydantic model (``WorkflowIn``, ``DefinitionIn``, ``RollbackIn``,
+``StartRunIn``), the service is called with the request's actor, and its errors are
+mapped to status codes (``app.api_support.call_service``).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,16 @@ from typing import Any
 
 from flask import Response, current_app, request
 from flask_appbuilder.api import expose, protect, safe
-from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 
 from app.api_support import UuidModelApi, call_service, json_body
-from app.errors import ValidationFailed
+from app.errors import ValidationFailed, parse
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
 from capability import dsl, service
-from capability.engine.dispatch import Dispatcher
+from capability.engine.dispatch import dispatcher_for
+from capability.filters import LiveOnly
 from capability.models import Workflow
 from capability.runs import service as runs
 
@@ -24,36 +31,11 @@ PERMISSIONS = {
     "validate": "read", "post": "write", "put": "write", "delete": "write", "rollback": "write",
     "start_run": "run",
 }
-UNKNOWN = "unknown field"
 
 
-def dispatcher() -> Dispatcher:
-    from app.runtime.redis_conn import get_redis
-
-    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"],
-                      list(current_app.config["RQ_QUEUES"]))
-
-
-class LiveOnly(BaseFilter):
-    """Soft-deleted workflows are gone for every reader."""
-
-    name = "Not deleted"
-    arg_name = None
-
-    def apply(self, query: Any, value: Any) -> Any:
-        return query.filter(Workflow.deleted_at.is_(None))
-
-
-def _body(allowed: set[str], required: set[str]) -> dict[str, Any]:
-    payload = json_body()
-    if not isinstance(payload, dict):
-        raise ValidationFailed("Request body must be a JSON object",
-                               [{"path": "$", "message": "expected an object"}])
-    errors = [{"path": k, "message": UNKNOWN} for k in sorted(set(payload) - allowed)]
-    errors += [{"path": k, "message": "field required"} for k in sorted(required - set(payload))]
-    if errors:
-        raise ValidationFailed("Invalid request", errors)
-    return payload
+def _optional_body() -> Any:
+    """A body that may be left out (``POST .../runs``): ``{}`` when there is none."""
+    return json_body() if request.get_data(cache=True) else {}
 
 
 class WorkflowApi(ScopedMixin, UuidModelApi):
@@ -118,9 +100,9 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
         """
 
         def run(actor: Actor) -> Response:
-            body = _body({"team", "definition", "format"}, {"team", "definition"})
-            source = service.read_source(body["definition"], body.get("format"))
-            workflow = service.create_workflow(db.session, actor, str(body["team"]), source)
+            body = parse(service.WorkflowIn, json_body())
+            source = service.read_source(body.definition, body.format)
+            workflow = service.create_workflow(db.session, actor, body.team, source)
             version = service.get_version(db.session, actor, workflow.id)
             result = service.workflow_dict(workflow, version)
             return self.response(201, id=workflow.id, result=result)
@@ -150,8 +132,8 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
         """
 
         def run(actor: Actor) -> Response:
-            body = _body({"definition", "format"}, {"definition"})
-            source = service.read_source(body["definition"], body.get("format"))
+            body = parse(service.DefinitionIn, json_body())
+            source = service.read_source(body.definition, body.format)
             workflow = service.update_workflow(db.session, actor, pk, source)
             version = service.get_version(db.session, actor, workflow.id)
             return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
@@ -216,8 +198,8 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
         """
 
         def run(actor: Actor) -> Response:
-            body = _body({"version"}, {"version"})
-            workflow = service.rollback(db.session, actor, pk, body["version"])
+            body = parse(service.RollbackIn, json_body())
+            workflow = service.rollback(db.session, actor, pk, body)
             version = service.get_version(db.session, actor, workflow.id)
             return self.response(200, id=pk, result=service.workflow_dict(workflow, version))
 
@@ -247,21 +229,11 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
         """
 
         def run(actor: Actor) -> Response:
-            payload = json_body() if request.get_data(cache=True) else {}
-            body = payload if isinstance(payload, dict) else None
-            if body is None:
-                raise ValidationFailed("Request body must be a JSON object",
-                                       [{"path": "$", "message": "expected an object"}])
-            unknown = sorted(set(body) - {"params", "idempotency_key"})
-            if unknown:
-                raise ValidationFailed("Invalid request",
-                                       [{"path": k, "message": UNKNOWN} for k in unknown])
+            body = parse(runs.StartRunIn, _optional_body())
             started, created = runs.start_run(
-                db.session, actor, dispatcher(), pk, body.get("params"),
-                body.get("idempotency_key"), trigger="api",
-            )
+                db.session, actor, dispatcher_for(current_app), pk, body, trigger="api")
             return self.response(201 if created else 200, id=started.id,
-                                 result=runs.run_dict(db.session, started))
+                                 result=runs.run_dict(db.session, started, actor))
 
         return call_service("start", "run", pk, run)
 
@@ -293,9 +265,9 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
         """
 
         def run(actor: Actor) -> Response:
-            body = _body({"definition", "format"}, {"definition"})
+            body = parse(service.DefinitionIn, json_body())
             try:
-                source = service.read_source(body["definition"], body.get("format"))
+                source = service.read_source(body.definition, body.format)
                 service.check_definition(source)
             except ValidationFailed as exc:
                 return self.response(200, valid=False, errors=exc.errors)

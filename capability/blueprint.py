@@ -22,12 +22,16 @@ def _tenant(obj: Any) -> str | None:
 
 
 def register(reg: Registrar) -> None:
+    from capability import live
     from capability.engine import reaper
     from capability.secrets.cli import secrets_group
+    from capability.transport.cli import reap_command
 
+    # The engine tells a run's watchers through capability.live (both roles publish).
+    reg.on_ready(live.install)
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
-    reg.add_cli(reaper.reap_command)
+    reg.add_cli(reap_command)
     reg.add_cli(secrets_group)  # `flask --app app secrets rotate`
     reg.audited(
         Workflow,

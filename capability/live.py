@@ -1,11 +1,13 @@
 """Live run updates over Socket.IO (DESIGN.md, "Data flow of a run", step 4).
 
-Whoever commits a change to a run calls ``publish_run(app, run_id)``: the run's state
-(statuses and times only: no outputs, errors or params) goes to the room
-``run:<id>`` of the namespace ``/runs`` through the Socket.IO message queue (Redis),
-so every web process delivers it to the browsers watching that run, wherever the
-change happened (a worker, another web process). Publishing never raises: a lost
-update costs a browser one refresh, a raised one would fail the task that made it.
+Every transaction that changes a run ends with its outbox telling the run's watchers
+(``engine.outbox``, through the publisher ``install`` registers): the run's state
+(statuses, times, why a task did not run, which controls it allows now; no outputs,
+errors or params) goes to the room ``run:<id>`` of the namespace ``/runs`` through the
+Socket.IO message queue (Redis), so every web process delivers it to the browsers
+watching that run, wherever the change happened (a worker, another web process).
+Publishing never raises: a lost update costs a browser one refresh, a raised one would
+fail the task that made it.
 
 Browsers join a run's room through the namespace in ``capability.live_web`` (web role
 only). Workers publish through ``publish_run_soon`` (coalesced, off the hot path) and
@@ -14,7 +16,6 @@ only). Workers publish through ``publish_run_soon`` (coalesced, off the hot path
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import threading
@@ -30,7 +31,9 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
-from app.extensions import db
+from app.extensions import DbSession, db
+from app.times import iso
+from capability.engine.dispatch import PUBLISHER
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,24 @@ def room(run_id: str) -> str:
     return f"run:{run_id}"
 
 
-def run_state(session: Any, run: Any) -> dict[str, Any]:
-    """What a watcher may see of a run: statuses, attempt numbers, workers and times.
+def install(app: Flask) -> None:
+    """Be the publisher the engine's dispatchers call (``dispatch.PUBLISHER``)."""
+    app.extensions[PUBLISHER] = publish
 
-    Three statements whatever the size of the run (tasks, elements, attempts), so a
-    publish after each step of a large run stays cheap; the same data as the tasks of
-    ``runs.run_dict``."""
+
+def publish(app: Flask, run_id: str, coalesce: bool) -> None:
+    """Tell a run's watchers: coalesced (a worker's hot path) or at once."""
+    (publish_run_soon if coalesce else publish_run)(app, run_id)
+
+
+def run_state(session: DbSession, run: Any) -> dict[str, Any]:
+    """What a watcher may see of a run: statuses, attempt numbers, workers and times,
+    why a task did not run, and the controls the run allows now (``controls``, without
+    who the watcher is: the page shows a control only to those who may use it).
+
+    Three statements whatever the size of the run (tasks, elements, attempts; a fourth
+    for a queued run), so a publish after each step of a large run stays cheap; the same
+    data as the tasks of ``runs.run_dict``."""
     state: dict[str, Any] = _state(session, run, raw=False)
     return state
 
@@ -59,7 +74,7 @@ class RawJSON(str):
     """A JSON document already serialised (``QueueEmitter`` embeds it as it is)."""
 
 
-def run_state_json(session: Any, run: Any) -> RawJSON:
+def run_state_json(session: DbSession, run: Any) -> RawJSON:
     """``run_state`` serialised, built task by task: a 1,000-task run's state as one
     dict, then one ``json.dumps``, peaked at ~4 MB of short-lived objects in a worker
     twice a second during its fan-out (memory the worker then kept); this peaks at a
@@ -68,13 +83,17 @@ def run_state_json(session: Any, run: Any) -> RawJSON:
     return state
 
 
-def _state(session: Any, run: Any, raw: bool) -> Any:
-    from capability.models import TaskAttempt, TaskItem, TaskRun
+def _state(session: DbSession, run: Any, raw: bool) -> Any:
+    # On first use: the scheduler registers the publisher but never publishes, and loads
+    # no engine (tests/integration/test_worker_role.py).
+    from capability.engine import state as engine_state
+    from capability.engine.decide import controls_over
+    from capability.models import TaskAttempt, TaskItem, TaskKind, TaskRun
 
     encode: Any = json.dumps if raw else (lambda value: value)
     tasks = session.execute(
         select(TaskRun.id, TaskRun.kind, TaskRun.task_id, TaskRun.status, TaskRun.attempts,
-               TaskRun.started_at, TaskRun.finished_at)
+               TaskRun.reason, TaskRun.started_at, TaskRun.finished_at)
         .where(TaskRun.run_id == run.id).order_by(TaskRun.position)).all()
     items: dict[str, list[Any]] = defaultdict(list)
     for task_run_id, index, status in session.execute(
@@ -93,34 +112,32 @@ def _state(session: Any, run: Any, raw: bool) -> Any:
             .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)):
         attempts[a.task_run_id].append(encode({
             "number": a.number, "status": a.status, "worker": a.worker,
-            "started_at": _iso(a.started_at), "finished_at": _iso(a.finished_at),
+            "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
             "item": a.index,
         }))
 
     def state(t: Any) -> Any:
         own = {"task_id": t.task_id, "status": t.status, "attempts": t.attempts,
-               "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at)}
+               "reason": t.reason, "started_at": iso(t.started_at),
+               "finished_at": iso(t.finished_at)}
         if not raw:
             return {**own, "items": items.get(t.id, []),
                     "attempt_history": attempts.get(t.id, [])}
         return (json.dumps(own)[:-1] + ', "items": [' + ", ".join(items.get(t.id, ()))
                 + '], "attempt_history": [' + ", ".join(attempts.get(t.id, ())) + "]}")
 
-    head = {"id": run.id, "status": run.status, "created_at": _iso(run.created_at),
-            "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at)}
-    ran = [state(t) for t in tasks if t.kind == "task"]
+    rule = controls_over(run.status, ((t.kind, t.status) for t in tasks),
+                         lambda: engine_state.admitted(session, run.id))
+    head = {"id": run.id, "status": run.status, "created_at": iso(run.created_at),
+            "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+            "controls": list(rule.allowed), "retry_blocked": rule.retry_blocked}
+    ran = [state(t) for t in tasks if t.kind == TaskKind.TASK]
     # The undo steps that ran because the run failed, in the order they ran.
-    undone = [state(t) for t in tasks if t.kind == "compensation"]
+    undone = [state(t) for t in tasks if t.kind == TaskKind.COMPENSATION]
     if not raw:
         return {**head, "tasks": ran, "compensations": undone}
     return RawJSON(json.dumps(head)[:-1] + ', "tasks": [' + ", ".join(ran)
                    + '], "compensations": [' + ", ".join(undone) + "]}")
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 @contextmanager

@@ -81,7 +81,7 @@ class RunsNamespace(pysocketio.Namespace):
 
 def _readable_state(user: Any, run_id: str) -> dict[str, Any] | None:
     """The run's state when ``user`` may read it (the Runs read permission and its team)."""
-    from app.security.actor import actor_for_user
+    from app.security.request import actor_for_user
     from capability.runs import service as runs
 
     if user is None:

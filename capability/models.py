@@ -1,19 +1,27 @@
-"""Tables of the workflow capability: workflows and their immutable versions.
+"""Every table of the workflow capability.
 
-A workflow row is the mutable head (name, team, which version is current); every
-save adds a ``WorkflowVersion`` that is never changed again, so a run can pin the
-exact definition it was started with.
+* ``Workflow``: the mutable head of a definition (name, team, which version is
+  current); every save adds a ``WorkflowVersion`` that is never changed again, so a run
+  can pin the exact definition it was started with.
+* ``Secret``: a team's named value, stored only encrypted (``capability.secrets``).
+* ``Run``: one execution of a pinned version; ``TaskRun``: the state of one task of a
+  run (or of its undo step, ``TaskKind.COMPENSATION``); ``TaskItem``: one element of a
+  ``for_each`` task; ``TaskAttempt``: one try of a task or element, whose id is the
+  idempotency key a connector may pass on.
+
+Statuses are ``dsl.RunStatus`` and ``dsl.TaskStatus`` (the definition language names
+them) and ``AttemptStatus`` below; every time is an aware UTC ``app.times.UtcDateTime``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from flask_appbuilder.models.sqla import Model
 from sqlalchemy import (
     JSON,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -26,8 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.ids import new_id
-from app.models import Team, utcnow
+from app.models import Team
 from app.security.scope import TeamScoped
+from app.times import UtcDateTime, utcnow
 from capability.dsl.statuses import UNFINISHED_TASK_STATUSES
 
 
@@ -48,12 +57,12 @@ class Workflow(TeamScoped, Model):
     current_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
-    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     team: Mapped[Team] = relationship(lazy="joined")
     versions: Mapped[list[WorkflowVersion]] = relationship(
@@ -78,10 +87,10 @@ class Secret(TeamScoped, Model):
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     updated_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
 
     team: Mapped[Team] = relationship(lazy="joined")
@@ -106,7 +115,7 @@ class WorkflowVersion(Model):
     note: Mapped[str] = mapped_column(String(256), nullable=False, default="")
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
 
     workflow: Mapped[Workflow] = relationship(back_populates="versions")
@@ -155,11 +164,11 @@ class Run(TeamScoped, Model):
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False,
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False,
         index=True,
     )
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     workflow: Mapped[Workflow] = relationship(lazy="joined")
     version: Mapped[WorkflowVersion] = relationship()
@@ -172,8 +181,31 @@ class Run(TeamScoped, Model):
         return f"run {self.id}"
 
 
-# TaskRun.kind of the undo step of a task, run when its run fails.
-COMPENSATION_KIND = "compensation"
+class TaskKind(StrEnum):
+    """``TaskRun.kind``: a task of the definition, or the undo step of one (its
+    ``compensate``), added when the run fails."""
+
+    TASK = "task"
+    COMPENSATION = "compensation"
+
+
+class AttemptStatus(StrEnum):
+    """``TaskAttempt.status``. ``waiting``: an approval or a sub-workflow run holds it,
+    no worker does; ``lost``: its worker died before it reported (the reaper)."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"  # waits in RQ's scheduled registry (a retry's backoff)
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+
+# Attempts that will still run or report; the current one of a task holds its slot.
+LIVE_ATTEMPT = (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED, AttemptStatus.RUNNING,
+                AttemptStatus.WAITING)
 OPEN_TASKS = "status IN ({})".format(", ".join(f"'{s}'" for s in UNFINISHED_TASK_STATUSES))
 
 
@@ -194,8 +226,7 @@ class TaskRun(Model):
         String(36), ForeignKey("apg_run.id", ondelete="CASCADE"), nullable=False, index=True
     )
     task_id: Mapped[str] = mapped_column(String(63), nullable=False)
-    # "task", or "compensation": the undo step of that task, run when the run fails.
-    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="task")
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default=TaskKind.TASK)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -205,8 +236,14 @@ class TaskRun(Model):
     current_attempt_id: Mapped[str | None] = mapped_column(String(36))
     output: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why a task ended without running: `when` was false, an upstream was skipped or
+    # failed, its trigger rule (DSL.md, "Skips"; API.md: `reason`).
+    reason: Mapped[str | None] = mapped_column(Text)
+    # What a waiting task asks, rendered when it began to wait: an approval's message
+    # and the role that may answer it.
+    prompt: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     run: Mapped[Run] = relationship(back_populates="tasks")
 
@@ -238,8 +275,8 @@ class TaskItem(Model):
     current_attempt_id: Mapped[str | None] = mapped_column(String(36))
     output: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     # Never loaded by the engine: it tells the unit of work to insert a new run's task
     # rows before the elements its first for_each made in the same flush.
@@ -263,17 +300,16 @@ class TaskAttempt(Model):
         String(36), ForeignKey("apg_task_item.id", ondelete="CASCADE"), index=True
     )
     number: Mapped[int] = mapped_column(Integer, nullable=False)
-    # queued | scheduled | running | succeeded | failed | lost | cancelled
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # AttemptStatus
     queue: Mapped[str] = mapped_column(String(63), nullable=False, default="default")
-    not_before: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     worker: Mapped[str | None] = mapped_column(String(256))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     task_run: Mapped[TaskRun] = relationship()
     item: Mapped[TaskItem | None] = relationship()

@@ -1,17 +1,17 @@
 """Workflows and their versions. Every function takes the acting user.
 
 Definitions are validated by ``capability.dsl`` (the public DSL contract); a save that
-fails validation raises ``ValidationFailed`` with every error and its path, and
-nothing is written.
+fails validation raises ``ValidationFailed`` with every error and its path (and, when
+the definition came as text, its line), and nothing is written.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -23,8 +23,36 @@ from app.models import Team, Tenant
 from app.security.actor import Actor
 from app.security.roles import AUTHOR
 from app.security.scope import scoped
+from app.times import iso, utcnow
 from capability import dsl
 from capability.models import Workflow, WorkflowVersion
+
+# A team as ``name`` or ``tenant/name`` (64 characters each).
+MAX_TEAM = 129
+DEFINITION = "the definition: an object, or YAML/JSON text"
+
+
+class DefinitionIn(BaseModel):
+    """A definition as a request sends it (``POST /validate``, ``PUT /<id>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    definition: Any = Field(description=DEFINITION)
+    format: Literal["yaml", "json"] | None = None
+
+
+class WorkflowIn(DefinitionIn):
+    """The body of ``POST /api/v1/workflows/``."""
+
+    team: str = Field(min_length=1, max_length=MAX_TEAM)
+
+
+class RollbackIn(BaseModel):
+    """The body of ``POST /api/v1/workflows/<id>/rollback``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: StrictInt = Field(ge=1, description="the version to copy")
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,7 @@ class Source:
     data: Any
     text: str
     fmt: str
+    as_text: bool = False  # sent as YAML/JSON text: its errors get their line
 
 
 def read_source(definition: Any, fmt: str | None = None) -> Source:
@@ -41,7 +70,7 @@ def read_source(definition: Any, fmt: str | None = None) -> Source:
         data, errors = dsl.parse_source(definition, fmt)
         if errors:
             raise ValidationFailed("The definition is not valid YAML or JSON", errors)
-        return Source(data, definition, fmt or _detect(definition))
+        return Source(data, definition, fmt or _detect(definition), as_text=True)
     if isinstance(definition, dict):
         return Source(definition, json.dumps(definition, indent=2, sort_keys=False), "json")
     raise ValidationFailed(
@@ -58,10 +87,27 @@ def _detect(text: str) -> str:
     return "json"
 
 
+# Errors about request fields rather than the definition text: no line to point at.
+FORM_FIELDS = frozenset({"team", "definition", "format"})
+
+
+def with_lines(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors with the line of the definition text each one is about (``None`` when it
+    is about no line); an error that has its line already keeps it."""
+    def wanted(error: dict[str, Any]) -> bool:
+        return "line" not in error and error.get("path") not in FORM_FIELDS
+
+    lines = iter(dsl.locate_issues(text, [e for e in errors if wanted(e)]))
+    return [next(lines) if wanted(e) else {"line": None, **e} for e in errors]
+
+
 def check_definition(source: Source) -> dsl.WorkflowDefinition:
+    """The parsed definition, or ``ValidationFailed`` with every error (with its line
+    when the definition came as text)."""
     result = dsl.validate_definition(source.data)
     if not result.valid or result.definition is None:
-        raise ValidationFailed("Invalid workflow definition", result.errors)
+        errors = with_lines(source.text, result.errors) if source.as_text else result.errors
+        raise ValidationFailed("Invalid workflow definition", errors)
     return result.definition
 
 
@@ -208,7 +254,7 @@ def _new_version(
         workflow.name = definition.name
         workflow.description = definition.description or ""
         workflow.current_version = number
-        workflow.updated_at = dt.datetime.now(dt.UTC)
+        workflow.updated_at = utcnow()
         _add_version(session, workflow, number, data, source, actor, note)
         _commit(session, definition.name)
     return workflow
@@ -221,14 +267,10 @@ def update_workflow(session: DbSession, actor: Actor, workflow_id: str, source: 
     return _new_version(session, actor, workflow, definition, source, "update")
 
 
-def rollback(session: DbSession, actor: Actor, workflow_id: str, number: Any) -> Workflow:
+def rollback(session: DbSession, actor: Actor, workflow_id: str, body: RollbackIn) -> Workflow:
     workflow = get_workflow(session, actor, workflow_id)
     _require_author(actor, workflow.team_id)
-    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-        raise ValidationFailed(
-            "version must be a positive whole number",
-            [{"path": "version", "message": "expected a version number"}],
-        )
+    number = body.version
     try:
         target = get_version(session, actor, workflow_id, number)
     except NotFound as exc:
@@ -250,7 +292,7 @@ def delete_workflow(session: DbSession, actor: Actor, workflow_id: str) -> None:
     workflow = get_workflow(session, actor, workflow_id)
     _require_author(actor, workflow.team_id)
     with acting_as(actor), update_action("delete"):
-        workflow.deleted_at = dt.datetime.now(dt.UTC)
+        workflow.deleted_at = utcnow()
         session.commit()
 
 
@@ -281,9 +323,3 @@ def version_dict(version: WorkflowVersion) -> dict[str, Any]:
         "note": version.note,
         "definition": version.definition,
     }
-
-
-def iso(value: dt.datetime) -> str:
-    """A stored time (naive ones are UTC: SQLite drops the zone) as ISO 8601."""
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
-

@@ -9,7 +9,6 @@ API calls.
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,17 +23,19 @@ from flask_appbuilder.widgets import ListWidget
 from werkzeug.wrappers import Response
 
 from app.api_support import call_for_page
-from app.errors import ServiceError
+from app.errors import ServiceError, parse
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
 from app.tenancy.service import list_teams
+from app.times import when
 from capability import dsl, service
-from capability.api import LiveOnly
-from capability.engine import runner
+from capability.engine import state
+from capability.filters import LiveOnly
 from capability.models import Workflow, WorkflowVersion
-from capability.runs.views import RunForm, run_form, start_from_form
+from capability.runs.form import RunForm, run_form, start_from_form
+from capability.service import with_lines
 
 T = TypeVar("T")
 
@@ -43,8 +44,6 @@ PERMISSIONS = {
     "new": "write", "change": "write", "rollback": "write", "remove": "write",
     "run": "run",
 }
-# Errors about form fields rather than the definition text: no line to point at.
-FORM_FIELDS = frozenset({"team", "definition"})
 STARTER = """\
 name: my-workflow
 description: What this workflow does
@@ -84,24 +83,6 @@ def side_by_side(old: str, new: str) -> list[DiffRow]:
                 j1 + k + 1 if right else None, b[j1 + k] if right else "",
             ))
     return rows
-
-
-def when(value: dt.datetime | None) -> str:
-    """A stored time as ``2025-01-31 14:05 UTC`` (SQLite hands back naive UTC times)."""
-    if value is None:
-        return ""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC)
-    return value.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def with_lines(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Errors with the line of the definition text each one is about (or ``None``)."""
-    located = dsl.locate_issues(text, [e for e in errors if e.get("path") not in FORM_FIELDS])
-    lines = iter(located)
-    return [
-        {**e, "line": None} if e.get("path") in FORM_FIELDS else next(lines) for e in errors
-    ]
 
 
 def _call(action: str, target: str | None, fn: Callable[[Actor], T]) -> T:
@@ -205,7 +186,7 @@ class WorkflowView(ScopedMixin, ModelView):
         workflow = current.workflow
         may_run = self._may_run(request_actor(), workflow.team_id)
         if may_run and form is None:
-            form = run_form(runner.definition_of(current))
+            form = run_form(state.definition_of(current))
         page = self.render_template(
             "workflows/page.html", workflow=workflow, current=current, versions=versions,
             may_write=self._may_write(request_actor(), workflow.team_id), when=when,
@@ -252,7 +233,8 @@ class WorkflowView(ScopedMixin, ModelView):
         raw = request.form.get("version", "")
         number: Any = int(raw) if raw.isdigit() else raw
         try:
-            workflow = _call("rollback", pk, lambda a: service.rollback(db.session, a, pk, number))
+            workflow = _call("rollback", pk, lambda a: service.rollback(
+                db.session, a, pk, parse(service.RollbackIn, {"version": number})))
         except ServiceError as exc:
             flash(str(exc), "danger")
         else:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask_appbuilder.models.sqla import Model
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, false
+from sqlalchemy import JSON, BigInteger, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import ColumnElement
 
 from app.ids import new_id
-from app.security.actor import Actor
+from app.times import UtcDateTime
+
+if TYPE_CHECKING:
+    from app.security.actor import Actor
 
 OUTCOMES = ("success", "denied", "error")
 
@@ -21,7 +24,7 @@ class AuditEvent(Model):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True, nullable=False)
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False, index=True)
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
     actor: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
     action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from app.composition.metadata import Capability, CompositionError
 from app.composition.registrar import Registrar, Snapshot
+from app.extensions import DbSession
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "apg.capabilities"
@@ -148,7 +149,7 @@ def order(capabilities: list[Capability]) -> list[Capability]:
 def compose(
     app: Flask,
     appbuilder: Any,
-    session: Any,
+    session: DbSession,
     capabilities: list[Capability],
     with_db: bool = True,
     role: str = "web",

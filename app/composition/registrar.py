@@ -21,9 +21,9 @@ from typing import Any
 import click
 from flask import Blueprint, Flask
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 from app.audit.registry import AuditSpec, audited
+from app.extensions import DbSession
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Registrar:
 class Snapshot:
     """The app's registrations before a capability is applied, to roll back to."""
 
-    def __init__(self, app: Flask, appbuilder: Any, session: Session, with_db: bool) -> None:
+    def __init__(self, app: Flask, appbuilder: Any, session: DbSession, with_db: bool) -> None:
         from flask_appbuilder.security.sqla.models import Permission, PermissionView, ViewMenu
 
         self.with_db = with_db
@@ -150,7 +150,7 @@ class Snapshot:
             self.vm_ids = set(session.execute(select(ViewMenu.id)).scalars())
             self.perm_ids = set(session.execute(select(Permission.id)).scalars())
 
-    def restore(self, app: Flask, appbuilder: Any, session: Session) -> None:
+    def restore(self, app: Flask, appbuilder: Any, session: DbSession) -> None:
         from flask_appbuilder.security.sqla.models import (
             Permission,
             PermissionView,

@@ -53,8 +53,8 @@ def prepare(app: Flask) -> None:
     """Migrate, sync permissions and roles, ensure the admin (printing a generated password)."""
     from flask_migrate import upgrade
 
-    from app import sync_security
     from app.security.admin import ensure_admin
+    from app.security.sync import sync_security
 
     upgrade()
     sync_security(app)

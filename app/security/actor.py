@@ -1,8 +1,9 @@
 """Who is acting: the argument every service function takes.
 
-Views and API handlers build an ``Actor`` from the logged-in user; workers and the
-CLI build one for the user (or the system) they act for. Services never read
-``g`` or ``current_user`` themselves.
+Views and API handlers build an ``Actor`` from the logged-in user
+(``app.tenancy.service.actor_for_user``: roles, teams, tenants); workers and the CLI
+build one for the user (or the system) they act for. Services never read ``g`` or
+``current_user`` themselves.
 """
 
 from __future__ import annotations
@@ -10,11 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
-from app.extensions import DbSession
-
-ADMIN_ROLE = "Admin"
+from app.security.roles import ADMIN
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,7 @@ class Actor:
 
     @property
     def is_admin(self) -> bool:
-        return ADMIN_ROLE in self.roles
+        return ADMIN in self.roles
 
     @property
     def is_system(self) -> bool:
@@ -46,31 +43,4 @@ class Actor:
         return self.is_admin or any(name in self.roles for name in names)
 
 
-SYSTEM = Actor(username="system", roles=frozenset({ADMIN_ROLE}))
-
-
-def actor_for_user(
-    session: DbSession, user: Any, *, ip: str | None = None, request_id: str | None = None
-) -> Actor:
-    """Build the actor of a FAB user: roles (direct and through groups), teams, tenants."""
-    from app.models import Team, TeamMembership, Tenant
-
-    roles = {role.name for role in user.roles}
-    for group in getattr(user, "groups", []) or []:
-        roles.update(role.name for role in group.roles)
-    rows = session.execute(
-        select(Team.id, Tenant.id, Tenant.name)
-        .join(TeamMembership, TeamMembership.team_id == Team.id)
-        .join(Tenant, Tenant.id == Team.tenant_id)
-        .where(TeamMembership.user_id == user.id)
-    ).all()
-    return Actor(
-        username=user.username,
-        user_id=user.id,
-        roles=frozenset(roles),
-        team_ids=frozenset(r[0] for r in rows),
-        tenant_ids=frozenset(r[1] for r in rows),
-        tenant_names=tuple(sorted({r[2] for r in rows})),
-        ip=ip,
-        request_id=request_id,
-    )
+SYSTEM = Actor(username="system", roles=frozenset({ADMIN}))

@@ -46,7 +46,7 @@ class ApgSecurityManager(SecurityManager):
         actor = Actor(username=username or "(empty)", ip=client_ip(), request_id=request_id())
         tenant = None
         if user is not None:
-            from app.security.actor import actor_for_user
+            from app.security.request import actor_for_user
 
             tenant = actor_for_user(self.session, user).tenant
         record(
@@ -74,7 +74,7 @@ class ApgSecurityManager(SecurityManager):
         return user
 
     def on_user_logout(self, user: Any) -> None:
-        from app.security.actor import actor_for_user
+        from app.security.request import actor_for_user
 
         actor = actor_for_user(self.session, user, ip=client_ip(), request_id=request_id())
         record(self.session, build_event(actor, "logout", "user", str(user.id)))

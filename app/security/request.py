@@ -1,12 +1,42 @@
-"""The actor of the current HTTP request (the only place that reads ``g.user``)."""
+"""The actor of the current HTTP request (the only place that reads ``g.user``), and
+of any FAB user (``actor_for_user``: roles, teams, tenants)."""
 
 from __future__ import annotations
 
-from flask import g, has_request_context, request
+from typing import Any
 
-from app.extensions import db
+from flask import g, has_request_context, request
+from sqlalchemy import select
+
+from app.extensions import DbSession, db
 from app.ids import new_id
-from app.security.actor import Actor, actor_for_user
+from app.models import Team, TeamMembership, Tenant
+from app.security.actor import Actor
+
+
+def actor_for_user(
+    session: DbSession, user: Any, *, ip: str | None = None, request_id: str | None = None
+) -> Actor:
+    """The actor of a FAB user: roles (direct and through groups), teams, tenants."""
+    roles = {role.name for role in user.roles}
+    for group in getattr(user, "groups", []) or []:
+        roles.update(role.name for role in group.roles)
+    rows = session.execute(
+        select(Team.id, Tenant.id, Tenant.name)
+        .join(TeamMembership, TeamMembership.team_id == Team.id)
+        .join(Tenant, Tenant.id == Team.tenant_id)
+        .where(TeamMembership.user_id == user.id)
+    ).all()
+    return Actor(
+        username=user.username,
+        user_id=user.id,
+        roles=frozenset(roles),
+        team_ids=frozenset(r[0] for r in rows),
+        tenant_ids=frozenset(r[1] for r in rows),
+        tenant_names=tuple(sorted({r[2] for r in rows})),
+        ip=ip,
+        request_id=request_id,
+    )
 
 
 def request_id() -> str:

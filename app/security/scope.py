@@ -22,13 +22,11 @@ from sqlalchemy import String, false, inspect
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from sqlalchemy.sql import ColumnElement, Select
 
+from app.errors import NotFound
+from app.extensions import DbSession
 from app.security.actor import Actor
 
 T = TypeVar("T")
-
-
-class NotFound(LookupError):
-    """The row does not exist or lies outside the actor's scope (the same to callers)."""
 
 
 class TeamScoped:
@@ -66,7 +64,7 @@ def scoped(stmt: Select[Any], model: type, actor: Actor) -> Select[Any]:
     return stmt if clause is None else stmt.where(clause)
 
 
-def get_scoped(session: Any, model: type[T], pk: Any, actor: Actor) -> T:
+def get_scoped(session: DbSession, model: type[T], pk: Any, actor: Actor) -> T:
     from sqlalchemy import select
 
     pk_col = inspect(model).primary_key[0]

@@ -5,7 +5,8 @@ every task is finished.
 that task's downstream tasks and the statuses of their upstreams, and counts the run's
 task statuses in SQL only when nothing it saw is still unfinished. ``advance`` reads
 every task of the run, for start, resume, retry and compensation, where anything may
-have changed. Both run inside the caller's transaction, under the run's lock.
+have changed. Both run inside the caller's transaction, under the run's lock; what
+they queue goes out after its commit (``outbox``).
 """
 
 from __future__ import annotations
@@ -13,30 +14,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, and_, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.orm import lazyload
+from sqlalchemy import BindParameter, bindparam, func, insert, select, text, update
 
+from app.extensions import DbSession
 from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import compensation, foreach, masking, runner
+from capability.engine import compensation, foreach, masking, outbox, state
 from capability.engine.decide import (
     Counts,
     Plan,
     Verdict,
     outcome_of,
     plan_of,
-    ready,
+    reason_of,
     run_outcome,
-    trigger_verdict,
     verdict_of,
 )
 from capability.engine.dispatch import Send
-from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskItem, TaskRun
+from capability.models import OPEN_TASKS, AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
 
-def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition,
-            admit: bool = False) -> list[Send]:
+def advance(session: DbSession, run: Run, definition: dsl.WorkflowDefinition,
+            admit: bool = False) -> None:
     """Decide every task that can be decided now; finish the run when all are.
 
     Reads every task of the run: for start, resume, retry and compensation, where
@@ -45,23 +45,27 @@ def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition,
     run takes its slot (its first tasks are queued; it is ``running`` once a worker
     begins one of them)."""
     if run.status != RunStatus.RUNNING and not (admit and run.status == RunStatus.QUEUED):
-        return []
+        return
     plan = plan_of(definition)
-    sends: list[Send] = []
-    tasks = {t.task_id: t for t in run.tasks if t.kind == "task"}
+    tasks = {t.task_id: t for t in run.tasks if t.kind == TaskKind.TASK}
     while True:
-        status_of = {tid: t.status for tid, t in tasks.items()}
-        pending = [tid for tid, s in status_of.items() if s == TaskStatus.PENDING]
-        verdicts = ready(pending, plan.upstream, plan.rules, status_of)
-        if not verdicts:
+        decided = False
+        for task_id, task in tasks.items():
+            if task.status != TaskStatus.PENDING:
+                continue
+            ups = {u: tasks[u].status for u in plan.upstream[task_id]}
+            counts = Counts.of(ups.values())
+            verdict = verdict_of(plan.rules[task_id], counts)
+            if verdict != Verdict.WAIT:
+                _decide(session, run, plan, task, verdict, counts, ups)
+                decided = True
+        if not decided:
             break
-        for task_id, verdict in verdicts.items():
-            sends += _decide(session, run, plan, tasks[task_id], verdict)
-    return sends + _conclude(session, run, plan, run_outcome(t.status for t in tasks.values()))
+    _conclude(session, run, plan, run_outcome(t.status for t in tasks.values()))
 
 
 # Built once: building a statement costs about as much Python as running it.
-_OF_RUN = (TaskRun.run_id == bindparam("run_id"), TaskRun.kind == "task")
+_OF_RUN = (TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK)
 _IDS: BindParameter[list[str]] = bindparam("task_ids", expanding=True)
 _COLUMNS = select(TaskRun.id, TaskRun.task_id, TaskRun.status, TaskRun.attempts).where(
     *_OF_RUN, TaskRun.task_id.in_(_IDS))
@@ -79,8 +83,8 @@ _OPEN_IN = _OPEN.where(TaskRun.task_id.in_(_IDS))
 _OPEN_NOT_IN = _OPEN.where(TaskRun.task_id.not_in(_IDS))
 
 
-def advance_from(session: Any, run: Any, plan: Plan, finished: Any,
-                 downstream: list[TaskRun] | None = None) -> list[Send]:
+def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
+                 downstream: list[TaskRun] | None = None) -> None:
     """A task finished: decide its downstream tasks (and theirs, when a skip or an
     upstream failure makes them decidable too), then the run's outcome.
 
@@ -93,8 +97,7 @@ def advance_from(session: Any, run: Any, plan: Plan, finished: Any,
     ``trigger`` (the ORM object is then loaded only if the run ends). ``finished``: the
     task's ``TaskRun``, or anything with its ``task_id`` and ``status``."""
     if run.status != RunStatus.RUNNING:
-        return []
-    sends: list[Send] = []
+        return
     known: dict[str, Any] = {t.task_id: t for t in downstream or ()}  # TaskRun, _Columns
     known[finished.task_id] = finished
     frontier = [finished.task_id]
@@ -120,31 +123,34 @@ def advance_from(session: Any, run: Any, plan: Plan, finished: Any,
                          key=lambda t: plan.position[t.task_id])
         upstream = _Upstream(session, run, plan, known, pending)
         queued = _Queued()
+        box = outbox.of(session)
         for task in pending:
-            verdict = upstream.verdict(task.task_id)
+            verdict, counts, statuses = upstream.verdict(task.task_id)
             if verdict == Verdict.WAIT:
                 continue
             upstream.changed()
             if isinstance(task, _Columns):
                 if verdict == Verdict.RUN and queued.takes(plan.specs[task.task_id]):
-                    sends.append(queued.add(plan, task))
+                    box.send(queued.add(plan, task))
                     continue
-                task = known[task.task_id] = session.get(TaskRun, task.id)
-            sends += _decide(session, run, plan, task, verdict)
+                loaded = session.get(TaskRun, task.id)
+                assert loaded is not None
+                task = known[task.task_id] = loaded
+            _decide(session, run, plan, task, verdict, counts, statuses)
             if task.status in dsl.FINISHED_TASK_STATUSES:
                 frontier.append(task.task_id)
         queued.write(session)
     if unfinished or any(t.status not in dsl.FINISHED_TASK_STATUSES for t in known.values()):
-        return sends  # a task seen here is unfinished: so is the run
+        return  # a task seen here is unfinished: so is the run
     if session.new or session.dirty:
         session.flush()
     # A leaf of a fan-out: one probe finds a sibling still unfinished, where counting
     # the run's statuses reads every task (a 1,000-task fan-out: 1,000 rows a leaf).
     conn = session.connection()
     if conn.execute(_OPEN, {"run_id": run.id}).first() is not None:
-        return sends
-    counts = conn.execute(_COUNT, {"run_id": run.id}).all()
-    return sends + _conclude(session, run, plan, outcome_of(dict(counts)))
+        return
+    by_status = {status: number for status, number in conn.execute(_COUNT, {"run_id": run.id})}
+    _conclude(session, run, plan, outcome_of(by_status))
 
 
 @dataclass(slots=True)
@@ -163,7 +169,7 @@ class _Columns:
 @dataclass
 class _Queued:
     """Tasks queued by ``advance_from`` without ORM objects: their first attempt is
-    inserted and the task rows updated in one executemany each, as ``runner.new_attempt``
+    inserted and the task rows updated in one executemany each, as ``state.new_attempt``
     and ``_decide`` would have written them."""
 
     SLICE = 100
@@ -180,12 +186,13 @@ class _Queued:
         task.status = TaskStatus.QUEUED.value
         attempt_id, queue = new_id(), plan.queues[task.task_id]
         self.attempts.append({"id": attempt_id, "task_run_id": task.id, "number": task.attempts,
-                              "status": "queued", "queue": queue, "created_at": runner.now()})
+                              "status": AttemptStatus.QUEUED, "queue": queue,
+                              "created_at": state.now()})
         self.tasks.append({"row": task.id, "count": task.attempts, "current": attempt_id})
         return Send(attempt_id, queue, timeout=plan.timeouts[task.task_id],
-                    instant=plan.specs[task.task_id].type in runner.INSTANT_TYPES)
+                    instant=plan.specs[task.task_id].type in state.INSTANT_TYPES)
 
-    def write(self, session: Any) -> None:
+    def write(self, session: DbSession) -> None:
         if not self.tasks:
             return
         conn = session.connection()
@@ -203,7 +210,7 @@ _QUEUE_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
     current_attempt_id=bindparam("current"))
 
 
-def _waits(session: Any, run: Any, plan: Plan, known: dict[str, Any], task_id: str,
+def _waits(session: DbSession, run: Any, plan: Plan, known: dict[str, Any], task_id: str,
            probed: dict[tuple[bool, tuple[str, ...]], bool]) -> bool:
     """Whether one of the task's upstreams is unfinished, when that can be told without
     reading the task: from the rows in hand, else with one probe per set of upstreams
@@ -235,138 +242,117 @@ class _Upstream:
 
     ROW_BY_ROW = 100
 
-    def __init__(self, session: Any, run: Any, plan: Plan, known: dict[str, Any],
-                 pending: list[TaskRun]) -> None:
+    def __init__(self, session: DbSession, run: Any, plan: Plan, known: dict[str, Any],
+                 pending: list[Any]) -> None:
         self.session, self.run, self.plan, self.known = session, run, plan, known
         self.counts: dict[tuple[bool, tuple[str, ...]], Counts] = {}
         self.statuses: dict[str, str] = {}
         wanted = {u for t in pending for u in plan.upstream[t.task_id] if u not in known}
         if wanted and len(wanted) <= self.ROW_BY_ROW:
-            self.statuses = dict(session.execute(
+            self.statuses = dict(session.execute(  # type: ignore[arg-type]
                 _STATUSES, {"run_id": run.id, "task_ids": sorted(wanted)}).all())
 
     def changed(self) -> None:
         self.counts.clear()  # a verdict changed a status: counts are read again
 
-    def verdict(self, task_id: str) -> Verdict:
-        values: list[str] = []
+    def verdict(self, task_id: str) -> tuple[Verdict, Counts, dict[str, str] | None]:
+        """The task's verdict, with what it was decided from: the counts of its
+        upstreams' statuses and, when read one by one, the statuses by task id."""
+        values: dict[str, str] = {}
         for up in self.plan.upstream[task_id]:
             status = self.known[up].status if up in self.known else self.statuses.get(up)
             if status is None:
                 break
             if status not in dsl.FINISHED_TASK_STATUSES:
-                return Verdict.WAIT
-            values.append(status)
+                return Verdict.WAIT, Counts(), None
+            values[up] = status
         else:
-            return trigger_verdict(self.plan.rules[task_id], values)
+            counts = Counts.of(values.values())
+            return verdict_of(self.plan.rules[task_id], counts), counts, values
         key = self.plan.upstream_filter(task_id)
         if key not in self.counts:
             inside, ids = key
-            self.counts[key] = Counts.by_status(dict(self.session.execute(
+            self.counts[key] = Counts.by_status(dict(self.session.execute(  # type: ignore[arg-type]
                 _COUNT_IN if inside else _COUNT_NOT_IN,
                 {"run_id": self.run.id, "task_ids": list(ids)}).all()))
-        return verdict_of(self.plan.rules[task_id], self.counts[key])
+        counts = self.counts[key]
+        return verdict_of(self.plan.rules[task_id], counts), counts, None
 
 
-def _decide(session: Any, run: Any, plan: Plan, task: TaskRun, verdict: Verdict) -> list[Send]:
-    """Carry out a verdict on a pending task; the Sends of what it queued."""
-    if verdict == Verdict.SKIP:
-        runner.finish_task(task, TaskStatus.SKIPPED)
-        return []
-    if verdict == Verdict.UPSTREAM_FAILED:
-        runner.finish_task(task, TaskStatus.UPSTREAM_FAILED)
-        return []
+def _decide(session: DbSession, run: Any, plan: Plan, task: TaskRun, verdict: Verdict,
+            counts: Counts, statuses: dict[str, str] | None) -> None:
+    """Carry out a verdict on a pending task: skip it or fail it (saying why), or queue it
+    (its ``when`` first, its elements for a ``for_each``)."""
+    if verdict in (Verdict.SKIP, Verdict.UPSTREAM_FAILED):
+        status = TaskStatus.SKIPPED if verdict == Verdict.SKIP else TaskStatus.UPSTREAM_FAILED
+        state.finish_task(task, status,
+                          reason=reason_of(plan.rules[task.task_id], verdict, counts, statuses))
+        return
     spec = plan.specs[task.task_id]
     if spec.when is not None and not _when(session, run, plan, task, spec):
-        return []  # _when finished the task (skipped, or failed on a bad expression)
+        return  # _when finished the task (skipped, or failed on a bad expression)
     if spec.for_each is not None:
-        return foreach.start(session, run, task, spec, plan.definition)
+        foreach.start(session, run, task, spec, plan.definition)
+        return
     task.status = TaskStatus.QUEUED.value
-    return [runner.new_attempt(session, task, spec, plan.definition, "queued")]
+    state.new_attempt(session, task, spec, plan.definition, AttemptStatus.QUEUED)
 
 
-def _conclude(session: Any, run: Any, plan: Plan, outcome: RunStatus | None) -> list[Send]:
+def _conclude(session: DbSession, run: Any, plan: Plan, outcome: RunStatus | None) -> None:
     """Every task is finished (``outcome``): compensate a failed run first, then end it,
     start what waited for its slot and tell a parent run."""
     if outcome is None:
-        return []
+        return
     if not isinstance(run, Run):  # a row (instant.py): the run's end writes the run
-        run = session.get(Run, run.id)
-    sends: list[Send] = []
-    if outcome == RunStatus.FAILED and plan.compensates:
-        finished, more = compensation.advance(session, run, plan.definition)
-        sends += more
-        if not finished:
-            return sends
-    if run.status not in runner.FINISHED_RUN:
+        loaded = session.get(Run, run.id)
+        assert loaded is not None
+        run = loaded
+    if outcome == RunStatus.FAILED and plan.compensates and not compensation.advance(
+            session, run, plan.definition):
+        return  # an undo step is under way
+    if run.status not in state.FINISHED_RUN:
         run.status = outcome.value
-        run.finished_at = runner.now()
-        sends += promote_queued(session, run.workflow_id, plan.definition.max_active_runs)
+        run.finished_at = state.now()
+        outbox.of(session).touch(run.id)
+        promote_queued(session, run.workflow_id, plan.definition.max_active_runs)
         if run.parent_attempt_id is not None:
             # On the parent task's own queue: a worker serves it (the start checked).
             parent = session.get(TaskAttempt, run.parent_attempt_id)
             queue = parent.queue if parent is not None else dsl.DEFAULT_QUEUE
-            sends.append(Send(run.parent_attempt_id, queue, child_run=run.id))
-    return sends
+            outbox.of(session).send(Send(run.parent_attempt_id, queue, child_run=run.id))
 
 
-# A queued run has taken its slot once an attempt of it waits for a worker (it is
-# ``running`` from the moment a worker begins one); until then it waits for a slot. Only
-# attempts that count (a task's or an element's current one): a failed for_each can
-# leave an element's queued attempt behind, which a retry replaces.
-_ADMITTED = (
-    select(TaskAttempt.id).join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
-    .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
-    .where(TaskRun.run_id == Run.id, TaskAttempt.status.in_(("queued", "scheduled")),
-           or_(TaskAttempt.id == TaskRun.current_attempt_id,
-               TaskAttempt.id == TaskItem.current_attempt_id))
-    .exists()
-)
-
-
-def admitted(session: Any, run_id: str) -> bool:
-    """Whether a queued run holds its slot (see ``_ADMITTED``)."""
-    return bool(session.execute(select(_ADMITTED.where(Run.id == run_id))).scalar())
-
-
-def active_runs(session: Any, workflow_id: str) -> int:
-    """Runs of the workflow that hold a ``max_active_runs`` slot: running, paused, or
-    queued with their first tasks sent."""
-    return int(session.execute(
-        select(func.count()).select_from(Run).where(
-            Run.workflow_id == workflow_id,
-            or_(Run.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
-                and_(Run.status == RunStatus.QUEUED.value, _ADMITTED)),
-        )
-    ).scalar_one())
-
-
-def promote_queued(session: Any, workflow_id: str, limit: int | None) -> list[Send]:
+def promote_queued(session: DbSession, workflow_id: str, limit: int | None) -> None:
     """A run finished: start the oldest runs of the workflow that waited for a slot."""
     if not limit:
-        return []
+        return
     session.flush()
-    active = active_runs(session, workflow_id)
-    waiting = session.execute(
-        select(Run).where(Run.workflow_id == workflow_id, Run.status == RunStatus.QUEUED.value,
-                          ~_ADMITTED)
-        .order_by(Run.created_at, Run.id).limit(max(0, limit - active))
-        .options(lazyload("*")).with_for_update(of=Run)
-    ).scalars().all()
-    sends: list[Send] = []
-    for queued in waiting:
-        sends += runner.start(session, queued)
-    return sends
+    for queued in state.waiting_runs(session, workflow_id,
+                                     limit - state.active_runs(session, workflow_id)):
+        start(session, queued)
 
 
-def _when(session: Any, run: Any, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
+def start(session: DbSession, run: Run) -> None:
+    """A queued run that waited for a slot takes one: its first ready tasks are sent
+    (and, for a retried run, the elements of its restarted for_each tasks)."""
+    plan = state.plan_for(session, run)
+    advance(session, run, plan.definition, admit=True)
+    for task in run.tasks:
+        spec = plan.specs.get(task.task_id)
+        if (task.kind == TaskKind.TASK and task.status == TaskStatus.RUNNING
+                and spec is not None and spec.for_each is not None):
+            foreach.fill(session, task, spec, plan.definition)
+    outbox.of(session).touch(run.id)
+
+
+def _when(session: DbSession, run: Any, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
     scope: dict[str, Any] = {}
     try:
-        scope = runner.scope_for(session, run, plan.reads(spec, "when"),
-                                 plan.secrets(spec, "when"))
+        scope = state.scope_for(session, run, plan.reads(spec, "when"),
+                                plan.secrets(spec, "when"))
         if dsl.evaluate_condition(str(spec.when), scope, path="when"):
             return True
-        runner.finish_task(task, TaskStatus.SKIPPED)
+        state.finish_task(task, TaskStatus.SKIPPED, reason=f"when was false: {spec.when}")
     except dsl.ExpressionError as exc:
-        runner.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
+        state.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
     return False

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
+from app.extensions import DbSession
 from capability import dsl
 from capability.dsl import TaskStatus
-from capability.engine import runner
+from capability.engine import foreach, state
 from capability.engine.decide import plan_of
-from capability.engine.dispatch import Send
-from capability.models import COMPENSATION_KIND, Run, TaskItem, TaskRun
+from capability.models import AttemptStatus, Run, TaskItem, TaskKind, TaskRun
 
-KIND = COMPENSATION_KIND
+KIND = TaskKind.COMPENSATION
 
 
 def spec_for(definition: dsl.WorkflowDefinition, task: TaskRun) -> dsl.TaskSpec:
@@ -39,9 +42,6 @@ def spec_for(definition: dsl.WorkflowDefinition, task: TaskRun) -> dsl.TaskSpec:
 
 def _done_items(comp: TaskRun) -> list[TaskItem]:
     original = next(t for t in comp.run.tasks if t.task_id == comp.task_id and t.kind != KIND)
-    from sqlalchemy import select
-    from sqlalchemy.orm import object_session
-
     session = object_session(comp)
     assert session is not None
     return list(session.execute(
@@ -54,7 +54,7 @@ def steps(run: Run) -> list[TaskRun]:
     return sorted((t for t in run.tasks if t.kind == KIND), key=lambda t: t.position)
 
 
-def plan(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> None:
+def plan(session: DbSession, run: Run, definition: dsl.WorkflowDefinition) -> None:
     """Create the steps once, in reverse order of completion of the tasks they undo."""
     done = [t for t in run.tasks if t.kind != KIND and t.status == TaskStatus.SUCCEEDED
             and definition.task(t.task_id).compensate is not None]
@@ -67,25 +67,24 @@ def plan(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> None:
     session.refresh(run)
 
 
-def advance(session: Any, run: Run, definition: dsl.WorkflowDefinition) -> tuple[bool, list[Send]]:
-    """Move the compensation on; ``(finished, sends)``."""
+def advance(session: DbSession, run: Run, definition: dsl.WorkflowDefinition) -> bool:
+    """Move the compensation on: start its next step; True once every step is done."""
     if not any(t.kind == KIND for t in run.tasks):
         plan(session, run, definition)
     pending = steps(run)
     if any(t.status not in dsl.FINISHED_TASK_STATUSES and t.status != TaskStatus.PENDING
            for t in pending):
-        return False, []  # a step is under way
+        return False  # a step is under way
     for step in pending:
         if step.status != TaskStatus.PENDING:
             continue
         spec = spec_for(definition, step)
         if spec.for_each is not None:
-            from capability.engine import foreach
-
-            sends = foreach.start(session, run, step, spec, definition)
+            foreach.start(session, run, step, spec, definition)
             if step.status in dsl.FINISHED_TASK_STATUSES:
                 continue  # nothing to undo element by element
-            return False, sends
+            return False
         step.status = TaskStatus.QUEUED.value
-        return False, [runner.new_attempt(session, step, spec, definition, "queued")]
-    return True, []
+        state.new_attempt(session, step, spec, definition, AttemptStatus.QUEUED)
+        return False
+    return True

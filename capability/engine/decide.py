@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from app.security.roles import ADMIN
 from capability import dsl
 from capability.dsl import FINISHED_TASK_STATUSES, RunStatus, TaskStatus, TriggerRule
 
@@ -103,6 +104,56 @@ def ready(
     return out
 
 
+def _names(task_ids: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(task_ids[:limit])
+    return shown + (f" and {len(task_ids) - limit} more" if len(task_ids) > limit else "")
+
+
+def reason_of(rule: str, verdict: Verdict, counts: Counts,
+              statuses: Mapping[str, str] | None = None) -> str:
+    """Why a task ends ``skipped`` or ``upstream_failed`` under its trigger rule (API.md:
+    ``reason``). ``statuses``: the upstreams' statuses by task id when they were read
+    one by one (they are named), else only ``counts`` are known (a join of hundreds)."""
+    def which(wanted: frozenset[TaskStatus], what: str) -> str:
+        if statuses is not None:
+            ids = [t for t, s in statuses.items() if s in wanted]
+            if ids:
+                return f"upstream {what}: {_names(ids)}"
+        number = counts.failed if TaskStatus.FAILED in wanted else counts.skipped
+        return f"upstream {what}: {number} of {counts.total} upstream tasks"
+
+    rule = TriggerRule(rule)
+    if verdict == Verdict.UPSTREAM_FAILED:
+        failed = which(FAILED_LIKE, "failed")
+        if rule == TriggerRule.ONE_SUCCESS:
+            return f"trigger rule one_success: no upstream succeeded ({failed})"
+        return failed
+    if rule == TriggerRule.ONE_SUCCESS:
+        return "trigger rule one_success: every upstream was skipped"
+    if rule == TriggerRule.ONE_FAILED:
+        return "trigger rule one_failed: no upstream failed"
+    if rule == TriggerRule.ALL_FAILED:
+        return (f"trigger rule all_failed: not every upstream failed "
+                f"({counts.failed} of {counts.total} did)")
+    return which(frozenset({TaskStatus.SKIPPED}), "skipped")
+
+
+def unknown_queues(definition: dsl.WorkflowDefinition,
+                   queues: Sequence[str] | None) -> list[dict[str, str]]:
+    """A task on a queue no worker is configured for would wait forever: the errors that
+    refuse the start (``queues``: ``RQ_QUEUES``; None: not checked)."""
+    if queues is None:
+        return []
+    errors = []
+    for i, task in enumerate(definition.tasks):
+        queue = dsl.effective_queue(task, definition.defaults)
+        if queue not in queues:
+            errors.append({"path": f"tasks[{i}].queue",
+                           "message": f"no worker listens on queue {queue!r} "
+                                      f"(configured: {', '.join(queues)})"})
+    return errors
+
+
 def run_outcome(statuses: Iterable[str]) -> RunStatus | None:
     """The run's final status once every task is finished, else None."""
     return outcome_of(Counter(statuses))
@@ -118,6 +169,73 @@ def outcome_of(counts: Mapping[str, int]) -> RunStatus | None:
     if any(s in FAILED_LIKE for s in by):
         return RunStatus.FAILED
     return RunStatus.SUCCEEDED
+
+
+# --------------------------------------------------------------- controls and approvals
+
+ACTIONS = ("cancel", "pause", "resume", "retry")
+# What a retry runs again.
+RETRIED = (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The controls a run allows now (in ``ACTIONS`` order) and why each other one not."""
+
+    allowed: tuple[str, ...]
+    blocked: dict[str, str] = field(default_factory=dict)
+    status: str = ""
+
+    @property
+    def retry_blocked(self) -> str | None:
+        """Why a failed or cancelled run cannot be retried (API.md), else None."""
+        if self.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            return self.blocked.get("retry")
+        return None
+
+
+def controls_of(status: str, *, compensated: bool, failed_tasks: bool,
+                admitted: bool) -> Controls:
+    """The rule. ``compensated``: undo steps ran (the work is undone: a retry would
+    redo half of it); ``failed_tasks``: a task is failed, upstream_failed or cancelled
+    (what a retry runs again); ``admitted``: a queued run holds its ``max_active_runs``
+    slot (its first tasks wait for a worker: it can be paused)."""
+    blocked: dict[str, str] = {}
+    if status not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
+        blocked["cancel"] = f"The run is {status}; only a live run can be cancelled"
+    if not (status == RunStatus.RUNNING or (status == RunStatus.QUEUED and admitted)):
+        what = "waiting for a slot (max_active_runs)" if status == RunStatus.QUEUED else status
+        blocked["pause"] = f"The run is {what}; only a running or starting run can be paused"
+    if status != RunStatus.PAUSED:
+        blocked["resume"] = f"The run is {status}; only a paused run can be resumed"
+    if status not in (RunStatus.FAILED, RunStatus.RUNNING, RunStatus.CANCELLED):
+        blocked["retry"] = f"The run is {status}; there is nothing to retry"
+    elif compensated:
+        blocked["retry"] = ("Compensations ran (the run's work was undone): start a new "
+                            "run instead")
+    elif not failed_tasks:
+        blocked["retry"] = "No task of this run failed"
+    return Controls(tuple(a for a in ACTIONS if a not in blocked), blocked, status)
+
+
+def controls_over(status: str, tasks: Iterable[tuple[str, str]],
+                  admitted: Callable[[], bool]) -> Controls:
+    """``controls_of`` from the ``(kind, status)`` of every task row of the run;
+    ``admitted`` is asked only for a queued run (it costs a statement)."""
+    kinds_statuses = list(tasks)
+    return controls_of(
+        status,
+        compensated=any(kind == "compensation" for kind, _ in kinds_statuses),
+        failed_tasks=any(s in RETRIED for _, s in kinds_statuses),
+        admitted=status == RunStatus.QUEUED and admitted(),
+    )
+
+
+def may_answer(roles: frozenset[str], approvers: str | None) -> bool:
+    """Whether a user with ``roles`` may answer an approval (``with.approvers``: a role
+    name; none: anyone who may control the run). Admin always may."""
+    return not approvers or approvers in roles or ADMIN in roles
+
 
 
 # ----------------------------------------------------------------- the plan of a version

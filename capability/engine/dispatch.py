@@ -1,10 +1,17 @@
-"""Handing attempts to RQ, always after the transaction that created them committed."""
+"""Handing attempts to RQ, always after the transaction that created them committed
+(``outbox``), and telling the browsers watching a run.
+
+``dispatcher_for(app)`` is the one way to get a dispatcher: the app's Redis, its
+``EngineSettings`` and how it publishes live updates (at once in a request, coalesced
+in a worker). The engine knows nothing of how a run's state is built and sent: the
+capability installs that (``capability.live.install``) under ``PUBLISHER``."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue, Worker
@@ -12,7 +19,14 @@ from rq.command import send_command, send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
+from capability.engine.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
 JOB_PREFIX = "apg-attempt-"
+# app.extensions[PUBLISHER](app, run_id, coalesce): tells a run's watchers it changed.
+PUBLISHER = "apg_live_publisher"
 
 
 @dataclass(frozen=True)
@@ -27,20 +41,25 @@ class Send:
 
 
 class Dispatcher:
-    """Enqueues on the RQ queues of one Redis; services get it as an argument."""
+    """Enqueues on the RQ queues of one Redis and tells a run's watchers; services and
+    the engine's entry points get it as an argument (``dispatcher_for``)."""
 
-    def __init__(
-        self, conn: Redis, default_timeout: float = 3600.0, queues: list[str] | None = None
-    ) -> None:
+    def __init__(self, conn: Redis, settings: EngineSettings | None = None,
+                 publish: Callable[[str], None] | None = None) -> None:
         self.conn = conn
-        self.default_timeout = default_timeout
-        # The queues workers are configured to listen on (RQ_QUEUES); None: don't check.
-        self.queues = queues
+        self.settings = settings or EngineSettings()
+        self._publish = publish
 
     def job_timeout(self, item: Send) -> int:
         """RQ's timeout for the job of ``item``: a backstop a little past the task's own,
         which the job enforces itself so that it becomes a retriable failure."""
-        return int((item.timeout or self.default_timeout) + 30)
+        return int((item.timeout or self.settings.task_default_timeout) + 30)
+
+    def publish(self, run_ids: list[str]) -> None:
+        """Tell the browsers watching these runs that they changed (never raises)."""
+        if self._publish is not None and self.settings.live_updates:
+            for run_id in run_ids:
+                self._publish(run_id)
 
     PIPELINE = 100
 
@@ -100,3 +119,18 @@ class Dispatcher:
                 Job.fetch(job_id, connection=self.conn).cancel()
             except (InvalidJobOperation, NoSuchJobError):
                 pass  # already finished: its completion will be ignored
+
+
+def dispatcher_for(app: Flask, *, coalesce: bool = False) -> Dispatcher:
+    """The app's dispatcher. ``coalesce``: publish live updates off the caller's thread,
+    at most a few a second per run (workers, whose every hop changes a run); otherwise
+    at once (a request: the person who clicked sees the change on their next look)."""
+    from app.runtime.redis_conn import get_redis
+
+    publisher = app.extensions.get(PUBLISHER)
+
+    def publish(run_id: str) -> None:
+        if publisher is not None:
+            publisher(app, run_id, coalesce)
+
+    return Dispatcher(get_redis(app), EngineSettings.from_config(app.config), publish)

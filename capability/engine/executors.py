@@ -9,18 +9,11 @@ from typing import Any
 
 from capability.dsl import parse_duration
 from capability.engine import isolation
-from capability.engine.runner import AttemptContext, Outcome
+from capability.engine.settings import EngineSettings as Settings
+from capability.engine.state import AttemptContext, Outcome
 
-Executor = Callable[[dict[str, Any], AttemptContext, "Settings"], Outcome]
+Executor = Callable[[dict[str, Any], AttemptContext, Settings], Outcome]
 RETRIABLE_STATUS = {429} | set(range(500, 600))
-
-
-class Settings:
-    """The worker-side configuration executors need (passed in, never read globally)."""
-
-    def __init__(self, python_prefixes: list[str], http_timeout: float = 30.0) -> None:
-        self.python_prefixes = python_prefixes
-        self.http_timeout = http_timeout
 
 
 def noop(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
@@ -121,7 +114,11 @@ def http(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Out
 
 
 def approval(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
-    return Outcome(True, await_approval=True)
+    # Rendered now and kept while it waits: what the page shows, who may answer.
+    approvers = params.get("approvers")
+    prompt = {"message": params.get("message"),
+              "approvers": str(approvers) if approvers not in (None, "") else None}
+    return Outcome(True, output=prompt, await_approval=True)
 
 
 def workflow(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:

@@ -7,50 +7,50 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from app.extensions import DbSession
 from capability import dsl
 from capability.dsl import TaskStatus
-from capability.engine import masking, runner
+from capability.engine import masking, state
 from capability.engine.decide import plan_of
-from capability.engine.dispatch import Send
-from capability.models import Run, TaskAttempt, TaskItem, TaskRun
+from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskRun
 
 ACTIVE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.RETRYING.value)
 
 
-def _items(session: Any, task: TaskRun) -> list[TaskItem]:
+def _items(session: DbSession, task: TaskRun) -> list[TaskItem]:
     return list(session.execute(
         select(TaskItem).where(TaskItem.task_run_id == task.id).order_by(TaskItem.index)
     ).scalars())
 
 
-def start(session: Any, run: Any, task: TaskRun, spec: dsl.TaskSpec,
-          definition: dsl.WorkflowDefinition) -> list[Send]:
+def start(session: DbSession, run: Any, task: TaskRun, spec: dsl.TaskSpec,
+          definition: dsl.WorkflowDefinition) -> None:
     """The task became ready: evaluate its list and queue the first elements."""
     scope: dict[str, Any] = {}
     try:
         plan = plan_of(definition)
-        scope = runner.scope_for(session, run, plan.reads(spec, "for_each"),
-                                 plan.secrets(spec, "for_each"))
+        scope = state.scope_for(session, run, plan.reads(spec, "for_each"),
+                                plan.secrets(spec, "for_each"))
         # The elements are stored (TaskItem.value): never a secret in clear.
         values = masking.mask(dsl.evaluate_items(spec.for_each, scope, path="for_each"), scope)
     except dsl.ExpressionError as exc:
-        runner.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
-        return []
-    task.started_at = runner.now()
+        state.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
+        return
+    task.started_at = state.now()
     if not values:
         task.output = []
-        runner.finish_task(task, TaskStatus.SUCCEEDED)
-        return []
+        state.finish_task(task, TaskStatus.SUCCEEDED)
+        return
     task.status = TaskStatus.RUNNING.value
     rows = [TaskItem(task_run_id=task.id, index=index, value=value,
                      status=TaskStatus.PENDING.value) for index, value in enumerate(values)]
     session.add_all(rows)
     session.flush()
-    return _queue(session, task, spec, definition, rows[:spec.max_parallel or len(rows)])
+    _queue(session, task, spec, definition, rows[:spec.max_parallel or len(rows)])
 
 
-def fill(session: Any, task: TaskRun, spec: dsl.TaskSpec,
-         definition: dsl.WorkflowDefinition, counts: dict[str, int] | None = None) -> list[Send]:
+def fill(session: DbSession, task: TaskRun, spec: dsl.TaskSpec,
+         definition: dsl.WorkflowDefinition, counts: dict[str, int] | None = None) -> None:
     """Queue pending elements while fewer than ``max_parallel`` are under way.
 
     Reads how many elements are in each state (``counts``, when the caller has them)
@@ -63,62 +63,59 @@ def fill(session: Any, task: TaskRun, spec: dsl.TaskSpec,
     if spec.max_parallel:
         free = min(pending, spec.max_parallel - sum(counts.get(s, 0) for s in ACTIVE))
     if free <= 0:
-        return []
+        return
     rows = list(session.execute(
         select(TaskItem).where(TaskItem.task_run_id == task.id,
                                TaskItem.status == TaskStatus.PENDING.value)
         .order_by(TaskItem.index).limit(free)).scalars())
-    return _queue(session, task, spec, definition, rows)
+    _queue(session, task, spec, definition, rows)
 
 
-def _counts(session: Any, task: TaskRun) -> dict[str, int]:
-    return dict(session.execute(
+def _counts(session: DbSession, task: TaskRun) -> dict[str, int]:
+    return dict(session.execute(  # type: ignore[arg-type]
         select(TaskItem.status, func.count()).where(TaskItem.task_run_id == task.id)
         .group_by(TaskItem.status)).all())
 
 
-def _queue(session: Any, task: TaskRun, spec: dsl.TaskSpec,
-           definition: dsl.WorkflowDefinition, rows: list[TaskItem]) -> list[Send]:
-    sends = []
+def _queue(session: DbSession, task: TaskRun, spec: dsl.TaskSpec,
+           definition: dsl.WorkflowDefinition, rows: list[TaskItem]) -> None:
     for item in rows:
         item.status = TaskStatus.QUEUED.value
-        sends.append(runner.new_attempt(session, task, spec, definition, "queued", item=item))
-    return sends
+        state.new_attempt(session, task, spec, definition, AttemptStatus.QUEUED, item=item)
 
 
-def complete(session: Any, run: Run, task: TaskRun, item: TaskItem, attempt: TaskAttempt,
-             spec: dsl.TaskSpec, definition: dsl.WorkflowDefinition,
-             outcome: runner.Outcome) -> list[Send]:
-    attempt.status = "succeeded" if outcome.ok else "failed"
+def complete(session: DbSession, run: Run, task: TaskRun, item: TaskItem,
+             attempt: TaskAttempt, spec: dsl.TaskSpec, definition: dsl.WorkflowDefinition,
+             outcome: state.Outcome) -> None:
+    """Record an element's attempt; the task ends when every element succeeded, or when
+    one failed for good (the retry decision, ``state.after_failure``)."""
+    attempt.status = AttemptStatus.SUCCEEDED if outcome.ok else AttemptStatus.FAILED
     attempt.error = outcome.error
     if task.status != TaskStatus.RUNNING:
-        return []  # another element already failed the task; this result changes nothing
+        return  # another element already failed the task; this result changes nothing
     if outcome.ok:
-        item.status, item.output, item.finished_at = TaskStatus.SUCCEEDED.value, outcome.output, \
-            runner.now()
+        item.status, item.output, item.finished_at = TaskStatus.SUCCEEDED.value, \
+            outcome.output, state.now()
         counts = _counts(session, task)
         if set(counts) == {TaskStatus.SUCCEEDED.value}:
             task.output = list(session.execute(
                 select(TaskItem.output).where(TaskItem.task_run_id == task.id)
                 .order_by(TaskItem.index)).scalars())
-            runner.finish_task(task, TaskStatus.SUCCEEDED)
-            return []
-        return fill(session, task, spec, definition, counts)
+            state.finish_task(task, TaskStatus.SUCCEEDED)
+            return
+        fill(session, task, spec, definition, counts)
+        return
     item.error = outcome.error
-    retry = dsl.effective_retry(spec, definition.defaults)
-    if outcome.retriable and item.attempts - item.retry_base < retry.max_attempts:
-        item.status = TaskStatus.RETRYING.value
-        wait = retry.wait_seconds(item.attempts - item.retry_base)
-        return [runner.new_attempt(session, task, spec, definition, "scheduled", wait, item)]
-    item.status, item.finished_at = TaskStatus.FAILED.value, runner.now()
+    if not state.after_failure(session, task, spec, definition, outcome, item):
+        return
+    item.status, item.finished_at = TaskStatus.FAILED.value, state.now()
     for other in _items(session, task):
         if other.status == TaskStatus.PENDING:
             other.status = TaskStatus.CANCELLED.value
-    runner.finish_task(task, TaskStatus.FAILED, f"item {item.index}: {outcome.error}")
-    return []
+    state.finish_task(task, TaskStatus.FAILED, f"item {item.index}: {outcome.error}")
 
 
-def restart(session: Any, task: TaskRun) -> bool:
+def restart(session: DbSession, task: TaskRun) -> bool:
     """A manual retry of a for_each task: its failed and unfinished elements run again,
     the ones that succeeded keep their output. False when the task has no elements yet."""
     rows = _items(session, task)

@@ -11,27 +11,35 @@ may be decided are read as ORM objects (``advance.advance_from``; a join that st
 waits is only probed).
 
 What this path does not handle goes to the general one, in the same transaction or
-after a rollback: an element of a ``for_each``, an undo step, a job that came before
-its attempt's ``not_before``, and a failure (retries and their backoff).
+after its owner rolled back: an element of a ``for_each``, an undo step, a job that came
+before its attempt's ``not_before``, and a failure (retries and their backoff).
+Nothing here commits: the job does (``jobs``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, exists, func, select, text, update
 
+from app.extensions import DbSession
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import advance as advancing
-from capability.engine import runner
-from capability.engine.dispatch import Send
-from capability.engine.runner import AttemptContext, Outcome
-from capability.models import OPEN_TASKS, Run, TaskAttempt, TaskRun
+from capability.engine import advance, outbox, runner, state
+from capability.engine.state import AttemptContext, Outcome
+from capability.models import OPEN_TASKS, AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
-# What a handled attempt gives its job: what to send, and the run id (None: nothing ran).
-Handled = tuple[list[Send], str | None]
+
+class Handled(NamedTuple):
+    """An attempt this path took: ``ran`` (the owner commits) or not (stale, duplicate,
+    its run paused or over: the owner rolls back); the run id when it ran."""
+
+    ran: bool
+    run_id: str | None = None
+
+
+NOT_RUN = Handled(False)
 
 # Plain rows, no ORM objects: the run as ``advance.advance_from`` reads it (a run's end
 # loads the ORM object to write it), the task and the attempt.
@@ -49,7 +57,7 @@ _LOCK = (
 )
 _AT = bindparam("at", type_=TaskAttempt.started_at.type)
 _SUCCEED_ATTEMPT = update(TaskAttempt).where(TaskAttempt.id == bindparam("attempt_id")).values(
-    status="succeeded", started_at=_AT, finished_at=_AT, worker=bindparam("by"))
+    status=AttemptStatus.SUCCEEDED, started_at=_AT, finished_at=_AT, worker=bindparam("by"))
 _SUCCEED_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
     status=TaskStatus.SUCCEEDED.value, output=bindparam("output", type_=TaskRun.output.type),
     error=None, started_at=func.coalesce(TaskRun.started_at, _AT), finished_at=_AT)
@@ -60,7 +68,7 @@ _SUCCEED_BOTH = _SUCCEED_TASK.add_cte(_SUCCEED_ATTEMPT.cte("succeeded_attempt"))
 # WITH writes are not visible to its own SELECT, hence ``id <> row``; the condition is
 # the partial index's own (``ix_apg_task_run_open``), so the answer is one index probe.
 _OTHER_OPEN = exists().where(
-    TaskRun.run_id == bindparam("of_run"), TaskRun.kind == "task", text(OPEN_TASKS),
+    TaskRun.run_id == bindparam("of_run"), TaskRun.kind == TaskKind.TASK, text(OPEN_TASKS),
     TaskRun.id != bindparam("row"))
 _SUCCEED_LEAF = (select(_OTHER_OPEN)
                  .add_cte(_SUCCEED_ATTEMPT.cte("succeeded_attempt"))
@@ -86,54 +94,51 @@ class _Finished:
     status: str
 
 
-def run_attempt(session: Any, attempt_id: str, worker: str | None,
+def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
                 execute: Callable[[AttemptContext], Outcome]) -> Handled | None:
-    """Run an instant attempt and commit; None when the general path must take it (the
-    transaction is then rolled back: nothing was written)."""
+    """Run an instant attempt; None when the general path must take it (nothing was
+    written: the owner rolls back and begins it the general way)."""
     if session.new or session.dirty or session.deleted:
         session.flush()
     conn = session.connection()
     run = conn.execute(_LOCK, {"attempt_id": attempt_id}).first()
     if run is None:
-        session.rollback()
-        return [], None
-    if run.item_id is not None or run.kind != "task" or (
-            run.not_before is not None and runner.seconds_until(run.not_before) > 0):
-        session.rollback()
+        return NOT_RUN
+    if run.item_id is not None or run.kind != TaskKind.TASK or (
+            run.not_before is not None and state.seconds_until(run.not_before) > 0):
         return None
-    if run.attempt_status not in ("queued", "scheduled") or run.current != attempt_id or (
-            run.status not in runner.RUNNABLE):
-        session.rollback()  # stale or duplicate, or the run is paused or over
-        return [], None
-    plan = runner.plan_for_version(session, run.version_id)
+    if run.attempt_status not in (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED) or (
+            run.current != attempt_id or run.status not in state.RUNNABLE):
+        return NOT_RUN  # stale or duplicate, or the run is paused or over
+    plan = state.plan_for_version(session, run.version_id)
     spec = plan.specs[run.task_id]
-    scope = runner.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
+    scope = state.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
     ctx = AttemptContext(attempt_id, run.number, run.id, spec, plan.definition, scope,
                          plan.timeouts[run.task_id])
     outcome = execute(ctx)
-    at = runner.now()
-    state: Any = run
+    at = state.now()
+    current: Any = run
     if run.status == RunStatus.QUEUED:  # the run's first attempt to begin
-        runner.run_begins(conn, run.id, at)
-        state = _Running(run.id, RunStatus.RUNNING.value, run.params, run.trigger, run.team_id)
+        state.run_begins(conn, run.id, at)
+        current = _Running(run.id, RunStatus.RUNNING.value, run.params, run.trigger,
+                           run.team_id)
+    outbox.of(session).touch(run.id)
     if not outcome.ok:
-        # Begin as the general path does, then let it apply the retry policy.
-        runner.mark_running(conn, attempt_id, run.row, at, worker)
-        return runner.complete_attempt(session, attempt_id, outcome), ctx.run_id
+        # Begin as the general path does, then let it apply the retry decision.
+        state.mark_running(conn, attempt_id, run.row, at, worker)
+        runner.complete_attempt(session, attempt_id, outcome)
+        return Handled(True, ctx.run_id)
     values = {"attempt_id": attempt_id, "row": run.row, "at": at, "by": worker,
               "output": outcome.output}
     if conn.dialect.name == "postgresql":
         if not plan.downstream[run.task_id]:
             if conn.execute(_SUCCEED_LEAF, {**values, "of_run": run.id}).scalar():
-                session.commit()  # another task is unfinished: so is the run
-                return [], ctx.run_id
+                return Handled(True, ctx.run_id)  # another task is unfinished: so is the run
         else:
             conn.execute(_SUCCEED_BOTH, values)
     else:
         conn.execute(_SUCCEED_ATTEMPT, values)
         conn.execute(_SUCCEED_TASK, values)
-    sends = advancing.advance_from(session, state, plan,
-                                   _Finished(run.task_id, TaskStatus.SUCCEEDED.value))
-    session.commit()
-    return sends, ctx.run_id
-
+    advance.advance_from(session, current, plan,
+                         _Finished(run.task_id, TaskStatus.SUCCEEDED.value))
+    return Handled(True, ctx.run_id)

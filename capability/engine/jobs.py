@@ -1,28 +1,31 @@
-"""What RQ workers execute: one task attempt, or the end of a `delay`.
+"""What RQ workers execute: one task attempt, the end of a `delay`, a sub-workflow's end.
 
-Both run inside the Flask app context (``AppWorker``) and call the same runner
-functions the web process uses.
+The RQ entry points of the engine (RQ stores these functions' import paths in Redis:
+the module path is fixed). They run inside the Flask app context (``AppWorker``), take
+the worker's app once (``dispatcher_for``: its Redis and ``EngineSettings``) and own
+every transaction: engine steps never commit, these functions do, and what a step made
+ready is sent after the commit (``outbox``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from flask import current_app
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
-from app.extensions import db
+from app.extensions import DbSession, db
 from app.runtime import interrupt
-from app.runtime.redis_conn import get_redis
 from app.runtime.worker import serving
-from capability import dsl, live
-from capability.engine import masking, runner, subruns
-from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send
-from capability.engine.executors import EXECUTORS, Settings
-from capability.engine.instant import run_attempt as run_instant
-from capability.engine.runner import AttemptContext, Outcome
-from capability.models import Run
+from capability import dsl
+from capability.engine import instant as instant_path
+from capability.engine import masking, outbox, runner, subruns
+from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send, dispatcher_for
+from capability.engine.executors import EXECUTORS
+from capability.engine.settings import EngineSettings
+from capability.engine.state import AttemptContext, Outcome
 
 # RQ's scheduler is whole-second; a job may wait at most this long for its due time.
 MAX_EARLY_WAIT = 2.0
@@ -33,12 +36,8 @@ FOLLOW_BUDGET = 0.5
 
 
 def _dispatcher() -> Dispatcher:
-    return Dispatcher(get_redis(current_app), current_app.config["TASK_DEFAULT_TIMEOUT"],
-                      list(current_app.config["RQ_QUEUES"]))
-
-
-def _settings() -> Settings:
-    return Settings(list(current_app.config["PYTHON_TASK_PREFIXES"]))
+    """The worker's dispatcher: live updates coalesced off the hot path."""
+    return dispatcher_for(current_app._get_current_object(), coalesce=True)  # type: ignore[attr-defined]
 
 
 def _worker_name() -> str | None:
@@ -46,7 +45,7 @@ def _worker_name() -> str | None:
     return getattr(job, "worker_name", None) if job is not None else None
 
 
-def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
+def execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
     """Render the task's templates and run its type, inside its per-attempt timeout;
     every secret the task could read is masked in what comes back (``masking``)."""
     outcome = _execute(ctx, settings)
@@ -59,7 +58,7 @@ def execute(ctx: AttemptContext, settings: Settings) -> Outcome:
     return outcome
 
 
-def _execute(ctx: AttemptContext, settings: Settings) -> Outcome:
+def _execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
     try:
         params = dsl.render(ctx.task.with_, ctx.scope, path="with")
     except dsl.ExpressionError as exc:
@@ -74,7 +73,7 @@ def _execute(ctx: AttemptContext, settings: Settings) -> Outcome:
         return Outcome.failure(f"with: {exc}", retriable=False)
     # A task without a timeout of its own gets TASK_DEFAULT_TIMEOUT: an attempt that a job
     # went on with (run_attempt, follow-up) has no RQ alarm left to stop it.
-    limit = ctx.timeout or float(current_app.config["TASK_DEFAULT_TIMEOUT"])
+    limit = ctx.timeout or settings.task_default_timeout
     try:
         # Only the task's own work can be stopped (cancel), never the engine's bookkeeping.
         with interrupt.interruptible(), UnixSignalDeathPenalty(
@@ -86,18 +85,7 @@ def _execute(ctx: AttemptContext, settings: Settings) -> Outcome:
         return Outcome.failure(f"{type(exc).__name__}: {exc}")
 
 
-def _on_time(attempt_id: str) -> str | None:
-    """Wait out an early arrival; the attempt's run id."""
-    run_id, early = runner.seconds_early(db.session, attempt_id)
-    if early > 0:
-        time.sleep(min(early, MAX_EARLY_WAIT))
-    return run_id
-
-
-def _publish(run_id: str) -> None:
-    """Tell the browsers watching the run, off this thread and coalesced (never raises)."""
-    live.publish_run_soon(current_app._get_current_object(), run_id)  # type: ignore[attr-defined]
-
+# -- the RQ entry points --------------------------------------------------------------
 
 def run_attempt(attempt_id: str, instant: bool = False) -> None:
     """Run an attempt; then, while ``FOLLOW_BUDGET`` lasts, the next one it made ready.
@@ -110,26 +98,125 @@ def run_attempt(attempt_id: str, instant: bool = False) -> None:
     watchdog see it as if it had been enqueued. Durability is unchanged: the attempt is
     committed ``queued`` before it runs, and if this process dies before it begins, the
     reaper sends it like any queued attempt whose job Redis does not have."""
+    dispatcher = _dispatcher()
     deadline = time.monotonic() + FOLLOW_BUDGET
     followed = False
     while True:
         try:
-            sends, run_id = _run_one(attempt_id, instant)
+            box = run_one(db.session, dispatcher, attempt_id, instant, _worker_name())
         except interrupt.JobStopped:
             if not followed:
                 raise  # RQ records its own job as stopped
             return  # a followed attempt was cancelled: nothing of RQ's to record
-        follow = _follow(sends, deadline)
-        _dispatcher().send([s for s in sends if s is not follow])
-        if run_id is not None:
-            _publish(run_id)
+        finally:
+            db.session.remove()
+        if box is None:
+            return
+        follow = _follow(box.sends, deadline, dispatcher)
+        box.deliver(keep=follow)
         if follow is None:
             return
         attempt_id, instant, followed = follow.attempt_id, follow.instant, True
 
 
-def _follow(sends: list[Send], deadline: float) -> Send | None:
-    """The attempt this job goes on with, if any (it is then taken out of ``sends``)."""
+def child_finished(child_run_id: str) -> None:
+    """A sub-workflow run ended: its parent's `workflow` task gets its result."""
+    _in_transaction(lambda session: subruns.child_finished(session, child_run_id))
+
+
+def finish_delay(attempt_id: str) -> None:
+    """A `delay` task's wait is over: it succeeds."""
+    _, early = runner.seconds_early(db.session, attempt_id)
+    db.session.rollback()  # no transaction held while waiting
+    if early > 0:
+        time.sleep(min(early, MAX_EARLY_WAIT))
+    _in_transaction(lambda session: runner.complete_attempt(
+        session, attempt_id, Outcome.success(None)))
+
+
+def _in_transaction(step: Callable[[DbSession], bool]) -> None:
+    """One engine step as one transaction: committed (and its outbox delivered) when it
+    did something, rolled back when it did not."""
+    session = db.session
+    outbox.begin(session, _dispatcher())
+    try:
+        if step(session):
+            outbox.commit(session)
+        else:
+            outbox.rollback(session)
+    finally:
+        db.session.remove()
+
+
+# -- one attempt, for the entry points above and for in-process drivers ----------------
+
+def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant: bool,
+            worker: str | None,
+            run: Callable[[AttemptContext], Outcome] | None = None) -> outbox.Outbox | None:
+    """Begin, execute and record one attempt: the outbox of its last transaction,
+    committed but not yet delivered (the caller may go on with one of its sends), or
+    None when nothing ran. An instant type (``state.INSTANT_TYPES``) is one transaction;
+    any other commits its ``running`` first, so watchers see it while it runs. ``run``:
+    what executes the attempt (default ``execute`` with the dispatcher's settings)."""
+    if run is None:
+        def run(ctx: AttemptContext) -> Outcome:
+            return execute(ctx, dispatcher.settings)
+    if instant:
+        outbox.begin(session, dispatcher)
+        handled = instant_path.run_attempt(session, attempt_id, worker, run)
+        if handled is not None and handled.ran:
+            return outbox.commit(session, deliver=False)
+        outbox.rollback(session)
+        if handled is not None:
+            return None  # stale or duplicate: nothing to do
+    ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=instant)
+    if ctx is None:
+        return None
+    if not instant:
+        outbox.commit(session)  # `running`, for whoever watches the run
+        outbox.begin(session, dispatcher)
+    outcome = run(ctx)
+    if _record(session, attempt_id, outcome, dispatcher.settings):
+        return outbox.commit(session, deliver=False)
+    outbox.rollback(session)  # a late or duplicate result: the first one counted
+    return None
+
+
+def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: str | None,
+           exclusive: bool) -> AttemptContext | None:
+    """``runner.begin_attempt`` in a unit of work, asked again as it says: once more with
+    the run's lock exclusive, or after waiting out an early arrival (once)."""
+    early = True
+    while True:
+        outbox.begin(session, dispatcher)
+        step = runner.begin_attempt(session, attempt_id, worker, exclusive=exclusive,
+                                    early=early)
+        if step is None or isinstance(step, runner.Again):
+            outbox.rollback(session)
+        if not isinstance(step, runner.Again):
+            return step
+        exclusive = exclusive or step.exclusive
+        if step.wait > 0:
+            time.sleep(min(step.wait, MAX_EARLY_WAIT))  # no lock held while waiting
+            early = False
+
+
+def _record(session: DbSession, attempt_id: str, outcome: Outcome,
+            settings: EngineSettings) -> bool:
+    """What an attempt's outcome asks for: a child run, a wait for approval, a delay's
+    wait, or its result. False when the attempt no longer runs."""
+    if outcome.start_child is not None:
+        return subruns.start_child(session, attempt_id, outcome.start_child, settings.queues)
+    if outcome.await_approval:
+        return runner.await_approval(session, attempt_id, outcome.output or {})
+    if outcome.defer is not None:
+        runner.defer_attempt(session, attempt_id, outcome.defer)
+        return True
+    return runner.complete_attempt(session, attempt_id, outcome)
+
+
+def _follow(sends: list[Send], deadline: float, dispatcher: Dispatcher) -> Send | None:
+    """The attempt this job goes on with, if any (``Outbox.deliver`` then keeps it)."""
     worker = serving()
     if worker is None or time.monotonic() > deadline:
         return None
@@ -137,62 +224,7 @@ def _follow(sends: list[Send], deadline: float) -> Send | None:
     for item in sends:
         if (item.delay <= 0 and not item.finish_delay and item.child_run is None
                 and item.queue in names):
-            if worker.continue_as(JOB_PREFIX + item.attempt_id,
-                                  _dispatcher().job_timeout(item)):
+            if worker.continue_as(JOB_PREFIX + item.attempt_id, dispatcher.job_timeout(item)):
                 return item
             return None
     return None
-
-
-def _run_one(attempt_id: str, instant: bool = False) -> tuple[list[Send], str | None]:
-    """Begin, execute and record one attempt: (what to send, its run id). An instant
-    one (``runner.INSTANT_TYPES``) in one transaction."""
-    if instant:
-        settings = _settings()
-        handled = run_instant(db.session, attempt_id, _worker_name(),
-                              lambda ctx: execute(ctx, settings))
-        if handled is not None:
-            db.session.remove()
-            return handled
-    # begin_attempt waits out an early arrival itself (no statement of its own for it).
-    ctx = runner.begin_attempt(db.session, attempt_id, _worker_name(), MAX_EARLY_WAIT,
-                               instant=instant)
-    if ctx is None:
-        db.session.remove()
-        return [], None
-    if not instant:
-        _publish(ctx.run_id)
-    outcome = execute(ctx, _settings())
-    if outcome.start_child is not None:
-        sends = subruns.start_child(db.session, attempt_id, outcome.start_child,
-                                    list(current_app.config["RQ_QUEUES"]))
-    elif outcome.await_approval:
-        runner.await_approval(db.session, attempt_id)
-        sends = []
-    elif outcome.defer is not None:
-        sends = runner.defer_attempt(db.session, attempt_id, outcome.defer)
-    else:
-        sends = runner.complete_attempt(db.session, attempt_id, outcome)
-    db.session.remove()
-    return sends, ctx.run_id
-
-
-def child_finished(child_run_id: str) -> None:
-    child = db.session.get(Run, child_run_id)
-    parent_id = child.parent_run_id if child is not None else None  # read before the commit
-    sends = subruns.child_finished(db.session, child_run_id)
-    db.session.remove()
-    _dispatcher().send(sends)
-    if parent_id:
-        _publish(parent_id)
-
-
-def finish_delay(attempt_id: str) -> None:
-    run_id = _on_time(attempt_id)
-    sends = runner.complete_attempt(db.session, attempt_id, Outcome.success(None))
-    db.session.remove()
-    _dispatcher().send(sends)
-    if run_id is not None:
-        _publish(run_id)
-
-

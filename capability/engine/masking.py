@@ -4,9 +4,8 @@ elements and a sub-workflow's params are stored with ``***`` in place of every v
 the task could read (``mask``), whatever put it there (a template, an HTTP server
 echoing a token, an exception message).
 
-Only the names a template reads are decrypted (``Plan.secrets``); keys come from the
-app's config (``SECRETS_KEY``, see ``capability.secrets``): the engine runs inside the
-app context, in a worker or a request.
+Only the names a template reads are decrypted (``Plan.secrets``), under the keys of the
+unit of work's settings (``EngineSettings.secrets_key``, ``capability.secrets.vault``).
 """
 
 from __future__ import annotations
@@ -14,22 +13,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import current_app
-
+from app.extensions import DbSession
 from capability import dsl
+from capability.engine import outbox
 
 
-def secret_values(session: Any, team_id: str,
+def secret_values(session: DbSession, team_id: str,
                   names: frozenset[str] | None) -> Mapping[str, str]:
     """The values of the team's secrets among ``names`` (``None``: all of them). When
     one does not decrypt (its key is gone), reading any of them fails the template that
     reads it, naming the field and the cause: that task fails, not retried, and nothing
     else does."""
-    from capability.secrets import service as secrets
+    from capability.secrets import vault
 
+    settings = outbox.of(session).settings
     try:
-        return secrets.values_for(session, current_app.config, team_id, names)
-    except secrets.SecretsKeyError as exc:
+        return vault.values_for(session, settings.secrets_key, settings.secret_key, team_id,
+                                names)
+    except vault.SecretsKeyError as exc:
         return _Unreadable(str(exc))
 
 

@@ -13,9 +13,10 @@ live runs. One pass (``reap``):
 3. records a ``running`` attempt whose worker died (killed, crashed, or killed by its
    own watchdog), or whose job failed without reporting, as ``lost``: a retriable
    failure through ``runner.complete_attempt``, which counts one result per attempt,
-   so a late completion (from a worker thought dead) is ignored, and the retry policy
-   decides what follows. A ``delay`` attempt waiting for its end gets its ``-end`` job
-   back, with the rest of the wait, when that job vanished;
+   so a late completion (from a worker thought dead) is ignored, and the retry decision
+   (``state.retry_decision``, as for any failed attempt) says what follows. A ``delay``
+   attempt waiting for its end gets its ``-end`` job back, with the rest of the wait,
+   when that job vanished;
 4. re-sends the follow-up job of a sub-workflow run that ended while its parent's
    attempt still waits (``subruns.child_finished`` answers a waiting attempt once).
 
@@ -49,33 +50,33 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import click
-from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask import Flask
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from sqlalchemy import bindparam, or_, select
 
+from app.extensions import DbSession
 from app.runtime.worker import runtime_hooks
 from capability.dsl.durations import parse_duration
 from capability.dsl.statuses import FINISHED_RUN_STATUSES, RunStatus
-from capability.engine.dispatch import Dispatcher, Send
+from capability.engine import outbox
+from capability.engine.dispatch import Dispatcher, Send, dispatcher_for
 from capability.engine.rq_state import (
     ALIVE_JOB,
     JobState,
     RedisView,
     WorkerLiveness,
-    aware,
     job_id,
     job_states,
 )
 from capability.models import (
-    COMPENSATION_KIND,
+    AttemptStatus,
     Run,
     TaskAttempt,
     TaskItem,
+    TaskKind,
     TaskRun,
     WorkflowVersion,
 )
@@ -154,7 +155,8 @@ _LIVE = (
     .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
     .join(Run, TaskRun.run_id == Run.id)
     .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
-    .where(TaskAttempt.status.in_(("queued", "scheduled", "running")),
+    .where(TaskAttempt.status.in_((AttemptStatus.QUEUED, AttemptStatus.SCHEDULED,
+                                   AttemptStatus.RUNNING)),
            Run.status.in_((RunStatus.QUEUED.value, RunStatus.RUNNING.value,
                            RunStatus.PAUSED.value)))
 )
@@ -178,13 +180,13 @@ def task_facts(definition: dict[str, Any]) -> dict[str, tuple[str, str | None, f
     return facts
 
 
-def _candidates(session: Any, dispatcher: Dispatcher,
+def _candidates(session: DbSession, dispatcher: Dispatcher,
                 cutoff: dt.datetime | None = None) -> list[_Candidate]:
     """The live attempts a pass looks at. ``cutoff``: leave out queued and scheduled
     attempts created after it, which are within the grace and cannot be acted on (a
     pass during a 1,000-task fan-out then reads none of its fresh attempts)."""
     query = _LIVE if cutoff is None else _LIVE.where(or_(
-        TaskAttempt.status == "running", TaskAttempt.created_at < cutoff))
+        TaskAttempt.status == AttemptStatus.RUNNING, TaskAttempt.created_at < cutoff))
     rows = session.execute(query).all()
     versions = sorted({row.version_id for row in rows})
     facts = {version_id: task_facts(definition or {}) for version_id, definition in (
@@ -195,53 +197,55 @@ def _candidates(session: Any, dispatcher: Dispatcher,
         if (row.item_current if row.item_id else row.task_current) != row.id:
             continue
         # A paused run starts nothing: `resume` sends its waiting attempts again.
-        if row.status != "running" and row.run_status == RunStatus.PAUSED:
+        if row.status != AttemptStatus.RUNNING and row.run_status == RunStatus.PAUSED:
             continue
         try:
             task_type, undo_type, timeout = facts[row.version_id][row.task_id]
-            if row.kind == COMPENSATION_KIND:
+            if row.kind == TaskKind.COMPENSATION:
                 task_type = str(undo_type)
         except Exception:  # one bad row must not stop the recovery of the others
             log.exception("reaper: cannot read the task of attempt %s", row.id)
             continue
         found.append(_Candidate(
-            row.id, row.number, row.status, row.queue, row.worker,
-            aware(row.created_at), row.started_at and aware(row.started_at),
-            row.not_before and aware(row.not_before), task_type,
-            float(timeout) if timeout else dispatcher.default_timeout,
+            row.id, row.number, row.status, row.queue, row.worker, row.created_at,
+            row.started_at, row.not_before, task_type,
+            float(timeout) if timeout else dispatcher.settings.task_default_timeout,
         ))
     return found
 
 
-def _finished_children(session: Any, now: dt.datetime,
+def _finished_children(session: DbSession, now: dt.datetime,
                        grace: float) -> list[tuple[str, str, str]]:
     """(child run, parent attempt, its queue) for sub-workflow runs that ended while
     their parent's attempt still waits for them."""
     rows = session.execute(
         select(Run.id, Run.parent_attempt_id, TaskAttempt.queue, Run.finished_at)
         .join(TaskAttempt, TaskAttempt.id == Run.parent_attempt_id)
-        .where(TaskAttempt.status == "waiting",
+        .where(TaskAttempt.status == AttemptStatus.WAITING,
                Run.status.in_([status.value for status in FINISHED_RUN_STATUSES]))
     ).all()
-    return [(child_id, attempt_id, queue) for child_id, attempt_id, queue, finished in rows
-            if finished is None or (now - aware(finished)).total_seconds() >= grace]
+    return [(child_id, str(attempt_id), queue) for child_id, attempt_id, queue, finished in rows
+            if finished is None or (now - finished).total_seconds() >= grace]
 
 
-def record_lost(session: Any, attempt_id: str, reason: str) -> tuple[bool, list[Send]]:
+def record_lost(session: DbSession, dispatcher: Dispatcher, attempt_id: str,
+                reason: str) -> bool:
     """A running attempt that will never report: a retriable failure with status
-    ``lost``. False (and nothing sent) when a result was recorded meanwhile."""
+    ``lost``, in a transaction of its own (what it makes ready is sent after its
+    commit). False, and nothing written, when a result was recorded meanwhile."""
     # The engine loads here, when an attempt is lost: a scheduler that never has to
     # record one never imports it.
-    from capability.engine import runner
+    from capability.engine import runner, state
 
-    sends = runner.complete_attempt(session, attempt_id, runner.Outcome.failure(reason),
-                                    commit=False)
+    outbox.begin(session, dispatcher)
+    runner.complete_attempt(session, attempt_id, state.Outcome.failure(reason))
     attempt = session.get(TaskAttempt, attempt_id)
-    recorded = attempt is not None and attempt.status == "failed" and attempt.error == reason
-    if recorded:
-        attempt.status = "lost"
-    session.commit()
-    return recorded, sends
+    if attempt is None or attempt.status != AttemptStatus.FAILED or attempt.error != reason:
+        outbox.rollback(session)
+        return False
+    attempt.status = AttemptStatus.LOST
+    outbox.commit(session)
+    return True
 
 
 def _is_deferred(cand: _Candidate, end: JobState) -> bool:
@@ -253,7 +257,8 @@ def _is_deferred(cand: _Candidate, end: JobState) -> bool:
     return bool(cand.not_before and cand.started_at and cand.not_before > cand.started_at)
 
 
-def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | None = None,
+def reap(session: DbSession, conn: Redis, dispatcher: Dispatcher,
+         now: dt.datetime | None = None,
          grace: float = GRACE_SECONDS, queues: list[str] | None = None) -> ReapReport:
     """One pass over the live attempts of running (and paused) runs; see the module.
     ``queues``: RQ queues whose started registry to clean besides the attempts' own."""
@@ -274,9 +279,9 @@ def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | N
         for cand in candidates:
             report.checked += 1
             try:
-                sends += _reap_one(session, view, cand, now, grace, report)
+                sends += _reap_one(session, dispatcher, view, cand, now, grace, report)
             except Exception:  # one odd attempt must not stop the recovery of the others
-                session.rollback()
+                outbox.rollback(session)
                 log.exception("reaper: could not check attempt %s", cand.id)
         for child_id, parent_attempt_id, queue in children:
             # The follow-up telling a parent that its sub-workflow run ended is gone:
@@ -296,11 +301,11 @@ def reap(session: Any, conn: Redis, dispatcher: Dispatcher, now: dt.datetime | N
     return report
 
 
-def _reap_one(session: Any, view: RedisView, cand: _Candidate, now: dt.datetime, grace: float,
-              report: ReapReport) -> list[Send]:
+def _reap_one(session: DbSession, dispatcher: Dispatcher, view: RedisView, cand: _Candidate,
+              now: dt.datetime, grace: float, report: ReapReport) -> list[Send]:
     main, end = job_id(cand.id), job_id(cand.id, end=True)
     wait = max(0.0, (cand.not_before - now).total_seconds()) if cand.not_before else 0.0
-    if cand.status in ("queued", "scheduled"):
+    if cand.status in (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED):
         if (now - cand.created_at).total_seconds() < grace:
             return []
         alive, why = view.alive(main, cand.queue)
@@ -322,12 +327,11 @@ def _reap_one(session: Any, view: RedisView, cand: _Candidate, now: dt.datetime,
     reason = _lost_reason(view, cand, now, grace)
     if reason is None:
         return []
-    recorded, sends = record_lost(session, cand.id, reason)
-    if not recorded:
+    if not record_lost(session, dispatcher, cand.id, reason):
         return []  # it reported meanwhile: that result counts
     log.warning("reaper: attempt %s lost: %s", cand.id, reason)
     report.lost += 1
-    return sends
+    return []
 
 
 def _lost_reason(view: RedisView, cand: _Candidate, now: dt.datetime, grace: float) -> str | None:
@@ -370,25 +374,19 @@ def _failure_detail(conn: Redis, jid: str) -> str:
 
 # -- running it --------------------------------------------------------------------
 
-def dispatcher_for(app: Flask) -> Dispatcher:
-    from app.runtime.redis_conn import get_redis
-
-    return Dispatcher(get_redis(app), app.config["TASK_DEFAULT_TIMEOUT"])
-
-
 def reap_locked(app: Flask, grace: float = GRACE_SECONDS) -> ReapReport:
     """One pass unless another process is in one (then ``skipped``). Inside the app
     context. The lock only saves work: passes at once would be correct, too."""
     from app.extensions import db
 
-    dispatcher = dispatcher_for(app)
+    dispatcher = dispatcher_for(app, coalesce=True)
     conn = dispatcher.conn
     token = f"{os.getpid()}:{uuid.uuid4().hex}"
     if not conn.set(LOCK_KEY, token, nx=True, ex=LOCK_SECONDS):
         return ReapReport(skipped=True)
     try:
         report = reap(db.session, conn, dispatcher, grace=grace,
-                      queues=list(app.config["RQ_QUEUES"]))
+                      queues=list(dispatcher.settings.queues))
     finally:
         db.session.remove()
         conn.eval(_RELEASE, 1, LOCK_KEY, token)
@@ -408,13 +406,3 @@ def install(app: Flask) -> None:
         listed = getattr(hooks, kind)
         if callback not in listed:
             listed.append(callback)
-
-
-@click.command("reap")
-@click.option("--grace", type=float, default=GRACE_SECONDS, show_default=True,
-              help="seconds an attempt must exist before its missing job counts")
-@with_appcontext
-def reap_command(grace: float) -> None:
-    """One reaper pass: re-send work Redis lost, record attempts of dead workers lost."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    click.echo(str(reap_locked(app, grace=grace)))

@@ -36,10 +36,6 @@ class JobState:
     worker: str | None
 
 
-def aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
 def _text(value: Any) -> str | None:
     if value is None:
         return None

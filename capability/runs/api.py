@@ -1,4 +1,5 @@
-"""``/api/v1/runs/`` (API.md, "Runs"): list and read runs of your teams."""
+"""``/api/v1/runs/`` (API.md, "Runs"): list and read runs of your teams, control them,
+answer their approvals. Thin over ``runs.service``."""
 
 from __future__ import annotations
 
@@ -7,41 +8,20 @@ from typing import Any
 from flask import Response, current_app, request
 from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.hooks import before_request
-from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 
 from app.api_support import UuidModelApi, call_service, json_body, json_error
-from app.errors import ValidationFailed
+from app.errors import parse
 from app.extensions import db
-from app.models import Team
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
-from capability import live
-from capability.api import dispatcher
 from capability.dsl import RunStatus
+from capability.engine.dispatch import dispatcher_for
 from capability.models import Run
 from capability.runs import service as runs
+from capability.runs.filters import RunArgsFilter
 
 STATUSES = {s.value for s in RunStatus}
-
-
-class RunArgsFilter(BaseFilter):
-    """The plain query arguments of API.md: workflow, status, team."""
-
-    name = "Run query arguments"
-    arg_name = None
-
-    def apply(self, query: Any, value: Any) -> Any:
-        args = request.args
-        if args.get("workflow"):
-            query = query.filter(Run.workflow_id == args["workflow"])
-        if args.get("status"):
-            query = query.filter(Run.status == args["status"])
-        if args.get("team"):
-            query = query.filter(Run.team_id.in_(
-                db.session.query(Team.id).filter(Team.name == args["team"])
-            ))
-        return query
 
 
 class RunApi(ScopedMixin, UuidModelApi):
@@ -92,15 +72,14 @@ class RunApi(ScopedMixin, UuidModelApi):
 
         def run(actor: Actor) -> Response:
             found = runs.get_run(db.session, actor, pk)
-            return self.response(200, id=pk, result=runs.run_dict(db.session, found))
+            return self.response(200, id=pk, result=runs.run_dict(db.session, found, actor))
 
         return call_service("read", "run", pk, run)
 
     def _control(self, pk: str, action: str) -> Response:
         def run(actor: Actor) -> Response:
-            done = runs.control(db.session, actor, dispatcher(), pk, action)
-            live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
-            return self.response(200, id=pk, result=runs.run_dict(db.session, done))
+            done = runs.control(db.session, actor, dispatcher_for(current_app), pk, action)
+            return self.response(200, id=pk, result=runs.run_dict(db.session, done, actor))
 
         return call_service(action, "run", pk, run)
 
@@ -163,15 +142,10 @@ class RunApi(ScopedMixin, UuidModelApi):
 
     def _answer(self, pk: str, task_id: str, approve: bool) -> Response:
         def run(actor: Actor) -> Response:
-            body = json_body() if request.get_data(cache=True) else {}
-            if not isinstance(body, dict) or set(body) - {"comment"}:
-                extra = sorted(set(body) - {"comment"}) if isinstance(body, dict) else ["$"]
-                raise ValidationFailed("Invalid request",
-                                       [{"path": k, "message": "unknown field"} for k in extra])
-            done = runs.answer_approval(db.session, actor, dispatcher(), pk, task_id, approve,
-                                        body.get("comment"))
-            live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
-            return self.response(200, id=pk, result=runs.run_dict(db.session, done))
+            body = parse(runs.AnswerIn, json_body() if request.get_data(cache=True) else {})
+            done = runs.answer_approval(db.session, actor, dispatcher_for(current_app), pk,
+                                        task_id, approve, body)
+            return self.response(200, id=pk, result=runs.run_dict(db.session, done, actor))
 
         return call_service("approve" if approve else "reject", "run", pk, run)
 

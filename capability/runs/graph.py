@@ -1,12 +1,11 @@
-"""Drawing a run for the browser: the task graph's layout and a few display helpers.
+"""Drawing a run for the browser: the task graph's layout.
 
 Pure functions (no Flask, no database): the run page renders the graph as SVG from
-``layout()`` and the live script only recolours it.
+``layout()`` and the live script only recolours it. Times are shown by ``app.times``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -110,55 +109,3 @@ def _curve(a: Node, b: Node) -> str:
     x2, y2 = b.x - 4, b.y + NODE_H / 2  # stop short: the arrow head ends at the box
     bend = max((x2 - x1) / 2, 24)
     return f"M{x1:g},{y1:g} C{x1 + bend:g},{y1:g} {x2 - bend:g},{y2:g} {x2:g},{y2:g}"
-
-
-def utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def when(value: dt.datetime | None) -> str:
-    """A stored time to the second, ``2025-01-31 14:05:09 UTC``."""
-    moment = utc(value)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
-
-
-def seconds_text(seconds: float) -> str:
-    """``840 ms``, ``4.2 s``, ``3 min 5 s``, ``2 h 4 min``."""
-    if seconds < 1:
-        return f"{max(seconds, 0) * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def duration(started: dt.datetime | None, finished: dt.datetime | None,
-             now: dt.datetime | None = None) -> str:
-    """How long something took; still going: so far, with a trailing ellipsis."""
-    start = utc(started)
-    if start is None:
-        return ""
-    end = utc(finished)
-    if end is not None:
-        return seconds_text((end - start).total_seconds())
-    current = now or dt.datetime.now(dt.UTC)
-    return seconds_text((current - start).total_seconds()) + "\u2026"
-
-
-def parse_iso(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text) if text else None
-
-
-def when_iso(text: str | None) -> str:
-    """``when()`` of an ISO 8601 time, as ``run_dict`` gives them."""
-    return when(parse_iso(text))
-
-
-def took(started: str | None, finished: str | None) -> str:
-    """How long an attempt (ISO times) took; a dash when it has not started."""
-    return duration(parse_iso(started), parse_iso(finished)) or "\u2014"

@@ -1,85 +1,94 @@
-"""Starting and reading runs. Every function takes the acting user."""
+"""Runs: start one, control one, answer an approval, read one. Every function takes
+the acting user, and owns its transaction: it commits, and what the engine made ready
+is sent after the commit (``engine.outbox``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.recorder import build_event, record
-from app.errors import Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.security.actor import Actor
 from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
+from app.times import iso
 from capability import dsl, service
-from capability.engine import controls, runner, subruns
+from capability.engine import controls, outbox, runner, state, subruns
+from capability.engine.decide import unknown_queues
 from capability.engine.dispatch import Dispatcher
-from capability.models import Run, TaskAttempt, TaskItem, TaskRun, Workflow
+from capability.models import Run, TaskAttempt, TaskItem, TaskKind, TaskRun, Workflow
 
+# Who may ask for a run (``Run.trigger``); the engine's own sub-workflow runs say
+# "workflow".
 TRIGGERS = ("manual", "api", "schedule", "webhook", "event")
 
 
+class StartRunIn(BaseModel):
+    """The body of ``POST /api/v1/workflows/<id>/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class AnswerIn(BaseModel):
+    """The body of an approval's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(default="", max_length=4000)
+
+
+def may_operate(actor: Actor, team_id: str) -> bool:
+    """Operators and Authors of the run's team, and Admin: who may start and control
+    runs and answer approvals (API.md, roles)."""
+    return actor.is_admin or (bool({OPERATOR, AUTHOR} & actor.roles)
+                              and team_id in actor.team_ids)
+
+
 def _require_operator(actor: Actor, team_id: str) -> None:
-    if actor.is_admin:
-        return
-    if not ({OPERATOR, AUTHOR} & actor.roles) or team_id not in actor.team_ids:
+    if not may_operate(actor, team_id):
         raise Forbidden("Only an Operator or Author of the workflow's team may start runs")
-
-
-def unknown_queues(
-    definition: dsl.WorkflowDefinition, queues: list[str] | None
-) -> list[dict[str, str]]:
-    """A task on a queue no worker is configured for would wait forever: refuse to start."""
-    if queues is None:
-        return []
-    errors = []
-    for i, task in enumerate(definition.tasks):
-        queue = dsl.effective_queue(task, definition.defaults)
-        if queue not in queues:
-            errors.append({"path": f"tasks[{i}].queue",
-                           "message": f"no worker listens on queue {queue!r} "
-                                      f"(configured: {', '.join(queues)})"})
-    return errors
 
 
 def start_run(
     session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow_id: str,
-    params: Any = None, idempotency_key: str | None = None, trigger: str = "api",
+    body: StartRunIn | None = None, trigger: str = "api",
 ) -> tuple[Run, bool]:
     """Create a run of the current version and queue its first tasks.
 
     Returns ``(run, created)``: the same idempotency key again gives the first run back.
     """
+    body = body or StartRunIn()
     workflow = service.get_workflow(session, actor, workflow_id)
     _require_operator(actor, workflow.team_id)
-    if idempotency_key is not None:
-        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 128:
-            raise ValidationFailed("Invalid idempotency key", [
-                {"path": "idempotency_key", "message": "a string of 1 to 128 characters"}])
-        existing = _by_key(session, workflow.id, idempotency_key)
+    key = body.idempotency_key
+    if key is not None:
+        existing = _by_key(session, workflow.id, key)
         if existing is not None:
             return existing, False
-    if params is not None and not isinstance(params, dict):
-        raise ValidationFailed("params must be an object",
-                               [{"path": "params", "message": "expected an object"}])
     version = service.version_of(session, workflow)
-    definition = runner.definition_of(version)
-    resolved, errors = dsl.validate_params(definition, params or {})
-    errors = list(errors) + unknown_queues(definition, dispatcher.queues)
+    definition = state.definition_of(version)
+    resolved, errors = dsl.validate_params(definition, body.params)
+    errors = list(errors) + unknown_queues(definition, dispatcher.settings.queues)
     if errors:
         raise ValidationFailed("The run cannot start", errors)
+    outbox.begin(session, dispatcher)
     # Lock the workflow so concurrent starts agree on max_active_runs.
     session.execute(select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
-    starts = below_limit(session, workflow.id, definition.max_active_runs)
+    starts = state.below_limit(session, workflow.id, definition.max_active_runs)
     run = Run(
         workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
         team_id=workflow.team_id, params=resolved, trigger=trigger,
-        idempotency_key=idempotency_key, created_by=actor.username,
+        idempotency_key=key, created_by=actor.username,
     )
-    sends = runner.open_run(session, run, definition, starts)
+    runner.open_run(session, run, definition, starts)
     # Written now, not at the commit: the audit trail's lock (taken at the commit) is
     # then held for its own rows only.
     session.flush()
@@ -89,14 +98,13 @@ def start_run(
         after={"workflow": workflow.name, "version": version.version, "trigger": trigger},
     ))
     try:
-        session.commit()
+        outbox.commit(session)
     except IntegrityError:  # the same key raced us; the other request's run wins
         session.rollback()
-        existing = _by_key(session, workflow.id, idempotency_key or "")
+        existing = _by_key(session, workflow.id, key or "")
         if existing is None:
             raise
         return existing, False
-    dispatcher.send(sends)
     return run, True
 
 
@@ -106,76 +114,11 @@ def _by_key(session: DbSession, workflow_id: str, key: str) -> Run | None:
     ).scalar()
 
 
-def below_limit(session: DbSession, workflow_id: str, limit: int | None) -> bool:
-    return not limit or runner.active_runs(session, workflow_id) < limit
-
-
 def get_run(session: DbSession, actor: Actor, run_id: str) -> Run:
     run = session.execute(scoped(select(Run), Run, actor).where(Run.id == run_id)).scalar()
     if run is None:
         raise NotFound(f"run {run_id} not found")
     return run
-
-
-def run_dict(session: DbSession, run: Run, with_tasks: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": run.id,
-        "workflow_id": run.workflow_id,
-        "workflow": run.workflow.name,
-        "workflow_version": run.workflow_version,
-        "team": run.team.name,
-        "status": run.status,
-        "params": run.params,
-        "trigger": run.trigger,
-        "idempotency_key": run.idempotency_key,
-        "created_by": run.created_by,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-    }
-    if with_tasks:
-        out["tasks"] = [_task_dict(session, t) for t in run.tasks if t.kind == "task"]
-        # The undo steps that ran because the run failed, in the order they ran.
-        out["compensations"] = [
-            _task_dict(session, t) for t in run.tasks if t.kind == "compensation"
-        ]
-    return out
-
-
-def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
-    attempts = session.execute(
-        select(TaskAttempt).where(TaskAttempt.task_run_id == task.id)
-        .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)
-    ).scalars()
-    return {
-        "task_id": task.task_id,
-        "status": task.status,
-        "attempts": task.attempts,
-        "output": task.output,
-        "error": task.error,
-        "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at),
-        "items": [
-            {"index": i.index, "status": i.status, "attempts": i.attempts, "output": i.output,
-             "error": i.error}
-            for i in session.execute(
-                select(TaskItem).where(TaskItem.task_run_id == task.id).order_by(TaskItem.index)
-            ).scalars()
-        ],
-        "attempt_history": [
-            {"id": a.id, "number": a.number, "status": a.status, "error": a.error,
-             "item": a.item.index if a.item is not None else None,
-             "worker": a.worker, "started_at": _iso(a.started_at),
-             "finished_at": _iso(a.finished_at)}
-            for a in attempts
-        ],
-    }
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 CONTROLS = {
@@ -194,38 +137,124 @@ def _event(actor: Actor, action: str, run: Run, before: str, **after: Any) -> di
 def control(
     session: DbSession, actor: Actor, dispatcher: Dispatcher, run_id: str, action: str
 ) -> Run:
-    """cancel | pause | resume | retry (API.md, "Runs"); Operators and Authors of the team."""
+    """cancel | pause | resume | retry (API.md, "Runs"); Operators and Authors of the
+    team. Refused with the reason of ``controls.controls_of`` when the run does not
+    allow it now."""
+    if action not in CONTROLS:
+        raise ValidationFailed(f"Unknown control {action!r}", [
+            {"path": "action", "message": f"one of {', '.join(CONTROLS)}"}])
     run = get_run(session, actor, run_id)
     _require_operator(actor, run.team_id)
     before = run.status
-    result = CONTROLS[action](session, run.id)
-    record(session, _event(actor, action, result.run, before))
-    session.commit()
-    dispatcher.stop(result.stop)
-    dispatcher.send(result.sends)
+    outbox.begin(session, dispatcher)
+    try:
+        done = CONTROLS[action](session, run.id)
+        record(session, _event(actor, action, done, before))
+        outbox.commit(session)
+    except BaseException:
+        outbox.rollback(session)
+        raise
     if action == "cancel":
         # Sub-workflow runs go with their parent, each in its own transaction.
         for child_id in subruns.live_children(session, run.id):
-            control(session, actor, dispatcher, child_id, "cancel")
-    return result.run
+            try:
+                control(session, actor, dispatcher, child_id, "cancel")
+            except Conflict:
+                pass  # it ended meanwhile
+    return done
 
 
 def answer_approval(
     session: DbSession, actor: Actor, dispatcher: Dispatcher, run_id: str, task_id: str,
-    approve: bool, comment: Any,
+    approve: bool, body: AnswerIn | None = None,
 ) -> Run:
     run = get_run(session, actor, run_id)
     _require_operator(actor, run.team_id)
-    if comment is not None and not isinstance(comment, str):
-        raise ValidationFailed("comment must be text",
-                               [{"path": "comment", "message": "expected a string"}])
+    comment = (body or AnswerIn()).comment
     before = run.status
-    result = controls.answer_approval(
-        session, run.id, task_id, actor.username, actor.roles, approve, comment or ""
-    )
-    action = "approve" if approve else "reject"
-    record(session, _event(actor, action, result.run, before, task=task_id,
-                           comment=comment or ""))
-    session.commit()
-    dispatcher.send(result.sends)
-    return result.run
+    outbox.begin(session, dispatcher)
+    try:
+        done = controls.answer_approval(
+            session, run.id, task_id, actor.username, actor.roles, approve, comment)
+        action = "approve" if approve else "reject"
+        record(session, _event(actor, action, done, before, task=task_id, comment=comment))
+        outbox.commit(session)
+    except BaseException:
+        outbox.rollback(session)
+        raise
+    return done
+
+
+# -- reading a run ----------------------------------------------------------------------
+
+def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
+             with_tasks: bool = True) -> dict[str, Any]:
+    """A run as the API shows it (API.md, "Runs"): with ``controls``, the controls
+    ``actor`` may use on it now (from the rule the engine enforces), and
+    ``retry_blocked``, why a failed run cannot be retried."""
+    rule = controls.controls_for(session, run)
+    out: dict[str, Any] = {
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "workflow": run.workflow.name,
+        "workflow_version": run.workflow_version,
+        "team": run.team.name,
+        "status": run.status,
+        "params": run.params,
+        "trigger": run.trigger,
+        "idempotency_key": run.idempotency_key,
+        "created_by": run.created_by,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "controls": list(rule.allowed) if actor and may_operate(actor, run.team_id) else [],
+        "retry_blocked": rule.retry_blocked,
+    }
+    if with_tasks:
+        out["tasks"] = [_task_dict(session, t) for t in run.tasks if t.kind == TaskKind.TASK]
+        # The undo steps that ran because the run failed, in the order they ran.
+        out["compensations"] = [
+            _task_dict(session, t) for t in run.tasks if t.kind == TaskKind.COMPENSATION
+        ]
+    return out
+
+
+def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
+    attempts = session.execute(
+        select(TaskAttempt).where(TaskAttempt.task_run_id == task.id)
+        .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)
+    ).scalars()
+    out = {
+        "task_id": task.task_id,
+        "status": task.status,
+        "attempts": task.attempts,
+        "output": task.output,
+        "error": task.error,
+        "reason": task.reason,
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "items": [
+            {"index": i.index, "status": i.status, "attempts": i.attempts, "output": i.output,
+             "error": i.error}
+            for i in session.execute(
+                select(TaskItem).where(TaskItem.task_run_id == task.id).order_by(TaskItem.index)
+            ).scalars()
+        ],
+        "attempt_history": [
+            {"id": a.id, "number": a.number, "status": a.status, "error": a.error,
+             "item": a.item.index if a.item is not None else None,
+             "worker": a.worker, "started_at": iso(a.started_at),
+             "finished_at": iso(a.finished_at)}
+            for a in attempts
+        ],
+    }
+    if task.prompt is not None:
+        out["prompt"] = task.prompt  # an approval's rendered message and approvers
+    return out
+
+
+def may_answer(actor: Actor, run: Run, task: dict[str, Any]) -> bool:
+    """Whether ``actor`` may approve or reject this waiting approval task (a task of
+    ``run_dict``): the rule ``controls.answer_approval`` enforces."""
+    approvers = (task.get("prompt") or {}).get("approvers")
+    return may_operate(actor, run.team_id) and controls.may_answer(actor.roles, approvers)

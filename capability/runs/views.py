@@ -9,8 +9,7 @@ service with the request's actor (another team's run: 404), flashes what it refu
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,28 +24,23 @@ from werkzeug.wrappers import Response
 from wtforms import SelectField
 
 from app.api_support import call_for_page
-from app.errors import Forbidden, ServiceError
+from app.errors import ServiceError, parse
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
-from capability import dsl, live, service
-from capability.api import dispatcher
+from app.times import duration, when
+from capability import dsl, live
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import runner
-from capability.models import Run, TaskRun
+from capability.engine import state
+from capability.engine.decide import ACTIONS
+from capability.engine.dispatch import dispatcher_for
+from capability.models import Run, TaskKind, TaskRun
 from capability.runs import graph as run_graph
 from capability.runs import service as runs
 
 T = TypeVar("T")
 
-# Which run statuses each control applies to (the service has the last word).
-CONTROL_WHEN = {
-    "cancel": ("queued", "running", "paused"),
-    "pause": ("queued", "running"),
-    "resume": ("paused",),
-    "retry": ("failed", "cancelled"),
-}
 DONE = {"cancel": "Run cancelled.", "pause": "Run paused: running attempts finish, nothing new "
         "starts.", "resume": "Run resumed.", "retry": "Failed tasks queued again."}
 # Tasks worth opening first on a run's page.
@@ -59,10 +53,11 @@ def _call(action: str, target: str | None, fn: Callable[[Actor], T]) -> T:
 
 
 def may_control(actor: Actor, team_id: str) -> bool:
-    """Operators and Authors of the run's team, and Admin (the service checks again)."""
+    """Whether the page offers controls at all: the permission, and the service's rule
+    of who may operate the team's runs (which controls: ``run_dict``'s ``controls``)."""
     if not current_app.extensions["appbuilder"].sm.has_access("can_control", "Runs"):
         return False
-    return actor.is_admin or team_id in actor.team_ids
+    return runs.may_operate(actor, team_id)
 
 
 def _safe_next(default: str) -> str:
@@ -83,7 +78,7 @@ class RunInterface(SQLAInterface):
     @staticmethod
     def _get_attr_value(item: Any, col: str) -> Any:
         if col == "duration":
-            return run_graph.duration(item.started_at, item.finished_at)
+            return duration(item.started_at, item.finished_at)
         return SQLAInterface._get_attr_value(item, col)
 
 
@@ -125,7 +120,7 @@ class RunView(ScopedMixin, ModelView):
         # Sub-workflow runs have the trigger "workflow" (set by the engine, never asked).
         "trigger": SelectField("Trigger", choices=[*runs.TRIGGERS, "workflow"]),
     }
-    formatters_columns = {"created_at": run_graph.when}
+    formatters_columns = {"created_at": when}
     base_order = ("created_at", "desc")
     page_size = 25
 
@@ -146,12 +141,12 @@ class RunView(ScopedMixin, ModelView):
         if action not in runs.CONTROLS:
             abort(404)
         try:
-            _call(action, pk, lambda a: runs.control(db.session, a, dispatcher(), pk, action))
+            _call(action, pk, lambda a: runs.control(
+                db.session, a, dispatcher_for(current_app), pk, action))
         except ServiceError as exc:
             flash(exc.message, "danger")
         else:
             flash(DONE[action], "success")
-            live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
         return redirect(_safe_next(url_for(".page", pk=pk)))
 
     @expose("/<pk>/tasks/<task_id>/answer", methods=["POST"])
@@ -164,12 +159,12 @@ class RunView(ScopedMixin, ModelView):
         comment = request.form.get("comment", "").strip()
         try:
             _call(decision, pk, lambda a: runs.answer_approval(
-                db.session, a, dispatcher(), pk, task_id, approve, comment))
+                db.session, a, dispatcher_for(current_app), pk, task_id, approve,
+                parse(runs.AnswerIn, {"comment": comment})))
         except ServiceError as exc:
             flash(exc.message, "danger")
         else:
             flash(f"Task {task_id} {'approved' if approve else 'rejected'}.", "success")
-            live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
         return redirect(url_for(".page", pk=pk, task=task_id))
 
 
@@ -189,9 +184,9 @@ class FailedTaskView(ScopedMixin, ModelView):
                      "error": "Last error", "finished_at": "Failed at"}
     order_columns = ["task_id", "attempts", "finished_at"]
     search_columns = ["task_id", "error", "finished_at"]
-    formatters_columns = {"finished_at": run_graph.when}
+    formatters_columns = {"finished_at": when}
     base_filters = [["status", FilterEqual, TaskStatus.FAILED.value],
-                    ["kind", FilterEqual, "task"]]  # not the undo steps of compensation
+                    ["kind", FilterEqual, TaskKind.TASK]]  # not the undo steps
     base_order = ("finished_at", "desc")
     page_size = 25
 
@@ -202,23 +197,25 @@ def _pretty(value: Any) -> str:
 
 
 def page_context(run: Run, actor: Actor) -> dict[str, Any]:
-    data = runs.run_dict(db.session, run)
-    definition = runner.definition_of(run.version)
+    data = runs.run_dict(db.session, run, actor)
+    definition = state.definition_of(run.version)
     specs = {t.id: t for t in definition.tasks}
     graph = run_graph.layout(dsl.upstream_map(definition), {t.id: t.type for t in definition.tasks})
     tasks = []
-    data.setdefault("compensations", [])
     for task in data["tasks"]:
         spec = specs.get(task["task_id"])
+        prompt = task.get("prompt") or {}
+        is_approval = bool(spec and spec.type == "approval")
         tasks.append({
             **task,
             "type": spec.type if spec else "",
             "depends_on": list(spec.depends_on) if spec else [],
-            "message": (spec.with_ or {}).get("message") if spec and spec.type == "approval"
-            else None,
-            "is_approval": bool(spec and spec.type == "approval"),
+            "is_approval": is_approval,
+            # Rendered when the task began to wait (never the template's text).
+            "message": prompt.get("message"),
+            "approvers": prompt.get("approvers"),
+            "may_answer": is_approval and runs.may_answer(actor, run, task),
             "output_json": None if task["output"] is None else _pretty(task["output"]),
-            "items": task.get("items", []),
         })
     wanted = request.args.get("task")
     ids = [t["task_id"] for t in tasks]
@@ -227,123 +224,9 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
         (t["task_id"] for s in ATTENTION for t in tasks if t["status"] == s), first)
     return {
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,
-        "task_by_id": {t["task_id"]: t for t in tasks},
-        "when_iso": run_graph.when_iso, "took": run_graph.took,
+        "task_by_id": {t["task_id"]: t for t in tasks}, "actions": ACTIONS,
         "state": live.run_state(db.session, run), "params_json": _pretty(data["params"]),
-        "may_control": may_control(actor, run.team_id), "control_when": CONTROL_WHEN,
+        "may_control": may_control(actor, run.team_id),
         "finished": run.status in {s.value for s in dsl.FINISHED_RUN_STATUSES},
-        "when": run_graph.when, "duration": run_graph.duration, "node_w": run_graph.NODE_W,
-        "node_h": run_graph.NODE_H, "status_label": status_label,
+        "node_w": run_graph.NODE_W, "node_h": run_graph.NODE_H, "status_label": status_label,
     }
-
-
-# -- the "Run" form of a workflow's page ---------------------------------------------
-INPUT_KIND = {"string": "text", "integer": "number", "number": "number", "boolean": "checkbox",
-              "object": "json", "array": "json"}
-
-
-@dataclass
-class ParamField:
-    name: str
-    type: str
-    kind: str  # text | number | checkbox | json | select
-    required: bool
-    description: str | None
-    value: str = ""
-    checked: bool = False
-    choices: list[tuple[str, str]] = field(default_factory=list)  # (JSON value, label)
-
-
-@dataclass
-class RunForm:
-    fields: list[ParamField]
-    key: str = ""
-    errors: dict[str, str] = field(default_factory=dict)  # param name -> message
-    messages: list[str] = field(default_factory=list)  # errors about no one field
-    message: str = ""
-
-
-def _text(value: Any, param_type: str) -> str:
-    if value is None:
-        return ""
-    if param_type in ("object", "array"):
-        return json.dumps(value, indent=2, ensure_ascii=False)
-    return str(value)
-
-
-def run_form(definition: dsl.WorkflowDefinition, form: Mapping[str, str] | None = None) -> RunForm:
-    """The form's fields, prefilled with the defaults (or with what was submitted)."""
-    fields = []
-    for name, spec in definition.params.items():
-        key = f"param.{name}"
-        kind = "select" if spec.enum else INPUT_KIND[spec.type]
-        entry = ParamField(name, spec.type, kind, spec.required, spec.description)
-        if spec.enum:
-            entry.choices = [(json.dumps(c), str(c)) for c in spec.enum]
-            entry.value = form.get(key, "") if form is not None else (
-                json.dumps(spec.default) if spec.default is not None else "")
-        elif kind == "checkbox":
-            entry.checked = key in form if form is not None else spec.default is True
-        else:
-            entry.value = form.get(key, "") if form is not None else _text(spec.default, spec.type)
-        fields.append(entry)
-    return RunForm(fields, key=(form or {}).get("idempotency_key", ""))
-
-
-def _read(entry: ParamField, raw: str, checked: bool) -> tuple[bool, Any, str | None]:
-    """(given?, value, a JSON error) for one field; values the type refuses are passed on
-    as typed, for the service to name the expected type."""
-    if entry.kind == "checkbox":
-        return True, checked, None
-    if raw.strip() == "":
-        return False, None, None
-    if entry.kind in ("select", "json"):
-        try:
-            return True, json.loads(raw), None
-        except ValueError as exc:
-            return True, raw, f"not valid JSON ({exc})"
-    if entry.type in ("integer", "number"):
-        for parse in (int, float):
-            try:
-                return True, parse(raw), None
-            except ValueError:
-                continue
-    return True, raw, None
-
-
-def start_from_form(workflow_id: str, form: Mapping[str, str]) -> tuple[Run | None, bool, RunForm]:
-    """Start a manual run from the posted form: ``(run, created, form)``, or ``(None,
-    False, form with errors)`` when the service refused (422, audited)."""
-    version = _call("start", workflow_id,
-                    lambda a: service.get_version(db.session, a, workflow_id))
-    result = run_form(runner.definition_of(version), form)
-    params: dict[str, Any] = {}
-    local: dict[str, str] = {}
-    for entry in result.fields:
-        given, value, problem = _read(entry, form.get(f"param.{entry.name}", ""),
-                                      f"param.{entry.name}" in form)
-        if given:
-            params[entry.name] = value
-        if problem:
-            local[entry.name] = problem
-    key = result.key.strip() or None
-    try:
-        run, created = _call("start", workflow_id, lambda a: runs.start_run(
-            db.session, a, dispatcher(), workflow_id, params, key, trigger="manual"))
-    except Forbidden:
-        abort(403)
-    except ServiceError as exc:
-        result.message = exc.message
-        for error in exc.errors:
-            path = str(error.get("path", ""))
-            name = path.removeprefix("params.")
-            if path.startswith("params.") and name in {f.name for f in result.fields}:
-                result.errors[name] = local.get(name) or error.get("message", "")
-            elif path == "idempotency_key":
-                result.errors[path] = error.get("message", "")
-            else:
-                result.messages.append(f"{path}: {error.get('message', '')}" if path
-                                       else str(error.get("message", "")))
-        return None, False, result
-    return run, created, result
-

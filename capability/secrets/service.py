@@ -1,28 +1,19 @@
 """Workflow secrets: a team's named values, read by its workflows as
-``{{ secrets.<name> }}`` (DSL.md), encrypted at rest and never shown after saving.
+``{{ secrets.<name> }}`` (DSL.md), encrypted at rest (``vault``) and never shown after
+saving.
 
-Values are Fernet tokens (AES-128-CBC with an HMAC-SHA256, from ``cryptography``) under
-the keys of ``SECRETS_KEY``: the first key encrypts, every key decrypts, so a new key
-put first takes over while older tokens still read (``rotate`` re-encrypts them all).
-Without ``SECRETS_KEY`` one key is derived from ``SECRET_KEY`` (HKDF-SHA256).
-
-Managing secrets is the Admin's (API.md, roles); the engine reads values with
-``values_for`` for the run's own team, and masks them in everything it stores
+Managing secrets is the Admin's (API.md, roles); the engine reads values through
+``vault.values_for`` for the run's own team, and masks them in everything it stores
 (``capability.engine.masking``). Every function that changes a secret takes the acting
 user; the audit trail records the change without the value (``blueprint``).
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import re
-from collections.abc import Iterable
 from typing import Annotated, Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
@@ -34,8 +25,13 @@ from app.errors import Conflict, Forbidden, NotFound
 from app.extensions import DbSession
 from app.models import Team
 from app.security.actor import Actor
+from app.times import iso, utcnow
 from capability.models import Secret
-from capability.service import iso, team_by_name
+from capability.secrets.vault import SecretsKeyError, cipher, encrypt
+from capability.service import team_by_name
+
+__all__ = ["SecretIn", "SecretValueIn", "SecretsKeyError", "create_secret", "delete_secret",
+           "get_secret", "rotate", "secret_dict", "update_secret"]
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_VALUE = 65536  # characters
@@ -66,41 +62,8 @@ class SecretValueIn(BaseModel):
     value: str = Field(min_length=1, max_length=MAX_VALUE)
 
 
-class SecretsKeyError(RuntimeError):
-    """``SECRETS_KEY`` is not a list of Fernet keys, or a stored value does not decrypt
-    with any of them (the key it was saved under is gone)."""
-
-
-def derived_key(secret_key: str) -> bytes:
-    """The Fernet key used when ``SECRETS_KEY`` is empty."""
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=b"apg workflow secrets v1").derive(secret_key.encode("utf-8"))
-    return base64.urlsafe_b64encode(raw)
-
-
-def cipher(config: Any) -> MultiFernet:
-    """The keys of ``config`` (a Flask config or any mapping)."""
-    listed = [k.strip() for k in str(config.get("SECRETS_KEY") or "").split(",") if k.strip()]
-    try:
-        keys = [Fernet(k) for k in listed] or [Fernet(derived_key(config["SECRET_KEY"]))]
-    except (ValueError, TypeError) as exc:
-        raise SecretsKeyError(
-            "SECRETS_KEY must be comma-separated Fernet keys (32 url-safe base64-encoded "
-            "bytes each, e.g. from `python -c \"from cryptography.fernet import Fernet; "
-            "print(Fernet.generate_key().decode())\"`)") from exc
-    return MultiFernet(keys)
-
-
-def encrypt(config: Any, value: str) -> str:
-    return cipher(config).encrypt(value.encode("utf-8")).decode("ascii")
-
-
-def decrypt(config: Any, token: str) -> str:
-    try:
-        return cipher(config).decrypt(token.encode("ascii")).decode("utf-8")
-    except InvalidToken as exc:
-        raise SecretsKeyError("a secret does not decrypt with any key of SECRETS_KEY "
-                              "(was it saved under a key that is gone?)") from exc
+def _encrypt(config: Any, value: str) -> str:
+    return encrypt(str(config.get("SECRETS_KEY") or ""), config["SECRET_KEY"], value)
 
 
 def _require_admin(actor: Actor) -> None:
@@ -129,7 +92,7 @@ def create_secret(session: DbSession, actor: Actor, config: Any, data: SecretIn)
     if session.execute(taken).first() is not None:
         raise _duplicate(team, data.name)
     with acting_as(actor):
-        secret = Secret(team=team, name=data.name, ciphertext=encrypt(config, data.value),
+        secret = Secret(team=team, name=data.name, ciphertext=_encrypt(config, data.value),
                         created_by=actor.username, updated_by=actor.username)
         session.add(secret)
         try:
@@ -145,9 +108,9 @@ def update_secret(session: DbSession, actor: Actor, config: Any, secret_id: str,
     """A new value (the name and team of a secret do not change: workflows name it)."""
     secret = get_secret(session, actor, secret_id)
     with acting_as(actor):
-        secret.ciphertext = encrypt(config, data.value)
+        secret.ciphertext = _encrypt(config, data.value)
         secret.updated_by = actor.username
-        secret.updated_at = dt.datetime.now(dt.UTC)
+        secret.updated_at = utcnow()
         session.commit()
     return secret
 
@@ -172,23 +135,9 @@ def secret_dict(secret: Secret) -> dict[str, Any]:
     }
 
 
-def values_for(session: Any, config: Any, team_id: str,
-               names: Iterable[str] | None) -> dict[str, str]:
-    """The values of the team's secrets among ``names`` (``None``: all of them), for
-    the engine: a name the team has no secret of is left out, and the expression
-    reading it fails."""
-    query = select(Secret.name, Secret.ciphertext).where(Secret.team_id == team_id)
-    if names is not None:
-        wanted = sorted(set(names))
-        if not wanted:
-            return {}
-        query = query.where(Secret.name.in_(wanted))
-    return {name: decrypt(config, token) for name, token in session.execute(query).all()}
-
-
-def rotate(session: Any, config: Any) -> int:
+def rotate(session: DbSession, config: Any) -> int:
     """Re-encrypt every secret under the first key of ``SECRETS_KEY``; how many."""
-    keys = cipher(config)
+    keys = cipher(str(config.get("SECRETS_KEY") or ""), config["SECRET_KEY"])
     secrets = list(session.execute(select(Secret)).scalars())
     # The audit trail records a `rotate` of each secret (the values do not change).
     with update_action("rotate"):

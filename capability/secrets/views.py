@@ -23,8 +23,8 @@ from app.errors import ServiceError, parse
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
+from app.times import when
 from capability.models import Secret
-from capability.runs.graph import when
 from capability.secrets import service as secrets
 from capability.secrets.api import AdminOnly
 

@@ -114,11 +114,17 @@
     setLabel(document.getElementById("run-status"), run.status);
     document.getElementById("run-started").textContent = when(run.started_at);
     document.getElementById("run-finished").textContent = when(run.finished_at);
-    var compensated = (run.compensations || []).length > 0;  // such a run cannot be retried
-    this.root.querySelectorAll("form.apg-control[data-show-when]").forEach(function (form) {
-      show(form, form.getAttribute("data-show-when").split(" ").indexOf(run.status) >= 0 &&
-        !(compensated && form.hasAttribute("data-unless-compensated")));
+    // The controls the run allows now, by the rule the service enforces (the page has
+    // forms only for users who may control it at all).
+    var allowed = run.controls || [];
+    this.root.querySelectorAll("form.apg-control[data-action]").forEach(function (form) {
+      show(form, allowed.indexOf(form.getAttribute("data-action")) >= 0);
     });
+    var blocked = document.getElementById("retry-blocked");
+    if (blocked) {
+      show(blocked, !!run.retry_blocked);
+      blocked.querySelector(".apg-retry-reason").textContent = run.retry_blocked || "";
+    }
     var live = ["running", "paused"].indexOf(run.status) >= 0;
     run.tasks.forEach(function (task) {
       var node = self.root.querySelector('.apg-node[data-task="' + task.task_id + '"]');
@@ -135,6 +141,11 @@
       setLabel(panel.querySelector(".panel-heading .apg-status"), task.status);
       panel.querySelector(".apg-task-started").textContent = when(task.started_at);
       panel.querySelector(".apg-task-finished").textContent = when(task.finished_at);
+      var reasonRow = panel.querySelector(".apg-task-reason-row");
+      if (reasonRow) {
+        show(reasonRow, !!task.reason);
+        reasonRow.querySelector(".apg-task-reason").textContent = task.reason || "";
+      }
       show(panel.querySelector("[data-approval]"), live && task.status === "waiting_approval");
       self.items(panel, task, full);
       if (full) self.fill(panel, task);
@@ -217,7 +228,8 @@
     if (!body.children.length) {
       var empty = document.createElement("tr");
       empty.className = "apg-empty";
-      cell(empty, "No attempt yet.", "text-muted").colSpan = 7;
+      cell(empty, task.reason ? "Never ran: " + task.reason : "No attempt yet.",
+        "text-muted").colSpan = 7;
       body.appendChild(empty);
     }
     var error = panel.querySelector(".apg-task-error");

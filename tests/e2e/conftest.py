@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import make_config, serving
+from tests.support.app import make_config, serving
+from tests.support.browser import ConsoleLog
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,28 +58,6 @@ def browser() -> Iterator[Any]:
             yield instance
         finally:
             instance.close()
-
-
-class ConsoleLog:
-    """Console errors, page errors and server errors (5xx) seen by one page."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.server_errors: list[str] = []
-
-    def on_console(self, message: Any) -> None:
-        if message.type == "error":
-            self.errors.append(f"{message.text} @ {message.location}")
-
-    def on_page_error(self, error: Any) -> None:
-        self.errors.append(f"pageerror: {error}")
-
-    def on_response(self, response: Any) -> None:
-        if response.status >= 500:
-            self.server_errors.append(f"{response.status} {response.request.method} {response.url}")
-
-    def csp_violations(self) -> list[str]:
-        return [m for m in self.errors if "Content Security Policy" in m]
 
 
 @pytest.fixture()

@@ -10,54 +10,18 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import api_token, auth, unique
-from tests.e2e.conftest import ConsoleLog
+from tests.support.app import api_token, auth, unique
+from tests.support.browser import (
+    ConsoleLog,
+    assert_no_csp_errors,
+    login,
+    menu_categories,
+    open_add_form,
+    open_menu,
+    settle,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def login(page: Any, username: str, password: str) -> None:
-    page.goto("/login/")
-    form = page.locator("form[name=login]")
-    # The form must carry a CSRF token (WTF_CSRF_ENABLED is on in the live app).
-    assert form.locator("input[name=csrf_token]").get_attribute("value")
-    form.locator("input[name=username]").fill(username)
-    form.locator("input[name=password]").fill(password)
-    with page.expect_navigation():
-        form.locator("input[type=submit]").click()
-
-
-def open_menu(page: Any, category: str, item: str) -> None:
-    navbar = page.locator(".navbar")
-    navbar.locator("a.dropdown-toggle", has_text=re.compile(rf"^\s*{category}\s*$")).click()
-    with page.expect_navigation():
-        navbar.locator(".dropdown-menu a", has_text=re.compile(rf"^\s*{item}\s*$")).click()
-
-
-def open_add_form(page: Any, category: str, item: str, view: str) -> Any:
-    """Open a FAB model view from the menu, then its add form (with a CSRF token)."""
-    open_menu(page, category, item)
-    assert f"/{view}/list/" in page.url
-    # Bootstrap's tooltip moves `title` away, so find the add button by its target.
-    page.locator(f"a[href$='/{view}/add']").click()
-    form = page.locator("form#model_form")
-    assert form.locator("input[name=csrf_token]").get_attribute("value")
-    return form
-
-
-def settle(page: Any) -> None:
-    """Wait for stylesheets and web fonts (icons) before a screenshot."""
-    page.wait_for_load_state("load")
-    page.evaluate("document.fonts.ready.then(() => true)")
-
-
-def menu_categories(page: Any) -> list[str]:
-    return [t.strip() for t in page.locator(".navbar a.dropdown-toggle").all_inner_texts()]
-
-
-def assert_no_csp_errors(console: ConsoleLog) -> None:
-    assert not console.csp_violations(), console.csp_violations()
-    assert not console.server_errors, console.server_errors
 
 
 def test_admin_logs_in_and_sees_own_login_in_audit_trail(

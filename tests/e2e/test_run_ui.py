@@ -14,11 +14,9 @@ import pytest
 from flask import Flask
 from playwright.sync_api import expect
 
-from tests.conftest import api_token, auth, unique
-from tests.e2e.conftest import ConsoleLog
-from tests.e2e.test_browser import assert_no_csp_errors, login, open_menu, settle
-from tests.engine_support import drain, work_once
-from tests.integration.test_live import quiet_socketio_listener
+from tests.support.app import api_token, auth, quiet_socketio_listener, unique
+from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, open_menu, settle
+from tests.support.engine import drain, work_once
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +47,7 @@ def definition(key: str) -> dict[str, Any]:
         "tasks": [
             {"id": "extract", "type": "noop", "with": {"value": "{{ params.batch }}"}},
             {"id": "validate", "type": "python", "depends_on": ["extract"],
-             "with": {"callable": "tests.engine_callables:flaky",
+             "with": {"callable": "tests.support.callables:flaky",
                       "kwargs": {"key": key, "fail_times": 1}},
              "retry": {"max_attempts": 2, "delay": "1s", "jitter": False}},
             {"id": "enrich", "type": "delay", "depends_on": ["extract"],

@@ -13,9 +13,9 @@ from flask import Flask
 from app.extensions import db
 from app.security.actor import SYSTEM
 from capability.secrets import service as secrets
-from tests.conftest import unique
-from tests.e2e.conftest import ConsoleLog
-from tests.e2e.test_browser import (
+from tests.support.app import unique
+from tests.support.browser import (
+    ConsoleLog,
     assert_no_csp_errors,
     login,
     menu_categories,

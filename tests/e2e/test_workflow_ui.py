@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ConsoleLog
-from tests.e2e.test_browser import assert_no_csp_errors, login, open_menu, settle
+from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, open_menu, settle
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from app.audit.recorder import build_event, record
 from app.extensions import db
 from app.models import Tenant
 from app.security.actor import Actor
-from tests.conftest import api_token, auth, unique
+from tests.support.app import api_token, auth, unique
 
 
 def events(app, **where):

@@ -9,14 +9,14 @@ from sqlalchemy import select
 
 from app.audit.models import AuditEvent
 from app.extensions import db
-from tests.conftest import api_token, auth, unique
+from tests.support.app import api_token, auth, unique
 
 ROLES = ["Admin", "Author", "Operator", "Viewer", "Auditor"]
 
 
 @pytest.fixture(scope="module")
 def world(app) -> dict[str, Any]:
-    from tests.conftest import Factory
+    from tests.support.app import Factory
 
     f = Factory(app)
     other_tenant = f.tenant()
@@ -164,7 +164,7 @@ def _value(app, world, role, value: Any) -> Any:
 
 
 def _fill(app, world, role, text: str) -> str:
-    from tests.conftest import Factory
+    from tests.support.app import Factory
 
     for key in ("own", "other", "foreign"):
         marker = f"@fresh_run_{key}"

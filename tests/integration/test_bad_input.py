@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import Team, Tenant
-from tests.conftest import api_token, auth, unique
+from tests.support.app import api_token, auth, unique
 
 
 def counts(app):
@@ -200,7 +200,7 @@ def test_ui_oversize_form_gets_the_413_page(app, factory):
 
 def test_csrf_refusal_names_the_signed_in_user(app, service_urls, factory):
     from app import create_app
-    from tests.conftest import make_config
+    from tests.support.app import make_config
 
     csrf_app = create_app(make_config(service_urls, WTF_CSRF_ENABLED=True))
     admin = factory.user("Admin")

@@ -10,10 +10,10 @@ from app import create_app
 from app.composition import CompositionError
 from app.composition.engine import order
 from app.extensions import db
-from tests import capabilities_fixture as fx
-from tests.conftest import api_token, auth, make_config
+from tests.support import capabilities as fx
+from tests.support.app import api_token, auth, make_config
 
-REF = "tests.capabilities_fixture:"
+REF = "tests.support.capabilities:"
 
 
 def build(service_urls, *names):

@@ -7,7 +7,7 @@ from rq import Queue
 
 from app.ids import new_id
 from app.runtime.redis_conn import get_redis
-from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send
+from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send, dispatcher_for
 
 
 def test_a_wide_fan_out_is_enqueued_in_slices_in_order(app, monkeypatch):
@@ -15,7 +15,7 @@ def test_a_wide_fan_out_is_enqueued_in_slices_in_order(app, monkeypatch):
     queues = {name: Queue(name, connection=conn) for name in ("default", "low")}
     for queue in queues.values():
         queue.empty()
-    dispatcher = Dispatcher(conn, 60.0, list(app.config["RQ_QUEUES"]))
+    dispatcher = dispatcher_for(app)
     sends = [Send(new_id(), "default", timeout=5.0, instant=True)
              for _ in range(2 * Dispatcher.PIPELINE + 50)]
     sends.insert(7, Send(new_id(), "low"))

@@ -11,23 +11,21 @@ from rq.job import Job
 
 from app.runtime.redis_conn import get_redis
 from capability.engine.dispatch import JOB_PREFIX
-from tests.conftest import unique
-from tests.engine_callables import pid_file
-from tests.integration.test_reaper import (  # noqa: F401 - op, processes: fixtures
+from tests.support.app import unique
+from tests.support.callables import pid_file
+from tests.support.engine import child_env
+from tests.support.runs import (
     attempts,
     finished,
     get_run,
     make,
-    op,
-    process_env,
-    processes,
     reap_now,
-    start,
     wait_for,
 )
+from tests.support.runs import start_id as start
 
 
-def test_a_chain_runs_in_fewer_rq_jobs_than_tasks(app, client, op, processes):  # noqa: F811
+def test_a_chain_runs_in_fewer_rq_jobs_than_tasks(app, client, op, processes):
     wid = make(client, op, [{"id": "t0", "type": "noop", "with": {"value": 0}}] + [
         {"id": f"t{i}", "type": "noop", "depends_on": [f"t{i - 1}"],
          "with": {"value": f"{{{{ tasks.t{i - 1}.output + 1 }}}}"}} for i in range(1, 10)])
@@ -57,12 +55,12 @@ def test_a_chain_runs_in_fewer_rq_jobs_than_tasks(app, client, op, processes):  
 
 
 def test_a_followed_attempt_is_cancelled_and_never_taken_for_lost(
-        app, client, op, processes):  # noqa: F811
+        app, client, op, processes):
     key = unique("follow")
     wid = make(client, op, [
         {"id": "first", "type": "noop"},
         {"id": "long", "type": "python", "depends_on": ["first"],
-         "with": {"callable": "tests.engine_callables:sleep_first",
+         "with": {"callable": "tests.support.callables:sleep_first",
                   "kwargs": {"key": key, "seconds": 30}}},
     ])
     processes("worker")
@@ -91,22 +89,22 @@ def test_a_followed_attempt_is_cancelled_and_never_taken_for_lost(
 
 
 def test_a_followed_attempt_without_a_timeout_gets_the_default_one(
-        app, client, op, tmp_path):  # noqa: F811
+        app, client, op, tmp_path):
     """RQ's alarm is gone once a job goes on with another attempt (this shape is followed:
     see the test above): a task without a timeout of its own is then stopped by
     TASK_DEFAULT_TIMEOUT (here 2 s), not by the watchdog a minute and a half later."""
     import sys
 
-    from tests.engine_support import spawned
+    from tests.support.engine import spawned
 
     key = unique("default-timeout")
     wid = make(client, op, [
         {"id": "first", "type": "noop"},
         {"id": "long", "type": "python", "depends_on": ["first"],
-         "with": {"callable": "tests.engine_callables:sleep_first",
+         "with": {"callable": "tests.support.callables:sleep_first",
                   "kwargs": {"key": key, "seconds": 30}}},
     ])
-    env = process_env(app, TASK_DEFAULT_TIMEOUT="2")
+    env = child_env(app, APG_SYNC_SECURITY="0", TASK_DEFAULT_TIMEOUT="2")
     with spawned(tmp_path, [sys.executable, "-m", "app"], env) as spawn:
         spawn("worker")
         wait_for(lambda: Worker.all(connection=get_redis(app)), 30, "no worker registered")

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app import create_app
 from app.extensions import db
 from app.security.roles import ROLE_NAMES
-from tests.conftest import make_config
+from tests.support.app import make_config
 
 
 def test_health_reports_ok_with_worker_count(client):
@@ -113,7 +113,7 @@ def test_workers_api_lists_queues_and_a_live_worker(app, client, factory):
     import sys
     import time
 
-    from tests.conftest import api_token, auth
+    from tests.support.app import api_token, auth
 
     admin = factory.user("Admin")
     headers = auth(api_token(client, admin["username"]))

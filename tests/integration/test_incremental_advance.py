@@ -5,34 +5,21 @@ not grow with the run, and live updates carry what ``runs.run_dict`` shows."""
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.extensions import db
-from app.security.actor import SYSTEM
 from capability import live
-from capability.engine import controls, instant, jobs, runner
-from capability.engine.dispatch import Send
-from capability.engine.executors import Settings
+from capability.engine import controls, instant, jobs, runner, state
+from capability.engine.state import AttemptContext, Outcome
 from capability.models import Run, TaskAttempt, TaskRun
 from capability.runs import service as runs
-from tests.conftest import api_token, auth, unique
-
-
-@pytest.fixture()
-def author(client, factory):
-    """A team, its author's headers, and the general path for every attempt."""
-    team = factory.team()
-    user = factory.user("Author", teams=[team])
-    return {"team": team, "h": auth(api_token(client, user["username"])), "path": "general"}
+from tests.support.driver import Driver, Fifo, fail, noop, statements, unit
 
 
 @pytest.fixture(params=["instant", "general"])
@@ -40,114 +27,6 @@ def op(request, author):
     """``author``, with the path instant types take: their own (``instant.run_attempt``,
     as workers do) or the general one (begin, then complete)."""
     return {**author, "path": request.param}
-
-
-class Fifo:
-    """A dispatcher that keeps what is sent, in order, instead of enqueueing on RQ."""
-
-    queues = None
-    default_timeout = 3600.0
-
-    def __init__(self) -> None:
-        self.items: collections.deque[Send] = collections.deque()
-
-    def send(self, items: list[Send]) -> None:
-        self.items.extend(items)
-
-    def stop(self, attempt_ids: list[str]) -> None:
-        pass
-
-
-class Driver:
-    def __init__(self, app, client, op, tasks: list[dict[str, Any]], **extra: Any) -> None:
-        definition = {"name": unique("inc"), "tasks": tasks, **extra}
-        r = client.post("/api/v1/workflows/", headers=op["h"],
-                        json={"team": op["team"]["name"], "definition": definition})
-        assert r.status_code == 201, r.get_json()
-        self.app, self.fifo, self.path = app, Fifo(), op["path"]
-        self.scopes: dict[str, dict[str, Any]] = {}
-        with app.app_context():
-            run, _ = runs.start_run(db.session, SYSTEM, self.fifo, r.get_json()["id"])
-            self.run_id = run.id
-            db.session.remove()
-
-    def step(self) -> str | None:
-        """Begin, execute and complete the next sent attempt; the task id it ran."""
-        send = self.fifo.items.popleft()
-        assert send.child_run is None and not send.finish_delay
-        settings = Settings(["tests.engine_callables"])
-        if send.instant and self.path == "instant":
-            ran: list[runner.AttemptContext] = []
-
-            def execute(ctx: runner.AttemptContext) -> runner.Outcome:
-                ran.append(ctx)
-                return jobs.execute(ctx, settings)
-
-            with self.app.app_context():
-                handled = instant.run_attempt(db.session, send.attempt_id, "test", execute)
-                db.session.remove()
-            if handled is not None:
-                self.fifo.send(handled[0])
-                if not ran:
-                    return None
-                self.scopes[ran[0].task.id] = ran[0].scope
-                return ran[0].task.id
-        with self.app.app_context():
-            ctx = runner.begin_attempt(db.session, send.attempt_id, "test")
-            if ctx is None:
-                db.session.remove()
-                return None
-            self.scopes[ctx.task.id] = ctx.scope
-            outcome = jobs.execute(ctx, settings)
-            self.fifo.send(runner.complete_attempt(db.session, send.attempt_id, outcome))
-            db.session.remove()
-        return ctx.task.id
-
-    def drain(self) -> str:
-        while self.fifo.items:
-            self.step()
-        return self.status()
-
-    def status(self) -> str:
-        with self.app.app_context():
-            status = db.session.get(Run, self.run_id).status
-            db.session.remove()
-        return str(status)
-
-    def tasks(self) -> dict[str, TaskRun]:
-        with self.app.app_context():
-            rows = db.session.execute(select(TaskRun).where(
-                TaskRun.run_id == self.run_id, TaskRun.kind == "task")).scalars().all()
-            db.session.expunge_all()
-            db.session.remove()
-        return {t.task_id: t for t in rows}
-
-
-@contextmanager
-def statements(app) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
-def noop(task_id: str, *deps: str, kind: str = "noop", **extra: Any) -> dict[str, Any]:
-    if "with_" in extra:
-        extra["with"] = extra.pop("with_")
-    return {"id": task_id, "type": kind, **({"depends_on": list(deps)} if deps else {}),
-            **extra}
-
-
-def fail(task_id: str, *deps: str, **extra: Any) -> dict[str, Any]:
-    return noop(task_id, *deps, kind="fail", with_={"message": "boom"}, **extra)
 
 
 def test_skips_and_upstream_failures_cascade_from_one_completion(app, client, op):
@@ -212,9 +91,12 @@ def test_a_hop_reads_the_same_whatever_the_size_of_the_run(app, client, author):
     run.step()
     send = run.fifo.items.popleft()
     with app.app_context(), statements(app) as seen:
-        assert runner.begin_attempt(db.session, send.attempt_id, "test") is not None
+        with unit(db.session, run.fifo):
+            ctx = runner.begin_attempt(db.session, send.attempt_id, "test")
+            assert isinstance(ctx, AttemptContext)
         begin = len(seen)
-        runner.complete_attempt(db.session, send.attempt_id, runner.Outcome.success(1))
+        with unit(db.session, run.fifo):
+            assert runner.complete_attempt(db.session, send.attempt_id, Outcome.success(1))
         complete = len(seen) - begin
         db.session.remove()
         sqlite = db.engine.dialect.name == "sqlite"
@@ -236,15 +118,17 @@ def test_an_instant_hop_is_a_lock_a_write_and_a_probe(app, client, author):
     assert send.instant
     ran: list[str] = []
 
-    def execute(ctx: runner.AttemptContext) -> runner.Outcome:
+    def execute(ctx: AttemptContext) -> Outcome:
         ran.append(ctx.task.id)
-        return runner.Outcome.success(ctx.task.id)
+        return Outcome.success(ctx.task.id)
 
     with app.app_context(), statements(app) as seen:
-        handled = instant.run_attempt(db.session, send.attempt_id, "test", execute)
+        with unit(db.session, run.fifo) as box:
+            handled = instant.run_attempt(db.session, send.attempt_id, "test", execute)
         db.session.remove()
         sqlite = db.engine.dialect.name == "sqlite"
-    assert handled is not None and handled[0] == []  # the join waits for 149 others
+    assert handled is not None and handled.ran
+    assert box.sends == []  # the join waits for 149 others
     # The lock's statement reads the run, task and attempt; PostgreSQL writes the
     # attempt and the task in one statement; the join is not read, only probed.
     assert len(seen) == (4 if sqlite else 3), seen
@@ -272,12 +156,13 @@ def test_a_leaf_asks_whether_its_run_is_over_in_its_write(app, client, author):
     while run.fifo.items:
         send = run.fifo.items.popleft()
         with app.app_context(), statements(app) as seen:
-            handled = instant.run_attempt(
-                db.session, send.attempt_id, "test",
-                lambda ctx: runner.Outcome.success(ctx.task.id))
+            with unit(db.session, run.fifo) as box:
+                handled = instant.run_attempt(
+                    db.session, send.attempt_id, "test",
+                    lambda ctx: Outcome.success(ctx.task.id))
             db.session.remove()
             sqlite = db.engine.dialect.name == "sqlite"
-        assert handled is not None and handled[0] == []
+        assert handled is not None and handled.ran and box.sends == []
         hops.append(seen)
     # PostgreSQL: the lock, then the write that answers; SQLite: two writes and a probe.
     assert all(len(seen) == (4 if sqlite else 2) for seen in hops[:-1]), hops[0]
@@ -366,9 +251,11 @@ def test_the_lazy_scope_is_the_full_scope_cut_down(app, client, op):
     assert run.drain() == "failed"
     with app.app_context():
         row = db.session.get(Run, run.run_id)
-        full = runner.task_scope(row)
-        assert runner.scope_for(db.session, row, None) == full
-        part = runner.scope_for(db.session, row, frozenset({"bad"}))
+        full = state.scope_for(db.session, row, None)
+        assert full["tasks"] == {t.task_id: {"output": t.output, "status": t.status,
+                                             "error": t.error}
+                                 for t in row.tasks if t.kind == "task"}
+        part = state.scope_for(db.session, row, frozenset({"bad"}))
         assert part["tasks"] == {"bad": full["tasks"]["bad"]}
         assert part["tasks"]["bad"]["error"] == "boom"
         assert {k: v for k, v in part.items() if k != "tasks"} == \
@@ -380,17 +267,19 @@ def test_a_completion_while_paused_is_decided_on_resume(app, client, op):
     run = Driver(app, client, op, [noop("a"), noop("b", "a")])
     send = run.fifo.items.popleft()
     with app.app_context():
-        assert runner.begin_attempt(db.session, send.attempt_id, "test") is not None
-        controls.pause(db.session, run.run_id)
-        db.session.commit()
-        assert runner.complete_attempt(db.session, send.attempt_id,
-                                       runner.Outcome.success(1)) == []
+        with unit(db.session, run.fifo):  # the run's first begin: its lock exclusive
+            assert isinstance(runner.begin_attempt(db.session, send.attempt_id, "test",
+                                                   exclusive=True), AttemptContext)
+        with unit(db.session, run.fifo):
+            controls.pause(db.session, run.run_id)
+        with unit(db.session, run.fifo) as box:
+            assert runner.complete_attempt(db.session, send.attempt_id, Outcome.success(1))
+        assert box.sends == []
         db.session.remove()
     assert run.tasks()["b"].status == "pending"
     with app.app_context():
-        result = controls.resume(db.session, run.run_id)
-        db.session.commit()
-        run.fifo.send(result.sends)
+        with unit(db.session, run.fifo):
+            controls.resume(db.session, run.run_id)
         db.session.remove()
     assert run.drain() == "succeeded"
 
@@ -398,19 +287,25 @@ def test_a_completion_while_paused_is_decided_on_resume(app, client, op):
 def test_an_early_job_waits_for_its_attempt_then_begins(app, client, op):
     run = Driver(app, client, op, [noop("a")])
     send = run.fifo.items.popleft()
+    fifo = Fifo()
     with app.app_context():
         attempt = db.session.get(TaskAttempt, send.attempt_id)
-        due = runner.now() + dt.timedelta(seconds=0.4)
+        due = state.now() + dt.timedelta(seconds=0.4)
         attempt.not_before = due
         db.session.commit()
+        # The engine says how long to wait, and the job waits with no lock held.
+        with unit(db.session, fifo):
+            again = runner.begin_attempt(db.session, send.attempt_id, "test", exclusive=True,
+                                         early=True)
+        assert isinstance(again, runner.Again) and 0.3 <= again.wait <= 0.4
         t0 = time.monotonic()
-        ctx = runner.begin_attempt(db.session, send.attempt_id, "test", max_early=2.0)
+        assert jobs.run_one(db.session, fifo, send.attempt_id, False, "test") is not None
         waited = time.monotonic() - t0
-        assert ctx is not None and waited >= 0.3
+        assert waited >= 0.3
         started = db.session.get(TaskAttempt, send.attempt_id).started_at
-        assert (started if started.tzinfo else started.replace(tzinfo=dt.UTC)) >= due
+        assert started >= due
         t0 = time.monotonic()  # begun: a duplicate neither waits nor begins
-        assert runner.begin_attempt(db.session, send.attempt_id, "dup", 2.0) is None
+        assert jobs.run_one(db.session, fifo, send.attempt_id, False, "dup") is None
         assert time.monotonic() - t0 < 0.3
         db.session.remove()
 
@@ -421,7 +316,7 @@ def _old_run_state(session, run) -> dict[str, Any]:
 
     def task(t: dict[str, Any]) -> dict[str, Any]:
         return {
-            **{k: t[k] for k in ("task_id", "status", "attempts", "started_at",
+            **{k: t[k] for k in ("task_id", "status", "attempts", "reason", "started_at",
                                  "finished_at")},
             "items": [{"index": i["index"], "status": i["status"]} for i in t["items"]],
             "attempt_history": [
@@ -431,7 +326,8 @@ def _old_run_state(session, run) -> dict[str, Any]:
         }
 
     return {**{k: full[k] for k in ("id", "status", "created_at", "started_at",
-                                    "finished_at")},
+                                    "finished_at", "retry_blocked")},
+            "controls": [],  # failed, and compensated: no control is left
             "tasks": [task(t) for t in full["tasks"]],
             "compensations": [task(t) for t in full["compensations"]]}
 

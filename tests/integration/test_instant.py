@@ -8,7 +8,7 @@ from sqlalchemy import event
 from app.extensions import db
 from capability.engine import jobs, runner
 from capability.models import TaskAttempt
-from tests.integration.test_incremental_advance import Driver, author, noop  # noqa: F401
+from tests.support.driver import Driver, noop, unit
 
 
 def commits_during(app, fn) -> int:
@@ -27,11 +27,11 @@ def commits_during(app, fn) -> int:
     return len(seen)
 
 
-def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, author):  # noqa: F811
+def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, author):
     run = Driver(app, client, author, [
         noop("first"),
         noop("second", "first", kind="python",
-             with_={"callable": "tests.engine_callables:add", "kwargs": {"a": 1, "b": 2}}),
+             with_={"callable": "tests.support.callables:add", "kwargs": {"a": 1, "b": 2}}),
         noop("third", "second", kind="transform", with_={"value": "{{ tasks.second.output }}"}),
     ])
     first = run.fifo.items.popleft()
@@ -39,9 +39,9 @@ def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, author)
 
     def hop(send) -> None:
         with app.app_context():
-            sends, _ = jobs._run_one(send.attempt_id, send.instant)
+            box = jobs.run_one(db.session, run.fifo, send.attempt_id, send.instant, "test")
+            box.deliver()
             db.session.remove()
-        run.fifo.send(sends)
 
     assert commits_during(app, lambda: hop(first)) == 1
     second = run.fifo.items.popleft()
@@ -62,18 +62,20 @@ def test_a_noop_hop_is_one_transaction_and_a_python_hop_two(app, client, author)
 
 
 def test_a_failing_instant_task_is_retried_and_a_stale_one_does_nothing(
-        app, client, author):  # noqa: F811
+        app, client, author):
     run = Driver(app, client, author, [
         noop("boom", kind="fail", with_={"message": "no"},
              retry={"max_attempts": 2, "delay": "1s", "jitter": False}),
     ])
     send = run.fifo.items.popleft()
     with app.app_context():
-        sends, _ = jobs._run_one(send.attempt_id, True)
+        box = jobs.run_one(db.session, run.fifo, send.attempt_id, True, "test")
         db.session.remove()
+        sends = box.sends
         assert len(sends) == 1 and sends[0].delay == 1.0 and sends[0].instant
         # The same job again (a duplicate delivery): nothing begins, nothing changes.
-        assert jobs._run_one(send.attempt_id, True) == ([], None)
+        assert jobs.run_one(db.session, run.fifo, send.attempt_id, True, "test") is None
         db.session.remove()
-        assert runner.begin_attempt(db.session, send.attempt_id, "x", instant=True) is None
+        with unit(db.session, run.fifo):
+            assert runner.begin_attempt(db.session, send.attempt_id, "x", exclusive=True) is None
         db.session.remove()

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 
-from tests.conftest import unique
-from tests.integration.test_runs import op, run_to_end  # noqa: F401 - op is a fixture
+from tests.support.app import unique
+from tests.support.runs import run_to_end
 
 
-def test_a_crashing_callable_fails_its_attempt_which_is_retried(app, client, op):  # noqa: F811
+def test_a_crashing_callable_fails_its_attempt_which_is_retried(app, client, op):
     key = unique("crash")
     run = run_to_end(app, client, op, [
         {"id": "long", "type": "python",
-         "with": {"callable": "tests.engine_callables:crash_first", "kwargs": {"key": key}},
+         "with": {"callable": "tests.support.callables:crash_first", "kwargs": {"key": key}},
          "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
     ])
     task = run["by_task"]["long"]
@@ -25,9 +25,9 @@ def test_a_crashing_callable_fails_its_attempt_which_is_retried(app, client, op)
     assert task["output"]["pid"] != os.getpid()  # not this process: it is alive
 
 
-def test_an_output_that_is_not_json_fails_without_retry(app, client, op):  # noqa: F811
+def test_an_output_that_is_not_json_fails_without_retry(app, client, op):
     run = run_to_end(app, client, op, [
-        {"id": "p", "type": "python", "with": {"callable": "tests.engine_callables:not_json"},
+        {"id": "p", "type": "python", "with": {"callable": "tests.support.callables:not_json"},
          "retry": {"max_attempts": 3, "delay": "50ms"}},
     ])
     task = run["by_task"]["p"]
@@ -36,12 +36,12 @@ def test_an_output_that_is_not_json_fails_without_retry(app, client, op):  # noq
 
 
 def test_each_call_gets_a_fresh_process_and_exceptions_keep_their_message(
-        app, client, op):  # noqa: F811
+        app, client, op):
     run = run_to_end(app, client, op, [
-        {"id": "a", "type": "python", "with": {"callable": "tests.engine_callables:my_pid"}},
-        {"id": "b", "type": "python", "with": {"callable": "tests.engine_callables:my_pid"}},
+        {"id": "a", "type": "python", "with": {"callable": "tests.support.callables:my_pid"}},
+        {"id": "b", "type": "python", "with": {"callable": "tests.support.callables:my_pid"}},
         {"id": "c", "type": "python",
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": unique("flaky"), "fail_times": 5}}},
     ])
     by = run["by_task"]
@@ -50,9 +50,9 @@ def test_each_call_gets_a_fresh_process_and_exceptions_keep_their_message(
     assert by["c"]["error"] == "RuntimeError: flaky failure 1"
 
 
-def test_a_callable_that_is_not_callable_is_refused(app, client, op):  # noqa: F811
+def test_a_callable_that_is_not_callable_is_refused(app, client, op):
     run = run_to_end(app, client, op, [
-        {"id": "p", "type": "python", "with": {"callable": "tests.engine_callables:os"}},
+        {"id": "p", "type": "python", "with": {"callable": "tests.support.callables:os"}},
     ])
     task = run["by_task"]["p"]
     assert task["status"] == "failed" and "is not callable" in task["error"]

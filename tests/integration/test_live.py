@@ -6,7 +6,6 @@ real port (Flask-SocketIO's test client refuses an app with a message queue)."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +16,9 @@ import socketio as sio_client
 from flask import Flask
 
 from capability import live
-from tests.conftest import PASSWORD, api_token, auth, serving
-from tests.engine_support import drain, work_once
-from tests.integration.test_run_views import APPROVAL, DIAMOND, make_workflow, start
+from tests.support.app import PASSWORD, api_token, auth, quiet_socketio_listener, serving
+from tests.support.engine import drain, work_once
+from tests.support.pages import APPROVAL, DIAMOND, make_workflow, start
 
 NS = live.NAMESPACE
 
@@ -33,15 +32,9 @@ def base_url(app: Flask) -> Iterator[str]:
         quiet_socketio_listener()
 
 
-def quiet_socketio_listener() -> None:
-    """The message-queue listener thread cannot be stopped and retries (logging an error)
-    once the test Redis is gone at exit, when pytest has closed its streams."""
-    logging.getLogger("socketio.server").setLevel(logging.CRITICAL)
-
-
 @pytest.fixture(scope="module")
 def world(app: Flask) -> dict[str, Any]:
-    from tests.conftest import Factory
+    from tests.support.app import Factory
 
     f = Factory(app)
     own, other = f.team(), f.team()
@@ -58,9 +51,9 @@ def world(app: Flask) -> dict[str, Any]:
 # Steps further apart than the workers' coalescing interval (live.MIN_INTERVAL).
 STEPS = [
     {"id": "one", "type": "python",
-     "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 0.8}}},
+     "with": {"callable": "tests.support.callables:sleep", "kwargs": {"seconds": 0.8}}},
     {"id": "two", "type": "python", "depends_on": ["one"],
-     "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 0.8}}},
+     "with": {"callable": "tests.support.callables:sleep", "kwargs": {"seconds": 0.8}}},
     {"id": "three", "type": "noop", "depends_on": ["two"]},
 ]
 
@@ -131,9 +124,11 @@ def test_a_member_joins_and_sees_the_run_change_live(app, world, base_url):
         assert r.status_code == 302
         states = watcher.received(run_id, until=lambda s: s["status"] == "paused")
         assert states and states[-1]["status"] == "paused"
+        # What the page shows: the controls the paused run allows, by the service's rule.
+        assert states[-1]["controls"] == ["cancel", "resume"]
         for state in states:  # statuses and times only: no outputs, errors or params
             assert set(state) == {"id", "status", "created_at", "started_at", "finished_at",
-                                  "tasks", "compensations"}
+                                  "controls", "retry_blocked", "tasks", "compensations"}
             assert all("output" not in t and "error" not in t for t in state["tasks"])
     finally:
         watcher.close()

@@ -22,7 +22,7 @@ def test_upgrade_from_empty_then_downgrade(app, service_urls, tmp_path):
     from flask_migrate import downgrade, upgrade
 
     from app import create_app
-    from tests.conftest import make_config
+    from tests.support.app import make_config
 
     url = service_urls["database"]
     if url.startswith("sqlite"):

@@ -9,10 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
@@ -22,70 +21,21 @@ from sqlalchemy import select
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from app.runtime.worker import PID_SPACE_FIELD, AppWorker, pid_alive
-from capability.engine import reaper, rq_state, runner
-from capability.models import TaskAttempt, TaskRun
-from tests.conftest import api_token, auth, unique
-from tests.engine_callables import pid_file
-from tests.engine_support import drain, spawned, work_once
-
-
-@pytest.fixture()
-def op(client, factory):
-    team = factory.team()
-    author = factory.user("Author", teams=[team])
-    return {"team": team, "h": auth(api_token(client, author["username"]))}
-
-
-def make(client, op, tasks: list[dict[str, Any]]) -> str:
-    definition = {"name": unique("wf"), "tasks": tasks}
-    r = client.post("/api/v1/workflows/", headers=op["h"],
-                    json={"team": op["team"]["name"], "definition": definition})
-    assert r.status_code == 201, r.get_json()
-    return str(r.get_json()["id"])
-
-
-def start(client, op, wid: str) -> str:
-    r = client.post(f"/api/v1/workflows/{wid}/runs", headers=op["h"], json={})
-    assert r.status_code == 201, r.get_json()
-    return str(r.get_json()["id"])
-
-
-def get_run(client, op, run_id: str) -> dict[str, Any]:
-    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
-    got["by_task"] = {t["task_id"]: t for t in got["tasks"]}
-    return dict(got)
-
-
-def attempts(app, run_id: str, task_id: str) -> list[TaskAttempt]:
-    with app.app_context():
-        rows = list(db.session.execute(
-            select(TaskAttempt).join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
-            .where(TaskRun.run_id == run_id, TaskRun.task_id == task_id)
-            .order_by(TaskAttempt.number)
-        ).scalars())
-        for row in rows:
-            db.session.expunge(row)
-        db.session.remove()
-        return rows
-
-
-def reap_now(app, **kwargs: Any) -> reaper.ReapReport:
-    """One pass in the test process, without the grace (the attempts here are fresh)."""
-    with app.app_context():
-        kwargs.setdefault("grace", 0)
-        report = reaper.reap(db.session, get_redis(app), reaper.dispatcher_for(app), **kwargs)
-        db.session.remove()
-        return report
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout}s")
+from capability.engine import outbox, reaper, rq_state, runner
+from capability.engine.dispatch import dispatcher_for
+from capability.models import TaskAttempt
+from tests.support.app import api_token, auth, unique
+from tests.support.callables import pid_file
+from tests.support.engine import drain, work_once
+from tests.support.runs import (
+    attempts,
+    finished,
+    get_run,
+    make,
+    reap_now,
+    wait_for,
+)
+from tests.support.runs import start_id as start
 
 
 def work_until(app, check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -104,27 +54,10 @@ def work_until(app, check: Callable[[], bool], timeout: float = 30.0) -> None:
 
 # -- real processes ------------------------------------------------------------------
 
-def process_env(app, **extra: str) -> dict[str, str]:
-    """The environment of a worker or scheduler process on the test app's services."""
-    return {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "PYTHON_TASK_PREFIXES": "tests.engine_callables", **extra}
-
-
-@pytest.fixture()
-def processes(app, tmp_path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    """Starts `flask --app app <command>` processes; stops whatever is left at the end."""
-    with spawned(tmp_path, [sys.executable, "-m", "flask", "--app", "app"],
-                 process_env(app)) as spawn:
-        yield spawn
-
-
 def long_task(key: str, seconds: float) -> list[dict[str, Any]]:
     return [
         {"id": "long", "type": "python",
-         "with": {"callable": "tests.engine_callables:sleep_first",
+         "with": {"callable": "tests.support.callables:sleep_first",
                   "kwargs": {"key": key, "seconds": seconds}},
          "retry": {"max_attempts": 2, "delay": "100ms", "jitter": False}},
         {"id": "after", "type": "noop", "depends_on": ["long"],
@@ -136,11 +69,6 @@ def task_pid(key: str) -> int:
     """The pid of the process running the `python` task (a child of the worker)."""
     return int(wait_for(lambda: pid_file(key).exists() and pid_file(key).read_text(), 30,
                         "the long task did not start"))
-
-
-def finished(client, op, run_id: str) -> dict[str, Any] | None:
-    got = get_run(client, op, run_id)
-    return got if got["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def assert_retried_once(app, client, op, run_id: str, lost_because: str,
@@ -220,7 +148,7 @@ def test_redis_flushed_mid_run_is_rebuilt_from_the_database(app, client, op):
     wid = make(client, op, [
         {"id": "first", "type": "noop", "with": {"value": 1}},
         {"id": "flaky", "type": "python", "depends_on": ["first"],
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": key, "fail_times": 1}},
          "retry": {"max_attempts": 2, "delay": "2s", "jitter": False}},
         {"id": "pause", "type": "delay", "depends_on": ["flaky"], "with": {"seconds": 1.5}},
@@ -260,7 +188,7 @@ def test_redis_flushed_mid_run_is_rebuilt_from_the_database(app, client, op):
 def test_a_lost_sub_workflow_follow_up_is_sent_again(app, client, op):
     """The job telling a parent that its child run ended vanishes: the parent's
     attempt would wait forever."""
-    from tests.engine_support import AppSimpleWorker
+    from tests.support.engine import AppSimpleWorker
 
     child = unique("child")
     r = client.post("/api/v1/workflows/", headers=op["h"], json={
@@ -322,7 +250,10 @@ def _begin_on(app, attempt_id: str, worker: AppWorker) -> None:
     conn.hset(Job.key_for(job_id), "worker_name", worker.name)
     worker.set_current_job_id(job_id)
     with app.app_context():
-        assert runner.begin_attempt(db.session, attempt_id, worker.name) is not None
+        outbox.begin(db.session, dispatcher_for(app))
+        assert isinstance(runner.begin_attempt(db.session, attempt_id, worker.name,
+                                               exclusive=True), runner.AttemptContext)
+        outbox.commit(db.session)
         db.session.remove()
 
 
@@ -353,7 +284,9 @@ def test_reaping_a_healthy_run_changes_nothing(app, client, op):
     finally:
         worker.register_death()
     with app.app_context():
-        runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("ok"))
+        outbox.begin(db.session, dispatcher_for(app))
+        assert runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("ok"))
+        outbox.commit(db.session)
         db.session.remove()
     assert get_run(client, op, run_id)["status"] == "succeeded"
 
@@ -374,8 +307,10 @@ def test_a_late_completion_after_a_loss_is_ignored(app, client, op):
     assert worker.key not in [k.decode() for k in conn.smembers("rq:workers")]
     # The worker reports after all: too late, nothing changes.
     with app.app_context():
-        assert runner.complete_attempt(db.session, attempt.id,
-                                       runner.Outcome.success("late")) == []
+        outbox.begin(db.session, dispatcher_for(app))
+        assert not runner.complete_attempt(db.session, attempt.id,
+                                           runner.Outcome.success("late"))
+        outbox.rollback(db.session)
         db.session.remove()
     again = attempts(app, run_id, "a")
     assert [(a.status, a.error) for a in again] == [(a.status, a.error) for a in lost]
@@ -398,7 +333,7 @@ def test_workers_elsewhere_count_as_alive_until_their_hash_is_gone(app, client, 
     # Its hash vanishes (expired, or Redis lost it): alive for WORKER_GONE_AFTER more,
     # as a live worker writes it back within a heartbeat; then lost.
     conn.delete(worker.key)
-    now = runner.now()
+    now = dt.datetime.now(dt.UTC)
     assert reap_now(app, now=now).lost == 0
     assert attempts(app, run_id, "a")[0].status == "running"
     later = now + dt.timedelta(seconds=rq_state.WORKER_GONE_AFTER + 1)
@@ -425,7 +360,7 @@ def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
     """Which live attempts a pass looks at: an element's current attempt, an undo step's
     (with its own type), none of a paused run's waiting ones."""
     from capability.engine import controls
-    from tests.integration.test_incremental_advance import Driver, fail, noop
+    from tests.support.driver import Driver, fail, noop, unit
 
     team = factory.team()
     author = {"team": team, "path": "general",
@@ -433,7 +368,7 @@ def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
 
     def candidates(run_id: str) -> list[tuple[str, str, float]]:
         with app.app_context():
-            found = reaper._candidates(db.session, reaper.dispatcher_for(app))
+            found = reaper._candidates(db.session, dispatcher_for(app))
             db.session.remove()
         mine = {s.attempt_id for s in run_sends[run_id]}
         return sorted((c.status, c.task_type, c.timeout) for c in found if c.id in mine)
@@ -445,10 +380,8 @@ def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
     elements.step()
     run_sends = {elements.run_id: list(elements.fifo.items)}
     assert candidates(elements.run_id) == [("queued", "noop", 7.0)] * 2
-    with app.app_context():
+    with app.app_context(), unit(db.session, elements.fifo):
         controls.pause(db.session, elements.run_id)
-        db.session.commit()
-        db.session.remove()
     assert candidates(elements.run_id) == []
 
     undo = Driver(app, client, author, [
@@ -464,8 +397,7 @@ def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
 def test_a_pass_leaves_out_attempts_within_the_grace(app, client, factory):
     """Queued attempts younger than the grace cannot be acted on: a pass does not read
     them (a fan-out's fresh attempts), running ones it always reads."""
-    from capability.engine import rq_state
-    from tests.integration.test_incremental_advance import Driver, noop
+    from tests.support.driver import Driver, noop
 
     team = factory.team()
     author = {"team": team, "path": "general",
@@ -473,9 +405,9 @@ def test_a_pass_leaves_out_attempts_within_the_grace(app, client, factory):
     run = Driver(app, client, author, [noop("a"), noop("b")])
     mine = {s.attempt_id for s in run.fifo.items}
     with app.app_context():
-        created = {a.id: rq_state.aware(a.created_at) for a in db.session.execute(
+        created = {a.id: a.created_at for a in db.session.execute(
             select(TaskAttempt).where(TaskAttempt.id.in_(mine))).scalars()}
-        dispatcher = reaper.dispatcher_for(app)
+        dispatcher = dispatcher_for(app)
 
         def seen(cutoff: dt.datetime) -> set[str]:
             found = reaper._candidates(db.session, dispatcher, cutoff)

@@ -9,15 +9,15 @@ from sqlalchemy import select
 
 from app import create_app
 from app.extensions import db
-from tests.conftest import PASSWORD, Factory, api_token, auth, make_config, unique
-from tests.scope_fixture import Note, NoteBase
+from tests.support.app import PASSWORD, Factory, api_token, auth, make_config, unique
+from tests.support.scope import Note, NoteBase
 
 
 @pytest.fixture(scope="module")
 def scoped(app, service_urls):
     application = create_app(make_config(
         service_urls,
-        APG_CAPABILITIES=["capability.blueprint:capability", "tests.scope_fixture:capability"]))
+        APG_CAPABILITIES=["capability.blueprint:capability", "tests.support.scope:capability"]))
     with application.app_context():
         NoteBase.metadata.create_all(db.engine)
     f = Factory(application)

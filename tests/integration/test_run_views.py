@@ -10,28 +10,18 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.extensions import db
+from app.times import seconds_text
 from capability.models import Run
 from capability.runs import graph as run_graph
-from tests.conftest import PASSWORD, api_token, auth, unique
-from tests.engine_support import drain, run_status, work_once
+from tests.support.app import api_token, auth, unique
+from tests.support.engine import drain, run_status, work_once
+from tests.support.pages import APPROVAL, DIAMOND, login, make_workflow, start
 
 MEMBERS = ["Author", "Operator", "Viewer"]
-DIAMOND = [
-    {"id": "fetch", "type": "noop", "with": {"value": {"orders": [1, 2]}}},
-    {"id": "left", "type": "noop", "depends_on": ["fetch"]},
-    {"id": "right", "type": "noop", "depends_on": ["fetch"]},
-    {"id": "join", "type": "noop", "depends_on": ["left", "right"],
-     "with": {"value": "{{ tasks.fetch.output.orders | length }}"}},
-]
-APPROVAL = [
-    {"id": "ask", "type": "approval", "with": {"message": "Ship the release?"}},
-    {"id": "ship", "type": "noop", "depends_on": ["ask"]},
-]
 FAILING = [
     {"id": "first", "type": "noop"},
     {"id": "boom", "type": "fail", "depends_on": ["first"], "with": {"message": "it broke"}},
@@ -48,33 +38,11 @@ PARAMS = {
 }
 
 
-def make_workflow(client: FlaskClient, headers: dict[str, str], team: str,
-                  tasks: list[dict[str, Any]], **extra: Any) -> str:
-    definition = {"name": unique("wf"), "tasks": tasks, **extra}
-    r = client.post("/api/v1/workflows/", headers=headers,
-                    json={"team": team, "definition": definition})
-    assert r.status_code == 201, r.get_json()
-    return str(r.get_json()["id"])
-
-
 def own_workflow(app: Flask, world: dict[str, Any], tasks: list[dict[str, Any]],
                  **extra: Any) -> str:
     """A workflow of the own team, made through the API by its Author (a client of its own:
     a session login would win over the token)."""
     return make_workflow(app.test_client(), world["h"], world["own"]["name"], tasks, **extra)
-
-
-def start(client: FlaskClient, headers: dict[str, str], wid: str, **body: Any) -> str:
-    r = client.post(f"/api/v1/workflows/{wid}/runs", headers=headers, json=body)
-    assert r.status_code == 201, r.get_json()
-    return str(r.get_json()["id"])
-
-
-def login(app: Flask, user: dict[str, Any]) -> FlaskClient:
-    client = app.test_client()
-    r = client.post("/login/", data={"username": user["username"], "password": PASSWORD})
-    assert r.status_code == 302, r.get_data(as_text=True)
-    return client
 
 
 def events(app: Flask, run_id: str, action: str) -> list[AuditEvent]:
@@ -102,7 +70,7 @@ def state_of(page: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(app: Flask) -> dict[str, Any]:
-    from tests.conftest import Factory
+    from tests.support.app import Factory
 
     f = Factory(app)
     own, other = f.team(), f.team()
@@ -228,8 +196,9 @@ def test_controls_through_the_form_work_and_are_audited(app, world):
     work_once(app)
     assert task_statuses(app, run)["ask"] == "waiting_approval"
     page = operator.get(f"/runs/{run}").get_data(as_text=True)
-    assert re.search(r'<form[^>]*/control/pause"[^>]*data-show-when="queued running"\s*>', page)
-    assert re.search(r'<form[^>]*/control/resume"[^>]*hidden>', page)
+    # The forms of the controls the run allows now (run_dict's "controls") are shown.
+    assert re.search(r'<form[^>]*/control/pause"[^>]*data-action="pause"\s*>', page)
+    assert re.search(r'<form[^>]*/control/resume"[^>]*data-action="resume"\s*hidden>', page)
 
     r = operator.post(f"/runs/{run}/control/pause")
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/runs/{run}")
@@ -356,4 +325,4 @@ def test_layout_puts_tasks_in_dependency_columns():
     xs = {n.task_id: n.x for n in graph.nodes}
     assert xs["a"] < xs["b"] == xs["c"] < xs["d"]
     assert graph.width >= 3 * run_graph.NODE_W and graph.height >= 2 * run_graph.NODE_H
-    assert run_graph.seconds_text(0.25) == "250 ms" and run_graph.seconds_text(75) == "1 min 15 s"
+    assert seconds_text(0.25) == "250 ms" and seconds_text(75) == "1 min 15 s"

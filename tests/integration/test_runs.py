@@ -11,40 +11,12 @@ from sqlalchemy import func, select
 from werkzeug import Response
 
 from app.extensions import db
-from capability.engine import runner
+from capability.engine import runner, state
 from capability.models import Run, TaskAttempt, TaskRun
-from tests.conftest import api_token, auth, unique
-from tests.engine_support import drain, work_once
-
-
-@pytest.fixture()
-def op(client, factory):
-    team = factory.team()
-    author = factory.user("Author", teams=[team])
-    return {"team": team, "h": auth(api_token(client, author["username"]))}
-
-
-def make(client, op, tasks: list[dict[str, Any]], **extra: Any) -> str:
-    definition = {"name": unique("wf"), "tasks": tasks, **extra}
-    r = client.post("/api/v1/workflows/", headers=op["h"],
-                    json={"team": op["team"]["name"], "definition": definition})
-    assert r.status_code == 201, r.get_json()
-    return str(r.get_json()["id"])
-
-
-def start(client, op, wid: str, **body: Any):
-    return client.post(f"/api/v1/workflows/{wid}/runs", headers=op["h"], json=body)
-
-
-def run_to_end(app, client, op, tasks, params=None, **extra) -> dict[str, Any]:
-    wid = make(client, op, tasks, **extra)
-    r = start(client, op, wid, params=params or {})
-    assert r.status_code == 201, r.get_json()
-    assert r.get_json()["result"]["status"] in ("queued", "running", "succeeded")
-    drain(app, r.get_json()["id"])
-    got = client.get(f"/api/v1/runs/{r.get_json()['id']}", headers=op["h"]).get_json()["result"]
-    got["by_task"] = {t["task_id"]: t for t in got["tasks"]}
-    return got
+from tests.support.app import api_token, auth, unique
+from tests.support.driver import Fifo, unit
+from tests.support.engine import drain, work_once
+from tests.support.runs import make, run_to_end, start
 
 
 def test_chain_passes_outputs_through_templates(app, client, op):
@@ -53,7 +25,7 @@ def test_chain_passes_outputs_through_templates(app, client, op):
         {"id": "b", "type": "transform", "depends_on": ["a"],
          "with": {"value": {"doubled": "{{ tasks.a.output }}", "text": "n={{ params.n }}"}}},
         {"id": "c", "type": "python", "depends_on": ["b"],
-         "with": {"callable": "tests.engine_callables:add",
+         "with": {"callable": "tests.support.callables:add",
                   "kwargs": {"a": "{{ tasks.b.output.doubled }}", "b": 1}}},
     ], params={"n": {"type": "integer", "required": True}})
     r = start(client, op, wid, params={"n": 21})
@@ -110,7 +82,7 @@ def test_retries_back_off_through_the_scheduled_registry(app, client, op):
     key = unique("flaky")
     run = run_to_end(app, client, op, [
         {"id": "flaky", "type": "python",
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": key, "fail_times": 2}},
          "retry": {"max_attempts": 3, "backoff": "exponential", "delay": "200ms",
                    "jitter": False}},
@@ -142,7 +114,7 @@ def test_retries_exhausted_fail_the_task(app, client, op):
 def test_timeout_fails_the_attempt_and_is_retried(app, client, op):
     run = run_to_end(app, client, op, [
         {"id": "slow", "type": "python", "timeout": "1s",
-         "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 5}},
+         "with": {"callable": "tests.support.callables:sleep", "kwargs": {"seconds": 5}},
          "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
     ])
     task = run["by_task"]["slow"]
@@ -278,15 +250,21 @@ def test_a_run_is_queued_until_a_worker_begins_it_and_max_active_runs_holds_the_
 def test_a_completion_is_recorded_once(app, client, op):
     wid = make(client, op, [{"id": "a", "type": "noop", "with": {"value": 1}}])
     run_id = start(client, op, wid).get_json()["id"]
+    fifo = Fifo()
     with app.app_context():
         attempt = db.session.execute(select(TaskAttempt).join(TaskRun).where(
             TaskRun.run_id == run_id)).scalar_one()
-        ctx = runner.begin_attempt(db.session, attempt.id, "test")
-        assert ctx is not None
-        assert runner.begin_attempt(db.session, attempt.id, "dup") is None
-        runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("first"))
-        runner.complete_attempt(db.session, attempt.id, runner.Outcome.success("second"))
-        runner.complete_attempt(db.session, attempt.id, runner.Outcome.failure("late"))
+        with unit(db.session, fifo):
+            ctx = runner.begin_attempt(db.session, attempt.id, "test", exclusive=True)
+        assert isinstance(ctx, runner.AttemptContext)
+        with unit(db.session, fifo):
+            assert runner.begin_attempt(db.session, attempt.id, "dup") is None
+        recorded = []
+        for outcome in (runner.Outcome.success("first"), runner.Outcome.success("second"),
+                        runner.Outcome.failure("late")):
+            with unit(db.session, fifo):
+                recorded.append(runner.complete_attempt(db.session, attempt.id, outcome))
+        assert recorded == [True, False, False]
         task = db.session.execute(select(TaskRun).where(TaskRun.run_id == run_id)).scalar_one()
         assert (task.status, task.output, task.attempts) == ("succeeded", "first", 1)
         assert db.session.get(Run, run_id).status == "succeeded"
@@ -303,7 +281,7 @@ def test_real_worker_and_scheduler_processes_finish_a_run(app, client, op):
     wid = make(client, op, [
         {"id": "first", "type": "noop", "with": {"value": "x"}},
         {"id": "flaky", "type": "python", "depends_on": ["first"],
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": key, "fail_times": 1}},
          "retry": {"max_attempts": 2, "delay": "1s", "jitter": False}},
         {"id": "pause", "type": "delay", "depends_on": ["flaky"], "with": {"seconds": 1}},
@@ -311,7 +289,7 @@ def test_real_worker_and_scheduler_processes_finish_a_run(app, client, op):
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
+           "PYTHON_TASK_PREFIXES": "tests.support.callables"}
     procs = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", cmd], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for cmd in ("worker", "scheduler")]
@@ -430,7 +408,7 @@ def test_a_retry_waits_for_a_max_active_runs_slot(app, client, op):
     """Retrying a failed run while the workflow's only slot is taken: the run is queued
     with nothing sent (a plain task back to pending, a for_each task's failed elements
     too); when the slot frees it runs, elements included."""
-    flaky = {"callable": "tests.engine_callables:flaky", "kwargs": {"fail_times": 1}}
+    flaky = {"callable": "tests.support.callables:flaky", "kwargs": {"fail_times": 1}}
     wid = make(client, op, [
         {"id": "plain", "type": "python",
          "with": {**flaky, "kwargs": {**flaky["kwargs"], "key": "{{ params.key }}-plain"}}},
@@ -446,8 +424,8 @@ def test_a_retry_waits_for_a_max_active_runs_slot(app, client, op):
     r = client.post(f"/api/v1/runs/{first}/retry", headers=op["h"])
     assert r.status_code == 200 and r.get_json()["result"]["status"] == "queued"
     with app.app_context():  # it holds no slot: nothing of it waits for a worker
-        assert runner.admitted(db.session, first) is False
-        assert runner.admitted(db.session, second) is True
+        assert state.admitted(db.session, first) is False
+        assert state.admitted(db.session, second) is True
         db.session.remove()
     tasks = {t["task_id"]: t["status"] for t in r.get_json()["result"]["tasks"]}
     assert tasks == {"plain": "pending", "each": "running"}
@@ -465,7 +443,7 @@ def test_backoff_after_a_manual_retry_starts_again(app, client, op):
     key = unique("backoff")
     wid = make(client, op, [
         {"id": "flaky", "type": "python",
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": key, "fail_times": 3}},
          "retry": {"max_attempts": 2, "backoff": "exponential", "delay": "200ms",
                    "jitter": False}},
@@ -500,14 +478,14 @@ def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op, httpse
 
     httpserver.expect_request("/slow").respond_with_handler(slow)
     task = {"id": "long", "type": "python",
-            "with": {"callable": "tests.engine_callables:sleep", "kwargs": {"seconds": 30}}}
+            "with": {"callable": "tests.support.callables:sleep", "kwargs": {"seconds": 30}}}
     if kind == "http":
         task = {"id": "long", "type": "http", "with": {"url": httpserver.url_for("/slow")}}
     wid = make(client, op, [task])
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.engine_callables"}
+           "PYTHON_TASK_PREFIXES": "tests.support.callables"}
     proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -548,7 +526,7 @@ def test_for_each_runs_every_element_in_order_with_max_parallel(app, client, op)
         {"id": "list", "type": "noop", "with": {"value": [3, 1, 2, 5]}},
         {"id": "double", "type": "python", "depends_on": ["list"],
          "for_each": "{{ tasks.list.output }}", "max_parallel": 2,
-         "with": {"callable": "tests.engine_callables:add",
+         "with": {"callable": "tests.support.callables:add",
                   "kwargs": {"a": "{{ item }}", "b": "{{ index * 100 }}"}}},
         {"id": "sum", "type": "transform", "depends_on": ["double"],
          "with": {"value": "{{ tasks.double.output | sum }}"}},
@@ -578,7 +556,7 @@ def test_for_each_element_failure_fails_the_task_and_retry_reruns_it(app, client
     key = unique("each")
     run = run_to_end(app, client, op, [
         {"id": "each", "type": "python", "for_each": ["a", "b"],
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": "{{ '" + key + "' ~ item }}", "fail_times": 2}},
          "retry": {"max_attempts": 2, "delay": "50ms", "jitter": False}},
         {"id": "after", "type": "noop", "depends_on": ["each"]},
@@ -715,7 +693,7 @@ def test_a_sub_workflow_s_end_reaches_its_parent_on_the_parent_task_s_queue(app,
     from rq import Queue
 
     from app.runtime.redis_conn import get_redis
-    from tests.engine_support import AppSimpleWorker
+    from tests.support.engine import AppSimpleWorker
 
     child = unique("child")
     _named(client, op, child, [{"id": "x", "type": "noop"}])

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from capability.models import Secret
-from capability.secrets import service as secrets
-from tests.conftest import unique
+from capability.secrets import vault
+from tests.support.app import unique
 
 MEMBERS = ["Author", "Operator", "Viewer", "Auditor"]
 
@@ -42,7 +42,8 @@ def value_of(app, secret_id: str) -> str:
     with app.app_context():
         row = db.session.get(Secret, secret_id)
         assert row is not None
-        value = secrets.decrypt(app.config, row.ciphertext)
+        value = vault.decrypt(app.config["SECRETS_KEY"] or "", app.config["SECRET_KEY"],
+                              row.ciphertext)
         db.session.remove()
         return value
 

@@ -18,8 +18,9 @@ from app.extensions import db
 from app.security.actor import SYSTEM
 from capability.models import Secret
 from capability.secrets import service as secrets
-from tests.conftest import api_token, auth, unique
-from tests.integration.test_worker_role import child_env
+from capability.secrets import vault
+from tests.support.app import api_token, auth, unique
+from tests.support.engine import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"id", "team", "name", "created_by", "updated_by", "created_at", "updated_at"}
@@ -28,7 +29,7 @@ MEMBERS = ["Author", "Operator", "Viewer", "Auditor"]
 
 @pytest.fixture(scope="module")
 def world(app) -> dict[str, Any]:
-    from tests.conftest import Factory
+    from tests.support.app import Factory
 
     f = Factory(app)
     foreign_tenant = f.tenant()
@@ -111,7 +112,7 @@ def test_admin_creates_reads_lists_updates_and_deletes_a_secret(app, client, wor
     assert r.status_code == 200, r.get_json()
     assert set(r.get_json()["result"]) == FIELDS
     with app.app_context():
-        assert secrets.decrypt(app.config, ciphertext(app, sid)) == "second-value-2"
+        assert decrypt(app.config, ciphertext(app, sid)) == "second-value-2"
 
     r = client.delete(f"/api/v1/secrets/{sid}", headers=admin_h(world))
     assert r.status_code == 200 and r.get_json()["message"]
@@ -241,7 +242,7 @@ def test_invalid_updates_are_422_and_keep_the_value(app, client, world):
                    content_type="application/json")
     assert r.status_code == 400
     with app.app_context():
-        assert secrets.decrypt(app.config, ciphertext(app, sid)) == "kept-value"
+        assert decrypt(app.config, ciphertext(app, sid)) == "kept-value"
 
 
 def test_refused_changes_are_audited(app, client, world):
@@ -314,7 +315,7 @@ def test_only_admin_may_call_any_secrets_endpoint(app, client, world, own_secret
         assert denied is not None and (denied.action, denied.outcome) == ("access", "denied")
         db.session.remove()
     with app.app_context():
-        assert secrets.decrypt(app.config, ciphertext(app, secret_id)) == "members-never-see-it"
+        assert decrypt(app.config, ciphertext(app, secret_id)) == "members-never-see-it"
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e[0] for e in ENDPOINTS])
@@ -334,7 +335,7 @@ def test_the_value_is_encrypted_at_rest_and_in_no_response(app, client, world):
     stored = ciphertext(app, sid)
     assert value not in stored and stored.startswith("gAAAA")  # a Fernet token
     with app.app_context():
-        assert secrets.decrypt(app.config, stored) == value
+        assert decrypt(app.config, stored) == value
     bodies = [json.dumps(created)]
     for path in (f"/api/v1/secrets/{sid}", "/api/v1/secrets/?q=(page_size:100)",
                  "/api/v1/secrets/_info", "/api/v1/_openapi"):
@@ -396,6 +397,15 @@ def test_audit_events_never_hold_the_value_or_the_ciphertext(app, client, world)
 
 # -- keys and rotation ----------------------------------------------------------------------
 
+def decrypt(config, token: str) -> str:
+    return vault.decrypt(config.get("SECRETS_KEY") or "", config["SECRET_KEY"], token)
+
+
+def values_for(session, config, team_id: str, names: list[str]) -> dict[str, str]:
+    return vault.values_for(session, config.get("SECRETS_KEY") or "", config["SECRET_KEY"],
+                            team_id, names)
+
+
 def keyed(app, keys: str) -> dict[str, str]:
     return {"SECRET_KEY": app.config["SECRET_KEY"], "SECRETS_KEY": keys}
 
@@ -403,7 +413,7 @@ def keyed(app, keys: str) -> dict[str, str]:
 def test_rotation_moves_every_secret_to_the_first_key(app, client, world):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     # Every other secret (other tests') is under the key derived from SECRET_KEY.
-    derived = secrets.derived_key(app.config["SECRET_KEY"]).decode()
+    derived = vault.derived_key(app.config["SECRET_KEY"]).decode()
     team_id = world["own"]["id"]
     name = unique("rot").replace("-", "_")
     wanted = {name: "rotated-value"}
@@ -412,17 +422,17 @@ def test_rotation_moves_every_secret_to_the_first_key(app, client, world):
             team=qualified(world["own"]), name=name, value="rotated-value"))
         try:
             both = keyed(app, f"{new},{old},{derived}")
-            assert secrets.values_for(db.session, both, team_id, [name]) == wanted
-            with pytest.raises(secrets.SecretsKeyError):
-                secrets.values_for(db.session, keyed(app, new), team_id, [name])
+            assert values_for(db.session, both, team_id, [name]) == wanted
+            with pytest.raises(vault.SecretsKeyError):
+                values_for(db.session, keyed(app, new), team_id, [name])
             count = secrets.rotate(db.session, both)
             assert count == secret_count(app)
-            assert secrets.values_for(db.session, keyed(app, new), team_id, [name]) == wanted
-            with pytest.raises(secrets.SecretsKeyError):
-                secrets.values_for(db.session, keyed(app, old), team_id, [name])
+            assert values_for(db.session, keyed(app, new), team_id, [name]) == wanted
+            with pytest.raises(vault.SecretsKeyError):
+                values_for(db.session, keyed(app, old), team_id, [name])
         finally:  # back under the app's own key, for the tests that follow
             secrets.rotate(db.session, keyed(app, f"{derived},{new},{old}"))
-        assert secrets.values_for(db.session, app.config, team_id, [name]) == wanted
+        assert values_for(db.session, app.config, team_id, [name]) == wanted
         rotations = db.session.execute(
             select(func.count()).select_from(AuditEvent).where(
                 AuditEvent.target_type == "secret", AuditEvent.action == "rotate")
@@ -441,7 +451,7 @@ def test_the_rotate_command_re_encrypts_and_reports(app, world):
     after = ciphertext(app, sid)
     assert after != before
     with app.app_context():
-        assert secrets.decrypt(app.config, after) == "cli-value"
+        assert decrypt(app.config, after) == "cli-value"
 
 
 def test_the_rotate_command_exits_1_when_a_key_is_missing(app, world):

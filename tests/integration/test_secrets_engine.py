@@ -13,14 +13,9 @@ from app.extensions import db
 from app.security.actor import SYSTEM
 from capability.models import Run
 from capability.secrets import service as secrets
-from tests.conftest import unique
-from tests.engine_support import drain
-from tests.integration.test_runs import (  # noqa: F401 - op: a fixture
-    make,
-    op,
-    run_to_end,
-    start,
-)
+from tests.support.app import unique
+from tests.support.engine import drain
+from tests.support.runs import make, run_to_end, start
 
 TOKEN = "tok-7f3a9c1e-very-secret"
 
@@ -45,7 +40,7 @@ def stored(app) -> str:
 
 
 def test_a_task_reads_its_team_s_secret_and_every_copy_is_masked(
-        app, client, op, httpserver):  # noqa: F811
+        app, client, op, httpserver):
     from werkzeug import Response
 
     add_secret(app, op["team"]["name"], "api_token", TOKEN)
@@ -84,7 +79,7 @@ def test_a_task_reads_its_team_s_secret_and_every_copy_is_masked(
 
 
 def test_secrets_are_per_team_and_a_missing_one_fails_the_task(
-        app, client, op, factory):  # noqa: F811
+        app, client, op, factory):
     other = factory.team()
     add_secret(app, other["name"], "elsewhere", "not-for-you-123")
     run = run_to_end(app, client, op, [
@@ -99,7 +94,7 @@ def test_secrets_are_per_team_and_a_missing_one_fails_the_task(
 
 
 def test_a_secret_that_does_not_decrypt_fails_the_task_that_reads_it(
-        app, client, op):  # noqa: F811
+        app, client, op):
     add_secret(app, op["team"]["name"], "old_key", "saved-under-another-key")
     wid = make(client, op, [
         {"id": "reads", "type": "noop", "with": {"value": "{{ secrets.old_key }}"}},
@@ -122,7 +117,7 @@ def test_a_secret_that_does_not_decrypt_fails_the_task_that_reads_it(
 
 
 def test_a_sub_workflow_gets_a_masked_value_for_a_secret_param(
-        app, client, op):  # noqa: F811
+        app, client, op):
     add_secret(app, op["team"]["name"], "pass_on", TOKEN)
     child = unique("child")
     r = client.post("/api/v1/workflows/", headers=op["h"], json={

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app import InsecureConfiguration, create_app
-from tests.conftest import PASSWORD, api_token, auth, make_config, unique
+from tests.support.app import PASSWORD, api_token, auth, make_config, unique
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-from tests.conftest import api_token, auth
+from tests.support.app import api_token, auth
 
 
 def test_health(client):

@@ -6,7 +6,6 @@ with its live updates published on the Redis message queue and the audit chain i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,8 +22,8 @@ from app import WORKER, create_app, sync_security
 from app.composition.engine import get_composition
 from app.runtime.worker import runtime_hooks
 from capability import live
-from tests.conftest import api_token, auth, make_config, unique
-from tests.engine_support import spawned
+from tests.support.app import api_token, auth, make_config, unique
+from tests.support.engine import child_env, spawned
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_FACTORY = "app:create_app({'APG_PROCESS': 'worker'})"
@@ -43,13 +42,6 @@ WEB_ONLY_MODULES = (
     # requests on first use.
     "socketio", "engineio", "flask_socketio", "requests",
 )
-
-
-def child_env(app: Flask, **extra: str) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-            "REDIS_URL": app.config["REDIS_URL"], "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "PYTHON_TASK_PREFIXES": "tests.engine_callables", **extra}
 
 
 def run(app: Flask, argv: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
@@ -200,7 +192,7 @@ def test_a_run_succeeds_through_worker_role_processes(app, client, factory, work
     definition = {"name": unique("wf"), "tasks": [
         # Fails once, then is retried after a delay: the scheduler moves the retry.
         {"id": "flaky", "type": "python",
-         "with": {"callable": "tests.engine_callables:flaky",
+         "with": {"callable": "tests.support.callables:flaky",
                   "kwargs": {"key": key, "fail_times": 1}},
          "retry": {"max_attempts": 2, "delay": "200ms", "jitter": False}},
         {"id": "after", "type": "noop", "depends_on": ["flaky"],
@@ -308,7 +300,7 @@ def test_a_burst_worker_with_nothing_to_do_returns_at_once(app):
     thread read the UNSUBSCRIBE reply before being told to stop; here it always does."""
     from app.runtime.redis_conn import get_redis
     from app.runtime.worker import queues
-    from tests.engine_support import AppSimpleWorker
+    from tests.support.engine import AppSimpleWorker
 
     class ReplyFirst(AppSimpleWorker):
         def subscribe(self) -> None:

@@ -17,7 +17,7 @@ from app.extensions import db
 from capability.dsl import locate, locate_issues
 from capability.models import Workflow, WorkflowVersion
 from capability.views import side_by_side
-from tests.conftest import PASSWORD, api_token, auth, unique
+from tests.support.app import PASSWORD, api_token, auth, unique
 
 MEMBERS = ["Author", "Operator", "Viewer"]
 
@@ -48,7 +48,7 @@ tasks:
 
 @pytest.fixture(scope="module")
 def world(app: Flask) -> dict[str, Any]:
-    from tests.conftest import Factory
+    from tests.support.app import Factory
 
     f = Factory(app)
     own, other = f.team(), f.team()

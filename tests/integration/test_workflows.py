@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from capability.models import Workflow, WorkflowVersion
-from tests.conftest import api_token, auth, unique
+from tests.support.app import api_token, auth, unique
 
 YAML = """
 name: {name}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from capability import dsl
-from tests.unit.test_dsl import example, noop, tasks
+from tests.support.dsl import example, noop, tasks
 
 
 def _property_names(node, found=None) -> set[str]:

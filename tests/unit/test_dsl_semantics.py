@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 from capability import dsl
-from tests.unit.test_dsl import errors_of, example, noop, tasks
+from tests.support.dsl import errors_of, example, noop, tasks
 
 
 def test_duplicate_ids_point_at_the_duplicate():

@@ -23,7 +23,7 @@ def _definition(defaults: dict[str, Any] | None) -> dict[str, Any]:
             {"id": "undo_default", "type": "noop", "depends_on": ["plain"],
              "compensate": {"type": "fail", "with": {"message": "x"}}},
             {"id": "hours", "type": "python", "timeout": "1h",
-             "with": {"callable": "tests.engine_callables:add", "kwargs": {"a": 1, "b": 2}}},
+             "with": {"callable": "tests.support.callables:add", "kwargs": {"a": 1, "b": 2}}},
         ],
     }
 

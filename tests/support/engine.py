@@ -1,8 +1,10 @@
 """Drive runs to the end in the test process: a real RQ worker (SimpleWorker, burst
-mode, inside the app context) plus RQ's scheduler moving due retries and delays."""
+mode, inside the app context) plus RQ's scheduler moving due retries and delays; and
+start real worker processes on the test app's services (``child_env``, ``spawned``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -93,3 +95,11 @@ def spawned(tmp_path: Path, argv: list[str], env: dict[str, str],
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def child_env(app: Flask, **extra: str) -> dict[str, str]:
+    """The environment of a worker, scheduler or CLI process on the test app's services."""
+    return {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "REDIS_URL": app.config["REDIS_URL"], "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "PYTHON_TASK_PREFIXES": "tests.support.callables", **extra}

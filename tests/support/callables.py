@@ -1,4 +1,5 @@
-"""Callables that `python` tasks in the tests may name (the allowed prefix is `tests`)."""
+"""Callables that `python` tasks in the tests may name (PYTHON_TASK_PREFIXES is this
+module: `tests.support.callables`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""The unit of work of the engine: what a transaction must do once it has committed.
+
+Whoever owns a transaction (an RQ entry point in ``jobs``, the reaper, a service)
+``begin``\\s it with its dispatcher and ends it with ``commit`` or ``rollback``; engine
+functions in between never commit, they add to the transaction's ``Outbox``:
+
+* ``send``: an attempt to enqueue (a ready task, a retry after its backoff, the end of
+  a ``delay``, a sub-workflow's "I am done" to its parent);
+* ``stop``: an attempt a worker is running that must stop (cancel);
+* ``touch``: a run whose watchers must hear about the change.
+
+``commit`` commits, then delivers: nothing reaches Redis for work that was rolled back,
+and nothing committed is forgotten (an enqueue that fails after the commit is found
+by the reaper, which re-sends what the database says is queued). The outbox lives in
+``session.info``, so engine functions reach it through the session they are given; it
+also carries the engine's settings (``EngineSettings``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.extensions import DbSession
+from capability.engine.dispatch import Dispatcher, Send
+from capability.engine.settings import EngineSettings
+
+KEY = "apg_outbox"
+
+
+@dataclass
+class Outbox:
+    dispatcher: Dispatcher
+    sends: list[Send] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
+    runs: dict[str, None] = field(default_factory=dict)  # ordered, without repeats
+
+    @property
+    def settings(self) -> EngineSettings:
+        return self.dispatcher.settings
+
+    def send(self, item: Send) -> None:
+        self.sends.append(item)
+
+    def stop(self, attempt_id: str) -> None:
+        self.stops.append(attempt_id)
+
+    def touch(self, run_id: str) -> None:
+        self.runs[run_id] = None
+
+    def deliver(self, keep: Send | None = None) -> None:
+        """Stop, enqueue and publish what the committed transaction gathered; ``keep``:
+        a send the caller goes on with itself (``jobs.run_attempt``)."""
+        if self.stops:
+            self.dispatcher.stop(self.stops)
+        sends = [s for s in self.sends if s is not keep] if keep is not None else self.sends
+        if sends:
+            self.dispatcher.send(sends)
+        if self.runs:
+            self.dispatcher.publish(list(self.runs))
+
+
+def begin(session: DbSession, dispatcher: Dispatcher) -> Outbox:
+    """Start a unit of work on ``session`` (a new one replaces whatever was left)."""
+    box = session.info[KEY] = Outbox(dispatcher)
+    return box
+
+
+def of(session: DbSession) -> Outbox:
+    """The outbox of the transaction ``session`` is in."""
+    box = session.info.get(KEY)
+    if box is None:
+        raise RuntimeError("no unit of work: the transaction's owner calls outbox.begin "
+                           "(capability.engine.outbox) before engine functions")
+    return box  # type: ignore[no-any-return]
+
+
+def commit(session: DbSession, deliver: bool = True) -> Outbox:
+    """Commit the transaction, then deliver its outbox (``deliver=False``: the caller
+    delivers, after it took out what it keeps). A failed commit delivers nothing."""
+    box = of(session)
+    del session.info[KEY]
+    session.commit()
+    if deliver:
+        box.deliver()
+    return box
+
+
+def rollback(session: DbSession) -> None:
+    """Roll the transaction back; what it gathered is dropped."""
+    session.info.pop(KEY, None)
+    session.rollback()

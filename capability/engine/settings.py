@@ -1,0 +1,34 @@
+"""What the engine needs of the configuration, read once per application.
+
+The engine never reads ``current_app``: its entry points (``jobs``, the services) hand
+this object down (``Dispatcher.settings``, the unit of work of ``outbox``), so a worker,
+a request and a test drive the same code with the settings they were given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    queues: tuple[str, ...] = ("high", "default", "low")  # RQ_QUEUES: where workers listen
+    task_default_timeout: float = 3600.0  # TASK_DEFAULT_TIMEOUT: a task without its own
+    python_prefixes: tuple[str, ...] = ()  # PYTHON_TASK_PREFIXES: callables `python` may run
+    http_timeout: float = 30.0  # an `http` task without a timeout of its own or of its task
+    secrets_key: str = ""  # SECRETS_KEY: Fernet keys (capability.secrets.vault)
+    secret_key: str = ""  # SECRET_KEY: the derived key when SECRETS_KEY is empty
+    live_updates: bool = True  # APG_LIVE_UPDATES: tell the browsers watching a run
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
+        return cls(
+            queues=tuple(config["RQ_QUEUES"]),
+            task_default_timeout=float(config["TASK_DEFAULT_TIMEOUT"]),
+            python_prefixes=tuple(config.get("PYTHON_TASK_PREFIXES") or ()),
+            secrets_key=str(config.get("SECRETS_KEY") or ""),
+            secret_key=str(config.get("SECRET_KEY") or ""),
+            live_updates=bool(config.get("APG_LIVE_UPDATES", True)),
+        )

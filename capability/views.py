@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import abort, flash, jsonify, redirect, request, url_for
@@ -40,10 +41,13 @@ from capability.service import with_lines
 T = TypeVar("T")
 
 PERMISSIONS = {
-    "list": "read", "page": "read", "diff": "read", "check": "read",
+    "list": "read", "page": "read", "diff": "read", "check": "read", "reference": "read",
     "new": "write", "change": "write", "rollback": "write", "remove": "write",
     "run": "run",
 }
+# The editor's "DSL reference" link: the reference of the definition language, in the
+# checkout the application runs from (docs/ is not served as static files).
+DSL_REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "dsl_reference.md"
 STARTER = """\
 name: my-workflow
 description: What this workflow does
@@ -193,6 +197,17 @@ class WorkflowView(ScopedMixin, ModelView):
             may_run=may_run, run_form=form, run_failed=status != 200,
         )
         return page, status
+
+    @expose("/reference")
+    @has_access
+    def reference(self) -> Response:
+        """The DSL reference as it is written: Markdown reads well as plain text, and the
+        browser renders none of it (no HTML to sanitise, no Markdown library to add)."""
+        try:
+            text = DSL_REFERENCE.read_text(encoding="utf-8")
+        except OSError:
+            abort(404)
+        return Response(text, mimetype="text/plain")
 
     @expose("/<pk>/run", methods=["POST"])
     @has_access

@@ -27,6 +27,7 @@ from wtforms import SelectField
 from app.api_support import call_for_page
 from app.errors import Forbidden, ServiceError
 from app.extensions import db
+from app.ids import short_id
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
@@ -47,8 +48,10 @@ CONTROL_WHEN = {
     "resume": ("paused",),
     "retry": ("failed", "cancelled"),
 }
-DONE = {"cancel": "Run cancelled.", "pause": "Run paused: running attempts finish, nothing new "
-        "starts.", "resume": "Run resumed.", "retry": "Failed tasks queued again."}
+# The short id says which run: a list's "Retry run" comes back to the list, not the run.
+DONE = {"cancel": "Run {run} cancelled.", "pause": "Run {run} paused: running attempts finish, "
+        "nothing new starts.", "resume": "Run {run} resumed.",
+        "retry": "Run {run}: failed tasks queued again."}
 # Tasks worth opening first on a run's page.
 ATTENTION = ("waiting_approval", "failed", "running", "retrying")
 
@@ -150,7 +153,7 @@ class RunView(ScopedMixin, ModelView):
         except ServiceError as exc:
             flash(exc.message, "danger")
         else:
-            flash(DONE[action], "success")
+            flash(DONE[action].format(run=short_id(pk)), "success")
             live.publish_run(current_app._get_current_object(), pk)  # type: ignore[attr-defined]
         return redirect(_safe_next(url_for(".page", pk=pk)))
 
@@ -205,7 +208,6 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
     data = runs.run_dict(db.session, run)
     definition = runner.definition_of(run.version)
     specs = {t.id: t for t in definition.tasks}
-    graph = run_graph.layout(dsl.upstream_map(definition), {t.id: t.type for t in definition.tasks})
     tasks = []
     data.setdefault("compensations", [])
     for task in data["tasks"]:
@@ -220,6 +222,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
             "output_json": None if task["output"] is None else _pretty(task["output"]),
             "items": task.get("items", []),
         })
+    graph = run_graph.graph_data(definition, {t["task_id"]: t for t in tasks})
     wanted = request.args.get("task")
     ids = [t["task_id"] for t in tasks]
     first = ids[0] if ids else None
@@ -227,13 +230,11 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
         (t["task_id"] for s in ATTENTION for t in tasks if t["status"] == s), first)
     return {
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,
-        "task_by_id": {t["task_id"]: t for t in tasks},
         "when_iso": run_graph.when_iso, "took": run_graph.took,
         "state": live.run_state(db.session, run), "params_json": _pretty(data["params"]),
         "may_control": may_control(actor, run.team_id), "control_when": CONTROL_WHEN,
         "finished": run.status in {s.value for s in dsl.FINISHED_RUN_STATUSES},
-        "when": run_graph.when, "duration": run_graph.duration, "node_w": run_graph.NODE_W,
-        "node_h": run_graph.NODE_H, "status_label": status_label,
+        "when": run_graph.when, "duration": run_graph.duration, "status_label": status_label,
     }
 
 

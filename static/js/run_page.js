@@ -1,6 +1,7 @@
 /* Run pages: a run's page follows the run live (Socket.IO namespace /runs, room of the
  * run; GET /api/v1/runs/<id> every 2 s when the socket cannot connect), recolours the task
- * graph, redraws the timeline of attempts and fills the task panels without a reload.
+ * graph (drawn by graph.js) and counts the elements of its for_each tasks, redraws the
+ * timeline of attempts and fills the task panels without a reload.
  * Also: clickable rows of the runs list, confirm dialogs on destructive forms.
  * A static file, not an inline script: the Content-Security-Policy allows 'self' only. */
 (function () {
@@ -10,7 +11,7 @@
   var POLL_MS = 2000;
   var DASH = "\u2014";
 
-  /* -- formatting (as capability/run_graph.py does it on the server) -------------- */
+  /* -- formatting (as capability/runs/graph.py does it on the server) ------------- */
   function label(status) { return (status || "").replace(/_/g, " "); }
   function ms(iso) { return iso ? new Date(iso).getTime() : null; }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
@@ -89,6 +90,8 @@
     this.itemErrors = {};
     this.compErrors = {};
     this.indicator = document.getElementById("live-indicator");
+    var svg = document.getElementById("run-graph");
+    this.graph = svg && window.apgGraph ? window.apgGraph.of(svg) : null;
   }
 
   RunPage.prototype.finished = function () {
@@ -121,13 +124,7 @@
     });
     var live = ["running", "paused"].indexOf(run.status) >= 0;
     run.tasks.forEach(function (task) {
-      var node = self.root.querySelector('.apg-node[data-task="' + task.task_id + '"]');
-      if (node) {
-        setStatus(node, task.status);
-        node.querySelector(".apg-node-status").textContent = label(task.status);
-        var title = node.querySelector("title");
-        title.textContent = title.textContent.replace(/:[^:]*$/, ": " + label(task.status));
-      }
+      if (self.graph) self.graph.update(task.task_id, task.status, (task.items || []).length);
       var item = self.root.querySelector('.apg-task-item[data-task="' + task.task_id + '"]');
       if (item) setLabel(item.querySelector(".apg-status"), task.status);
       var panel = self.task(task.task_id);
@@ -366,9 +363,7 @@
     this.root.querySelectorAll(".apg-task-item").forEach(function (a) {
       a.classList.toggle("active", a.getAttribute("data-task") === id);
     });
-    this.root.querySelectorAll(".apg-node").forEach(function (n) {
-      n.classList.toggle("apg-selected", n.getAttribute("data-task") === id);
-    });
+    if (this.graph) this.graph.select(id);
     if (remember && window.history.replaceState) {
       window.history.replaceState(null, "", "?task=" + encodeURIComponent(id));
     }
@@ -396,6 +391,7 @@
         self.select(node.getAttribute("data-task"), true);
       }
     });
+    this.select(this.root.getAttribute("data-selected"), false);
     this.apply(this.state, false);
     this.refresh(0);  // errors of items and compensations come with the API only
     this.connect();

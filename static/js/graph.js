@@ -18,6 +18,9 @@
   var H = 46, H_ITEMS = 62;   // two lines; three with a for_each's element count
   // The widest status label: a node keeps its width whatever status it is given later.
   var WIDEST_STATUS = "waiting approval";
+  // A graph a little wider than its box is shrunk to fit, down to this scale; a wider one
+  // (a phone, a long pipeline) keeps it and scrolls inside its box.
+  var MIN_SCALE = 0.8;
 
   function label(status) { return (status || "").replace(/_/g, " "); }
 
@@ -113,7 +116,7 @@
 
     var measure = new Measure(svg);
     var g = new window.dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "LR", nodesep: 18, ranksep: 56, edgesep: 14, marginx: 12, marginy: 12 });
+    g.setGraph({ rankdir: "LR", nodesep: 18, ranksep: 48, edgesep: 14, marginx: 12, marginy: 12 });
     g.setDefaultEdgeLabel(function () { return {}; });
     nodes.forEach(function (node) {
       var shown = fitted(measure, node.id);
@@ -129,10 +132,10 @@
     window.dagre.layout(g);
 
     var size = g.graph();
-    var width = Math.ceil(size.width), height = Math.ceil(size.height);
-    svg.setAttribute("width", width);
-    svg.setAttribute("height", height);
-    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    this.width = Math.ceil(size.width);
+    this.height = Math.ceil(size.height);
+    svg.setAttribute("viewBox", "0 0 " + this.width + " " + this.height);
+    this.fit();
 
     g.edges().forEach(function (e) {
       el("path", {
@@ -175,6 +178,18 @@
     return { data: node, el: group };
   };
 
+  /* The drawn size: natural, or shrunk (not below MIN_SCALE) to the width of the box. */
+  Graph.prototype.fit = function () {
+    var box = this.svg.parentNode, room = box.clientWidth;
+    if (room) {
+      var style = window.getComputedStyle(box);
+      room -= parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+    }
+    var scale = room > 0 ? Math.max(MIN_SCALE, Math.min(1, room / this.width)) : 1;
+    this.svg.setAttribute("width", Math.floor(this.width * scale));
+    this.svg.setAttribute("height", Math.ceil(this.height * scale));
+  };
+
   /* A task's new status and element count (from a live event or the API). */
   Graph.prototype.update = function (id, status, items) {
     var entry = this.nodes[id];
@@ -209,7 +224,11 @@
   window.apgGraph = { of: of };
 
   function init() {
-    document.querySelectorAll("svg[data-graph]").forEach(of);
+    var svgs = document.querySelectorAll("svg[data-graph]");
+    svgs.forEach(of);
+    window.addEventListener("resize", function () {
+      svgs.forEach(function (svg) { of(svg).fit(); });
+    });
   }
 
   if (document.readyState === "loading") {

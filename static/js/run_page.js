@@ -78,6 +78,19 @@
 
   function show(el, visible) { if (el) el.hidden = !visible; }
 
+  /* Each cell names its column (data-label): a phone shows a table's rows as stacked
+   * cards, where the header row is not there to say what a value is (apg.css). */
+  function labelCells(table) {
+    var heads = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+      return th.textContent.trim();
+    });
+    table.querySelectorAll("tbody tr").forEach(function (row) {
+      Array.prototype.forEach.call(row.children, function (td, i) {
+        if (td.colSpan === 1 && heads[i]) td.setAttribute("data-label", heads[i]);
+      });
+    });
+  }
+
   /* -- one run's page -------------------------------------------------------------- */
   function RunPage(root) {
     this.root = root;
@@ -188,6 +201,7 @@
       cell(row, errors[step.task_id] || "", "apg-attempt-error");
       body.appendChild(row);
     });
+    labelCells(box.querySelector("table"));
   };
 
   /* Attempts, error and output of one task (API data only: live events carry none). */
@@ -217,6 +231,7 @@
       cell(empty, "No attempt yet.", "text-muted").colSpan = 7;
       body.appendChild(empty);
     }
+    labelCells(panel.querySelector(".apg-attempts"));
     var error = panel.querySelector(".apg-task-error");
     error.textContent = task.error || "";
     show(error, !!task.error);
@@ -391,6 +406,7 @@
         self.select(node.getAttribute("data-task"), true);
       }
     });
+    this.root.querySelectorAll("table.apg-stack").forEach(labelCells);
     this.select(this.root.getAttribute("data-selected"), false);
     this.apply(this.state, false);
     this.refresh(0);  // errors of items and compensations come with the API only

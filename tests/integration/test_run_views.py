@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.extensions import db
+from app.ids import short_id
 from capability.models import Run
 from capability.runs import graph as run_graph
 from tests.conftest import PASSWORD, api_token, auth, unique
@@ -171,6 +172,31 @@ def test_list_shows_own_runs_with_status_duration_and_links(app, world):
     assert wanted.status_code == 200 and world["run"] not in wanted.get_data(as_text=True)
 
 
+def test_runs_started_together_have_different_short_ids(app, world):
+    """UUIDv7 ids begin with their time: runs started in the same minute (the same 65 s
+    window) share their first 8 characters, so the short id is the random tail."""
+    wid = own_workflow(app, world, DIAMOND[:1])
+    client = app.test_client()
+    runs: list[str] = []
+    for _ in range(2):  # a window's edge can fall between three starts, not twice running
+        runs = [start(client, world["h"], wid) for _ in range(3)]
+        if len({r[:8] for r in runs}) == 1:
+            break
+    assert len({r[:8] for r in runs}) == 1, runs
+    viewer = login(app, world["users"]["Viewer"])
+    page = viewer.get("/runs/list/", query_string={"_flt_0_workflow": wid}).get_data(as_text=True)
+    shown = re.findall(r'href="/runs/([0-9a-f-]{36})"><code>([0-9a-f]+)</code>', page)
+    assert sorted(shown) == sorted((r, short_id(r)) for r in runs)
+    assert len({code for _, code in shown}) == len(shown) == 3
+    assert all(short_id(r) == r[-8:] for r in runs)
+    for run in runs:
+        assert drain(app, run) == "succeeded"
+    # The run's own page names it by the same short id.
+    one = viewer.get(f"/runs/{runs[0]}").get_data(as_text=True)
+    assert f'<li class="active">run {runs[0][-8:]}</li>' in one
+    assert f"<title>Run {runs[0][-8:]} ·" in one
+
+
 def test_page_draws_graph_timeline_data_and_tasks(app, world):
     client = login(app, world["users"]["Viewer"])
     page = client.get(f"/runs/{world['run']}").get_data(as_text=True)
@@ -272,12 +298,15 @@ def test_cancel_and_retry_from_the_failed_tasks_list(app, world):
                     listing, re.S)
     assert row, listing[:3000]
     assert "it broke" in row.group(0) and "apg-retry-run" in row.group(0)
+    assert f"<code>{run[-8:]}</code>" in row.group(0)  # the short id: the random tail
     viewer = login(app, world["users"]["Viewer"]).get("/failed_tasks/list/")
     assert run in viewer.get_data(as_text=True)
     assert "apg-retry-run" not in viewer.get_data(as_text=True)
 
     r = operator.post(f"/runs/{run}/control/retry", data={"next": "/failed_tasks/list/"})
     assert r.status_code == 302 and r.headers["Location"].endswith("/failed_tasks/list/")
+    back = operator.get(r.headers["Location"]).get_data(as_text=True)
+    assert f"Run {run[-8:]}: failed tasks queued again." in back  # which run, of the list
     assert run_status(app, run) == "queued"  # running again once a worker begins a task
     assert events(app, run, "retry")[0].outcome == "success"
     assert drain(app, run) == "failed"

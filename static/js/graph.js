@@ -19,7 +19,7 @@
   // The widest status label: a node keeps its width whatever status it is given later.
   var WIDEST_STATUS = "waiting approval";
   // A graph a little wider than its box is shrunk to fit, down to this scale; a wider one
-  // (a phone, a long pipeline) keeps it and scrolls inside its box.
+  // (a phone, a long pipeline) keeps its size and scrolls inside its box.
   var MIN_SCALE = 0.8;
 
   function label(status) { return (status || "").replace(/_/g, " "); }
@@ -178,14 +178,16 @@
     return { data: node, el: group };
   };
 
-  /* The drawn size: natural, or shrunk (not below MIN_SCALE) to the width of the box. */
+  /* The drawn size: natural, or shrunk to the width of the box (not below MIN_SCALE). */
   Graph.prototype.fit = function () {
     var box = this.svg.parentNode, room = box.clientWidth;
     if (room) {
       var style = window.getComputedStyle(box);
       room -= parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
     }
-    var scale = room > 0 ? Math.max(MIN_SCALE, Math.min(1, room / this.width)) : 1;
+    var ratio = room > 0 ? room / this.width : 1;
+    // Shrinking is only worth it when it makes the graph fit: a scrolled one stays legible.
+    var scale = ratio >= 1 || ratio < MIN_SCALE ? 1 : ratio;
     this.svg.setAttribute("width", Math.floor(this.width * scale));
     this.svg.setAttribute("height", Math.ceil(this.height * scale));
   };

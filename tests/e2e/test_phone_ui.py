@@ -1,6 +1,7 @@
-"""End-to-end at phone width (390 x 844): the lists, a workflow's page and a run's page
-with real data fit the screen. Nothing may make the page wider than the viewport: the
-task graph scrolls inside its own box, tables wrap or stack."""
+"""End-to-end at phone width (390 x 844): the lists, a workflow's page (with its Run
+form), the editor, a run's page and the home page, with real data, fit the screen.
+Nothing may make the page wider than the viewport: the task graph scrolls inside its
+own box, tables stack."""
 
 from __future__ import annotations
 
@@ -63,11 +64,13 @@ def overflow(page: Any) -> dict[str, Any]:
     }"""))
 
 
-def fits(page: Any, screenshots: Path, name: str) -> list[str]:
-    """[] when the page is no wider than the viewport, else what is wrong."""
+def fits(page: Any, screenshots: Path, name: str | None = None) -> list[str]:
+    """[] when the page is no wider than the viewport, else what is wrong; ``name``: the
+    screenshot to save (docs/screenshots/ with APG_SAVE_SCREENSHOTS=1)."""
     settle(page)
     found = overflow(page)
-    page.screenshot(path=str(screenshots / name), full_page=True)
+    if name:
+        page.screenshot(path=str(screenshots / name), full_page=True)
     return [] if found["scroll"] <= found["width"] else [f"{page.url} is too wide: {found}"]
 
 
@@ -100,6 +103,13 @@ def test_pages_fit_a_phone(
     phone.goto(f"/workflows/{wid}")
     phone.locator("#workflow-graph .apg-node").first.wait_for()
     problems += fits(phone, screenshots, "phone_workflow_page.png")
+    phone.locator("#run-workflow").click()  # the Run form, open
+    phone.locator("#run-panel.collapse.in").wait_for()
+    problems += fits(phone, screenshots)
+
+    phone.goto(f"/workflows/{wid}/edit")
+    phone.locator(".CodeMirror").wait_for()
+    problems += fits(phone, screenshots)
 
     phone.goto(f"/runs/{run_id}?task=push_to_warehouse")
     phone.locator("#run-graph .apg-node.apg-st-failed").wait_for()

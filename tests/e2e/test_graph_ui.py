@@ -27,6 +27,7 @@ def _quiet_listener() -> Iterator[None]:
     quiet_socketio_listener()
 
 
+LONG = "tell_the_regional_warehouse_operations_team_about_the_new_orders"[:63]
 # Long edges on purpose: extract -> load and validate -> report skip ranks, so a drawing
 # that joins boxes by straight lines or plain curves would cross the boxes between.
 TASKS = [
@@ -40,6 +41,7 @@ TASKS = [
     {"id": "report", "type": "noop", "depends_on": ["load", "validate"]},
     {"id": "notify_regions", "type": "noop", "depends_on": ["extract"],
      "for_each": ["eu-west", "us-east", "ap-south"]},
+    {"id": LONG, "type": "noop", "depends_on": ["extract"]},
 ]
 
 GEOMETRY = """svg => {
@@ -99,15 +101,21 @@ def test_graph_of_a_workflow_and_of_its_run(
     svg = page.locator("#workflow-graph")
     svg.locator(".apg-node").first.wait_for()
     shape = svg.evaluate(GEOMETRY)
-    assert (shape["nodes"], shape["edges"]) == (7, 8), shape
+    assert (shape["nodes"], shape["edges"]) == (8, 9), shape
     assert shape["crossings"] == [] and shape["backwards"] == [] and shape["overlaps"] == [], shape
-    assert svg.locator(".apg-node.apg-node-static").count() == 7
+    assert svg.locator(".apg-node.apg-node-static").count() == 8
     assert svg.locator('.apg-node[class*="apg-st-"]').count() == 0
     assert svg.locator(".apg-node[tabindex]").count() == 0  # nothing to open here
     assert node_text(page, "#workflow-graph", "each_order", ".apg-node-items") == "for_each"
     assert node_text(page, "#workflow-graph", "notify_regions", ".apg-node-items") == (
         "for_each \u00b7 3 items")
     assert node_text(page, "#workflow-graph", "load", ".apg-node-meta") == "transform"
+    # A long id is cut to the widest box; the tooltip has all of it.
+    shown = node_text(page, "#workflow-graph", LONG, ".apg-node-id")
+    assert shown.endswith("\u2026") and LONG.startswith(shown[:-1]) and len(shown) > 20
+    assert node_text(page, "#workflow-graph", LONG, "title") == f"{LONG} (noop)"
+    width = svg.locator(f'.apg-node[data-task="{LONG}"] .apg-node-box').get_attribute("width")
+    assert float(width or 0) <= 280
     settle(page)
     page.locator("#workflow-graph-panel").screenshot(path=str(screenshots / "workflow_graph.png"))
 
@@ -119,14 +127,14 @@ def test_graph_of_a_workflow_and_of_its_run(
     assert page.locator(".apg-breadcrumb .active").inner_text() == f"run {run_id[-8:]}"
     page.locator("#live-indicator", has_text="live").wait_for()
     svg = page.locator("#run-graph")
-    assert svg.locator(".apg-node.apg-st-pending").count() == 6
+    assert svg.locator(".apg-node.apg-st-pending").count() == 7
     assert svg.locator('.apg-node.apg-st-queued[data-task="extract"]').count() == 1
     assert node_text(page, "#run-graph", "each_order", ".apg-node-items") == "for_each"
     assert node_text(page, "#run-graph", "load", ".apg-node-meta") == "transform \u00b7 pending"
     page.evaluate("window.apgNoReload = 'still here'")
 
     assert drain(app, run_id) == "succeeded"
-    svg.locator(".apg-node.apg-st-succeeded").nth(6).wait_for(timeout=8000)
+    svg.locator(".apg-node.apg-st-succeeded").nth(7).wait_for(timeout=8000)
     items = svg.locator('.apg-node[data-task="each_order"] .apg-node-items')
     items.filter(has_text="for_each \u00b7 12 items").wait_for()
     assert node_text(page, "#run-graph", "notify_regions", ".apg-node-items") == (
@@ -135,7 +143,7 @@ def test_graph_of_a_workflow_and_of_its_run(
         page, "#run-graph", "each_order", "title")
     assert page.evaluate("window.apgNoReload") == "still here"  # live, not reloaded
     shape = svg.evaluate(GEOMETRY)
-    assert (shape["nodes"], shape["edges"]) == (7, 8), shape
+    assert (shape["nodes"], shape["edges"]) == (8, 9), shape
     assert shape["crossings"] == [] and shape["backwards"] == [] and shape["overlaps"] == [], shape
 
     # Click and keyboard open a task's panel.

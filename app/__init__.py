@@ -122,6 +122,7 @@ def _init_web(app: Flask) -> None:
 
     from app import times
     from app.audit import web
+    from app.ids import short_id
     from app.security import headers, passwords
 
     app.config.setdefault("FAB_PASSWORD_COMPLEXITY_VALIDATOR", passwords.validate)
@@ -137,6 +138,8 @@ def _init_web(app: Flask) -> None:
     init_migrate(app, str(BASE_DIR / "migrations"))  # `flask db`; Alembic loads on use
     web.init_app(app)
     headers.init_app(app)
+    # One rule for every short id on a page (lists, breadcrumbs, messages).
+    app.jinja_env.filters["short_id"] = short_id
     # Global CSRF: every form POST needs the token. It must exist before FAB builds its
     # API blueprints, which exempt themselves (token auth) when they find it.
     CSRFProtect(app)

@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from app.api_support import call_for_page
 from app.errors import ServiceError, parse
 from app.extensions import db
+from app.ids import short_id
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
@@ -35,6 +36,7 @@ from capability import dsl, service
 from capability.engine import state
 from capability.filters import LiveOnly
 from capability.models import Workflow, WorkflowVersion
+from capability.runs import graph as run_graph
 from capability.runs.form import RunForm, run_form, start_from_form
 from capability.service import with_lines
 
@@ -189,12 +191,14 @@ class WorkflowView(ScopedMixin, ModelView):
         versions = _call("read", pk, lambda a: service.list_versions(db.session, a, pk))
         workflow = current.workflow
         may_run = self._may_run(request_actor(), workflow.team_id)
+        definition = state.definition_of(current)
         if may_run and form is None:
-            form = run_form(state.definition_of(current))
+            form = run_form(definition)
         page = self.render_template(
             "workflows/page.html", workflow=workflow, current=current, versions=versions,
             may_write=self._may_write(request_actor(), workflow.team_id), when=when,
             may_run=may_run, run_form=form, run_failed=status != 200,
+            graph=run_graph.graph_data(definition),
         )
         return page, status
 
@@ -216,8 +220,8 @@ class WorkflowView(ScopedMixin, ModelView):
         started, created, form = start_from_form(pk, request.form)
         if started is None:
             return self._page(pk, form, 422)
-        flash("Run started." if created else "A run with this idempotency key exists already: "
-              "here it is.", "success" if created else "info")
+        flash(f"Run {short_id(started.id)} started." if created else "A run with this "
+              "idempotency key exists already: here it is.", "success" if created else "info")
         return redirect(url_for("RunView.page", pk=started.id))
 
     @expose("/<pk>/diff")

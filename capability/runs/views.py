@@ -26,6 +26,7 @@ from wtforms import SelectField
 from app.api_support import call_for_page
 from app.errors import ServiceError, parse
 from app.extensions import db
+from app.ids import short_id
 from app.security.actor import Actor
 from app.security.request import request_actor
 from app.security.scope import ScopedMixin
@@ -41,8 +42,10 @@ from capability.runs import service as runs
 
 T = TypeVar("T")
 
-DONE = {"cancel": "Run cancelled.", "pause": "Run paused: running attempts finish, nothing new "
-        "starts.", "resume": "Run resumed.", "retry": "Failed tasks queued again."}
+# The short id says which run: a list's "Retry run" comes back to the list, not the run.
+DONE = {"cancel": "Run {run} cancelled.", "pause": "Run {run} paused: running attempts finish, "
+        "nothing new starts.", "resume": "Run {run} resumed.",
+        "retry": "Run {run}: failed tasks queued again."}
 # Tasks worth opening first on a run's page.
 ATTENTION = ("waiting_approval", "failed", "running", "retrying")
 
@@ -146,7 +149,7 @@ class RunView(ScopedMixin, ModelView):
         except ServiceError as exc:
             flash(exc.message, "danger")
         else:
-            flash(DONE[action], "success")
+            flash(DONE[action].format(run=short_id(pk)), "success")
         return redirect(_safe_next(url_for(".page", pk=pk)))
 
     @expose("/<pk>/tasks/<task_id>/answer", methods=["POST"])
@@ -200,7 +203,6 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
     data = runs.run_dict(db.session, run, actor)
     definition = state.definition_of(run.version)
     specs = {t.id: t for t in definition.tasks}
-    graph = run_graph.layout(dsl.upstream_map(definition), {t.id: t.type for t in definition.tasks})
     tasks = []
     for task in data["tasks"]:
         spec = specs.get(task["task_id"])
@@ -217,6 +219,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
             "may_answer": is_approval and runs.may_answer(actor, run, task),
             "output_json": None if task["output"] is None else _pretty(task["output"]),
         })
+    graph = run_graph.graph_data(definition, {t["task_id"]: t for t in tasks})
     wanted = request.args.get("task")
     ids = [t["task_id"] for t in tasks]
     first = ids[0] if ids else None
@@ -224,9 +227,9 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
         (t["task_id"] for s in ATTENTION for t in tasks if t["status"] == s), first)
     return {
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,
-        "task_by_id": {t["task_id"]: t for t in tasks}, "actions": ACTIONS,
+        "actions": ACTIONS,
         "state": live.run_state(db.session, run), "params_json": _pretty(data["params"]),
         "may_control": may_control(actor, run.team_id),
         "finished": run.status in {s.value for s in dsl.FINISHED_RUN_STATUSES},
-        "node_w": run_graph.NODE_W, "node_h": run_graph.NODE_H, "status_label": status_label,
+        "status_label": status_label,
     }

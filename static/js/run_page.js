@@ -1,6 +1,7 @@
 /* Run pages: a run's page follows the run live (Socket.IO namespace /runs, room of the
  * run; GET /api/v1/runs/<id> every 2 s when the socket cannot connect), recolours the task
- * graph, redraws the timeline of attempts and fills the task panels without a reload.
+ * graph (drawn by graph.js) and counts the elements of its for_each tasks, redraws the
+ * timeline of attempts and fills the task panels without a reload.
  * Also: clickable rows of the runs list, confirm dialogs on destructive forms.
  * A static file, not an inline script: the Content-Security-Policy allows 'self' only. */
 (function () {
@@ -10,7 +11,7 @@
   var POLL_MS = 2000;
   var DASH = "\u2014";
 
-  /* -- formatting (as capability/run_graph.py does it on the server) -------------- */
+  /* -- formatting (as capability/runs/graph.py does it on the server) ------------- */
   function label(status) { return (status || "").replace(/_/g, " "); }
   function ms(iso) { return iso ? new Date(iso).getTime() : null; }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
@@ -77,6 +78,19 @@
 
   function show(el, visible) { if (el) el.hidden = !visible; }
 
+  /* Each cell names its column (data-label): a phone shows a table's rows as stacked
+   * cards, where the header row is not there to say what a value is (apg.css). */
+  function labelCells(table) {
+    var heads = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+      return th.textContent.trim();
+    });
+    table.querySelectorAll("tbody tr").forEach(function (row) {
+      Array.prototype.forEach.call(row.children, function (td, i) {
+        if (td.colSpan === 1 && heads[i]) td.setAttribute("data-label", heads[i]);
+      });
+    });
+  }
+
   /* -- one run's page -------------------------------------------------------------- */
   function RunPage(root) {
     this.root = root;
@@ -89,6 +103,8 @@
     this.itemErrors = {};
     this.compErrors = {};
     this.indicator = document.getElementById("live-indicator");
+    var svg = document.getElementById("run-graph");
+    this.graph = svg && window.apgGraph ? window.apgGraph.of(svg) : null;
   }
 
   RunPage.prototype.finished = function () {
@@ -127,13 +143,7 @@
     }
     var live = ["running", "paused"].indexOf(run.status) >= 0;
     run.tasks.forEach(function (task) {
-      var node = self.root.querySelector('.apg-node[data-task="' + task.task_id + '"]');
-      if (node) {
-        setStatus(node, task.status);
-        node.querySelector(".apg-node-status").textContent = label(task.status);
-        var title = node.querySelector("title");
-        title.textContent = title.textContent.replace(/:[^:]*$/, ": " + label(task.status));
-      }
+      if (self.graph) self.graph.update(task.task_id, task.status, (task.items || []).length);
       var item = self.root.querySelector('.apg-task-item[data-task="' + task.task_id + '"]');
       if (item) setLabel(item.querySelector(".apg-status"), task.status);
       var panel = self.task(task.task_id);
@@ -202,6 +212,7 @@
       cell(row, errors[step.task_id] || "", "apg-attempt-error");
       body.appendChild(row);
     });
+    labelCells(box.querySelector("table"));
   };
 
   /* Attempts, error and output of one task (API data only: live events carry none). */
@@ -232,6 +243,7 @@
         "text-muted").colSpan = 7;
       body.appendChild(empty);
     }
+    labelCells(panel.querySelector(".apg-attempts"));
     var error = panel.querySelector(".apg-task-error");
     error.textContent = task.error || "";
     show(error, !!task.error);
@@ -378,9 +390,7 @@
     this.root.querySelectorAll(".apg-task-item").forEach(function (a) {
       a.classList.toggle("active", a.getAttribute("data-task") === id);
     });
-    this.root.querySelectorAll(".apg-node").forEach(function (n) {
-      n.classList.toggle("apg-selected", n.getAttribute("data-task") === id);
-    });
+    if (this.graph) this.graph.select(id);
     if (remember && window.history.replaceState) {
       window.history.replaceState(null, "", "?task=" + encodeURIComponent(id));
     }
@@ -408,6 +418,8 @@
         self.select(node.getAttribute("data-task"), true);
       }
     });
+    this.root.querySelectorAll("table.apg-stack").forEach(labelCells);
+    this.select(this.root.getAttribute("data-selected"), false);
     this.apply(this.state, false);
     this.refresh(0);  // errors of items and compensations come with the API only
     this.connect();

@@ -67,7 +67,7 @@ def console() -> ConsoleLog:
 
 @pytest.fixture()
 def page(browser: Any, live_server: str, console: ConsoleLog) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server, viewport={"width": 1280, "height": 800})
+    context = browser.new_context(base_url=live_server, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(5000)
     pg = context.new_page()
     pg.on("console", console.on_console)

@@ -96,7 +96,7 @@ def test_author_runs_a_workflow_and_watches_it_live(
         page.locator("#start-run").click()
     assert re.search(r"/runs/[0-9a-f-]{36}$", page.url), page.url
     run_id = page.url.rsplit("/", 1)[-1]
-    assert page.locator(".alert-success", has_text="Run started.").is_visible()
+    assert page.locator(".alert-success", has_text=f"Run {run_id[-8:]} started.").is_visible()
     assert page.locator("#run-status").inner_text() in ("queued", "running")
     assert page.locator("#run-trigger").inner_text() == "manual"
     page.locator("#live-indicator", has_text="live").wait_for()
@@ -211,7 +211,8 @@ def test_operator_approves_a_task_and_retries_a_failed_run(
     page.screenshot(path=str(screenshots / "failed_tasks.png"))
     with page.expect_navigation():
         row.locator(".apg-retry-run").click()
-    assert page.locator(".alert-success", has_text="Failed tasks queued again.").is_visible()
+    done = f"Run {runs['failing'][-8:]}: failed tasks queued again."
+    assert page.locator(".alert-success", has_text=done).is_visible()
     assert "/failed_tasks/list/" in page.url
     assert drain(app, runs["failing"]) == "failed"
     assert_no_csp_errors(console)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.extensions import db
+from app.ids import short_id
 from app.times import seconds_text
 from capability.models import Run
 from capability.runs import graph as run_graph
@@ -60,6 +61,12 @@ def task_statuses(app: Flask, run_id: str) -> dict[str, str]:
         result = {t.task_id: t.status for t in run.tasks}
         db.session.remove()
     return result
+
+
+def graph_of(page: str, svg_id: str) -> dict[str, Any]:
+    match = re.search(rf'<svg[^>]*id="{svg_id}" data-graph=\'([^\']*)\'', page)
+    assert match, f"no data-graph on #{svg_id}"
+    return dict(json.loads(htmllib.unescape(match.group(1))))
 
 
 def state_of(page: str) -> dict[str, Any]:
@@ -133,14 +140,40 @@ def test_list_shows_own_runs_with_status_duration_and_links(app, world):
     assert wanted.status_code == 200 and world["run"] not in wanted.get_data(as_text=True)
 
 
+def test_runs_started_together_have_different_short_ids(app, world):
+    """UUIDv7 ids begin with their time: runs started in the same minute (the same 65 s
+    window) share their first 8 characters, so the short id is the random tail."""
+    wid = own_workflow(app, world, DIAMOND[:1])
+    client = app.test_client()
+    runs: list[str] = []
+    for _ in range(2):  # a window's edge can fall between three starts, not twice running
+        runs = [start(client, world["h"], wid) for _ in range(3)]
+        if len({r[:8] for r in runs}) == 1:
+            break
+    assert len({r[:8] for r in runs}) == 1, runs
+    viewer = login(app, world["users"]["Viewer"])
+    page = viewer.get("/runs/list/", query_string={"_flt_0_workflow": wid}).get_data(as_text=True)
+    shown = re.findall(r'href="/runs/([0-9a-f-]{36})"><code>([0-9a-f]+)</code>', page)
+    assert sorted(shown) == sorted((r, short_id(r)) for r in runs)
+    assert len({code for _, code in shown}) == len(shown) == 3
+    assert all(short_id(r) == r[-8:] for r in runs)
+    for run in runs:
+        assert drain(app, run) == "succeeded"
+    # The run's own page names it by the same short id.
+    one = viewer.get(f"/runs/{runs[0]}").get_data(as_text=True)
+    assert f'<li class="active">run {runs[0][-8:]}</li>' in one
+    assert f"<title>Run {runs[0][-8:]} ·" in one
+
+
 def test_page_draws_graph_timeline_data_and_tasks(app, world):
     client = login(app, world["users"]["Viewer"])
     page = client.get(f"/runs/{world['run']}").get_data(as_text=True)
-    nodes = re.findall(r'<g class="apg-node apg-st-(\w+)[^"]*" data-task="(\w+)"', page)
-    assert sorted(nodes) == sorted(("succeeded", t["id"]) for t in DIAMOND)
-    edges = re.findall(r'class="apg-edge"[^>]*data-from="(\w+)" data-to="(\w+)"', page)
-    assert sorted(edges) == [("fetch", "left"), ("fetch", "right"), ("left", "join"),
-                             ("right", "join")]
+    graph = graph_of(page, "run-graph")
+    assert [(n["id"], n["type"], n["status"]) for n in graph["nodes"]] == [
+        (t["id"], "noop", "succeeded") for t in DIAMOND]
+    assert sorted(map(tuple, graph["edges"])) == [("fetch", "left"), ("fetch", "right"),
+                                                  ("left", "join"), ("right", "join")]
+    assert "vendor/dagre/dagre.min.js" in page and "js/graph.js" in page
     state = state_of(page)
     assert state["status"] == "succeeded" and len(state["tasks"]) == 4
     assert all(t["attempt_history"][0]["started_at"] for t in state["tasks"])
@@ -170,6 +203,9 @@ def test_page_of_a_run_with_items_and_compensations(app, world):
     state = state_of(page)
     assert [c["task_id"] for c in state["compensations"]] == ["book"]
     assert [i["index"] for i in state["tasks"][1]["items"]] == [0, 1, 2]
+    nodes = {n["id"]: n for n in graph_of(page, "run-graph")["nodes"]}
+    assert (nodes["each"]["for_each"], nodes["each"]["items"]) == (True, 3)
+    assert (nodes["book"]["for_each"], nodes["book"]["items"]) == (False, None)
     failed = login(app, world["users"]["Operator"]).get("/failed_tasks/list/")
     assert f'data-run="{run}" data-task="boom"' in failed.get_data(as_text=True)
 
@@ -203,7 +239,7 @@ def test_controls_through_the_form_work_and_are_audited(app, world):
     r = operator.post(f"/runs/{run}/control/pause")
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/runs/{run}")
     assert run_status(app, run) == "paused"
-    assert "Run paused" in operator.get(r.headers["Location"]).get_data(as_text=True)
+    assert f"Run {run[-8:]} paused" in operator.get(r.headers["Location"]).get_data(as_text=True)
     (event,) = events(app, run, "pause")
     assert event.outcome == "success" and event.actor == world["users"]["Operator"]["username"]
 
@@ -231,12 +267,15 @@ def test_cancel_and_retry_from_the_failed_tasks_list(app, world):
                     listing, re.S)
     assert row, listing[:3000]
     assert "it broke" in row.group(0) and "apg-retry-run" in row.group(0)
+    assert f"<code>{run[-8:]}</code>" in row.group(0)  # the short id: the random tail
     viewer = login(app, world["users"]["Viewer"]).get("/failed_tasks/list/")
     assert run in viewer.get_data(as_text=True)
     assert "apg-retry-run" not in viewer.get_data(as_text=True)
 
     r = operator.post(f"/runs/{run}/control/retry", data={"next": "/failed_tasks/list/"})
     assert r.status_code == 302 and r.headers["Location"].endswith("/failed_tasks/list/")
+    back = operator.get(r.headers["Location"]).get_data(as_text=True)
+    assert f"Run {run[-8:]}: failed tasks queued again." in back  # which run, of the list
     assert run_status(app, run) == "queued"  # running again once a worker begins a task
     assert events(app, run, "retry")[0].outcome == "success"
     assert drain(app, run) == "failed"
@@ -305,7 +344,8 @@ def test_run_form_starts_a_manual_run_and_opens_its_page(app, world):
         assert run.params == {"count": 3, "ratio": 0.5, "dry_run": False, "label": "nightly",
                               "options": {"a": 1}, "items": [], "mode": "fast"}
         db.session.remove()
-    assert "Run started." in operator.get(r.headers["Location"]).get_data(as_text=True)
+    assert f"Run {run_id[-8:]} started." in operator.get(r.headers["Location"]).get_data(
+        as_text=True)
     again = operator.post(f"/workflows/{wid}/run", data=data)
     assert again.headers["Location"] == r.headers["Location"] and runs_of(app, wid) == 1
     assert drain(app, run_id) == "succeeded"
@@ -315,14 +355,27 @@ def test_run_form_starts_a_manual_run_and_opens_its_page(app, world):
     assert outsider.post(f"/workflows/{wid}/run", data=data).status_code == 404
 
 
-# -- the graph's layout ----------------------------------------------------------------
-def test_layout_puts_tasks_in_dependency_columns():
-    upstream = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": []}
-    graph = run_graph.layout(upstream, {k: "noop" for k in upstream})
-    column = {n.task_id: n.layer for n in graph.nodes}
-    assert column == {"a": 0, "e": 0, "b": 1, "c": 1, "d": 2}
-    assert len(graph.edges) == 4
-    xs = {n.task_id: n.x for n in graph.nodes}
-    assert xs["a"] < xs["b"] == xs["c"] < xs["d"]
-    assert graph.width >= 3 * run_graph.NODE_W and graph.height >= 2 * run_graph.NODE_H
+# -- the graph's data ------------------------------------------------------------------
+def test_graph_data_of_a_definition_and_of_a_run():
+    from capability import dsl
+
+    result = dsl.validate_definition({"name": "g", "tasks": [
+        {"id": "a", "type": "noop", "for_each": [1, 2, 3]},
+        {"id": "b", "type": "noop", "depends_on": ["a"]},
+        {"id": "c", "type": "noop", "depends_on": ["a"], "for_each": "{{ tasks.a.output }}"},
+        {"id": "d", "type": "noop", "depends_on": ["b", "c"]},
+    ]})
+    assert result.definition is not None, result.errors
+    plain = run_graph.graph_data(result.definition)
+    assert [(n["id"], n["status"], n["for_each"], n["items"]) for n in plain["nodes"]] == [
+        ("a", None, True, 3), ("b", None, False, None), ("c", None, True, None),
+        ("d", None, False, None)]
+    assert plain["edges"] == [["a", "b"], ["a", "c"], ["b", "d"], ["c", "d"]]
+    # A run's: statuses, and the elements that exist so far (c's list is not made yet).
+    tasks = {"a": {"status": "succeeded", "items": [{"index": 0}, {"index": 1}]},
+             "b": {"status": "running", "items": []}, "c": {"status": "pending", "items": []}}
+    ran = {n["id"]: n for n in run_graph.graph_data(result.definition, tasks)["nodes"]}
+    assert (ran["a"]["status"], ran["a"]["items"]) == ("succeeded", 2)
+    assert (ran["c"]["status"], ran["c"]["items"]) == ("pending", 0)
+    assert (ran["b"]["items"], ran["d"]["status"]) == (None, "pending")
     assert seconds_text(0.25) == "250 ms" and seconds_text(75) == "1 min 15 s"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import re
 from typing import Any
@@ -147,6 +148,29 @@ def test_page_shows_definition_versions_and_writer_buttons(app, world):
     assert "vendor/codemirror/lib/codemirror.js" in html
     viewer = login(app, world["users"]["Viewer"]).get(f"/workflows/{wf['id']}")
     assert 'id="edit-workflow"' not in viewer.get_data(as_text=True)
+    # The graph of the current version, for static/js/graph.js to draw: no run, no status.
+    graph = re.search(r'<svg[^>]*id="workflow-graph" data-graph=\'([^\']*)\'', html)
+    assert graph, html[:3000]
+    data = json.loads(htmllib.unescape(graph.group(1)))
+    assert data == {"nodes": [
+        {"id": "fetch", "type": "noop", "status": None, "for_each": False, "items": None},
+        {"id": "push", "type": "noop", "status": None, "for_each": False, "items": None}],
+        "edges": [["fetch", "push"]]}
+    assert "vendor/dagre/dagre.min.js" in html and "js/graph.js" in html
+
+
+def test_home_page_says_only_what_exists(app, world):
+    """No schedules, webhooks or events yet: the home page must not promise them."""
+    for client in (app.test_client(), login(app, world["users"]["Viewer"])):
+        page = client.get("/").get_data(as_text=True)
+        tagline = re.search(r'<p class="apg-tagline">(.*?)</p>', page, re.S)
+        assert tagline, page[:2000]
+        text = " ".join(tagline.group(1).split())
+        for promise in ("schedule", "event", "webhook", "cron"):
+            assert promise not in text.lower(), text
+        for feature in ("versions", "REST API", "live", "retries", "approvals",
+                        "sub-workflows", "secrets", "audit trail"):
+            assert feature in text, (feature, text)
 
 
 # -- writing through the forms -------------------------------------------------------

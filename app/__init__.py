@@ -193,6 +193,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         instance_path=str(default_config.INSTANCE_DIR),
     )
     _configure(app, role, test_config)
+    # JSON keeps the order it was given: a definition's params are shown in its author's.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     from app.audit import recorder, specs
     from app.runtime.redis_conn import resolve_url

@@ -3,7 +3,7 @@
 * ``Workflow``: the mutable head of a definition (name, team, which version is
   current); every save adds a ``WorkflowVersion`` that is never changed again, so a run
   can pin the exact definition it was started with.
-* ``Secret``: a team's named value, stored only encrypted (``capability.secrets``).
+* ``Secret``: a team's named value, stored only encrypted (``capability.secrets.vault``).
 * ``Run``: one execution of a pinned version; ``TaskRun``: the state of one task of a
   run (or of its undo step, ``TaskKind.COMPENSATION``); ``TaskItem``: one element of a
   ``for_each`` task; ``TaskAttempt``: one try of a task or element, whose id is the
@@ -75,7 +75,7 @@ class Workflow(TeamScoped, Model):
 
 class Secret(TeamScoped, Model):
     """A named value a team's workflows read as ``{{ secrets.<name> }}``; stored only
-    encrypted (``capability.secrets``), never shown after it is saved."""
+    encrypted (``capability.secrets.vault``), never shown after it is saved."""
 
     __tablename__ = "apg_secret"
     __table_args__ = (UniqueConstraint("team_id", "name", name="uq_apg_secret_team_name"),)

@@ -87,23 +87,6 @@ def verdict_of(rule: str, counts: Counts) -> Verdict:
     return Verdict.RUN if failed == counts.total else Verdict.SKIP
 
 
-def ready(
-    pending: Iterable[str],
-    upstream_of: Mapping[str, Sequence[str]],
-    rule_of: Mapping[str, str],
-    status_of: Mapping[str, str],
-) -> dict[str, Verdict]:
-    """Verdicts for pending tasks whose upstreams are all finished."""
-    out: dict[str, Verdict] = {}
-    for task_id in pending:
-        verdict = trigger_verdict(
-            rule_of[task_id], [status_of[u] for u in upstream_of.get(task_id, [])]
-        )
-        if verdict != Verdict.WAIT:
-            out[task_id] = verdict
-    return out
-
-
 def _names(task_ids: Sequence[str], limit: int = 3) -> str:
     shown = ", ".join(task_ids[:limit])
     return shown + (f" and {len(task_ids) - limit} more" if len(task_ids) > limit else "")
@@ -330,7 +313,7 @@ _PLANS_MAX = 256
 
 
 def plan_of(definition: dsl.WorkflowDefinition) -> Plan:
-    """The plan of a parsed definition (``runner.definition_of`` keeps one object per
+    """The plan of a parsed definition (``state.definition_of`` keeps one object per
     version, so this is built once per version and process). Keyed by the object's
     ``id``: the entry holds the definition, so the id cannot be reused while cached."""
     key = id(definition)

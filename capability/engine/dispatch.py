@@ -37,7 +37,7 @@ class Send:
     timeout: float | None = None
     finish_delay: bool = False  # the end of a `delay` task, not a new attempt
     child_run: str | None = None  # a finished sub-workflow run: tell its parent
-    instant: bool = False  # begin, run and record in one transaction (runner.INSTANT_TYPES)
+    instant: bool = False  # begin, run and record in one transaction (state.INSTANT_TYPES)
 
 
 class Dispatcher:

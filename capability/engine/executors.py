@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from capability.dsl import parse_duration
+from capability.dsl import TaskType, parse_duration, registry
 from capability.engine import isolation
 from capability.engine.settings import EngineSettings as Settings
 from capability.engine.state import AttemptContext, Outcome
@@ -129,3 +129,17 @@ EXECUTORS: dict[str, Executor] = {
     "noop": noop, "fail": fail, "delay": delay, "transform": transform, "python": python,
     "http": http, "approval": approval, "workflow": workflow,
 }
+
+
+def register_task_type(task_type: TaskType, executor: Executor, *,
+                       replace: bool = False) -> None:
+    """Add a task type in one call: its ``with`` model to the DSL's registry (validation,
+    the JSON Schema, the editor's list, the worker's check of rendered values) and its
+    executor here. All or nothing: a bad name, model or executor, or a name already
+    taken (without ``replace``), raises and changes neither."""
+    if not callable(executor):
+        raise TypeError(f"task type {task_type.name!r}: the executor must be callable")
+    if not replace and task_type.name in EXECUTORS:
+        raise ValueError(f"task type {task_type.name!r} is already registered")
+    registry.register(task_type, replace=replace)  # checks the name and model, or raises
+    EXECUTORS[task_type.name] = executor

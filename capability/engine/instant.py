@@ -1,4 +1,4 @@
-"""The attempt of an instant type (``runner.INSTANT_TYPES``: noop, transform, fail):
+"""The attempt of an instant type (``state.INSTANT_TYPES``: noop, transform, fail):
 lock, begin, run, record and advance in one transaction and a handful of statements.
 
 Such a task touches nothing outside the database and runs in microseconds, so what it

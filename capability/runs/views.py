@@ -1,9 +1,10 @@
-"""Runs in the browser: the list, a run's page (graph, timeline, tasks, controls), the
-failed tasks, and the "Run" form of a workflow's page.
+"""Runs in the browser: the list, a run's page (graph, timeline, tasks, controls,
+approvals) and the failed tasks (the "Run" form of a workflow's page: ``runs.form``).
 
-Thin over ``capability.runs``, the functions ``/api/v1/runs/`` calls: a view calls the
-service with the request's actor (another team's run: 404), flashes what it refused
-(audited like a refused API call) and publishes the run's new state to its watchers.
+Thin over ``runs.service``, the functions ``/api/v1/runs/`` calls: a view calls the
+service with the request's actor (another team's run: 404) and flashes what it refused
+(audited like a refused API call). The page shows the controls ``run_dict`` says the
+user may use now, and the approve/reject buttons only to who may answer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``/api/v1/secrets/``: a team's workflow secrets, for Admins (API.md, roles).
 
-Thin over ``capability.secrets``. A secret in a response is its id, team, name and who
+Thin over ``secrets.service``. A secret in a response is its id, team, name and who
 saved it when: never its value nor the ciphertext, in no list, item, ``_info`` or
 OpenAPI schema (the columns below are listed, never left to FAB's defaults).
 """

@@ -1,6 +1,6 @@
 """Security -> Secrets: a team's workflow secrets, for Admins.
 
-FAB's list, add, edit and delete pages; every change goes through ``capability.secrets``
+FAB's list, add, edit and delete pages; every change goes through ``secrets.service``
 (the functions ``/api/v1/secrets/`` calls) with the request's actor. A value is typed
 into a password input and never rendered back, not even masked: the edit form only
 sets a new one. Refused changes are flashed and audited like refused API calls.

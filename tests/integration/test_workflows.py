@@ -122,6 +122,28 @@ def test_validate_and_schema(client, author):
     assert "tasks" in str(schema.get_json())
 
 
+def test_validate_gives_the_line_of_each_error_in_text(client, author):
+    """As the editor does: a definition sent as text gets each error's line."""
+    text = "name: lines\ntasks:\n  - id: a\n    type: noop\n  - id: b\n    type: nope\n" \
+           "    depends_on: [zz]\n"
+    r = client.post("/api/v1/workflows/validate", headers=author["h"],
+                    json={"definition": text})
+    body = r.get_json()
+    assert r.status_code == 200 and body["valid"] is False
+    lines = {e["path"]: e["line"] for e in body["errors"]}
+    assert lines["tasks[1].type"] == 6 and lines["tasks[1].depends_on[0]"] == 7
+    # An object has no lines to give.
+    r = client.post("/api/v1/workflows/validate", headers=author["h"], json={"definition": {
+        "name": "lines", "tasks": [{"id": "b", "type": "nope"}]}})
+    assert r.get_json()["valid"] is False
+    assert all("line" not in e for e in r.get_json()["errors"])
+    # The same lines when the save is refused.
+    r = client.post("/api/v1/workflows/", headers=author["h"],
+                    json={"team": author["team"]["name"], "definition": text})
+    assert r.status_code == 422
+    assert {e["path"]: e["line"] for e in r.get_json()["errors"]}["tasks[1].type"] == 6
+
+
 def test_duplicate_name_and_unknown_team(client, author, factory):
     name = unique("dup")
     assert create(client, author, {"team": author["team"]["name"],

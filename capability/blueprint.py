@@ -53,7 +53,7 @@ def register(reg: Registrar) -> None:
     from capability import live_web
     from capability.api import WorkflowApi
     from capability.runs.api import RunApi
-    from capability.runs.views import FailedTaskView, RunView
+    from capability.runs.views import FailedTaskView, RunView, install_template_helpers
     from capability.secrets.api import SecretApi
     from capability.secrets.views import SecretView
     from capability.transport.api import TransportApi
@@ -75,6 +75,7 @@ def register(reg: Registrar) -> None:
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
     reg.on_ready(live_web.install)  # Socket.IO namespace /runs: live run updates
+    reg.on_ready(install_template_helpers)
 
 
 def health() -> dict[str, Any]:

@@ -192,7 +192,7 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
     """A run as the API shows it (API.md, "Runs"): with ``controls``, the controls
     ``actor`` may use on it now (from the rule the engine enforces), and
     ``retry_blocked``, why a failed run cannot be retried."""
-    rule = controls.controls_for(session, run)
+    rule = controls_of_run(session, run)
     out: dict[str, Any] = {
         "id": run.id,
         "workflow_id": run.workflow_id,
@@ -251,6 +251,11 @@ def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
     if task.prompt is not None:
         out["prompt"] = task.prompt  # an approval's rendered message and approvers
     return out
+
+
+def controls_of_run(session: DbSession, run: Run) -> controls.Controls:
+    """The controls the run allows now, whoever asks (the rule ``control`` enforces)."""
+    return controls.controls_for(session, run)
 
 
 def may_answer(actor: Actor, run: Run, task: dict[str, Any]) -> bool:

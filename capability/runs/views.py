@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, flash, redirect, request, url_for
+from flask import Flask, abort, current_app, flash, redirect, request, url_for
 from flask_appbuilder import ModelView
 from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -198,6 +198,12 @@ class FailedTaskView(ScopedMixin, ModelView):
 # -- a run's page --------------------------------------------------------------------
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def install_template_helpers(app: Flask) -> None:
+    """``run_controls(run)`` for the list widgets (they render without the view): the
+    controls a run allows now, by the rule the service enforces."""
+    app.jinja_env.globals["run_controls"] = lambda run: runs.controls_of_run(db.session, run)
 
 
 def page_context(run: Run, actor: Actor) -> dict[str, Any]:

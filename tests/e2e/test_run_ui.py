@@ -181,6 +181,9 @@ def test_operator_approves_a_task_and_retries_a_failed_run(
     page.locator("#live-indicator", has_text="live").wait_for()
     box = page.locator('[data-approval="approve"]')
     assert box.is_visible() and "Publish the report?" in box.inner_text()
+    assert "Who may answer: any Operator or Author of team" in box.inner_text()
+    settle(page)
+    box.screenshot(path=str(screenshots / "run_approval.png"))
     assert page.locator("#run-pause").is_visible() and not page.locator("#run-resume").is_visible()
     box.locator("textarea[name=comment]").fill("numbers checked")
     with page.expect_navigation():
@@ -197,10 +200,20 @@ def test_operator_approves_a_task_and_retries_a_failed_run(
     page.goto(f"/runs/{runs['failing']}?task=fetch")
     assert page.locator("#task-fetch .apg-item-chips .apg-st-succeeded").count() == 3
     assert page.locator("#run-retry").is_visible() and not page.locator("#run-cancel").is_visible()
-    # A compensated run: the undo step is listed; such a run cannot be retried.
+    # A compensated run: the undo step is listed; such a run cannot be retried, and the
+    # page says why (the service's words), at desktop and phone width.
     page.goto(f"/runs/{runs['compensated']}")
     page.locator('#compensations tbody tr[data-task="reserve"]', has_text="succeeded").wait_for()
     assert not page.locator("#run-retry").is_visible()
+    notice = page.locator("#retry-blocked")
+    assert notice.is_visible() and "Compensations ran" in notice.inner_text()
+    settle(page)
+    page.screenshot(path=str(screenshots / "run_retry_blocked.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert notice.is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(screenshots / "phone_run_retry_blocked.png"))
+    page.set_viewport_size({"width": 1400, "height": 900})
 
     open_menu(page, "Workflows", "Failed tasks")
     row = page.locator(f'tr.apg-failed-row[data-run="{runs["failing"]}"]')

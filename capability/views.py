@@ -277,13 +277,17 @@ class WorkflowView(ScopedMixin, ModelView):
     @expose("/check", methods=["POST"])
     @has_access
     def check(self) -> Any:
-        """The editor's "Validate": ``/api/v1/workflows/validate`` plus a line per error."""
-        body = request.get_json(silent=True)
-        text = body.get("definition") if isinstance(body, dict) else None
+        """The editor's "Validate": what ``/api/v1/workflows/validate`` answers for text
+        (each error with its line)."""
+        try:
+            body = parse(service.DefinitionIn, request.get_json(silent=True))
+        except ServiceError as exc:
+            return jsonify(message=exc.message, errors=exc.errors), 400
+        text = body.definition
         if not isinstance(text, str):
             return jsonify(message="send {\"definition\": \"<YAML or JSON text>\"}"), 400
         try:
-            service.check_definition(service.read_source(text))
+            service.check_definition(service.read_source(text, body.format))
         except ServiceError as exc:
             return jsonify(valid=False, message=exc.message, errors=with_lines(text, exc.errors))
         return jsonify(valid=True, errors=[])

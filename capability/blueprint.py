@@ -98,8 +98,8 @@ capability = Capability.build(
     health,
     id="workflow",
     name="Workflow orchestration",
-    version="0.2.0",
-    description="Workflows of typed tasks, versioned; runs on RQ workers (engine in progress).",
+    version="0.3.0",
+    description="Workflows of typed tasks, versioned; runs on RQ workers, watched live.",
     depends_on=("platform",),
     role_permissions={
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus),

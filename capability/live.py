@@ -1,4 +1,4 @@
-"""Live run updates over Socket.IO (DESIGN.md, "Data flow of a run", step 4).
+"""Live run updates over Socket.IO: every browser watching a run sees it change.
 
 Every transaction that changes a run ends with its outbox telling the run's watchers
 (``engine.outbox``, through the publisher ``install`` registers): the run's state

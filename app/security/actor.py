@@ -1,7 +1,7 @@
 """Who is acting: the argument every service function takes.
 
 Views and API handlers build an ``Actor`` from the logged-in user
-(``app.tenancy.service.actor_for_user``: roles, teams, tenants); workers and the CLI
+(``app.security.request.actor_for_user``: roles, teams, tenants); workers and the CLI
 build one for the user (or the system) they act for. Services never read ``g`` or
 ``current_user`` themselves.
 """

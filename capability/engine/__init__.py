@@ -11,9 +11,9 @@ From the bottom up (each module imports only those before it; ``make lint`` chec
 * ``runner`` (the transaction steps), ``instant`` (an instant type's hop in one
   transaction), ``controls`` (cancel, pause, resume, retry, approvals, and which is
   allowed now), ``subruns`` (``workflow`` tasks);
-* ``executors`` (what each task type does), ``isolation`` (a ``python`` task's child
-  process), ``rq_state`` and ``reaper`` (recovery), ``jobs`` (the RQ entry points, which
-  own the commits).
+* ``isolation`` (a ``python`` task's child process), ``executors`` (what each task type
+  does), ``rq_state`` and ``reaper`` (recovery), ``jobs`` (the RQ entry points, which own
+  the commits).
 
 Nothing in the engine imports a service or a web module, or reads ``current_app`` below
 ``jobs``.

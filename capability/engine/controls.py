@@ -98,7 +98,8 @@ def resume(session: DbSession, run_id: str) -> Run:
 
 
 def retry(session: DbSession, run_id: str) -> Run:
-    """Run the failed and upstream_failed tasks again, with a fresh retry budget."""
+    """Run the failed, upstream_failed and cancelled tasks again, each with a fresh retry
+    budget."""
     run = state.lock_run(session, run_id)
     _allow(session, run, "retry")
     again = [t for t in run.tasks if t.status in RETRIED]

@@ -130,13 +130,14 @@ class RunApi(ScopedMixin, UuidModelApi):
     @protect()
     @safe
     def retry(self, pk: str) -> Response:
-        """Run the failed and upstream_failed tasks again, each with a fresh retry budget.
+        """Run the failed, upstream_failed and cancelled tasks again, each with a fresh
+        retry budget.
         ---
         post:
           parameters: [{in: path, name: pk, schema: {type: string}}]
           responses:
-            200: {description: the run, running again}
-            409: {description: nothing failed}
+            200: {description: "the run, queued again (running once a worker begins)"}
+            409: {description: "not allowed now: the run's retry_blocked says why"}
         """
         return self._control(pk, "retry")
 

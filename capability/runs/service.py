@@ -52,9 +52,9 @@ def may_operate(actor: Actor, team_id: str) -> bool:
                               and team_id in actor.team_ids)
 
 
-def _require_operator(actor: Actor, team_id: str) -> None:
+def _require_operator(actor: Actor, team_id: str, what: str) -> None:
     if not may_operate(actor, team_id):
-        raise Forbidden("Only an Operator or Author of the workflow's team may start runs")
+        raise Forbidden(f"Only an {OPERATOR} or {AUTHOR} of the workflow's team may {what}")
 
 
 def start_run(
@@ -67,7 +67,7 @@ def start_run(
     """
     body = body or StartRunIn()
     workflow = service.get_workflow(session, actor, workflow_id)
-    _require_operator(actor, workflow.team_id)
+    _require_operator(actor, workflow.team_id, "start runs")
     key = body.idempotency_key
     if key is not None:
         existing = _by_key(session, workflow.id, key)
@@ -144,7 +144,7 @@ def control(
         raise ValidationFailed(f"Unknown control {action!r}", [
             {"path": "action", "message": f"one of {', '.join(CONTROLS)}"}])
     run = get_run(session, actor, run_id)
-    _require_operator(actor, run.team_id)
+    _require_operator(actor, run.team_id, f"{action} runs")
     before = run.status
     outbox.begin(session, dispatcher)
     try:
@@ -169,7 +169,7 @@ def answer_approval(
     approve: bool, body: AnswerIn | None = None,
 ) -> Run:
     run = get_run(session, actor, run_id)
-    _require_operator(actor, run.team_id)
+    _require_operator(actor, run.team_id, "answer approvals")
     comment = (body or AnswerIn()).comment
     before = run.status
     outbox.begin(session, dispatcher)
@@ -256,6 +256,16 @@ def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
 def controls_of_run(session: DbSession, run: Run) -> controls.Controls:
     """The controls the run allows now, whoever asks (the rule ``control`` enforces)."""
     return controls.controls_for(session, run)
+
+
+def who_may_answer(approvers: str | None, team: str) -> str:
+    """In words, who may answer an approval of the team (the rule of ``may_answer``)."""
+    if not approvers:
+        return f"any {OPERATOR} or {AUTHOR} of team {team}, and Admins"
+    if approvers in (OPERATOR, AUTHOR):
+        return f"users with the role {approvers} in team {team}, and Admins"
+    return (f"users of team {team} with the role {approvers} who are also an {OPERATOR} or "
+            f"{AUTHOR} there, and Admins")
 
 
 def may_answer(actor: Actor, run: Run, task: dict[str, Any]) -> bool:

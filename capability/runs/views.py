@@ -222,7 +222,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
             "is_approval": is_approval,
             # Rendered when the task began to wait (never the template's text).
             "message": prompt.get("message"),
-            "approvers": prompt.get("approvers"),
+            "approvers": runs.who_may_answer(prompt.get("approvers"), run.team.name),
             "may_answer": is_approval and runs.may_answer(actor, run, task),
             "output_json": None if task["output"] is None else _pretty(task["output"]),
         })

@@ -116,7 +116,7 @@ def test_an_approval_shows_its_rendered_message_and_who_may_answer(app, client, 
     author = login(app, team["users"]["Author"]).get(f"/runs/{run_id}?task=ask")
     page = author.get_data(as_text=True)
     assert "Ship 3 orders?" in page and "tasks.count.output" not in page
-    assert "users with the role <strong>Operator</strong>" in page
+    assert "Who may answer: users with the role Operator in team" in page
     assert 'value="approve"' not in page and "You may not answer this approval" in page
     r = client.post(f"/api/v1/runs/{run_id}/tasks/ask/approve", headers=team["h"]["Author"])
     assert r.status_code == 403

@@ -11,6 +11,7 @@ from flask_jwt_extended import JWTManager
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
 from app.security.actor import Actor
+from app.security.login_api import ApgSecurityApi
 from app.security.request import client_ip, request_id
 
 
@@ -19,6 +20,9 @@ def _unauthorized(reason: str) -> Response:
 
 
 class ApgSecurityManager(SecurityManager):
+    # The API login: a missing provider means "db"; a malformed body is a 400/422.
+    security_api = ApgSecurityApi
+
     def create_jwt_manager(self, app: Flask) -> JWTManager:
         """Token errors answer 401 with ``message`` like every other error of the API
         (flask-jwt-extended's defaults are ``{"msg"}`` and 422 for a malformed token)."""

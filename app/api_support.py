@@ -127,7 +127,56 @@ def call_for_page(
         raise
 
 
-class UuidModelApi(ModelRestApi):
+class QueryExamplesMixin:
+    """Publish an example of the ``q`` argument that the endpoint accepts.
+
+    FAB documents ``q`` of its list, info and item endpoints with nothing but a
+    reference to its generic JSON Schema (``get_list_schema`` ...), so Swagger UI makes
+    its own example from that schema: ``columns`` and ``sel_columns`` both filled
+    (``Cannot use both select and sel columns``), a ``filters`` entry on the column
+    ``"string"``, ``page_size: 0``. "Try it out" then fails with its pre-filled value.
+    An example placed on the parameter wins over the schema's, and this one is built
+    from the API's own order columns, so it works as it is.
+    """
+
+    datamodel: Any
+    order_columns: list[str]
+    base_order: Any
+    page_size: int
+
+    def q_example(self, method: str) -> dict[str, Any] | None:
+        if method == "get_list":
+            example: dict[str, Any] = {"page": 0, "page_size": min(self.page_size, 25)}
+            if self.base_order and self.base_order[0] in self.order_columns:
+                example["order_column"], example["order_direction"] = self.base_order
+            elif self.order_columns:
+                example["order_column"] = self.order_columns[0]
+                example["order_direction"] = "asc"
+            return example
+        if method == "info":
+            return {"keys": ["permissions"]}
+        if method == "get":
+            return {"keys": ["show_columns"]}
+        return None
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None,
+        methods: list[str] | None = None, func: Callable[..., Response] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().operation_helper(  # type: ignore[misc]
+            path=path, operations=operations, methods=methods, func=func, **kwargs)
+        example = self.q_example(func.__name__) if func is not None else None
+        if example is None or not operations:
+            return
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param.get("in") == "query" and param.get("name") == "q":
+                    media = param.setdefault("content", {}).setdefault("application/json", {})
+                    media["example"] = example
+
+
+class UuidModelApi(QueryExamplesMixin, ModelRestApi):
     """FAB's ModelRestApi reads one row at ``/<int:pk>``; our ids are UUIDv7 strings."""
 
     @expose("/<pk>", methods=["GET"])

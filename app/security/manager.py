@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, make_response
+from flask_appbuilder.security.sqla import apis as fab_apis
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
 
+from app.api_support import QueryExamplesMixin
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
 from app.security.actor import Actor
@@ -19,9 +21,41 @@ def _unauthorized(reason: str) -> Response:
     return make_response(jsonify({"message": reason}), 401)
 
 
+# FAB's security APIs with an example of ``q`` that works in Swagger's "Try it out"
+# (see QueryExamplesMixin). Same class names: FAB derives endpoints from them.
+class PermissionApi(QueryExamplesMixin, fab_apis.PermissionApi):
+    pass
+
+
+class RoleApi(QueryExamplesMixin, fab_apis.RoleApi):
+    pass
+
+
+class UserApi(QueryExamplesMixin, fab_apis.UserApi):
+    pass
+
+
+class ViewMenuApi(QueryExamplesMixin, fab_apis.ViewMenuApi):
+    pass
+
+
+class PermissionViewMenuApi(QueryExamplesMixin, fab_apis.PermissionViewMenuApi):
+    pass
+
+
+class GroupApi(QueryExamplesMixin, fab_apis.GroupApi):
+    pass
+
+
 class ApgSecurityManager(SecurityManager):
     # The API login: a missing provider means "db"; a malformed body is a 400/422.
     security_api = ApgSecurityApi
+    permission_api = PermissionApi
+    role_api = RoleApi
+    user_api = UserApi
+    view_menu_api = ViewMenuApi
+    permission_view_menu_api = PermissionViewMenuApi
+    group_api = GroupApi
 
     def create_jwt_manager(self, app: Flask) -> JWTManager:
         """Token errors answer 401 with ``message`` like every other error of the API

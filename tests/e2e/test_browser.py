@@ -152,3 +152,25 @@ def test_admin_creates_team_through_form(
     settle(page)
     page.screenshot(path=str(screenshots / "capabilities.png"), full_page=True)
     assert_no_csp_errors(console)
+
+
+def test_swagger_try_it_out_works_with_its_prefilled_example(
+    page: Any, factory: Any, console: ConsoleLog
+) -> None:
+    admin = factory.user("Admin")
+    factory.team()
+    login(page, admin["username"], admin["password"])
+    page.goto("/swagger/v1")
+    page.wait_for_selector(".opblock")
+    for path in ("/api/v1/workflows/", "/api/v1/runs/", "/api/v1/teams/"):
+        block = page.locator(
+            f".opblock-get:has(.opblock-summary-path[data-path='{path}'])").first
+        block.locator(".opblock-summary").click()
+        block.locator("button.try-out__btn").click()
+        prefilled = block.locator("textarea").first.input_value()
+        assert '"order_column"' in prefilled and "select_columns" not in prefilled, prefilled
+        block.locator("button.execute").click()
+        status = block.locator(".live-responses-table tbody .response-col_status").first
+        status.wait_for()
+        assert status.inner_text().strip() == "200", (path, block.inner_text()[:2000])
+    assert_no_csp_errors(console)

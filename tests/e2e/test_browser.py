@@ -154,6 +154,50 @@ def test_admin_creates_team_through_form(
     assert_no_csp_errors(console)
 
 
+def test_team_screens_choose_nobody_go_back_and_explain_a_refused_delete(
+    app: Flask, page: Any, factory: Any, console: ConsoleLog
+) -> None:
+    from tests.integration.test_run_views import make_workflow, start
+
+    admin = factory.user("Admin")
+    factory.user("Viewer")
+    team = factory.team()
+    api = app.test_client()
+    headers = auth(api_token(api, admin["username"]))
+    start(api, headers, make_workflow(api, headers, team["name"], [{"id": "a", "type": "noop"}]))
+    login(page, admin["username"], admin["password"])
+
+    # Add Team Membership: nobody chosen until the user chooses.
+    page.goto(f"/teamview/show/{team['id']}")
+    page.goto("/teammembershipview/add")
+    assert page.locator("select#user").evaluate("e => e.value") == "__None"
+    assert "Choose a user" in page.locator("#s2id_user, .select2-container").nth(1).inner_text()
+    with page.expect_navigation():
+        page.locator("form#model_form button[type=submit]").click()
+    assert "This field is required." in page.locator("form#model_form").inner_text()
+
+    # Saving a team lands on the teams list it was opened from, not the tenants list.
+    open_menu(page, "Security", "Tenants")
+    open_menu(page, "Security", "Teams")
+    page.locator(f"a[href*='/teamview/edit/{team['id']}']").first.click()
+    page.wait_for_url(f"**/teamview/edit/{team['id']}")
+    with page.expect_navigation():
+        page.locator("form#model_form button[type=submit]").click()
+    assert page.url.endswith("/teamview/list/"), page.url
+
+    # Deleting it is refused in words; the row stays.
+    page.locator("tr", has_text=team["name"]).locator("a[id^='btn-delete-']").click()
+    page.locator("#modal-confirm").wait_for(state="visible")
+    with page.expect_navigation():
+        page.locator("#modal-confirm-ok").click()
+    assert page.url.endswith("/teamview/list/"), page.url
+    alert = page.locator(".alert-danger").inner_text()
+    assert (f"Team '{team['name']}' still owns 1 workflow and 1 run: delete or move them first"
+            in alert), alert
+    assert page.locator("table td", has_text=team["name"]).count() == 1
+    assert_no_csp_errors(console)
+
+
 def test_swagger_try_it_out_works_with_its_prefilled_example(
     page: Any, factory: Any, console: ConsoleLog
 ) -> None:

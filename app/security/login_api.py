@@ -59,11 +59,11 @@ class ApgSecurityApi(SecurityApi):
         allowed = self._providers()
         if body.provider not in allowed:
             expected = " or ".join(repr(p) for p in allowed) or "none (API login is off)"
-            raise ValidationFailed("Invalid login request", [
+            raise ValidationFailed("Invalid request", [
                 {"path": "provider", "message": f"unknown provider {body.provider!r}: "
                                                 f"expected {expected}"}])
         if is_null_password(body.password):
-            raise ValidationFailed("Invalid login request", [
+            raise ValidationFailed("Invalid request", [
                 {"path": "password", "message": "must not be made of NUL characters"}])
         return body
 

@@ -68,6 +68,25 @@ class ApgSecurityManager(SecurityManager):
         manager.user_lookup_error_loader(lambda _h, _p: _unauthorized("Unknown or inactive user"))
         return manager
 
+    def add_permissions_view(self, base_permissions: list[str], view_menu: str) -> None:
+        """FAB syncs the permissions of one view at a time, and takes the view's methods
+        for everything its permission name (view menu) may hold: whatever else that
+        name holds, it tries to delete. Several of our views share a name on purpose
+        ("Runs": RunApi, RunView, FailedTaskView; "Workflows", "Secrets", "Teams" the
+        same), and a name can be a menu entry too ("Runs" in the "Workflows" menu), so
+        each start it tried to take ``can_control`` (FailedTaskView has no control) and
+        ``menu_access`` away from those names, and said "Refused to delete permission
+        view" because Admin held them. The permissions of a name are the union of its
+        views' methods, plus the menu entry's ``menu_access`` (the menu's own sync,
+        ``add_permissions_menu``, looks after that one)."""
+        wanted = set(base_permissions)
+        for view in self.appbuilder.baseviews:
+            if getattr(view, "class_permission_name", None) == view_menu:
+                wanted.update(view.base_permissions or ())
+        if self.find_permission_view_menu("menu_access", view_menu) is not None:
+            wanted.add("menu_access")
+        super().add_permissions_view(sorted(wanted), view_menu)
+
     def register_views(self) -> None:
         super().register_views()
         # FAB limits only the form login (AUTH_RATE_LIMITED); the API login is the

@@ -23,10 +23,12 @@ def _tenant(obj: Any) -> str | None:
 
 def register(reg: Registrar) -> None:
     from capability.engine import reaper
+    from capability.runs import log as run_log
     from capability.secrets.cli import secrets_group
 
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
+    reg.on_ready(run_log.install)  # "run ... started/finished" lines, web and workers
     reg.add_cli(reaper.reap_command)
     reg.add_cli(secrets_group)  # `flask --app app secrets rotate`
     reg.audited(

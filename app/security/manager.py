@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, make_response
@@ -15,6 +16,8 @@ from app.audit.web import mark_audited
 from app.security.actor import Actor
 from app.security.login_api import ApgSecurityApi
 from app.security.request import client_ip, request_id
+
+log = logging.getLogger(__name__)
 
 
 def _unauthorized(reason: str) -> Response:
@@ -125,14 +128,18 @@ class ApgSecurityManager(SecurityManager):
         user = super().auth_user_db(username, password)
         if user is not None:
             self._login_event(user.username, user, "success")
+            log.info("login: %s from %s", user.username, client_ip())
         else:
             known = self.find_user(username=username) if username else None
             self._login_event(username, known, "denied")
+            why = "wrong password or inactive user" if known is not None else "no such user"
+            log.info("login refused: %r from %s (%s)", username, client_ip(), why)
         return user
 
     def on_user_logout(self, user: Any) -> None:
         from app.security.actor import actor_for_user
 
+        log.info("logout: %s from %s", user.username, client_ip())
         actor = actor_for_user(self.session, user, ip=client_ip(), request_id=request_id())
         record(self.session, build_event(actor, "logout", "user", str(user.id)))
         self.session.commit()

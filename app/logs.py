@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
+from pathlib import Path
 from typing import Any
 
 ACCESS_LOGGER = "app.access"
@@ -32,8 +34,9 @@ QUIET = (
 # Never below WARNING: at DEBUG, SQLAlchemy's engine logger would print every statement.
 ALWAYS_QUIET = ("sqlalchemy",)
 # python-socketio and python-engineio give a logger without a level a handler of their
-# own (each line would be printed twice) and, with logger=False, the level ERROR. A level
-# set here keeps their handler out; WARNING keeps what they have to say about Redis.
+# own (each line would be printed twice) and the level ERROR (logger=False). Setting the
+# level here keeps their handler out. ERROR as they would: their warnings are about
+# browsers ("Cannot send to sid", a refused connection), their errors about Redis.
 SOCKETIO = ("socketio.server", "engineio.server", "socketio.client", "engineio.client")
 
 
@@ -82,7 +85,7 @@ def configure(level_name: Any, access_log: str | None = None) -> None:
     for name in ALWAYS_QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in SOCKETIO:
-        logging.getLogger(name).setLevel(logging.WARNING if level > logging.DEBUG
+        logging.getLogger(name).setLevel(logging.ERROR if level > logging.DEBUG
                                          else logging.DEBUG)
     migration = logging.getLogger("alembic.runtime.migration")
     if not any(isinstance(f, _AlembicChatter) for f in migration.filters):
@@ -90,7 +93,22 @@ def configure(level_name: Any, access_log: str | None = None) -> None:
     _configure_access(access_log)
 
 
+def _check_writable(path: str) -> None:
+    """A bad ACCESS_LOG stops the start with its reason, not a traceback per request."""
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        raise ValueError(f"ACCESS_LOG={path} is a directory: name a file")
+    if not target.parent.is_dir():
+        raise ValueError(f"ACCESS_LOG={path}: the directory {target.parent} does not exist")
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(
+        target.parent, os.W_OK)
+    if not writable:
+        raise ValueError(f"ACCESS_LOG={path} cannot be written by this user")
+
+
 def _configure_access(path: str | None) -> None:
+    if path:
+        _check_writable(path)
     access = logging.getLogger(ACCESS_LOGGER)
     for handler in [h for h in access.handlers if isinstance(h, _AccessFileHandler)]:
         access.removeHandler(handler)

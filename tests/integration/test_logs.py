@@ -110,11 +110,24 @@ def test_a_start_that_rolls_back_logs_nothing(
     assert [r for r in caplog.records if r.name == "capability.runs.log"] == []
 
 
-def test_configure_refuses_an_unknown_level() -> None:
+def test_configure_refuses_an_unknown_level_and_an_access_log_it_cannot_write(
+    tmp_path: Path,
+) -> None:
     from app import logs
 
     with pytest.raises(ValueError, match="LOG_LEVEL must be DEBUG, INFO"):
         logs.configure("LOUD")
+    missing = tmp_path / "nowhere" / "access.log"
+    with pytest.raises(ValueError, match=f"the directory {tmp_path / 'nowhere'} does not"):
+        logs.configure("INFO", str(missing))
+    with pytest.raises(ValueError, match="is a directory"):
+        logs.configure("INFO", str(tmp_path))
+    try:
+        logs.configure("INFO", str(tmp_path / "access.log"))
+        logging.getLogger(logs.ACCESS_LOGGER).debug('10.0.0.1 "GET / HTTP/1.1" 200 -')
+        assert '"GET / HTTP/1.1" 200' in (tmp_path / "access.log").read_text()
+    finally:
+        logs.configure("INFO")  # back to no file, for the tests that follow
 
 
 # -- `flask --app app up`, as `make run` starts it --------------------------------------

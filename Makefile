@@ -2,11 +2,14 @@
 #
 #   make run     web (PORT, default 8080) + 2 RQ workers + scheduler, embedded SQLite/Redis
 #                unless DATABASE_URL / REDIS_URL are set
-#   make test    the whole pytest suite (DATABASE_URL / REDIS_URL choose the services)
+#   make test    the whole pytest suite (DATABASE_URL / REDIS_URL choose the services);
+#                first installs Chromium for the browser tests when it is missing
+#                (.ci/ensure-chromium: apt-get as root or with passwordless sudo)
 #   make lint    ruff + mypy + the import contracts (lint-imports, pyproject.toml)
 #   make clean   remove the virtualenv, caches and build leftovers (keeps instance/)
 #
-# The only requirement is Python 3.11+ as `python3` (or `make PYTHON=python3.12 ...`).
+# The only requirement is Python 3.11+ as `python3` (or `make PYTHON=python3.12 ...`);
+# `make test` also needs Chromium, which it installs itself where apt-get may.
 # The virtualenv lives in .venv; dependencies are (re)installed only when
 # pyproject.toml is newer than the stamp file .venv/.installed.
 
@@ -17,7 +20,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS := --disable-pip-version-check --no-input
 
-.PHONY: run test lint clean venv check-python
+.PHONY: run test lint clean venv check-python chromium
 
 venv: $(STAMP)
 
@@ -48,7 +51,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/flask --app app up --port $${PORT:-8080}
 
-test: $(STAMP)
+# Before the virtualenv: a missing browser that cannot be installed stops `make test`
+# at once, not after the install.
+chromium:
+	@.ci/ensure-chromium
+
+test: chromium $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 lint: $(STAMP)

@@ -123,3 +123,6 @@ ADMIN_EMAIL = os.environ.get("ADMIN_EMAIL", "admin@example.com")
 PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+# A file for the web server's request lines (`flask --app app up`); empty: they are
+# DEBUG lines of the `app.access` logger, shown only with LOG_LEVEL=DEBUG.
+ACCESS_LOG = os.environ.get("ACCESS_LOG", "")

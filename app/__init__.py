@@ -113,7 +113,9 @@ def _configure(app: Flask, role: str, test_config: dict[str, Any] | None) -> Non
         **_engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
         **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
     }
-    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+    from app import logs
+
+    logs.configure(app.config.get("LOG_LEVEL", "INFO"), app.config.get("ACCESS_LOG") or None)
 
 
 def _init_web(app: Flask) -> None:

@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from flask import Response, abort, current_app, jsonify, make_response, request
+from flask import (
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_appbuilder.api import ModelRestApi, expose, merge_response_func, protect, rison, safe
 from flask_appbuilder.api.schemas import get_item_schema
 from flask_appbuilder.const import (
@@ -17,6 +28,7 @@ from flask_appbuilder.const import (
 )
 from flask_appbuilder.security.decorators import permission_name
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Response as BaseResponse
 
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
@@ -127,7 +139,56 @@ def call_for_page(
         raise
 
 
-class UuidModelApi(ModelRestApi):
+class QueryExamplesMixin:
+    """Publish an example of the ``q`` argument that the endpoint accepts.
+
+    FAB documents ``q`` of its list, info and item endpoints with nothing but a
+    reference to its generic JSON Schema (``get_list_schema`` ...), so Swagger UI makes
+    its own example from that schema: ``columns`` and ``sel_columns`` both filled
+    (``Cannot use both select and sel columns``), a ``filters`` entry on the column
+    ``"string"``, ``page_size: 0``. "Try it out" then fails with its pre-filled value.
+    An example placed on the parameter wins over the schema's, and this one is built
+    from the API's own order columns, so it works as it is.
+    """
+
+    datamodel: Any
+    order_columns: list[str]
+    base_order: Any
+    page_size: int
+
+    def q_example(self, method: str) -> dict[str, Any] | None:
+        if method == "get_list":
+            example: dict[str, Any] = {"page": 0, "page_size": min(self.page_size, 25)}
+            if self.base_order and self.base_order[0] in self.order_columns:
+                example["order_column"], example["order_direction"] = self.base_order
+            elif self.order_columns:
+                example["order_column"] = self.order_columns[0]
+                example["order_direction"] = "asc"
+            return example
+        if method == "info":
+            return {"keys": ["permissions"]}
+        if method == "get":
+            return {"keys": ["show_columns"]}
+        return None
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None,
+        methods: list[str] | None = None, func: Callable[..., Response] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().operation_helper(  # type: ignore[misc]
+            path=path, operations=operations, methods=methods, func=func, **kwargs)
+        example = self.q_example(func.__name__) if func is not None else None
+        if example is None or not operations:
+            return
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param.get("in") == "query" and param.get("name") == "q":
+                    media = param.setdefault("content", {}).setdefault("application/json", {})
+                    media["example"] = example
+
+
+class UuidModelApi(QueryExamplesMixin, ModelRestApi):
     """FAB's ModelRestApi reads one row at ``/<int:pk>``; our ids are UUIDv7 strings."""
 
     @expose("/<pk>", methods=["GET"])
@@ -179,3 +240,78 @@ class AuditedFormsMixin:
         return super()._get_edit_widget(  # type: ignore[misc]
             form, exclude_cols=exclude_cols, widgets=widgets
         )
+
+
+ORIGINS_KEY = "apg_form_origins"
+MAX_ORIGINS = 8
+
+
+def local_url(url: str | None) -> str | None:
+    """``url`` as a path on this site (``/teamview/list/?page=2``), or None when it
+    points elsewhere or is missing."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.netloc and parts.netloc != request.host:
+        return None
+    if not parts.path.startswith("/") or parts.path.startswith("//"):
+        return None
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+class BackToOriginMixin:
+    """For FAB ModelViews: after an add, edit or delete, go back to the page the form
+    or the delete button was on (a list, a tenant's or a team's page), else to this
+    view's list.
+
+    FAB pops the newest page off a history kept in the session cookie and returns to
+    the one below it, assuming the form's own page is on top. It is not when the form
+    was not requested again: posted a second time after the Back button brought it
+    back from the browser's cache, or when another tab pushed a page meanwhile. Saving a
+    team then landed on the tenants list (the page below the teams list). The page a
+    form was opened from is known when it opens (its Referer); it is kept per form URL.
+    """
+
+    endpoint: str
+    datamodel: Any
+
+    def _list_url(self) -> str:
+        return url_for(f"{self.endpoint}.list")
+
+    def _remember_origin(self) -> None:
+        origin = local_url(request.referrer)
+        if request.method != "GET" or origin is None or urlsplit(origin).path == request.path:
+            return
+        origins = {k: v for k, v in (session.get(ORIGINS_KEY) or {}).items()
+                   if k != request.path}
+        origins[request.path] = origin
+        session[ORIGINS_KEY] = dict(list(origins.items())[-MAX_ORIGINS:])
+
+    def _origin(self) -> str:
+        # Kept after use: a form the Back button brings back from the browser's cache
+        # is posted again without being requested again.
+        origin = (session.get(ORIGINS_KEY) or {}).get(request.path)
+        return str(origin) if origin else self._list_url()
+
+    def _add(self) -> Any:
+        self._remember_origin()
+        return super()._add()  # type: ignore[misc]
+
+    def _edit(self, pk: Any) -> Any:
+        self._remember_origin()
+        return super()._edit(pk)  # type: ignore[misc]
+
+    def post_add_redirect(self) -> BaseResponse:
+        return redirect(self._origin())
+
+    def post_edit_redirect(self) -> BaseResponse:
+        return redirect(self._origin())
+
+    def post_delete_redirect(self) -> BaseResponse:
+        # The delete button's page, unless it was the page of the row just deleted.
+        origin = local_url(request.referrer)
+        pk = (request.view_args or {}).get("pk")
+        gone = pk is not None and self.datamodel.get(pk) is None
+        if origin is None or (gone and str(pk) in urlsplit(origin).path.split("/")):
+            return redirect(self._list_url())
+        return redirect(origin)

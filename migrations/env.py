@@ -9,9 +9,11 @@ from alembic import context
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# alembic.ini's logging set-up is for Alembic run on its own. Inside the app (`up`,
+# `flask db upgrade`, the tests) app/logs.py has set logging up already, and
+# fileConfig would replace its handler and format and drop the root level to WARN.
+if not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 

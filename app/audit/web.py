@@ -13,7 +13,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Rejected input from a person: the request changed nothing, but the attempt is kept.
 ERROR_STATUSES = frozenset({400, 404, 409, 413, 422})
 # Login outcomes are recorded by the security manager with the username tried.
-SKIP_ERROR_ENDPOINTS = frozenset({"SecurityApi.login", "AuthDBView.login"})
+SKIP_ERROR_ENDPOINTS = frozenset({"ApgSecurityApi.login", "AuthDBView.login"})
 
 
 def mark_audited() -> None:

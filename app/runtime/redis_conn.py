@@ -21,6 +21,7 @@ running server through ``instance/redis.url`` and share it.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from typing import Any, cast
 import redis
 from flask import Flask
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 # url -> (server process, the redis.url file that names it)
 _started: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -150,7 +152,13 @@ def start_embedded(instance_dir: str | os.PathLike[str]) -> str:
         url_file.write_text(url)
         _started[url] = (proc, url_file)
         atexit.register(_stop, proc, url, url_file)
+    log.info("embedded Redis started on %s (data and log in %s)", url, path.resolve())
     return url
+
+
+def started_here(url: str) -> bool:
+    """Whether this process started the embedded server at ``url``."""
+    return url in _started
 
 
 def stop_embedded() -> None:

@@ -1,7 +1,16 @@
 """``flask --app app up``: everything on one machine.
 
 Migrates, ensures the admin, then runs N RQ workers and one scheduler as child
-processes and the web server (Flask-SocketIO on Werkzeug, threaded) in this process.
+processes and the web server (Werkzeug's threaded server, with Flask-SocketIO's
+middleware) in this process.
+
+Werkzeug's server is a deliberate choice for this single-machine mode: threads suit
+Socket.IO's threading mode and one process. It is started directly (``make_server``)
+rather than through ``socketio.run``/``app.run``, whose banners warn that it is a
+development server meant for `flask run`; the installation guide says what to put in
+front of it, and what to use instead on several machines. Its request lines go to the
+``app.access`` logger (DEBUG, or the ``ACCESS_LOG`` file; app/logs.py).
+
 Children get this process's ``REDIS_URL`` (the embedded server's URL when none was
 configured) and ``DATABASE_URL``, so every process talks to the same services.
 
@@ -23,6 +32,7 @@ Lifecycle:
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -34,9 +44,13 @@ from typing import Any
 
 import click
 from flask import Flask
+from werkzeug.serving import WSGIRequestHandler, make_server
 
-from app.extensions import db, socketio
-from app.runtime.redis_conn import pdeathsig_preexec, stop_embedded
+from app.extensions import db
+from app.logs import access_logger
+from app.runtime.redis_conn import pdeathsig_preexec, started_here, stop_embedded
+
+log = logging.getLogger(__name__)
 
 # Workers and the scheduler run in the worker process role (``python -m app``, see
 # app/cli.py ``main``): no views, REST APIs or Socket.IO server, and never a permission
@@ -58,6 +72,7 @@ def prepare(app: Flask) -> None:
 
     upgrade()
     sync_security(app)
+    log.info("database ready: %s", _display_url(app.config["SQLALCHEMY_DATABASE_URI"]))
     result = ensure_admin(app)
     if result.generated_password:
         click.echo(
@@ -67,8 +82,25 @@ def prepare(app: Flask) -> None:
             "  It is shown this once; change it under your user's profile.\n"
         )
     elif result.created:
-        click.echo(f"Created the Admin user {result.username!r} from ADMIN_PASSWORD.")
+        log.info("created the Admin user %r from ADMIN_PASSWORD", result.username)
     db.session.remove()
+
+
+def _display_url(url: str) -> str:
+    """A database or Redis URL without its credentials."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
+class AccessLogRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler with the request line sent to ``app.access`` at DEBUG instead
+    of Werkzeug's own logger at INFO (errors still go through Werkzeug's logger)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger = access_logger()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug('%s "%s" %s %s', self.address_string(), self.requestline,
+                         getattr(code, "value", code), size)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -141,8 +173,8 @@ class _Supervisor:
         while not self.stopping.wait(1.0):
             try:
                 self._check()
-            except Exception as exc:  # keep supervising whatever happens
-                click.echo(f"supervisor: {type(exc).__name__}: {exc}", err=True)
+            except Exception:  # keep supervising whatever happens
+                log.exception("supervisor: could not check the child processes")
 
     def _check(self) -> None:
         now = time.monotonic()
@@ -154,11 +186,9 @@ class _Supervisor:
                 lived = now - child.started
                 child.quick_deaths = child.quick_deaths + 1 if lived < 10 else 0
                 delay = min(60.0, 2.0 ** child.quick_deaths) if child.quick_deaths else 1.0
-                click.echo(
-                    f"`python -m app {child.name}` (pid {child.proc.pid}) exited with code "
-                    f"{child.proc.returncode}; starting it again in {delay:.0f}s",
-                    err=True,
-                )
+                log.warning("`python -m app %s` (pid %s) exited with code %s; starting it "
+                            "again in %.0fs", child.name, child.proc.pid,
+                            child.proc.returncode, delay)
                 child.next_start = now + delay
             elif now >= child.next_start:
                 child.next_start = 0.0
@@ -175,10 +205,8 @@ class _Supervisor:
             time.sleep(0.1)
         busy = [c for c in self.children if c.alive()]
         if busy:
-            click.echo(
-                f"{len(busy)} child process(es) still busy after {grace:.0f}s: cold shutdown",
-                err=True,
-            )
+            log.warning("%d child process(es) still busy after %.0fs: cold shutdown",
+                        len(busy), grace)
             for child in busy:
                 child.send(signal.SIGTERM)  # RQ: a second signal kills the job and exits
             deadline = time.monotonic() + 10
@@ -205,7 +233,7 @@ def _wait_for_workers(app: Flask, expected: int, timeout: float = 20.0) -> None:
             return
         time.sleep(0.1)
     if expected:
-        click.echo(f"warning: not all {expected} workers registered within {timeout:.0f}s")
+        log.warning("not all %d workers registered within %.0fs", expected, timeout)
 
 
 def run_up(app: Flask, host: str, port: int, workers: int, scheduler: bool = True) -> None:
@@ -229,22 +257,30 @@ def run_up(app: Flask, host: str, port: int, workers: int, scheduler: bool = Tru
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    # Flask's app.run(), which socketio.run() calls, refuses to serve under the `flask`
-    # command (it assumes `flask run` is serving); this command is the server.
-    os.environ.pop("FLASK_RUN_FROM_CLI", None)
+    # Bound before the children start: a port taken meanwhile fails here, not later.
+    server = make_server(host, port, app, threaded=True,
+                         request_handler=AccessLogRequestHandler)
     supervisor.start()
     _wait_for_workers(app, workers)
-    click.echo(
-        f"APG Workflow Orchestration is up: http://{host}:{port}/  "
-        f"(log in at http://{host}:{port}/login/ ; {workers} worker(s), "
-        f"{1 if scheduler else 0} scheduler; "
-        f"database {app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]})"
+    redis_url = app.config["REDIS_URL"]
+    log.info(
+        "%s is up: http://%s:%s/ (log in at /login/; REST API under /api/v1/, Swagger at "
+        "/swagger/v1); %d worker(s), %d scheduler; database %s; Redis %s%s",
+        app.config.get("APP_NAME", "APG Workflow Orchestration"), host, server.port,
+        workers, 1 if scheduler else 0,
+        _display_url(app.config["SQLALCHEMY_DATABASE_URI"]), _display_url(redis_url),
+        " (embedded)" if started_here(redis_url) else "",
     )
     try:
-        socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False)
+        server.serve_forever()  # returns on Ctrl-C; SIGTERM raises SystemExit through it
     finally:
         stopping = True
-        click.echo("Stopping: waiting for the workers and the scheduler to exit ...")
+        server.server_close()
+        log.info("stopping: waiting for the workers and the scheduler to exit")
         supervisor.stop()
+        if started_here(redis_url):
+            # Socket.IO's listener thread (it has no stop) would report the Redis we are
+            # about to stop on purpose as "Cannot receive from redis... retrying".
+            logging.getLogger("socketio.server").setLevel(logging.CRITICAL)
         stop_embedded()
-        click.echo("Stopped.")
+        log.info("stopped")

@@ -286,18 +286,27 @@ def run_worker(app: Flask, queue_names: list[str] | None = None, burst: bool = F
     gc.freeze()
     worker = AppWorker(queues(app, queue_names), connection=get_redis(app), worker_ttl=WORKER_TTL)
     worker.flask_app = app
-    return worker.work(burst=burst, with_scheduler=False)
+    # RQ narrates every job at INFO (held at WARNING by app.logs); this is the one line
+    # an operator wants from a worker.
+    log.info("worker pid %s started, listening on queues %s%s", os.getpid(),
+             ", ".join(q.name for q in worker.queues), " (burst)" if burst else "")
+    try:
+        return worker.work(burst=burst, with_scheduler=False)
+    finally:
+        log.info("worker pid %s stopped", os.getpid())
 
 
 def run_scheduler(app: Flask, queue_names: list[str] | None = None, interval: int = 1) -> None:
     """Move due delayed and retried jobs onto their queues. Each queue's scheduler lock
     lives in Redis, so running several schedulers never enqueues a job twice."""
     names = queue_names or app.config["RQ_QUEUES"]
-    scheduler = AppScheduler(names, connection=get_redis(app), interval=interval)
+    # RQ's scheduler sets its logger to INFO unless told a level: keep the one app.logs set.
+    scheduler = AppScheduler(names, connection=get_redis(app), interval=interval,
+                             logging_level=logging.getLogger("rq.scheduler").level)
     scheduler.flask_app = app
     held = scheduler.acquire_locks()
     log.info(
-        "scheduler pid %s for queues %s (holding the lock of: %s)",
+        "scheduler pid %s started for queues %s (holding the lock of: %s)",
         os.getpid(), ", ".join(names), ", ".join(sorted(held)) or "none, standing by",
     )
     scheduler.work()

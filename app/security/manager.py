@@ -2,23 +2,64 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, make_response
+from flask_appbuilder.security.sqla import apis as fab_apis
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
 
+from app.api_support import QueryExamplesMixin
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
 from app.security.actor import Actor
+from app.security.login_api import ApgSecurityApi
 from app.security.request import client_ip, request_id
+
+log = logging.getLogger(__name__)
 
 
 def _unauthorized(reason: str) -> Response:
     return make_response(jsonify({"message": reason}), 401)
 
 
+# FAB's security APIs with an example of ``q`` that works in Swagger's "Try it out"
+# (see QueryExamplesMixin). Same class names: FAB derives endpoints from them.
+class PermissionApi(QueryExamplesMixin, fab_apis.PermissionApi):
+    pass
+
+
+class RoleApi(QueryExamplesMixin, fab_apis.RoleApi):
+    pass
+
+
+class UserApi(QueryExamplesMixin, fab_apis.UserApi):
+    pass
+
+
+class ViewMenuApi(QueryExamplesMixin, fab_apis.ViewMenuApi):
+    pass
+
+
+class PermissionViewMenuApi(QueryExamplesMixin, fab_apis.PermissionViewMenuApi):
+    pass
+
+
+class GroupApi(QueryExamplesMixin, fab_apis.GroupApi):
+    pass
+
+
 class ApgSecurityManager(SecurityManager):
+    # The API login: a missing provider means "db"; a malformed body is a 400/422.
+    security_api = ApgSecurityApi
+    permission_api = PermissionApi
+    role_api = RoleApi
+    user_api = UserApi
+    view_menu_api = ViewMenuApi
+    permission_view_menu_api = PermissionViewMenuApi
+    group_api = GroupApi
+
     def create_jwt_manager(self, app: Flask) -> JWTManager:
         """Token errors answer 401 with ``message`` like every other error of the API
         (flask-jwt-extended's defaults are ``{"msg"}`` and 422 for a malformed token)."""
@@ -29,6 +70,25 @@ class ApgSecurityManager(SecurityManager):
         manager.revoked_token_loader(lambda _h, _p: _unauthorized("Token has been revoked"))
         manager.user_lookup_error_loader(lambda _h, _p: _unauthorized("Unknown or inactive user"))
         return manager
+
+    def add_permissions_view(self, base_permissions: list[str], view_menu: str) -> None:
+        """FAB syncs the permissions of one view at a time, and takes the view's methods
+        for everything its permission name (view menu) may hold: whatever else that
+        name holds, it tries to delete. Several of our views share a name on purpose
+        ("Runs": RunApi, RunView, FailedTaskView; "Workflows", "Secrets", "Teams" the
+        same), and a name can be a menu entry too ("Runs" in the "Workflows" menu), so
+        each start it tried to take ``can_control`` (FailedTaskView has no control) and
+        ``menu_access`` away from those names, and said "Refused to delete permission
+        view" because Admin held them. The permissions of a name are the union of its
+        views' methods, plus the menu entry's ``menu_access`` (the menu's own sync,
+        ``add_permissions_menu``, looks after that one)."""
+        wanted = set(base_permissions)
+        for view in self.appbuilder.baseviews:
+            if getattr(view, "class_permission_name", None) == view_menu:
+                wanted.update(view.base_permissions or ())
+        if self.find_permission_view_menu("menu_access", view_menu) is not None:
+            wanted.add("menu_access")
+        super().add_permissions_view(sorted(wanted), view_menu)
 
     def register_views(self) -> None:
         super().register_views()
@@ -68,14 +128,18 @@ class ApgSecurityManager(SecurityManager):
         user = super().auth_user_db(username, password)
         if user is not None:
             self._login_event(user.username, user, "success")
+            log.info("login: %s from %s", user.username, client_ip())
         else:
             known = self.find_user(username=username) if username else None
             self._login_event(username, known, "denied")
+            why = "wrong password or inactive user" if known is not None else "no such user"
+            log.info("login refused: %r from %s (%s)", username, client_ip(), why)
         return user
 
     def on_user_logout(self, user: Any) -> None:
         from app.security.request import actor_for_user
 
+        log.info("logout: %s from %s", user.username, client_ip())
         actor = actor_for_user(self.session, user, ip=client_ip(), request_id=request_id())
         record(self.session, build_event(actor, "logout", "user", str(user.id)))
         self.session.commit()

@@ -153,29 +153,85 @@ def dependents(session: DbSession, table: str, row_id: str) -> dict[str, int]:
     """Rows of other tables that would block deleting ``table``'s row ``row_id``:
     every foreign key to it that does not cascade (workflows, runs... as capabilities
     add them), so the answer stays right without this module knowing those tables."""
+    return {name: count for name, (count, _) in _blocking(session, table, row_id).items()}
+
+
+def _blocking(session: DbSession, table: str, row_id: str) -> dict[str, tuple[int, int]]:
+    """``{table: (rows, of which soft-deleted)}`` of the rows that block the delete."""
     from sqlalchemy import Table
 
     from app.extensions import db
 
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, int]] = {}
     for other in db.metadata.tables.values():
         for fk in other.foreign_keys:
             if fk.column.table.name != table or (fk.ondelete or "").upper() == "CASCADE":
                 continue
             assert isinstance(other, Table)
-            count = session.execute(
-                select(func.count()).select_from(other).where(fk.parent == row_id)
-            ).scalar_one()
-            if count:
-                found[other.name] = found.get(other.name, 0) + int(count)
+            # A soft-deleted row (a deleted workflow, kept for its runs) still blocks.
+            deleted = other.c.get("deleted_at")
+            counts = [func.count()]
+            if deleted is not None:
+                counts.append(func.count(deleted))
+            row = session.execute(
+                select(*counts).select_from(other).where(fk.parent == row_id)
+            ).one()
+            total, gone = int(row[0]), int(row[1]) if deleted is not None else 0
+            if total:
+                before = found.get(other.name, (0, 0))
+                found[other.name] = (before[0] + total, before[1] + gone)
     return found
 
 
+def _noun(table_name: str) -> tuple[str, str]:
+    """(singular, plural) of what a table's rows are, from its model's class name:
+    ``Workflow`` -> workflow/workflows, ``TaskRun`` -> task run/task runs."""
+    import re
+
+    from flask_appbuilder.models.sqla import Model
+
+    word = table_name.removeprefix("apg_").replace("_", " ")
+    for mapper in Model.registry.mappers:
+        if getattr(mapper, "local_table", None) is not None and (
+            mapper.local_table.name == table_name
+        ):
+            word = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", mapper.class_.__name__).lower()
+            break
+    plural = word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+    return word, plural
+
+
+def _enumerate(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def blocking_message(session: DbSession, kind: str, name: str, table: str,
+                     row_id: str) -> str | None:
+    """What still blocks deleting a row, in words ("Team 'ops' still owns 3 workflows
+    and 12 runs: delete or move them first"); None when nothing does."""
+    blocking = _blocking(session, table, row_id)
+    if not blocking:
+        return None
+    from app.extensions import db
+
+    # Parents first (workflows before their runs), as the tables depend on each other.
+    order = {table.name: i for i, table in enumerate(db.metadata.sorted_tables)}
+    parts = []
+    for other, (count, gone) in sorted(blocking.items(), key=lambda kv: order.get(kv[0], 0)):
+        singular, plural = _noun(other)
+        part = f"{count} {singular if count == 1 else plural}"
+        if gone:  # soft-deleted rows are out of sight in the lists, so say why they count
+            part += " (deleted)" if gone == count else f" ({gone} of them deleted)"
+        parts.append(part)
+    total = sum(count for count, _ in blocking.values())
+    return (f"{kind} {name!r} still owns {_enumerate(parts)}: "
+            f"delete or move {'it' if total == 1 else 'them'} first")
+
+
 def refuse_if_referenced(session: DbSession, kind: str, name: str, table: str, row_id: str) -> None:
-    blocking = dependents(session, table, row_id)
-    if blocking:
-        what = ", ".join(f"{n} row(s) in {t}" for t, n in sorted(blocking.items()))
-        raise Conflict(f"{kind} {name!r} is still referenced by {what}; move or delete them first")
+    message = blocking_message(session, kind, name, table, row_id)
+    if message:
+        raise Conflict(message)
 
 
 def delete_team(session: DbSession, actor: Actor, team_id: str) -> None:
@@ -186,10 +242,11 @@ def delete_team(session: DbSession, actor: Actor, team_id: str) -> None:
         session.delete(team)
         try:
             session.commit()
-        except IntegrityError as exc:
+        except IntegrityError as exc:  # a row was added to the team since the check
             session.rollback()
+            message = blocking_message(session, "Team", team.name, Team.__tablename__, team.id)
             raise Conflict(
-                f"Team {team.name!r} still owns rows (workflows, runs...); move or delete them"
+                message or f"Team {team.name!r} could not be deleted: try again"
             ) from exc
 
 

@@ -9,7 +9,7 @@ from flask_appbuilder import ModelView
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from sqlalchemy import func, select
 
-from app.api_support import AuditedFormsMixin, audit_rejection
+from app.api_support import AuditedFormsMixin, BackToOriginMixin, audit_rejection
 from app.errors import parse
 from app.extensions import db
 from app.models import Team, TeamMembership, Tenant
@@ -38,7 +38,7 @@ def _check_team_name(item: Team, exclude_id: str | None = None) -> None:
         raise ValueError(f"This tenant already has a team named {data.name!r}")
 
 
-class TeamMembershipView(AuditedFormsMixin, ScopedMixin, ModelView):
+class TeamMembershipView(BackToOriginMixin, AuditedFormsMixin, ScopedMixin, ModelView):
     audit_target_type = "team_membership"
     datamodel = SQLAInterface(TeamMembership)
     class_permission_name = "Teams"
@@ -48,8 +48,18 @@ class TeamMembershipView(AuditedFormsMixin, ScopedMixin, ModelView):
     edit_columns = ["team", "user"]
     show_columns = ["team", "user", "created_at"]
 
+    def _init_forms(self) -> None:
+        super()._init_forms()  # type: ignore[no-untyped-call]
+        # FAB offers no empty choice for a required relation, so the browser selects
+        # the first user (and team) and a careless Save adds them. Start empty: the
+        # field stays required, so an empty choice is refused ("This field is required.").
+        # (From a team's page the team comes filled in from the link, as before.)
+        for name, prompt in (("team", "Choose a team"), ("user", "Choose a user")):
+            field = getattr(self.add_form, name)
+            field.kwargs.update(allow_blank=True, blank_text=prompt)
 
-class TeamView(AuditedFormsMixin, ScopedMixin, ModelView):
+
+class TeamView(BackToOriginMixin, AuditedFormsMixin, ScopedMixin, ModelView):
     audit_target_type = "team"
     datamodel = SQLAInterface(Team)
     class_permission_name = "Teams"
@@ -79,7 +89,7 @@ class TeamView(AuditedFormsMixin, ScopedMixin, ModelView):
             service.refuse_if_referenced(db.session, "Team", item.name, Team.__tablename__, item.id)
 
 
-class TenantView(AuditedFormsMixin, ScopedMixin, ModelView):
+class TenantView(BackToOriginMixin, AuditedFormsMixin, ScopedMixin, ModelView):
     audit_target_type = "tenant"
     datamodel = SQLAInterface(Tenant)
     class_permission_name = "Tenants"

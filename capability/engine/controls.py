@@ -64,8 +64,9 @@ def cancel(session: DbSession, run_id: str) -> Run:
     run.status = RunStatus.CANCELLED.value
     run.finished_at = at
     box.touch(run.id)
-    advance.promote_queued(session, run.workflow_id,
-                           state.plan_for(session, run).definition.max_active_runs)
+    definition = state.plan_for(session, run).definition
+    state.log_finished(session, run, definition.name)
+    advance.promote_queued(session, run.workflow_id, definition.max_active_runs)
     return run
 
 

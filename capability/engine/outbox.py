@@ -7,7 +7,9 @@ functions in between never commit, they add to the transaction's ``Outbox``:
 * ``send``: an attempt to enqueue (a ready task, a retry after its backoff, the end of
   a ``delay``, a sub-workflow's "I am done" to its parent);
 * ``stop``: an attempt a worker is running that must stop (cancel);
-* ``touch``: a run whose watchers must hear about the change.
+* ``touch``: a run whose watchers must hear about the change;
+* ``log``: a line for operators (a run started, a run finished: logger
+  ``capability.runs``), so the log never tells of work that was rolled back.
 
 ``commit`` commits, then delivers: nothing reaches Redis for work that was rolled back,
 and nothing committed is forgotten (an enqueue that fails after the commit is found
@@ -18,6 +20,7 @@ also carries the engine's settings (``EngineSettings``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from app.extensions import DbSession
@@ -25,6 +28,7 @@ from capability.engine.dispatch import Dispatcher, Send
 from capability.engine.settings import EngineSettings
 
 KEY = "apg_outbox"
+RUN_LOG = logging.getLogger("capability.runs")
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Outbox:
     sends: list[Send] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
     runs: dict[str, None] = field(default_factory=dict)  # ordered, without repeats
+    lines: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def settings(self) -> EngineSettings:
@@ -47,6 +52,9 @@ class Outbox:
     def touch(self, run_id: str) -> None:
         self.runs[run_id] = None
 
+    def log(self, level: int, line: str) -> None:
+        self.lines.append((level, line))
+
     def deliver(self, keep: Send | None = None) -> None:
         """Stop, enqueue and publish what the committed transaction gathered; ``keep``:
         a send the caller goes on with itself (``jobs.run_attempt``)."""
@@ -57,6 +65,8 @@ class Outbox:
             self.dispatcher.send(sends)
         if self.runs:
             self.dispatcher.publish(list(self.runs))
+        for level, line in self.lines:
+            RUN_LOG.log(level, "%s", line)
 
 
 def begin(session: DbSession, dispatcher: Dispatcher) -> Outbox:

@@ -121,6 +121,7 @@ def open_run(session: DbSession, run: Run, definition: dsl.WorkflowDefinition,
                          status=TaskStatus.PENDING.value, attempts=0, retry_base=0)
                  for position, task_id in enumerate(dsl.topological_order(definition))]
     session.add(run)
+    state.log_started(session, run, definition.name)
     if start:
         advance.advance(session, run, definition, admit=True)
 

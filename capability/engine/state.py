@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -336,3 +337,41 @@ def waiting_runs(session: DbSession, workflow_id: str, free: int) -> list[Run]:
         .order_by(Run.created_at, Run.id).limit(max(0, free))
         .options(lazyload("*")).with_for_update(of=Run)
     ).scalars().all())
+
+
+# -- what operators read ----------------------------------------------------------------
+
+_FIRST_FAILURE = (
+    select(TaskRun.task_id, TaskRun.error)
+    .where(TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK,
+           TaskRun.status == TaskStatus.FAILED.value)
+    .order_by(func.coalesce(TaskRun.finished_at, TaskRun.started_at), TaskRun.position)
+    .limit(1)
+)
+ERROR_CHARS = 300
+
+
+def log_started(session: DbSession, run: Run, workflow: str) -> None:
+    """``run <id> started: workflow 'name' vN, api by alice`` once the start commits."""
+    origin = (f"sub-workflow of run {run.parent_run_id}" if run.parent_run_id
+              else f"{run.trigger} by {run.created_by}")
+    outbox.of(session).log(logging.INFO, f"run {run.id} started: workflow {workflow!r} "
+                                         f"v{run.workflow_version}, {origin}")
+
+
+def log_finished(session: DbSession, run: Run, workflow: str) -> None:
+    """``run <id> finished: succeeded in 1.2s (workflow 'name' vN)`` once the end commits;
+    a failed run at WARNING, with its first failed task's error (one statement)."""
+    began = run.started_at or run.created_at
+    took = f" in {(run.finished_at - began).total_seconds():.1f}s" \
+        if began and run.finished_at else ""
+    line = f"run {run.id} finished: {run.status}{took} (workflow {workflow!r} " \
+           f"v{run.workflow_version})"
+    if run.status != RunStatus.FAILED:
+        outbox.of(session).log(logging.INFO, line)
+        return
+    failure = session.execute(_FIRST_FAILURE, {"run_id": run.id}).first()
+    why = f"task {failure.task_id}: {failure.error or 'failed'}" if failure else (
+        run.error or "see the run's page")
+    outbox.of(session).log(logging.WARNING,
+                           f"{line}: {why.replace(chr(10), ' ')[:ERROR_CHARS]}")

@@ -116,3 +116,69 @@ def test_admin_creates_team_through_form(
     settle(page)
     page.screenshot(path=str(screenshots / "capabilities.png"), full_page=True)
     assert_no_csp_errors(console)
+
+
+def test_team_screens_choose_nobody_go_back_and_explain_a_refused_delete(
+    app: Flask, page: Any, factory: Any, console: ConsoleLog
+) -> None:
+    from tests.support.pages import make_workflow, start
+
+    admin = factory.user("Admin")
+    factory.user("Viewer")
+    team = factory.team()
+    api = app.test_client()
+    headers = auth(api_token(api, admin["username"]))
+    start(api, headers, make_workflow(api, headers, team["name"], [{"id": "a", "type": "noop"}]))
+    login(page, admin["username"], admin["password"])
+
+    # Add Team Membership: nobody chosen until the user chooses.
+    page.goto(f"/teamview/show/{team['id']}")
+    page.goto("/teammembershipview/add")
+    assert page.locator("select#user").evaluate("e => e.value") == "__None"
+    assert "Choose a user" in page.locator("#s2id_user, .select2-container").nth(1).inner_text()
+    with page.expect_navigation():
+        page.locator("form#model_form button[type=submit]").click()
+    assert "This field is required." in page.locator("form#model_form").inner_text()
+
+    # Saving a team lands on the teams list it was opened from, not the tenants list.
+    open_menu(page, "Security", "Tenants")
+    open_menu(page, "Security", "Teams")
+    page.locator(f"a[href*='/teamview/edit/{team['id']}']").first.click()
+    page.wait_for_url(f"**/teamview/edit/{team['id']}")
+    with page.expect_navigation():
+        page.locator("form#model_form button[type=submit]").click()
+    assert page.url.endswith("/teamview/list/"), page.url
+
+    # Deleting it is refused in words; the row stays.
+    page.locator("tr", has_text=team["name"]).locator("a[id^='btn-delete-']").click()
+    page.locator("#modal-confirm").wait_for(state="visible")
+    with page.expect_navigation():
+        page.locator("#modal-confirm-ok").click()
+    assert page.url.endswith("/teamview/list/"), page.url
+    alert = page.locator(".alert-danger").inner_text()
+    assert (f"Team '{team['name']}' still owns 1 workflow and 1 run: delete or move them first"
+            in alert), alert
+    assert page.locator("table td", has_text=team["name"]).count() == 1
+    assert_no_csp_errors(console)
+
+
+def test_swagger_try_it_out_works_with_its_prefilled_example(
+    page: Any, factory: Any, console: ConsoleLog
+) -> None:
+    admin = factory.user("Admin")
+    factory.team()
+    login(page, admin["username"], admin["password"])
+    page.goto("/swagger/v1")
+    page.wait_for_selector(".opblock")
+    for path in ("/api/v1/workflows/", "/api/v1/runs/", "/api/v1/teams/"):
+        block = page.locator(
+            f".opblock-get:has(.opblock-summary-path[data-path='{path}'])").first
+        block.locator(".opblock-summary").click()
+        block.locator("button.try-out__btn").click()
+        prefilled = block.locator("textarea").first.input_value()
+        assert '"order_column"' in prefilled and "select_columns" not in prefilled, prefilled
+        block.locator("button.execute").click()
+        status = block.locator(".live-responses-table tbody .response-col_status").first
+        status.wait_for()
+        assert status.inner_text().strip() == "200", (path, block.inner_text()[:2000])
+    assert_no_csp_errors(console)

@@ -134,6 +134,69 @@ def test_oversize_login_is_413_not_500(client, app):
     assert r.status_code == 413 and r.get_json()["message"]
 
 
+def test_api_login_without_provider_uses_db(client, factory):
+    user = factory.user("Viewer")
+    r = client.post("/api/v1/security/login",
+                    json={"username": user["username"], "password": PASSWORD})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["access_token"] and "refresh_token" not in r.get_json()
+    r = client.post("/api/v1/security/login",
+                    json={"username": user["username"], "password": PASSWORD, "refresh": True})
+    assert r.status_code == 200 and r.get_json()["refresh_token"]
+    wrong = client.post("/api/v1/security/login",
+                        json={"username": user["username"], "password": "Wrong-Pass-123!"})
+    assert wrong.status_code == 401 and wrong.get_json()["message"]
+
+
+MALFORMED_LOGINS = [
+    # (body as sent, status, the path an error names or None)
+    ('{"username": "a", "password"', 400, None),            # not JSON
+    ("", 400, None),                                        # no body
+    ('["admin", "secret"]', 422, "$"),                      # not an object
+    ('"admin"', 422, "$"),
+    ("null", 400, None),
+    ('{"password": "x"}', 422, "username"),
+    ('{"username": "admin"}', 422, "password"),
+    ('{"username": 5, "password": "x"}', 422, "username"),
+    ('{"username": "admin", "password": ["x"]}', 422, "password"),
+    ('{"username": "", "password": "x"}', 422, "username"),
+    ('{"username": "admin", "password": "x", "provider": "oauth"}', 422, "provider"),
+    ('{"username": "admin", "password": "x", "provider": "ldap"}', 422, "provider"),
+    ('{"username": "admin", "password": "x", "provider": 1}', 422, "provider"),
+    ('{"username": "admin", "password": "x", "refresh": "yes"}', 422, "refresh"),
+    ('{"username": "admin", "password": "x", "remember": true}', 422, "remember"),
+    ('{"username": "admin", "password": "\\u0000"}', 422, "password"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "path"), MALFORMED_LOGINS)
+def test_malformed_api_login_is_400_or_422_and_records_no_login(app, client, raw, status, path):
+    from sqlalchemy import func, select
+
+    from app.audit.models import AuditEvent
+    from app.extensions import db
+
+    def logins() -> int:
+        with app.app_context():
+            return int(db.session.execute(select(func.count()).select_from(AuditEvent).where(
+                AuditEvent.action == "login")).scalar_one())
+
+    before = logins()
+    r = client.post("/api/v1/security/login", data=raw, content_type="application/json")
+    assert r.status_code == status, (raw, r.get_data(as_text=True))
+    body = r.get_json()
+    assert isinstance(body["message"], str) and body["message"], body
+    if path is not None:
+        assert path in [e["path"] for e in body["errors"]], body
+        assert all(e["message"] for e in body["errors"]), body
+    assert logins() == before  # nobody was authenticated, so no login event
+
+
+def test_api_login_body_that_is_not_json_at_all_is_400(client):
+    r = client.post("/api/v1/security/login", data={"username": "a", "password": "b"})
+    assert r.status_code == 400 and r.get_json()["message"]
+
+
 def test_forbidden_page_keeps_the_layout(app, factory):
     viewer = factory.user("Viewer")
     client = app.test_client()

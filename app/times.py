@@ -16,6 +16,8 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+_ZERO = dt.timedelta(0)
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -42,6 +44,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:  # SQLite
             return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+        if value.utcoffset() == _ZERO:
+            # PostgreSQL in UTC already: no new object (a reaper pass reads thousands).
+            return value  # type: ignore[no-any-return]
         return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
 
 

@@ -21,14 +21,26 @@ def _tenant(obj: Any) -> str | None:
     return obj.team.tenant.name if obj.team is not None else None
 
 
-def register(reg: Registrar) -> None:
+def _publish(app: Any, run_id: str, coalesce: bool) -> None:
+    # capability.live loads on the first publish: a scheduler never publishes.
     from capability import live
+
+    live.publish(app, run_id, coalesce)
+
+
+def _install_publisher(app: Any) -> None:
+    """The engine tells a run's watchers through ``capability.live`` (both roles)."""
+    from capability.engine.dispatch import PUBLISHER
+
+    app.extensions[PUBLISHER] = _publish
+
+
+def register(reg: Registrar) -> None:
     from capability.engine import reaper
     from capability.secrets.cli import secrets_group
     from capability.transport.cli import reap_command
 
-    # The engine tells a run's watchers through capability.live (both roles publish).
-    reg.on_ready(live.install)
+    reg.on_ready(_install_publisher)
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
     reg.add_cli(reap_command)

@@ -1,7 +1,7 @@
 """Live run updates over Socket.IO: every browser watching a run sees it change.
 
 Every transaction that changes a run ends with its outbox telling the run's watchers
-(``engine.outbox``, through the publisher ``install`` registers): the run's state
+(``engine.outbox``, through the publisher ``capability.blueprint`` registers): the run's state
 (statuses, times, why a task did not run, which controls it allows now; no outputs,
 errors or params) goes to the room ``run:<id>`` of the namespace ``/runs`` through the
 Socket.IO message queue (Redis), so every web process delivers it to the browsers
@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session, lazyload
 
 from app.extensions import DbSession, db
 from app.times import iso
-from capability.engine.dispatch import PUBLISHER
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,6 @@ _emitters_lock = threading.Lock()
 
 def room(run_id: str) -> str:
     return f"run:{run_id}"
-
-
-def install(app: Flask) -> None:
-    """Be the publisher the engine's dispatchers call (``dispatch.PUBLISHER``)."""
-    app.extensions[PUBLISHER] = publish
 
 
 def publish(app: Flask, run_id: str, coalesce: bool) -> None:

@@ -4,7 +4,8 @@
 ``dispatcher_for(app)`` is the one way to get a dispatcher: the app's Redis, its
 ``EngineSettings`` and how it publishes live updates (at once in a request, coalesced
 in a worker). The engine knows nothing of how a run's state is built and sent: the
-capability installs that (``capability.live.install``) under ``PUBLISHER``."""
+capability installs that (``capability.blueprint``: ``capability.live.publish``) under
+``PUBLISHER``."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ and errors still show; ``LOG_LEVEL=DEBUG`` lets everything through.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,8 @@ class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The console handler this module installed (found again on a second app)."""
 
 
-class _AccessFileHandler(logging.handlers.WatchedFileHandler):
-    """The ACCESS_LOG file (reopened when logrotate moves it)."""
+# Marks the ACCESS_LOG handler this module added (found again by a second app).
+_ACCESS_FILE = "_apg_access_file"
 
 
 class _AlembicChatter(logging.Filter):
@@ -110,11 +109,15 @@ def _configure_access(path: str | None) -> None:
     if path:
         _check_writable(path)
     access = logging.getLogger(ACCESS_LOGGER)
-    for handler in [h for h in access.handlers if isinstance(h, _AccessFileHandler)]:
-        access.removeHandler(handler)
-        handler.close()
+    for old in [h for h in access.handlers if getattr(h, _ACCESS_FILE, False)]:
+        access.removeHandler(old)
+        old.close()
     if path:
-        handler = _AccessFileHandler(path, encoding="utf-8", delay=True)
+        # Only with ACCESS_LOG: logging.handlers costs every process ~1 MB.
+        from logging.handlers import WatchedFileHandler  # reopened when logrotate moves it
+
+        handler = WatchedFileHandler(path, encoding="utf-8", delay=True)
+        setattr(handler, _ACCESS_FILE, True)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", DATE_FORMAT))
         access.addHandler(handler)
         access.setLevel(logging.DEBUG)

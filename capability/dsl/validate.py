@@ -29,7 +29,6 @@ from capability.dsl.graph import find_cycles
 from capability.dsl.issues import ValidationIssue, issue, pydantic_issues, sorted_issues
 from capability.dsl.models import ParamSpec, WorkflowDefinition
 from capability.dsl.params import check_param_value
-from capability.dsl.source import parse_source
 from capability.dsl.types import TaskTypeRegistry
 from capability.dsl.types import registry as default_registry
 
@@ -59,6 +58,10 @@ def validate_source(
     text: str | bytes, fmt: str | None = None, registry: TaskTypeRegistry | None = None
 ) -> ValidationResult:
     """``parse_source`` then ``validate_definition``; a syntax error is the one issue."""
+    # On first use: workers validate stored definitions (objects), never text, so they
+    # do without YAML (~1 MB a process).
+    from capability.dsl.source import parse_source
+
     data, errors = parse_source(text, fmt)
     if errors:
         return ValidationResult(errors=errors)

@@ -108,6 +108,18 @@ def test_a_scheduler_loads_no_engine_until_an_attempt_is_lost(app):
     assert [m for m in engine if m in loaded] == []
 
 
+def test_a_worker_validates_stored_definitions_without_yaml_or_jsonpath(app):
+    """A worker reads definitions as objects: it never loads YAML, nor JSONPath's parser
+    tables unless a task uses one, nor logging.handlers without ACCESS_LOG (about 1 MB
+    each, in every worker)."""
+    loaded = modules_after(
+        app, "import capability.engine.jobs", "from capability import dsl",
+        "assert dsl.validate_definition({'name': 'w', 'tasks': [",
+        "    {'id': 't', 'type': 'transform', 'with': {'value': '{{ params }}'}}]}).valid")
+    assert "capability.dsl.validate" in loaded and "capability.live" not in loaded
+    assert [m for m in ("yaml", "jsonpath_ng", "logging.handlers") if m in loaded] == []
+
+
 def test_the_worker_role_cli(app):
     top = run(app, [sys.executable, "-m", "app", "--help"])
     assert top.returncode == 0, top.stderr

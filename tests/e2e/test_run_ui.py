@@ -29,7 +29,8 @@ def _quiet_listener() -> Iterator[None]:
 
 FAILING = [{"id": "fetch", "type": "noop", "for_each": [1, 2, 3]},
            {"id": "push", "type": "fail", "depends_on": ["fetch"],
-            "with": {"message": "warehouse refused the batch"}}]
+            "with": {"message": "warehouse refused the batch"}},
+           {"id": "report", "type": "noop", "depends_on": ["push"]}]
 COMPENSATED = [{"id": "reserve", "type": "noop",
                 "compensate": {"type": "noop", "with": {"value": "released"}}},
                {"id": "charge", "type": "fail", "depends_on": ["reserve"],
@@ -196,7 +197,15 @@ def test_operator_approves_a_task_and_retries_a_failed_run(
     output = page.locator("#task-approve .apg-task-output")
     output.filter(has_text='"comment": "numbers checked"').wait_for()
 
-    # A failed run's page: the items of its for_each task, the Retry button.
+    # A failed run's page: the items of its for_each task, the Retry button, and why a
+    # task never ran.
+    page.goto(f"/runs/{runs['failing']}?task=report")
+    why = page.locator("#task-report .apg-task-reason-row")
+    assert why.is_visible() and "upstream failed: push" in why.inner_text()
+    assert "Never ran: upstream failed: push" in page.locator(
+        "#task-report .apg-attempts").inner_text()
+    settle(page)
+    page.locator("#task-report").screenshot(path=str(screenshots / "run_task_reason.png"))
     page.goto(f"/runs/{runs['failing']}?task=fetch")
     assert page.locator("#task-fetch .apg-item-chips .apg-st-succeeded").count() == 3
     assert page.locator("#run-retry").is_visible() and not page.locator("#run-cancel").is_visible()

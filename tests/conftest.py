@@ -15,7 +15,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.support.app import Factory, make_config, reset_postgres
+from tests.support.app import Factory, make_config, quiet_socketio_listener, reset_postgres
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_listener_at_exit() -> Iterator[None]:
+    """Every app built since a module quieted it set its level again (app.logs): the
+    listener thread outlives the suite and would report the embedded Redis going away."""
+    yield
+    quiet_socketio_listener()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flask import current_app, has_app_context
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,7 @@ from app.security.roles import AUTHOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import dsl
+from capability.engine import callables
 from capability.models import Workflow, WorkflowVersion
 
 # A team as ``name`` or ``tenant/name`` (64 characters each).
@@ -105,10 +107,33 @@ def check_definition(source: Source) -> dsl.WorkflowDefinition:
     """The parsed definition, or ``ValidationFailed`` with every error (with its line
     when the definition came as text)."""
     result = dsl.validate_definition(source.data)
-    if not result.valid or result.definition is None:
-        errors = with_lines(source.text, result.errors) if source.as_text else result.errors
+    errors = list(result.errors)
+    if result.definition is not None:
+        errors.extend(_callable_issues(result.definition))
+    if errors or result.definition is None:
+        errors = with_lines(source.text, errors) if source.as_text else errors
         raise ValidationFailed("Invalid workflow definition", errors)
     return result.definition
+
+
+def _callable_issues(definition: dsl.WorkflowDefinition) -> list[dict[str, Any]]:
+    """``python`` callables the allow-list refuses (the rule the workers apply again
+    before a call). Only when this process has PYTHON_TASK_PREFIXES: a web without it
+    leaves the check to the workers rather than refusing every callable."""
+    prefixes = tuple(current_app.config.get("PYTHON_TASK_PREFIXES") or ()) \
+        if has_app_context() else ()
+    if not prefixes:
+        return []
+    found = []
+    for index, task in enumerate(definition.tasks):
+        for path, spec in ((f"tasks[{index}]", task), (f"tasks[{index}].compensate",
+                                                         task.compensate)):
+            if spec is None or spec.type != "python":
+                continue
+            problem = callables.check(str(spec.with_.get("callable", "")), prefixes)
+            if problem:
+                found.append({"path": f"{path}.with.callable", "message": problem})
+    return found
 
 
 def _require_author(actor: Actor, team_id: str) -> None:

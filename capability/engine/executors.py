@@ -3,12 +3,11 @@ types"). An executor returns an ``Outcome``; raising means a retriable failure."
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from capability.dsl import TaskType, parse_duration, registry
-from capability.engine import isolation
+from capability.engine import callables, isolation
 from capability.engine.settings import EngineSettings as Settings
 from capability.engine.state import AttemptContext, Outcome
 
@@ -46,23 +45,10 @@ def transform(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -
 
 
 def python(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
-    target = str(params.get("callable", ""))
-    module_name, _, attr = target.partition(":")
-    if not any(module_name == p or module_name.startswith(p + ".")
-               for p in settings.python_prefixes):
-        allowed = ", ".join(settings.python_prefixes) or "none configured"
-        return Outcome.failure(
-            f"with.callable: {target!r} is not under an allowed prefix ({allowed})",
-            retriable=False,
-        )
     try:
-        func = importlib.import_module(module_name)
-        for part in attr.split("."):
-            func = getattr(func, part)
-    except (ImportError, AttributeError) as exc:
-        return Outcome.failure(f"with.callable: cannot import {target!r}: {exc}", retriable=False)
-    if not callable(func):
-        return Outcome.failure(f"with.callable: {target!r} is not callable", retriable=False)
+        func = callables.resolve(str(params.get("callable", "")), settings.python_prefixes)
+    except callables.CallableRefused as exc:
+        return Outcome.failure(f"with.callable: {exc}", retriable=False)
     result = isolation.call(func, dict(params.get("kwargs") or {}))
     if result.ok:
         return Outcome.success(result.output)

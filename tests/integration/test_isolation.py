@@ -49,10 +49,3 @@ def test_each_call_gets_a_fresh_process_and_exceptions_keep_their_message(
     assert os.getpid() not in (by["a"]["output"], by["b"]["output"])
     assert by["c"]["error"] == "RuntimeError: flaky failure 1"
 
-
-def test_a_callable_that_is_not_callable_is_refused(app, client, op):
-    run = run_to_end(app, client, op, [
-        {"id": "p", "type": "python", "with": {"callable": "tests.support.callables:os"}},
-    ])
-    task = run["by_task"]["p"]
-    assert task["status"] == "failed" and "is not callable" in task["error"]

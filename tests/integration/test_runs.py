@@ -16,7 +16,7 @@ from capability.models import Run, TaskAttempt, TaskRun
 from tests.support.app import api_token, auth, unique
 from tests.support.driver import Fifo, unit
 from tests.support.engine import drain, work_once
-from tests.support.runs import make, run_to_end, start
+from tests.support.runs import get_run, make, run_to_end, start, start_id
 
 
 def test_chain_passes_outputs_through_templates(app, client, op):
@@ -134,12 +134,16 @@ def test_expression_failure_names_the_field_and_is_not_retried(app, client, op):
     assert task["error"].startswith("with.value")
 
 
-def test_python_callable_outside_allowed_prefixes_fails(app, client, op):
-    run = run_to_end(app, client, op, [
+def test_python_callable_outside_allowed_prefixes_fails(app, client, op, monkeypatch):
+    monkeypatch.setitem(app.config, "PYTHON_TASK_PREFIXES", [])  # the web does not check
+    wid = make(client, op, [
         {"id": "p", "type": "python", "with": {"callable": "os:getcwd"},
          "retry": {"max_attempts": 3, "delay": "50ms"}},
     ])
-    task = run["by_task"]["p"]
+    monkeypatch.setitem(app.config, "PYTHON_TASK_PREFIXES", ["tests.support.callables"])
+    run_id = start_id(client, op, wid)
+    drain(app, run_id)
+    task = get_run(client, op, run_id)["by_task"]["p"]
     assert task["status"] == "failed" and task["attempts"] == 1
     assert "not under an allowed prefix" in task["error"]
 

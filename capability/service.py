@@ -25,8 +25,7 @@ from app.security.actor import Actor
 from app.security.roles import AUTHOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
-from capability import dsl
-from capability.engine import callables
+from capability import callables, dsl
 from capability.models import Workflow, WorkflowVersion
 
 # A team as ``name`` or ``tenant/name`` (64 characters each).

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from capability import callables
 from capability.dsl import TaskType, parse_duration, registry
-from capability.engine import callables, isolation
+from capability.engine import isolation
 from capability.engine.settings import EngineSettings as Settings
 from capability.engine.state import AttemptContext, Outcome
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from capability.engine import callables
+from capability import callables
 from capability.engine.executors import python
 from capability.engine.settings import EngineSettings
 from tests.support import callables as support

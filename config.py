@@ -63,6 +63,12 @@ RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
 TASK_DEFAULT_TIMEOUT = _int("TASK_DEFAULT_TIMEOUT", 3600)
 # `python` tasks may only name callables in these packages (DSL.md); empty = none.
 PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
+# Where tasks may connect (`http` tasks, and every connector): entries are CIDRs,
+# addresses or host names with an optional :port, separated by commas or spaces.
+# Loopback, link-local (cloud metadata) and the app's own database and Redis are denied
+# unless allowed; deny wins over allow (capability/egress/policy.py).
+EGRESS_DENY = os.environ.get("EGRESS_DENY", "")
+EGRESS_ALLOW = os.environ.get("EGRESS_ALLOW", "")
 PORT = _int("PORT", 8080)
 WORKERS = _int("WORKERS", 2)
 

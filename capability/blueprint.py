@@ -35,12 +35,20 @@ def _install_publisher(app: Any) -> None:
     app.extensions[PUBLISHER] = _publish
 
 
+def _check_egress(app: Any) -> None:
+    """A bad EGRESS_DENY or EGRESS_ALLOW entry stops the start, not every http task."""
+    from capability.egress import EgressPolicy
+
+    EgressPolicy.from_config(app.config)
+
+
 def register(reg: Registrar) -> None:
     from capability.engine import reaper
     from capability.secrets.cli import secrets_group
     from capability.transport.cli import reap_command
 
     reg.on_ready(_install_publisher)
+    reg.on_ready(_check_egress)
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
     reg.add_cli(reap_command)

@@ -8,6 +8,8 @@ from typing import Any
 
 from capability import callables
 from capability.dsl import TaskType, parse_duration, registry
+from capability.egress import EgressRefused
+from capability.egress import http as egress_http
 from capability.engine import isolation
 from capability.engine.settings import EngineSettings as Settings
 from capability.engine.state import AttemptContext, Outcome
@@ -72,11 +74,13 @@ def http(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Out
         ctx.timeout or settings.http_timeout
     )
     try:
-        response = requests.request(
-            str(params.get("method", "GET")).upper(), str(params["url"]), headers=headers,
-            params=params.get("params"), json=params.get("json"), data=params.get("data"),
-            auth=basic, timeout=timeout,
+        response = egress_http.request(
+            settings.egress, str(params.get("method", "GET")).upper(), str(params["url"]),
+            headers=headers, params=params.get("params"), json=params.get("json"),
+            data=params.get("data"), auth=basic, timeout=timeout,
         )
+    except EgressRefused as exc:
+        return Outcome.failure(str(exc), retriable=False)
     except requests.Timeout:
         return Outcome.failure(f"HTTP request timed out after {timeout:g}s")
     except requests.RequestException as exc:

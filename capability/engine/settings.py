@@ -8,8 +8,10 @@ a request and a test drive the same code with the settings they were given.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from capability.egress import EgressPolicy
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class EngineSettings:
     secrets_key: str = ""  # SECRETS_KEY: Fernet keys (capability.secrets.vault)
     secret_key: str = ""  # SECRET_KEY: the derived key when SECRETS_KEY is empty
     live_updates: bool = True  # APG_LIVE_UPDATES: tell the browsers watching a run
+    # EGRESS_DENY, EGRESS_ALLOW and the app's own endpoints: where tasks may connect
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -31,4 +35,5 @@ class EngineSettings:
             secrets_key=str(config.get("SECRETS_KEY") or ""),
             secret_key=str(config.get("SECRET_KEY") or ""),
             live_updates=bool(config.get("APG_LIVE_UPDATES", True)),
+            egress=EgressPolicy.from_config(config),
         )

@@ -293,7 +293,8 @@ def test_real_worker_and_scheduler_processes_finish_a_run(app, client, op):
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.support.callables"}
+           "PYTHON_TASK_PREFIXES": "tests.support.callables",
+           "EGRESS_ALLOW": app.config["EGRESS_ALLOW"]}
     procs = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", cmd], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for cmd in ("worker", "scheduler")]
@@ -489,7 +490,8 @@ def test_cancel_stops_a_running_attempt_on_a_real_worker(app, client, op, httpse
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
            "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
            "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"], "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.support.callables"}
+           "PYTHON_TASK_PREFIXES": "tests.support.callables",
+           "EGRESS_ALLOW": app.config["EGRESS_ALLOW"]}
     proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

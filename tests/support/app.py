@@ -16,6 +16,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 PASSWORD = "Test-Pass-123!"
+# The tests' HTTP peers (pytest-httpserver) listen on loopback, which the egress policy
+# denies by default. Allowed without a port: the app's own Redis and PostgreSQL stay
+# denied (an allow entry opens them only by naming their port).
+LOOPBACK_PEERS = "127.0.0.1 ::1"
 
 
 def reset_postgres(url: str) -> None:
@@ -42,6 +46,7 @@ def make_config(urls: dict[str, str], **extra: Any) -> dict[str, Any]:
         "AUTH_RATE_LIMIT": "10000 per minute",
         "APG_DISCOVER_ENTRY_POINTS": False,
         "PYTHON_TASK_PREFIXES": ["tests.support.callables"],
+        "EGRESS_ALLOW": LOOPBACK_PEERS,
     }
     config.update(extra)
     return config

@@ -102,4 +102,5 @@ def child_env(app: Flask, **extra: str) -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "REDIS_URL": app.config["REDIS_URL"], "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
             "SECRET_KEY": app.config["SECRET_KEY"],
-            "PYTHON_TASK_PREFIXES": "tests.support.callables", **extra}
+            "PYTHON_TASK_PREFIXES": "tests.support.callables",
+            "EGRESS_ALLOW": str(app.config.get("EGRESS_ALLOW") or ""), **extra}

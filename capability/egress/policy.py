@@ -26,7 +26,6 @@ import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,15 +92,19 @@ def resolve(host: str, port: int) -> list[Address]:
     return seen
 
 
-@lru_cache(maxsize=64)
+_OWN: dict[str, frozenset[Address]] = {}
+
+
 def _own_addresses(host: str) -> frozenset[Address]:
-    literal = host_address(host)
-    if literal is not None:
-        return frozenset({literal})
-    try:
-        return frozenset(resolve(host, 0))
-    except OSError:
-        return frozenset()
+    """The addresses of one of the app's own hosts, looked up once a process (a failed
+    lookup is tried again next time rather than remembered as "no address")."""
+    if host not in _OWN:
+        literal = host_address(host)
+        try:
+            _OWN[host] = frozenset({literal} if literal is not None else resolve(host, 0))
+        except OSError:
+            return frozenset()
+    return _OWN[host]
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def _init_web(app: Flask) -> None:
     from app import times
     from app.audit import web
     from app.ids import short_id
-    from app.security import api_csrf, headers, passwords
+    from app.security import api_csrf, headers, login_limits, passwords
 
     app.config.setdefault("FAB_PASSWORD_COMPLEXITY_VALIDATOR", passwords.validate)
     app.config.setdefault("FAB_INDEX_VIEW", "app.index.HomeView")
@@ -146,6 +146,7 @@ def _init_web(app: Flask) -> None:
     # API blueprints, which exempt themselves (token auth) when they find it.
     CSRFProtect(app)
     api_csrf.init_app(app)
+    login_limits.init_app(app)
 
 
 def _compose(app: Flask, role: str) -> None:

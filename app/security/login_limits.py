@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from flask import current_app
+from flask import Flask, Response, current_app, g
 
 from app.runtime.redis_conn import get_redis
 
@@ -36,10 +36,13 @@ class LoginLocked(Exception):
     def __init__(self, scope: str, retry_after: int) -> None:
         self.scope = scope
         self.retry_after = max(1, retry_after)
-        what = "this account" if scope == ACCOUNT else "this address"
+        what = "for this account" if scope == ACCOUNT else "from this address"
         super().__init__(
-            f"Too many failed logins for {what}: try again in {self.retry_after} seconds."
+            f"Too many failed logins {what}: try again in {self.retry_after} seconds."
         )
+        # The rate limiter on the login routes rewrites Retry-After after the view;
+        # ``restore_retry_after`` puts this one back.
+        g.apg_login_retry_after = self.retry_after
 
 
 @dataclass(frozen=True)
@@ -125,3 +128,16 @@ def succeeded(username: str | None) -> None:
             client.delete(f"{PREFIX}:fail:{scope}:{part}", f"{PREFIX}:lock:{scope}:{part}")
     except redis.RedisError as exc:
         log.warning("login success not recorded: Redis unavailable (%s)", exc)
+
+
+def restore_retry_after(response: Response) -> Response:
+    retry_after = g.pop("apg_login_retry_after", None)
+    if retry_after is not None and response.status_code == 429:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    # after_request hooks run last-registered first: registered before FAB builds the
+    # limiter, this one runs after the limiter has written its own Retry-After.
+    app.after_request(restore_retry_after)

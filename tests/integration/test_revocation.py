@@ -4,6 +4,10 @@ token of the user at once, on every process (two app instances on one database).
 from __future__ import annotations
 
 import re
+import socket
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import jwt
@@ -195,3 +199,40 @@ def test_refresh_token_lifetime_is_configurable(app, service_urls, factory):
     refresh = _tokens(short.test_client(), user["username"])["refresh"]
     claims = jwt.decode(refresh, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 120
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_a_token_is_revoked_in_another_os_process(app, client, factory, admin_token, processes):
+    port = _free_port()
+    server = processes(f"run --no-reload --port {port}")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert server.poll() is None, "the web process exited"
+        try:
+            if _get(f"{base}/health") in (200, 503):
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the web process did not start"
+        time.sleep(0.5)
+
+    user = factory.user("Viewer")
+    access = _tokens(client, user["username"])["access"]
+    assert _get(f"{base}/api/v1/teams/", auth(access)) == 200
+    _admin_put(client, admin_token, user["id"], {"password": NEW_PASSWORD})
+    assert _get(f"{base}/api/v1/teams/", auth(access)) == 401

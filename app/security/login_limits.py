@@ -40,9 +40,6 @@ class LoginLocked(Exception):
         super().__init__(
             f"Too many failed logins {what}: try again in {self.retry_after} seconds."
         )
-        # The rate limiter on the login routes rewrites Retry-After after the view;
-        # ``restore_retry_after`` puts this one back.
-        g.apg_login_retry_after = self.retry_after
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,11 @@ def check(username: str | None, ip: str | None) -> None:
         for scope, part, _ in _subjects(username, ip):
             ttl = int(client.pttl(f"{PREFIX}:lock:{scope}:{part}"))  # type: ignore[arg-type]
             if ttl > 0:
-                raise LoginLocked(scope, -(-ttl // 1000))
+                locked = LoginLocked(scope, -(-ttl // 1000))
+                # The rate limiter on the login routes rewrites Retry-After after the
+                # view; ``restore_retry_after`` puts this one back.
+                g.apg_login_retry_after = locked.retry_after
+                raise locked
     except redis.RedisError as exc:
         log.warning("login limits skipped: Redis unavailable (%s)", exc)
 

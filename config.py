@@ -103,6 +103,15 @@ RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
 RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
 RATELIMIT_HEADERS_ENABLED = True
 FAB_PASSWORD_COMPLEXITY_ENABLED = _bool("FAB_PASSWORD_COMPLEXITY_ENABLED", True)
+# Failed logins (form and API together) counted per account and per client address in
+# Redis: past the threshold, logins are refused for LOGIN_LOCKOUT_SECONDS, doubling with
+# each further failure up to LOGIN_LOCKOUT_MAX_SECONDS (app/security/login_limits.py).
+LOGIN_LIMITS_ENABLED = _bool("LOGIN_LIMITS_ENABLED", True)
+LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 20)
+LOGIN_LOCKOUT_SECONDS = _int("LOGIN_LOCKOUT_SECONDS", 30)
+LOGIN_LOCKOUT_MAX_SECONDS = _int("LOGIN_LOCKOUT_MAX_SECONDS", 900)
+LOGIN_FAILURE_WINDOW = _int("LOGIN_FAILURE_WINDOW", 3600)
 
 # Sessions and forms
 WTF_CSRF_ENABLED = _bool("WTF_CSRF_ENABLED", True)
@@ -111,6 +120,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", APG_ENV != "development")
 JWT_ACCESS_TOKEN_EXPIRES = _int("JWT_ACCESS_TOKEN_EXPIRES", 900)
+# Seconds a refresh token lives (flask-jwt-extended's default is 30 days). A password,
+# role or activity change and a logout revoke it sooner (app/security/revocation.py).
+JWT_REFRESH_TOKEN_EXPIRES = _int("JWT_REFRESH_TOKEN_EXPIRES", 86400)
 
 # Request bodies over this size get 413 before any view runs.
 MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)

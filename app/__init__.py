@@ -125,7 +125,7 @@ def _init_web(app: Flask) -> None:
     from app import times
     from app.audit import web
     from app.ids import short_id
-    from app.security import headers, passwords
+    from app.security import api_csrf, headers, login_limits, passwords
 
     app.config.setdefault("FAB_PASSWORD_COMPLEXITY_VALIDATOR", passwords.validate)
     app.config.setdefault("FAB_INDEX_VIEW", "app.index.HomeView")
@@ -145,6 +145,8 @@ def _init_web(app: Flask) -> None:
     # Global CSRF: every form POST needs the token. It must exist before FAB builds its
     # API blueprints, which exempt themselves (token auth) when they find it.
     CSRFProtect(app)
+    api_csrf.init_app(app)
+    login_limits.init_app(app)
 
 
 def _compose(app: Flask, role: str) -> None:
@@ -200,6 +202,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from app.audit import recorder, specs
     from app.runtime.redis_conn import resolve_url
+    from app.security import revocation
 
     redis_url = resolve_url(app)
     if app.config.get("RATELIMIT_STORAGE_URI") == "redis":
@@ -207,6 +210,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     recorder.install(db.session)
+    revocation.install(db.session)
     specs.register_platform_specs()
     if web:
         _init_web(app)

@@ -97,3 +97,20 @@ class TeamMembership(Model):
 
     def __repr__(self) -> str:
         return f"{self.user.username}@{self.team.name}" if self.user and self.team else self.id
+
+
+class UserCredentials(Model):
+    """A user's credentials generation: every session and JWT carries the generation it
+    was issued under, and raising it revokes all of them at once, on every process
+    (``app.security.revocation``). No row means generation 0."""
+
+    __tablename__ = "apg_user_credentials"
+
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                            server_default="0")
+    changed_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
+    )

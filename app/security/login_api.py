@@ -7,8 +7,10 @@ answers every validation problem with 400 and marshmallow's nested messages. The
 handler below validates the body the way every other endpoint of ours does (400 for
 a body that is not JSON, 422 with ``errors: [{path, message}]`` for the rest), then
 authenticates through the security manager exactly as FAB does, so the audit of
-logins (``ApgSecurityManager.auth_user_db``) and the rate limit on this blueprint
-stay as they are. ``/refresh`` is FAB's, untouched.
+logins (``ApgSecurityManager.auth_user_db``), the login limits (a lockout is a 429
+with ``Retry-After``) and the rate limit on this blueprint stay as they are.
+``/refresh`` is FAB's; the refresh token it takes is subject to revocation
+(``app.security.revocation``) like every other credential.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from app.api_support import json_body, json_error
 from app.errors import ServiceError, ValidationFailed, parse
+from app.security.login_limits import LoginLocked
 
 DEFAULT_PROVIDER = API_SECURITY_PROVIDER_DB
 
@@ -124,17 +127,26 @@ class ApgSecurityApi(SecurityApi):
                 unknown, or names a provider that is not accepted; `errors` lists each
                 one as {path, message}
             429:
-              description: too many login attempts from this address (AUTH_RATE_LIMIT)
+              description: >-
+                too many failed logins for this account or from this address (a
+                lockout that doubles with each further failure and always expires;
+                `Retry-After` says when to try again), or too many login requests
+                from this address (AUTH_RATE_LIMIT)
         """
         try:
             body = self._body()
         except ServiceError as exc:
             return json_error(exc.status, exc.message, exc.errors)
         sm = self.appbuilder.sm
-        if body.provider == API_SECURITY_PROVIDER_LDAP:
-            user: Any = sm.auth_user_ldap(body.username, body.password)
-        else:
-            user = sm.auth_user_db(body.username, body.password)
+        try:
+            if body.provider == API_SECURITY_PROVIDER_LDAP:
+                user: Any = sm.auth_user_ldap(body.username, body.password)
+            else:
+                user = sm.auth_user_db(body.username, body.password)
+        except LoginLocked as exc:
+            response = json_error(429, str(exc))
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         if not user:
             return self.response_401()
         tokens = {API_SECURITY_ACCESS_TOKEN_KEY: create_access_token(

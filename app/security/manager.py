@@ -9,11 +9,14 @@ from flask import Flask, Response, current_app, g, jsonify, make_response
 from flask_appbuilder.security.sqla import apis as fab_apis
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
+from flask_login import LoginManager, user_logged_in
 
 from app.api_support import QueryExamplesMixin
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
+from app.security import login_limits, revocation
 from app.security.actor import Actor
+from app.security.auth_views import AuthDBView
 from app.security.login_api import ApgSecurityApi
 from app.security.request import client_ip, request_id
 
@@ -50,9 +53,18 @@ class GroupApi(QueryExamplesMixin, fab_apis.GroupApi):
     pass
 
 
+def _stamp_session(_sender: Any, user: Any, **_extra: Any) -> None:
+    # Flask-Login's signal, sent by every form login (db, LDAP, OAuth...).
+    from app.extensions import db
+
+    revocation.stamp_session(user.id, db.session)
+
+
 class ApgSecurityManager(SecurityManager):
     # The API login: a missing provider means "db"; a malformed body is a 400/422.
     security_api = ApgSecurityApi
+    # The form login answers a lockout with 429; logout is a POST.
+    authdbview = AuthDBView
     permission_api = PermissionApi
     role_api = RoleApi
     user_api = UserApi
@@ -69,7 +81,36 @@ class ApgSecurityManager(SecurityManager):
         manager.expired_token_loader(lambda _h, _p: _unauthorized("Token has expired"))
         manager.revoked_token_loader(lambda _h, _p: _unauthorized("Token has been revoked"))
         manager.user_lookup_error_loader(lambda _h, _p: _unauthorized("Unknown or inactive user"))
+        # Revocation: every token carries its user's credentials generation, and one of
+        # an older generation is refused ("Token has been revoked").
+        manager.additional_claims_loader(self._token_claims)
+        manager.token_in_blocklist_loader(
+            lambda _h, payload: not revocation.is_current(
+                payload.get("sub"), payload.get(revocation.JWT_CLAIM), self.session)
+        )
         return manager
+
+    def _token_claims(self, identity: Any) -> dict[str, Any]:
+        try:
+            user_id = int(identity)
+        except (TypeError, ValueError):
+            return {}
+        return {revocation.JWT_CLAIM: revocation.generation(self.session, user_id)}
+
+    def create_login_manager(self, app: Flask) -> LoginManager:
+        """Sessions record the credentials generation they were issued under (at login)
+        and are refused once it has moved on (see app.security.revocation)."""
+        manager = super().create_login_manager(app)
+        manager.user_loader(self.load_session_user)
+        if not user_logged_in.has_receivers_for(app):
+            user_logged_in.connect(_stamp_session)
+        return manager
+
+    def load_session_user(self, pk: Any) -> Any:
+        user = self.load_user(pk)
+        if user is None or not revocation.session_is_current(user.id, self.session):
+            return None
+        return user
 
     def add_permissions_view(self, base_permissions: list[str], view_menu: str) -> None:
         """FAB syncs the permissions of one view at a time, and takes the view's methods
@@ -102,7 +143,21 @@ class ApgSecurityManager(SecurityManager):
             if api is not None and api.blueprint is not None:
                 self.limiter.limit(self.auth_rate_limit, methods=["POST"])(api.blueprint)
 
-    def _login_event(self, username: str, user: Any, outcome: str) -> None:
+    def _login_event(self, username: str, user: Any, outcome: str,
+                     reason: str | None = None) -> None:
+        after = {"username": username, **({"reason": reason} if reason else {})}
+        self._event("login", username, user, outcome, after)
+
+    def _lockout_event(self, username: str, user: Any, lockout: login_limits.Lockout) -> None:
+        log.warning("login lockout: %s %r from %s for %s s after %s failures",
+                    lockout.scope, username, client_ip(), lockout.seconds, lockout.failures)
+        self._event("login_lockout", username, user, "denied", {
+            "username": username, "scope": lockout.scope, "failures": lockout.failures,
+            "seconds": lockout.seconds,
+        })
+
+    def _event(self, action: str, username: str, user: Any, outcome: str,
+               after: dict[str, Any]) -> None:
         actor = Actor(username=username or "(empty)", ip=client_ip(), request_id=request_id())
         tenant = None
         if user is not None:
@@ -113,20 +168,35 @@ class ApgSecurityManager(SecurityManager):
             self.session,
             build_event(
                 actor,
-                "login",
+                action,
                 "user",
                 str(user.id) if user is not None else None,
                 outcome=outcome,
                 tenant=tenant,
-                after={"username": username},
+                after=after,
             ),
         )
         self.session.commit()
         mark_audited()
 
     def auth_user_db(self, username: str, password: str) -> Any:
-        user = super().auth_user_db(username, password)
+        return self._limited(username, password, super().auth_user_db)
+
+    def auth_user_ldap(self, username: str, password: str) -> Any:
+        return self._limited(username, password, super().auth_user_ldap)
+
+    def _limited(self, username: str, password: str, check: Any) -> Any:
+        """One login attempt, form or API, under the login limits (app.security.login_limits)."""
+        try:
+            login_limits.check(username, client_ip())
+        except login_limits.LoginLocked:
+            known = self.find_user(username=username) if username else None
+            self._login_event(username, known, "denied", reason="locked out")
+            log.info("login refused: %r from %s (locked out)", username, client_ip())
+            raise
+        user = check(username, password)
         if user is not None:
+            login_limits.succeeded(username)
             self._login_event(user.username, user, "success")
             log.info("login: %s from %s", user.username, client_ip())
         else:
@@ -134,6 +204,8 @@ class ApgSecurityManager(SecurityManager):
             self._login_event(username, known, "denied")
             why = "wrong password or inactive user" if known is not None else "no such user"
             log.info("login refused: %r from %s (%s)", username, client_ip(), why)
+            for lockout in login_limits.failed(username, client_ip()):
+                self._lockout_event(username, known, lockout)
         return user
 
     def on_user_logout(self, user: Any) -> None:
@@ -142,5 +214,7 @@ class ApgSecurityManager(SecurityManager):
         log.info("logout: %s from %s", user.username, client_ip())
         actor = actor_for_user(self.session, user, ip=client_ip(), request_id=request_id())
         record(self.session, build_event(actor, "logout", "user", str(user.id)))
+        # Logging out ends every session and token of the user, everywhere.
+        revocation.revoke(self.session, user.id)
         self.session.commit()
         g.apg_audited = True

@@ -15,6 +15,7 @@ from tests.support.browser import (
     ConsoleLog,
     assert_no_csp_errors,
     login,
+    logout,
     menu_categories,
     open_add_form,
     open_menu,
@@ -84,7 +85,7 @@ def test_menus_follow_roles(page: Any, factory: Any, console: ConsoleLog) -> Non
     open_menu(page, "Audit", "Audit trail")
     assert "/audit/list/" in page.url
 
-    page.goto("/logout/")
+    logout(page)
     viewer = factory.user("Viewer")
     login(page, viewer["username"], viewer["password"])
     assert page.locator("#home-user").inner_text() == viewer["username"]

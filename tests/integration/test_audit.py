@@ -98,7 +98,7 @@ def test_login_success_failure_and_logout_are_audited(app, client, factory):
     assert events(app, action="login", actor=ghost)[0].outcome == "denied"
     # Form login + logout in the browser session.
     client.post("/login/", data={"username": user["username"], "password": user["password"]})
-    client.get("/logout/")
+    client.post("/logout/")  # logging out is a POST (a GET only asks)
     assert events(app, action="logout", actor=user["username"])
 
 

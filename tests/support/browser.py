@@ -40,6 +40,18 @@ def login(page: Any, username: str, password: str) -> None:
         form.locator("input[type=submit]").click()
 
 
+def logout(page: Any) -> None:
+    """Log out as a person does: the user menu's Logout button (a form POST with the
+    CSRF token), opening the collapsed navbar first at phone width."""
+    navbar = page.locator(".navbar")
+    toggle = navbar.locator(".navbar-toggle")
+    if toggle.is_visible():
+        toggle.click()
+    navbar.locator("a.dropdown-toggle:has(.fa-user)").click()
+    with page.expect_navigation():
+        navbar.locator("#apg-logout").click()
+
+
 def open_menu(page: Any, category: str, item: str) -> None:
     navbar = page.locator(".navbar")
     navbar.locator("a.dropdown-toggle", has_text=re.compile(rf"^\s*{category}\s*$")).click()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, current_app, jsonify
 from flask.blueprints import BlueprintSetupState
 from sqlalchemy import text
 
@@ -29,8 +29,7 @@ STARTED_KEY = "apg_health_started"
 
 @bp.record
 def _remember_start(state: BlueprintSetupState) -> None:
-    app: Flask = state.app
-    app.extensions.setdefault(STARTED_KEY, time.monotonic())
+    state.app.extensions.setdefault(STARTED_KEY, time.monotonic())
 
 
 def _in_grace() -> bool:

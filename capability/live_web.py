@@ -42,6 +42,7 @@ class RunsNamespace(pysocketio.Namespace):
     def _set_server(self, server: Any) -> None:
         super()._set_server(server)
         self._servers.add(server)
+        _recheck_members(server)
 
     def _server_of(self, sid: str) -> tuple[Any, dict[str, Any]] | None:
         for server in list(self._servers):
@@ -127,6 +128,15 @@ def _may_still_read(server: Any, sid: str, run_id: str) -> bool:
             db.session.remove()
 
 
+def _recheck_members(server: Any) -> None:
+    """Deliver through ``MembersRechecked``. The manager was built by Flask-SocketIO
+    (its class depends on the message queue's URL): the mixin goes on whichever it is."""
+    manager = getattr(server, "manager", None)
+    if manager is not None and not isinstance(manager, MembersRechecked):
+        cls = type(manager)
+        manager.__class__ = type(f"MembersRechecked{cls.__name__}", (MembersRechecked, cls), {})
+
+
 class MembersRechecked:
     """Mixed into the Socket.IO server's client manager (whatever message-queue class
     Flask-SocketIO chose): before a run's state goes to this process's sockets in its
@@ -168,10 +178,4 @@ def install(app: Flask) -> None:
     server = socketio.server
     if server is not None and server.namespace_handlers.get(NAMESPACE) is not _namespace:
         server.register_namespace(_namespace)
-    manager = getattr(server, "manager", None)
-    if manager is not None and not isinstance(manager, MembersRechecked):
-        # The manager was built by Flask-SocketIO (its class depends on the message
-        # queue's URL); the re-check is mixed into whichever class it is.
-        cls = type(manager)
-        manager.__class__ = type(f"MembersRechecked{cls.__name__}",
-                                 (MembersRechecked, cls), {})
+

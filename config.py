@@ -50,6 +50,16 @@ SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
 # one decrypts (to rotate: put a new key first, run `flask --app app secrets rotate`).
 # Empty: one key derived from SECRET_KEY (changing SECRET_KEY then loses the secrets).
 SECRETS_KEY = os.environ.get("SECRETS_KEY", "")
+# The HMAC key of the audit chain (32+ characters), kept out of the database so that
+# someone who can write the tables cannot recompute the chain after an edit. Required
+# outside development; empty in development: derived from SECRET_KEY.
+AUDIT_KEY = os.environ.get("AUDIT_KEY", "")
+# Where the scheduler and `flask --app app audit checkpoint` append the chain's head
+# (one JSON line each, never rewritten) and `audit verify` reads it back; empty:
+# instance/audit-checkpoints/. Ship it off the machine (installation guide).
+AUDIT_CHECKPOINT_DIR = os.environ.get("AUDIT_CHECKPOINT_DIR", "")
+# Seconds between two checkpoints written by the scheduler (0: none, only on demand).
+AUDIT_CHECKPOINT_INTERVAL = _int("AUDIT_CHECKPOINT_INTERVAL", 300)
 
 # Storage. Unset means the embedded defaults: a SQLite file under instance/ and an
 # embedded Redis server started by `flask --app app up` (or by the test suite).
@@ -70,6 +80,9 @@ PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
 EGRESS_DENY = os.environ.get("EGRESS_DENY", "")
 EGRESS_ALLOW = os.environ.get("EGRESS_ALLOW", "")
 PORT = _int("PORT", 8080)
+# Seconds after start during which /health does not count a queue without a live
+# worker as a failure (workers start alongside the web server).
+HEALTH_WORKER_GRACE = _int("HEALTH_WORKER_GRACE", 60)
 WORKERS = _int("WORKERS", 2)
 
 # Flask-AppBuilder

@@ -41,6 +41,10 @@ def _check_config(app: Flask) -> None:
         )
     if len(app.config["SECRET_KEY"]) < 32:
         raise InsecureConfiguration("SECRET_KEY must be at least 32 characters long")
+    from app.audit.keys import check as check_audit_key
+
+    if problem := check_audit_key(app.config):
+        raise InsecureConfiguration(problem)
 
 
 def _engine_options(uri: str) -> dict[str, Any]:

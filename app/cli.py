@@ -1,4 +1,5 @@
-"""Flask CLI commands of API.md: up, worker, scheduler, audit verify, ensure-admin.
+"""Flask CLI commands of API.md: up, worker, scheduler, audit verify and checkpoint,
+ensure-admin.
 
 A web-role app has them all; a worker-role app (``APG_PROCESS=worker``) has worker,
 scheduler and audit verify (plus what capabilities add, e.g. ``reap``); ``python -m
@@ -8,6 +9,7 @@ app`` (``app/__main__.py``) runs the worker-role ones.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -64,18 +66,43 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option("--checkpoints", "checkpoint_dir", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="directory of checkpoint files (default: AUDIT_CHECKPOINT_DIR)")
 @with_appcontext
-def audit_verify() -> None:
-    """Exit 0 when the hash chain holds; 1 naming the first broken event."""
+def audit_verify(checkpoint_dir: Path | None) -> None:
+    """Exit 0 when the keyed chain holds and matches every checkpoint; 1 naming the
+    first broken event (or the checkpoint the chain no longer reaches)."""
+    from app.audit.checkpoints import CheckpointError, directory
     from app.audit.service import verify
 
-    result = verify(db.session())
+    folder = checkpoint_dir or directory(current_app.config)
+    if checkpoint_dir is not None and not folder.is_dir():
+        click.echo(f"audit checkpoints: {folder} is not a directory", err=True)
+        sys.exit(1)
+    try:
+        result = verify(db.session(), current_app.config, folder)
+    except CheckpointError as exc:
+        click.echo(f"audit checkpoints DAMAGED: {exc}", err=True)
+        sys.exit(1)
     if result.ok:
-        click.echo(f"audit chain intact: {result.checked} event(s)")
+        click.echo(f"audit chain intact: {result.checked} event(s), "
+                   f"{result.checkpoints} checkpoint(s) of {folder} matched")
         return
-    target = f"event #{result.broken_seq}" + (f" ({result.broken_id})" if result.broken_id else "")
+    target = (f"event #{result.broken_seq}" if result.broken_seq is not None else "the chain") + (
+        f" ({result.broken_id})" if result.broken_id else "")
     click.echo(f"audit chain BROKEN at {target}: {result.reason}", err=True)
     sys.exit(1)
+
+
+@audit_group.command("checkpoint")
+@with_appcontext
+def audit_checkpoint() -> None:
+    """Append the chain's head (sequence number and MAC) to AUDIT_CHECKPOINT_DIR."""
+    from app.audit.checkpoints import write
+
+    written = write(db.session(), current_app.config)
+    click.echo(f"audit checkpoint: event #{written.seq} written to {written.where}")
 
 
 @click.command("ensure-admin")

@@ -8,6 +8,9 @@ from app.security.roles import AUDITOR, AUTHOR, OPERATOR, PERSONAL, VIEWER
 
 
 def register(reg: Registrar) -> None:
+    from app.audit import checkpoints
+
+    reg.on_ready(checkpoints.install)  # the scheduler's periodic audit checkpoint
     if not reg.web:
         return  # screens and APIs only: a worker-role process has nothing to register
     from app.audit.api import AuditApi

@@ -1,13 +1,26 @@
-"""Appending to the hash chain and checking it.
+"""Appending to the keyed hash chain and checking it.
 
-Each event's hash covers its own fields and the previous event's hash, so changing,
-removing or reordering any stored event breaks every hash after it.
+Each event's ``hash`` is an HMAC-SHA256, under ``AUDIT_KEY`` (``app.audit.keys``), of
+its own fields and the previous event's hash, so changing, removing or reordering any
+stored event breaks every MAC after it, and someone who can write the tables but has
+not the key cannot compute MACs that verify.
+
+Chains begun before the key existed hold plain SHA-256 hashes. Their keyed part starts
+with a ``chain_keyed`` event (``KEYED_ACTION``), appended under the head's lock before
+the first keyed event: every event before it is checked as plain SHA-256, it and every
+later one as HMACs. The marker's MAC covers the last unkeyed hash, so the unkeyed part
+cannot change afterwards either; and since only the key holder can write a marker that
+verifies, a non-empty chain without one fails verification.
+
+Truncation (the last events deleted, the head moved back) leaves a consistent shorter
+chain: checkpoints written outside the database (``app.audit.checkpoints``) catch it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,11 +47,24 @@ def _canonical_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def compute_hash(fields: dict[str, Any]) -> str:
+# The event that starts the keyed part of a chain (see the module's docstring).
+KEYED_ACTION = "chain_keyed"
+KEYED_TARGET = "audit_chain"
+
+
+def compute_hash(fields: dict[str, Any], key: bytes | None = None) -> str:
+    """The event's HMAC-SHA256 under ``key``; without a key, the plain SHA-256 of the
+    events written before the chain was keyed."""
     material = {name: fields.get(name) for name in HASHED_FIELDS}
     material["at"] = _canonical_time(fields["at"])
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    if key is None:
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hmac.new(key, blob.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def is_marker(fields: dict[str, Any]) -> bool:
+    return fields.get("action") == KEYED_ACTION and fields.get("target_type") == KEYED_TARGET
 
 
 def _lock_head(conn: Connection) -> tuple[int, str]:
@@ -60,11 +86,53 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
     return 0, GENESIS_HASH
 
 
-def append(conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chain and insert ``events`` inside the caller's transaction; returns the rows."""
+# Databases (by URL) whose chain this process has seen keyed: the marker is looked
+# for once per process, not at every append.
+_keyed: set[str] = set()
+
+
+def _marker(legacy: int) -> dict[str, Any]:
+    return {
+        "actor": "system", "action": KEYED_ACTION, "target_type": KEYED_TARGET,
+        "outcome": "success",
+        "after": {"algorithm": "HMAC-SHA256", "unkeyed_events": legacy},
+    }
+
+
+def _needs_marker(conn: Connection, seq: int) -> bool:
+    """Whether the chain (head at ``seq``, locked) has no keyed part yet."""
+    if seq == 0:
+        return True
+    url = conn.engine.url.render_as_string(hide_password=True)
+    if url in _keyed:
+        return False
+    found = conn.execute(
+        select(AuditEvent.seq).where(AuditEvent.action == KEYED_ACTION,
+                                     AuditEvent.target_type == KEYED_TARGET).limit(1)
+    ).first()
+    if found is None:
+        return True
+    _keyed.add(url)  # only once committed: a marker rolled back is written again
+    return False
+
+
+def ensure_keyed(conn: Connection, key: bytes) -> bool:
+    """Start the keyed part of the chain now if it has none; whether it did."""
+    seq, _prev = _lock_head(conn)
+    if seq == 0 or not _needs_marker(conn, seq):
+        return False
+    append(conn, [], key)
+    return True
+
+
+def append(conn: Connection, events: list[dict[str, Any]], key: bytes) -> list[dict[str, Any]]:
+    """Chain and insert ``events`` inside the caller's transaction; returns the rows
+    (led by the ``chain_keyed`` marker when the chain had no keyed part yet)."""
+    seq, prev = _lock_head(conn)
+    if _needs_marker(conn, seq):
+        events = [_marker(seq), *events]
     if not events:
         return []
-    seq, prev = _lock_head(conn)
     rows = []
     for event in events:
         seq += 1
@@ -73,7 +141,7 @@ def append(conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any
         row["seq"] = seq
         row["at"] = event.get("at") or dt.datetime.now(dt.UTC)
         row["prev_hash"] = prev
-        prev = row["hash"] = compute_hash(row)
+        prev = row["hash"] = compute_hash(row, key)
         rows.append(row)
     conn.execute(insert(AuditEvent), rows)
     conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
@@ -87,6 +155,16 @@ class VerifyResult:
     broken_seq: int | None = None
     broken_id: str | None = None
     reason: str = ""
+    checkpoints: int = 0  # how many checkpoints were compared with the chain
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head as it was at some time, kept outside the database."""
+
+    seq: int
+    mac: str
+    where: str  # file and line, for the message
 
 
 def _rows(conn: Connection, batch: int = 1000) -> Iterator[dict[str, Any]]:
@@ -103,24 +181,61 @@ def _rows(conn: Connection, batch: int = 1000) -> Iterator[dict[str, Any]]:
         last = chunk[-1]["seq"]
 
 
-def verify(conn: Connection, rows: Iterable[dict[str, Any]] | None = None) -> VerifyResult:
-    """Walk the chain in sequence order; report the first event that does not hold."""
+def _check_row(row: dict[str, Any], expected_seq: int, prev: str, key: bytes | None) -> str | None:
+    if row["seq"] != expected_seq:
+        return f"sequence gap: expected #{expected_seq}, found #{row['seq']}"
+    if row["prev_hash"] != prev:
+        return "prev_hash does not match the previous event's hash"
+    if compute_hash(row, key) != row["hash"]:
+        if key is None:
+            return "content does not match its hash"
+        return ("content does not match its MAC: the event was rewritten (or AUDIT_KEY is "
+                "not the key the chain was written with)")
+    return None
+
+
+def verify(
+    conn: Connection,
+    key: bytes,
+    rows: Iterable[dict[str, Any]] | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
+) -> VerifyResult:
+    """Walk the chain in sequence order; report the first event that does not hold, or
+    a checkpoint the chain no longer matches (an event rewritten, events removed)."""
+    pinned: dict[int, list[Checkpoint]] = {}
+    for cp in checkpoints:
+        pinned.setdefault(cp.seq, []).append(cp)
     prev = GENESIS_HASH
     expected_seq = 1
     checked = 0
+    keyed = False
     for row in rows if rows is not None else _rows(conn):
-        bad = None
-        if row["seq"] != expected_seq:
-            bad = f"sequence gap: expected #{expected_seq}, found #{row['seq']}"
-        elif row["prev_hash"] != prev:
-            bad = "prev_hash does not match the previous event's hash"
-        elif compute_hash(row) != row["hash"]:
-            bad = "content does not match its hash"
+        keyed = keyed or is_marker(row)
+        bad = _check_row(row, expected_seq, prev, key if keyed else None)
+        for cp in pinned.get(row["seq"], ()):
+            if bad is None and cp.mac != row["hash"]:
+                bad = f"does not match the checkpoint at {cp.where}: the event was rewritten"
         if bad:
             return VerifyResult(False, checked, row["seq"], row["id"], bad)
         prev = row["hash"]
         expected_seq += 1
         checked += 1
+    compared = sum(len(found) for seq, found in pinned.items() if seq <= checked)
+    if checked and not keyed:
+        return VerifyResult(
+            False, checked, None, None,
+            f"no event of the chain's {checked} is keyed ({KEYED_ACTION} marker missing): "
+            "it was rewritten, or nothing was written since AUDIT_KEY was set (run "
+            "`flask --app app audit checkpoint` to key it)",
+        )
+    beyond = [cp for seq, found in pinned.items() if seq > checked for cp in found]
+    if beyond:
+        newest = max(beyond, key=lambda cp: cp.seq)
+        return VerifyResult(
+            False, checked, newest.seq, None,
+            f"the chain ends at #{checked} but the checkpoint at {newest.where} records "
+            f"#{newest.seq}: events were removed",
+        )
     head = conn.execute(
         select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
     ).first()
@@ -129,4 +244,12 @@ def verify(conn: Connection, rows: Iterable[dict[str, Any]] | None = None) -> Ve
             False, checked, head[0], None,
             f"the chain ends at #{checked} but its head records #{head[0]}: events were removed",
         )
-    return VerifyResult(True, checked)
+    return VerifyResult(True, checked, checkpoints=compared)
+
+
+def head(conn: Connection) -> tuple[int, str]:
+    """The newest event's sequence number and MAC, as the head row records them."""
+    found = conn.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
+    ).first()
+    return (int(found[0]), str(found[1])) if found is not None else (0, GENESIS_HASH)

@@ -18,7 +18,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.orm.attributes import NO_VALUE
 
-from app.audit import chain
+from app.audit import chain, keys
 from app.audit.context import current_actor
 from app.audit.registry import REDACTED, AuditSpec, json_safe, spec_for
 from app.security.actor import Actor
@@ -193,13 +193,13 @@ def _orm_events(session: Session) -> list[dict[str, Any]]:
 def _after_flush(session: Session, _flush_context: Any) -> None:
     events = session.info.pop(PENDING_KEY, []) + _orm_events(session)
     if events:
-        chain.append(session.connection(), events)
+        chain.append(session.connection(), events, keys.current())
 
 
 def _before_commit(session: Session) -> None:
     pending = session.info.pop(PENDING_KEY, [])
     if pending:
-        chain.append(session.connection(), pending)
+        chain.append(session.connection(), pending, keys.current())
 
 
 def _after_rollback(session: Session) -> None:

@@ -8,11 +8,12 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from app.audit import chain
+from app.audit import chain, checkpoints, keys
 from app.audit.models import OUTCOMES, AuditEvent
 from app.errors import ValidationFailed
 from app.extensions import DbSession
@@ -149,5 +150,15 @@ def csv_safe(value: Any) -> Any:
     return "" if value is None else value
 
 
-def verify(session: DbSession) -> chain.VerifyResult:
-    return chain.verify(session.connection())
+def verify(
+    session: DbSession, config: Any, checkpoint_dir: Path | None = None
+) -> chain.VerifyResult:
+    """Check the chain under the configured key, against the checkpoints of
+    ``checkpoint_dir`` (default: ``AUDIT_CHECKPOINT_DIR``). Raises ``CheckpointError``
+    when a checkpoint file holds a line that is not one."""
+    folder = checkpoint_dir or checkpoints.directory(config)
+    pins = list(checkpoints.read(folder))
+    try:
+        return chain.verify(session.connection(), keys.audit_key(config), checkpoints=pins)
+    finally:
+        session.rollback()

@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 # instead of 125 MB.
 CHILD_COMMAND = [sys.executable, "-m", "app"]
 
+# The Server header of every response: no product or version an attacker could look up
+# (Werkzeug's handler adds its own to each response, the app's and Socket.IO's alike).
+SERVER_HEADER = "APG"
+
 # Seconds a worker may take to finish its current job after SIGTERM.
 GRACE_SECONDS = float(os.environ.get("APG_SHUTDOWN_GRACE", "30"))
 
@@ -95,6 +99,9 @@ def _display_url(url: str) -> str:
 class AccessLogRequestHandler(WSGIRequestHandler):
     """Werkzeug's handler with the request line sent to ``app.access`` at DEBUG instead
     of Werkzeug's own logger at INFO (errors still go through Werkzeug's logger)."""
+
+    def version_string(self) -> str:
+        return SERVER_HEADER  # not Werkzeug's and Python's versions
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         logger = access_logger()

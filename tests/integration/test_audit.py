@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from app.audit import chain
+from app.audit import chain, keys
 from app.audit.context import acting_as
 from app.audit.models import AuditEvent
 from app.audit.recorder import build_event, record
@@ -32,7 +32,7 @@ def events(app, **where):
 
 def verify(app):
     with app.app_context():
-        result = chain.verify(db.session.connection())
+        result = chain.verify(db.session.connection(), keys.audit_key(app.config))
         db.session.rollback()
         return result
 
@@ -182,7 +182,7 @@ def test_verify_detects_removed_tail(app, factory):
         rows = [dict(r) for r in conn.execute(
             select(*[getattr(AuditEvent, n) for n in (*chain.HASHED_FIELDS, "hash")])
             .order_by(AuditEvent.seq)).mappings()]
-        result = chain.verify(conn, rows[:-1])
+        result = chain.verify(conn, keys.audit_key(app.config), rows[:-1])
         db.session.rollback()
     assert not result.ok and "removed" in result.reason
 

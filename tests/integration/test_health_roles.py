@@ -10,11 +10,15 @@ from sqlalchemy import func, select
 from app import create_app
 from app.extensions import db
 from app.security.roles import ROLE_NAMES
-from tests.support.app import make_config
+from tests.support.app import api_token, auth, make_config
 
 
-def test_health_reports_ok_with_worker_count(client):
-    body = client.get("/health").get_json()
+def test_health_reports_ok_with_worker_count(app, client, factory, monkeypatch):
+    # Within the start-up grace: no worker runs in this test (tests/integration/
+    # test_health_exposure.py checks the worker verdict and what anonymous callers see).
+    monkeypatch.setitem(app.config, "HEALTH_WORKER_GRACE", 3600)
+    headers = auth(api_token(client, factory.user("Viewer")["username"]))
+    body = client.get("/health", headers=headers).get_json()
     assert body == {"status": "ok", "checks": {"database": "ok", "redis": "ok",
                                                "workers": body["checks"]["workers"]}}
     assert isinstance(body["checks"]["workers"], int)
@@ -26,10 +30,11 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_health_is_503_naming_the_failing_check(app, service_urls):
+def test_health_is_503_naming_the_failing_check(app, client, factory, service_urls):
+    headers = auth(api_token(client, factory.user("Viewer")["username"]))
     broken = create_app(make_config(
         service_urls, REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0"))
-    r = broken.test_client().get("/health")
+    r = broken.test_client().get("/health", headers=headers)
     assert r.status_code == 503
     body = r.get_json()
     assert body["status"] == "error"
@@ -113,8 +118,6 @@ def test_workers_api_lists_queues_and_a_live_worker(app, client, factory):
     import sys
     import time
 
-    from tests.support.app import api_token, auth
-
     admin = factory.user("Admin")
     headers = auth(api_token(client, admin["username"]))
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
@@ -133,7 +136,7 @@ def test_workers_api_lists_queues_and_a_live_worker(app, client, factory):
             time.sleep(0.2)
         assert [q["name"] for q in body["queues"]] == ["high", "default", "low"]
         assert body["workers"] and body["workers"][0]["queues"] == ["default"]
-        assert client.get("/health").get_json()["checks"]["workers"] >= 1
+        assert client.get("/health", headers=headers).get_json()["checks"]["workers"] >= 1
     finally:
         proc.terminate()
         assert proc.wait(timeout=20) == 0

@@ -202,3 +202,40 @@ def test_a_worker_s_emitter_reaches_the_browser_through_a_web_process(app, world
         assert got and got[-1] == json.loads(raw)
     finally:
         watcher.close()
+
+
+def test_a_member_removed_from_the_team_receives_nothing_more(app, world, base_url):
+    """Membership is checked again at every delivery to a run's room, whether the
+    update comes from this web process or through the message queue (a worker)."""
+    from app.runtime.redis_conn import get_redis
+    from tests.support.app import Factory
+
+    f = Factory(app)
+    team = f.team()
+    client = app.test_client()
+    author = auth(api_token(client, f.user("Author", teams=[team])["username"]))
+    admin = auth(api_token(client, f.user("Admin")["username"]))
+    leaving, staying = f.user("Viewer", teams=[team]), f.user("Viewer", teams=[team])
+    run_id = start(client, author, make_workflow(client, author, team["name"], DIAMOND))
+    gone, kept = Watcher(base_url, leaving), Watcher(base_url, staying)
+    try:
+        assert gone.join(run_id)["ok"] and kept.join(run_id)["ok"]
+        ready(app, gone, run_id)
+        ready(app, kept, run_id)
+        assert gone.received(run_id)  # kept's readiness check reached it as well
+        gone.events.clear()
+        r = client.delete(f"/api/v1/teams/{team['id']}/members/{leaving['username']}",
+                          headers=admin)
+        assert r.status_code == 200, r.get_json()
+
+        live.publish_run(app, run_id)  # from a web process
+        assert kept.received(run_id)
+        state = {"id": run_id, "status": "running", "tasks": []}
+        live.QueueEmitter(get_redis(app)).emit(live.EVENT, state, namespace=NS,
+                                               to=live.room(run_id))  # from a worker
+        assert kept.received(run_id, until=lambda got: got == state)[-1] == state
+        assert gone.received(run_id, timeout=0.5) == []
+        assert gone.join(run_id) == {"ok": False, "error": "not found"}
+    finally:
+        gone.close()
+        kept.close()

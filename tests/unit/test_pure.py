@@ -30,25 +30,69 @@ def test_hash_covers_every_field_and_ignores_timezone_form():
         assert chain.compute_hash(_event(**{field: value})) != reference, field
 
 
+KEY = b"k" * 32
+
+
+class NoHead:
+    def execute(self, *_a, **_k):
+        class R:
+            def first(self):
+                return None
+        return R()
+
+
+def _chain(*events, keyed_from=1):
+    """Hash ``events`` as a chain: plain SHA-256 before ``keyed_from``, HMAC after."""
+    prev = chain.GENESIS_HASH
+    out = []
+    for seq, event in enumerate(events, start=1):
+        row = {**event, "seq": seq, "prev_hash": prev}
+        row["hash"] = prev = chain.compute_hash(row, KEY if seq >= keyed_from else None)
+        out.append(row)
+    return out
+
+
+MARKER = {"action": chain.KEYED_ACTION, "target_type": chain.KEYED_TARGET}
+
+
+def test_the_mac_depends_on_the_key():
+    assert chain.compute_hash(_event(), KEY) != chain.compute_hash(_event())
+    assert chain.compute_hash(_event(), KEY) != chain.compute_hash(_event(), b"j" * 32)
+
+
 def test_verify_walks_a_chain_and_names_the_break():
-    first = _event()
-    first["hash"] = chain.compute_hash(first)
-    second = _event(id="e2", seq=2, prev_hash=first["hash"], actor="b")
-    second["hash"] = chain.compute_hash(second)
-
-    class NoHead:
-        def execute(self, *_a, **_k):
-            class R:
-                def first(self):
-                    return None
-            return R()
-
-    assert chain.verify(NoHead(), [first, second]).ok  # type: ignore[arg-type]
+    first, second = _chain(_event(**MARKER), _event(id="e2", actor="b"))
+    assert chain.verify(NoHead(), KEY, [first, second]).ok  # type: ignore[arg-type]
     tampered = {**second, "actor": "mallory"}
-    result = chain.verify(NoHead(), [first, tampered])  # type: ignore[arg-type]
+    result = chain.verify(NoHead(), KEY, [first, tampered])  # type: ignore[arg-type]
     assert not result.ok and result.broken_seq == 2 and result.broken_id == "e2"
-    gap = chain.verify(NoHead(), [second])  # type: ignore[arg-type]
+    gap = chain.verify(NoHead(), KEY, [second])  # type: ignore[arg-type]
     assert not gap.ok and "gap" in gap.reason
+
+
+def test_events_before_the_marker_are_plain_sha256_and_after_it_keyed():
+    rows = _chain(_event(), _event(id="m", **MARKER), _event(id="e3"), keyed_from=2)
+    assert chain.verify(NoHead(), KEY, rows).ok  # type: ignore[arg-type]
+    # Recomputed as plain SHA-256 from the marker on (no key): refused.
+    unkeyed = _chain(_event(), _event(id="m", **MARKER), _event(id="e3"), keyed_from=99)
+    result = chain.verify(NoHead(), KEY, unkeyed)  # type: ignore[arg-type]
+    assert not result.ok and result.broken_seq == 2 and "MAC" in result.reason
+    # Without the marker nothing is keyed: refused too.
+    plain = _chain(_event(), _event(id="e2"), keyed_from=99)
+    result = chain.verify(NoHead(), KEY, plain)  # type: ignore[arg-type]
+    assert not result.ok and "marker missing" in result.reason
+
+
+def test_verify_compares_every_checkpoint():
+    rows = _chain(_event(**MARKER), _event(id="e2"))
+    pin = chain.Checkpoint(2, rows[1]["hash"], "f:1")
+    assert chain.verify(NoHead(), KEY, rows, [pin]).checkpoints == 1  # type: ignore[arg-type]
+    other = chain.Checkpoint(2, "0" * 64, "f:2")
+    result = chain.verify(NoHead(), KEY, rows, [other])  # type: ignore[arg-type]
+    assert not result.ok and "f:2" in result.reason and result.broken_seq == 2
+    ahead = chain.Checkpoint(3, "0" * 64, "f:3")
+    result = chain.verify(NoHead(), KEY, rows, [ahead])  # type: ignore[arg-type]
+    assert not result.ok and "events were removed" in result.reason
 
 
 def test_error_paths_read_like_the_dsl():

@@ -63,6 +63,11 @@ RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
 TASK_DEFAULT_TIMEOUT = _int("TASK_DEFAULT_TIMEOUT", 3600)
 # `python` tasks may only name callables in these packages (DSL.md); empty = none.
 PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
+# Seconds one evaluation of a task's expressions (`with`, `when`, `for_each`) may take;
+# past it the task fails (capability/dsl/budget.py).
+EXPRESSION_TIMEOUT = float(os.environ.get("EXPRESSION_TIMEOUT") or 2)
+# The largest output (bytes of its JSON) a task attempt may store; past it the task fails.
+TASK_OUTPUT_MAX_BYTES = _int("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)
 PORT = _int("PORT", 8080)
 WORKERS = _int("WORKERS", 2)
 

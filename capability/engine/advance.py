@@ -351,7 +351,8 @@ def _when(session: DbSession, run: Any, plan: Plan, task: TaskRun, spec: dsl.Tas
     try:
         scope = state.scope_for(session, run, plan.reads(spec, "when"),
                                 plan.secrets(spec, "when"))
-        if dsl.evaluate_condition(str(spec.when), scope, path="when"):
+        if dsl.evaluate_condition(str(spec.when), scope, path="when",
+                                  budget=outbox.of(session).settings.expression_budget):
             return True
         state.finish_task(task, TaskStatus.SKIPPED, reason=f"when was false: {spec.when}")
     except dsl.ExpressionError as exc:

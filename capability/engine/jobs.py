@@ -60,7 +60,8 @@ def execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
 
 def _execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
     try:
-        params = dsl.render(ctx.task.with_, ctx.scope, path="with")
+        params = dsl.render(ctx.task.with_, ctx.scope, path="with",
+                            budget=settings.expression_budget)
     except dsl.ExpressionError as exc:
         return Outcome.failure(str(exc), retriable=False)
     executor = EXECUTORS.get(ctx.task.type)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from capability.dsl.budget import Budget
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -21,6 +23,13 @@ class EngineSettings:
     secrets_key: str = ""  # SECRETS_KEY: Fernet keys (capability.secrets.vault)
     secret_key: str = ""  # SECRET_KEY: the derived key when SECRETS_KEY is empty
     live_updates: bool = True  # APG_LIVE_UPDATES: tell the browsers watching a run
+    expression_timeout: float = 2.0  # EXPRESSION_TIMEOUT: one evaluation's time budget
+    output_max_bytes: int = 1024 * 1024  # TASK_OUTPUT_MAX_BYTES: an attempt's stored output
+
+    @property
+    def expression_budget(self) -> Budget:
+        """The budget of every evaluation of a task's expressions (``dsl.budget``)."""
+        return Budget(timeout=self.expression_timeout)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -31,4 +40,6 @@ class EngineSettings:
             secrets_key=str(config.get("SECRETS_KEY") or ""),
             secret_key=str(config.get("SECRET_KEY") or ""),
             live_updates=bool(config.get("APG_LIVE_UPDATES", True)),
+            expression_timeout=float(config.get("EXPRESSION_TIMEOUT") or 2.0),
+            output_max_bytes=int(config.get("TASK_OUTPUT_MAX_BYTES") or 1024 * 1024),
         )

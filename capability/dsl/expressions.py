@@ -7,7 +7,6 @@ definition is saved; both use the one environment below, so what validates rende
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -30,6 +29,7 @@ from capability.dsl.budget import (
     tick,
     ticking,
 )
+from capability.dsl.masks import MASK, mask_secrets, mask_text
 
 __all__ = [
     "ITEM_NAMES", "MASK", "SCOPE_NAMES", "Budget", "ExpressionError", "check_syntax",
@@ -39,7 +39,6 @@ __all__ = [
     "task_references",
 ]
 
-MASK = "***"
 SCOPE_NAMES = ("params", "tasks", "run", "secrets")
 ITEM_NAMES = ("item", "index")
 
@@ -465,38 +464,4 @@ def _secret_values(scope: Mapping[str, Any]) -> tuple[str, ...]:
     secrets = scope.get("secrets")
     if not isinstance(secrets, Mapping):
         return ()
-    return _ordered(secrets.values())
-
-
-# ---------------------------------------------------------------- secrets
-
-def _ordered(values: Iterable[Any]) -> tuple[str, ...]:
-    # Longest first, so a secret that contains another is masked whole.
-    return tuple(sorted({v for v in values if isinstance(v, str) and v}, key=len, reverse=True))
-
-
-def mask_text(text: str, secret_values: Iterable[str]) -> str:
-    """``text`` with every occurrence of every non-empty secret replaced by ``***``."""
-    secrets = _ordered(secret_values)
-    if not secrets:
-        return text
-    return re.sub("|".join(map(re.escape, secrets)), MASK, text)
-
-
-def mask_secrets(value: Any, secret_values: Iterable[str]) -> Any:
-    """A copy of a nested structure with every secret masked in strings and dict keys."""
-    secrets = _ordered(secret_values)
-    if not secrets:
-        return value
-    pattern = re.compile("|".join(map(re.escape, secrets)))
-    return _mask(value, pattern)
-
-
-def _mask(value: Any, pattern: re.Pattern[str]) -> Any:
-    if isinstance(value, str):
-        return pattern.sub(MASK, value)
-    if isinstance(value, Mapping):
-        return {_mask(k, pattern): _mask(v, pattern) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(item, pattern) for item in value]
-    return value
+    return tuple(v for v in secrets.values() if isinstance(v, str) and v)

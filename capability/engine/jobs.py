@@ -21,7 +21,7 @@ from app.runtime import interrupt
 from app.runtime.worker import serving
 from capability import dsl
 from capability.engine import instant as instant_path
-from capability.engine import masking, outbox, runner, subruns
+from capability.engine import masking, outbox, outputs, runner, subruns
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send, dispatcher_for
 from capability.engine.executors import EXECUTORS
 from capability.engine.settings import EngineSettings
@@ -47,15 +47,15 @@ def _worker_name() -> str | None:
 
 def execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
     """Render the task's templates and run its type, inside its per-attempt timeout;
-    every secret the task could read is masked in what comes back (``masking``)."""
+    every secret the task could read is masked in what comes back (``masking``), and an
+    output over ``TASK_OUTPUT_MAX_BYTES`` fails the attempt (``outputs``)."""
     outcome = _execute(ctx, settings)
-    if not masking.values(ctx.scope):
-        return outcome
-    outcome.output = masking.mask(outcome.output, ctx.scope)
-    outcome.error = masking.text(outcome.error, ctx.scope)
-    if outcome.start_child is not None:  # a child run's params are stored
-        outcome.start_child = masking.mask(outcome.start_child, ctx.scope)
-    return outcome
+    if masking.values(ctx.scope):
+        outcome.output = masking.mask(outcome.output, ctx.scope)
+        outcome.error = masking.text(outcome.error, ctx.scope)
+        if outcome.start_child is not None:  # a child run's params are stored
+            outcome.start_child = masking.mask(outcome.start_child, ctx.scope)
+    return outputs.capped(outcome, settings.output_max_bytes)
 
 
 def _execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:

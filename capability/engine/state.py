@@ -51,6 +51,18 @@ RUNNABLE = (RunStatus.RUNNING, RunStatus.QUEUED)
 # never seen `running`; it goes from queued to its result.
 INSTANT_TYPES = frozenset({"noop", "transform", "fail"})
 
+
+def evaluates(spec: dsl.TaskSpec) -> bool:
+    """Whether running the task evaluates expressions (a ``when``, templates in its
+    ``with``). Such a task never runs in its begin's transaction: no expression is
+    evaluated while the run is locked (``jobs.run_one``)."""
+    return spec.when is not None or bool(dsl.find_expressions(spec.with_))
+
+
+def sends_instant(spec: dsl.TaskSpec) -> bool:
+    """Whether the task's attempts take the instant path (``instant.py``)."""
+    return spec.type in INSTANT_TYPES and not evaluates(spec)
+
 now = utcnow
 
 
@@ -113,6 +125,11 @@ class Outcome:
     defer: float | None = None  # a `delay` task: finish after this many seconds
     await_approval: bool = False  # an `approval` task: wait for a person
     start_child: dict[str, Any] | None = None  # a `workflow` task: the rendered `with`
+    skipped: str | None = None  # its `when` was false as it began: the reason
+
+    @classmethod
+    def skip(cls, reason: str) -> Outcome:
+        return cls(True, skipped=reason)
 
     @classmethod
     def success(cls, output: Any = None) -> Outcome:
@@ -204,7 +221,7 @@ def new_attempt(session: DbSession, task: TaskRun, spec: dsl.TaskSpec,
     session.add(attempt)
     owner.current_attempt_id = attempt.id
     outbox.of(session).send(Send(attempt.id, queue, delay=delay, timeout=timeout,
-                                 instant=spec.type in INSTANT_TYPES))
+                                 instant=sends_instant(spec)))
     return attempt.id
 
 

@@ -26,18 +26,13 @@ from capability.engine.state import AttemptContext, Outcome
 from capability.models import Run
 
 
-def gated(spec: dsl.TaskSpec) -> bool:
-    """Whether the task's attempts evaluate its ``when`` as they begin."""
-    return spec.when is not None and spec.for_each is None
-
-
 def when_outcome(session: DbSession, ctx: AttemptContext,
                  settings: EngineSettings) -> Outcome | None:
     """``None`` when the task runs (no ``when``, or a true one); else what its attempt
     records: a skip, or a failure naming the field. Reads in the caller's unit of work
     (it must hold no lock) and ends that read before evaluating."""
     spec = ctx.task
-    if not gated(spec):
+    if not state.gated(spec):
         return None
     scope: dict[str, Any] = {}
     try:

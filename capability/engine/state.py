@@ -52,11 +52,18 @@ RUNNABLE = (RunStatus.RUNNING, RunStatus.QUEUED)
 INSTANT_TYPES = frozenset({"noop", "transform", "fail"})
 
 
+def gated(spec: dsl.TaskSpec) -> bool:
+    """Whether the task's attempts evaluate its ``when`` as they begin (``gates``): a
+    ``for_each`` task's is evaluated as the task expands."""
+    return spec.when is not None and spec.for_each is None
+
+
 def evaluates(spec: dsl.TaskSpec) -> bool:
-    """Whether running the task evaluates expressions (a ``when``, templates in its
-    ``with``). Such a task never runs in its begin's transaction: no expression is
+    """Whether an attempt of the task evaluates expressions as it runs (templates in its
+    ``with``; its ``when``, unless it is a ``for_each`` task's, evaluated as the task
+    expands). Such an attempt never runs in its begin's transaction: no expression is
     evaluated while the run is locked (``jobs.run_one``)."""
-    return spec.when is not None or bool(dsl.find_expressions(spec.with_))
+    return gated(spec) or bool(dsl.find_expressions(spec.with_))
 
 
 def sends_instant(spec: dsl.TaskSpec) -> bool:

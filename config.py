@@ -79,6 +79,11 @@ PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
 # unless allowed; deny wins over allow (capability/egress/policy.py).
 EGRESS_DENY = os.environ.get("EGRESS_DENY", "")
 EGRESS_ALLOW = os.environ.get("EGRESS_ALLOW", "")
+# Seconds one evaluation of a task's expressions (`with`, `when`, `for_each`) may take;
+# past it the task fails (capability/dsl/budget.py).
+EXPRESSION_TIMEOUT = float(os.environ.get("EXPRESSION_TIMEOUT") or 2)
+# The largest output (bytes of its JSON) a task attempt may store; past it the task fails.
+TASK_OUTPUT_MAX_BYTES = _int("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)
 PORT = _int("PORT", 8080)
 # Seconds after start during which /health does not count a queue without a live
 # worker as a failure (workers start alongside the web server).

@@ -7,33 +7,44 @@ definition is saved; both use the one environment below, so what validates rende
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.meta import find_undeclared_variables
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from capability.dsl import guards
+from capability.dsl.budget import (
+    Budget,
+    BudgetExceeded,
+    SizeExceeded,
+    check_size,
+    limited,
+    tick,
+    ticking,
+)
+from capability.dsl.masks import MASK, mask_secrets, mask_text
+
 __all__ = [
-    "ITEM_NAMES", "MASK", "SCOPE_NAMES", "ExpressionError", "check_syntax",
+    "ITEM_NAMES", "MASK", "SCOPE_NAMES", "Budget", "ExpressionError", "check_syntax",
     "evaluate_condition", "evaluate_items", "find_expressions", "is_template", "mask_secrets",
     "mask_text", "referenced_keys", "referenced_names", "referenced_tasks", "render",
     "secret_references",
     "task_references",
 ]
 
-MASK = "***"
 SCOPE_NAMES = ("params", "tasks", "run", "secrets")
 ITEM_NAMES = ("item", "index")
 
 _MARKERS = ("{{", "{%", "{#")
-# `'x' * 10**9` or `9 ** 9 ** 9` would stall a worker long before any task timeout.
-_MAX_REPEAT = 1_000_000
+# `9 ** 9 ** 9` would stall a worker long before any time budget could stop it (one
+# C call); the other operators are sized by `guards`.
 _MAX_POWER_BITS = 4096
 
 
@@ -76,21 +87,45 @@ class _Undefined(StrictUndefined):
         return str(super()._undefined_message)
 
 
-def _repeat_too_long(left: Any, right: Any) -> bool:
-    for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | list | tuple) and isinstance(count, int):
-            return len(seq) * count > _MAX_REPEAT
-    return False
-
-
 def _power_too_big(base: Any, exponent: Any) -> bool:
     if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
         return abs(base).bit_length() * exponent > _MAX_POWER_BITS
     return False
 
 
+class _Generator(CodeGenerator):
+    """The code of a template with the budget's checks: every loop iterates through
+    ``budget.ticking`` (the time budget can stop a loop with an empty body), and
+    ``a ~ b`` goes through the environment, so that its size is checked first."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        if not _ticks(node.iter):
+            node.iter = nodes.Call(nodes.EnvironmentAttribute("ticking"), [node.iter], [],
+                                   None, None, lineno=node.lineno)
+        super().visit_For(node, frame)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.joined((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _ticks(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Call) and isinstance(node.node, nodes.EnvironmentAttribute) \
+        and node.node.name == "ticking"
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    ticking = staticmethod(ticking)
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _Generator
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: guards.guard_filter(name, function)
+                        for name, function in self.filters.items()}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Data before methods: `output.json.items` is the key "items" of an API
@@ -100,17 +135,56 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*" and _repeat_too_long(left, right):
-            raise SecurityError(f"the result of * would be longer than {_MAX_REPEAT:,} items")
         if operator == "**" and _power_too_big(left, right):
             raise SecurityError("the result of ** would be too large")
+        guards.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any,
+             **kwargs: Any) -> Any:
+        tick()  # a macro, or a method: where recursion would go on
+        name = getattr(__obj, "__name__", "")
+        guards.check_method(getattr(__obj, "__self__", None), name, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        return guards.check_length(result, f"the result of {name or 'a call'}")
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        template = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            if value.__name__ == "format_map" and args and isinstance(args[0], Mapping):
+                guards.check_format(template, (), args[0])
+            else:
+                guards.check_format(template, args, kwargs)
+            return str(wrapper(*args, **kwargs))
+
+        return checked
+
+    @staticmethod
+    def joined(parts: tuple[Any, ...]) -> str:
+        guards.check_concat(parts)
+        return "".join(map(str, parts))
+
+
+def _bounded_concat(chunks: Iterable[str]) -> str:
+    """A template's output, refused once it passes the size cap."""
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        check_size(size, "the rendered text")
+        out.append(chunk)
+    return "".join(out)
 
 
 def _finalize(value: Any) -> Any:
     # Interpolated structures read as JSON (`{"a": 1}`, `true`, `null`), which is what
     # URLs and request bodies expect, rather than Python reprs.
     if value is None or isinstance(value, bool | dict | list | tuple):
+        guards.check_result(value)
         return json.dumps(value, default=str, ensure_ascii=False)
     return value
 
@@ -118,6 +192,7 @@ def _finalize(value: Any) -> Any:
 _ENV = _Sandbox(
     undefined=_Undefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize
 )
+_ENV.concat = _bounded_concat  # type: ignore[method-assign]
 
 
 @lru_cache(maxsize=4096)
@@ -270,7 +345,8 @@ def referenced_names(text: str) -> set[str]:
 
 # ---------------------------------------------------------------- rendering (run time)
 
-def render(value: Any, scope: Mapping[str, Any], path: str = "") -> Any:
+def render(value: Any, scope: Mapping[str, Any], path: str = "",
+           budget: Budget | None = None) -> Any:
     """Render every templated string of a nested structure.
 
     A string that is exactly one ``{{ ... }}`` (surrounding whitespace aside) yields the
@@ -278,23 +354,29 @@ def render(value: Any, scope: Mapping[str, Any], path: str = "") -> Any:
     rendered to text, with lists, dicts, booleans and None written as JSON. Raises
     ``ExpressionError`` naming ``path`` plus the failing key, with secrets masked.
 
+    The whole structure is evaluated within one ``budget`` (``EXPRESSION_TIMEOUT``, 2 s,
+    and ``budget.MAX_SIZE``): past it, the error names the field being evaluated.
+
     ``scope`` as DSL.md names it: ``params``, ``tasks`` (id -> ``{output, status,
     error}``), ``run`` (``{id, trigger}``), ``secrets`` (name -> value) and, inside
     ``for_each``, ``item`` and ``index``.
     """
     namespaces = _namespaces(scope)
     secrets = _secret_values(scope)
-    return _render(value, namespaces, path, secrets)
+    with limited(budget or Budget()):
+        return _render(value, namespaces, path, secrets)
 
 
-def evaluate_condition(text: str, scope: Mapping[str, Any], path: str = "when") -> bool:
+def evaluate_condition(text: str, scope: Mapping[str, Any], path: str = "when",
+                       budget: Budget | None = None) -> bool:
     """Truthiness of a ``when`` expression's native value."""
-    return bool(render(text, scope, path))
+    return bool(render(text, scope, path, budget))
 
 
-def evaluate_items(value: Any, scope: Mapping[str, Any], path: str = "for_each") -> list[Any]:
+def evaluate_items(value: Any, scope: Mapping[str, Any], path: str = "for_each",
+                   budget: Budget | None = None) -> list[Any]:
     """The elements of ``for_each``: a literal list (its strings rendered) or an expression."""
-    items = render(value, scope, path)
+    items = render(value, scope, path, budget)
     if not isinstance(items, list):
         raise ExpressionError(path, f"for_each must yield a list, got {_json_type(items)}")
     return items
@@ -314,13 +396,13 @@ def _render_text(text: str, scope: dict[str, Any], path: str, secrets: tuple[str
     try:
         inner = _single_expression(text)
         if inner is not None:
-            return _json_value(_expression(inner)(scope))
+            return guards.check_result(_json_value(_expression(inner)(scope)))
         return _template(text).render(scope)
     except TemplateSyntaxError as exc:
         cause = f"invalid expression: {exc.message or exc}"
-    except SecurityError as exc:
+    except (SecurityError, SizeExceeded) as exc:
         cause = f"not allowed: {exc}"
-    except (UndefinedError, _NotJSON) as exc:
+    except (UndefinedError, _NotJSON, BudgetExceeded) as exc:
         cause = str(exc)
     except Exception as exc:
         cause = f"{exc} ({type(exc).__name__})"
@@ -382,38 +464,4 @@ def _secret_values(scope: Mapping[str, Any]) -> tuple[str, ...]:
     secrets = scope.get("secrets")
     if not isinstance(secrets, Mapping):
         return ()
-    return _ordered(secrets.values())
-
-
-# ---------------------------------------------------------------- secrets
-
-def _ordered(values: Iterable[Any]) -> tuple[str, ...]:
-    # Longest first, so a secret that contains another is masked whole.
-    return tuple(sorted({v for v in values if isinstance(v, str) and v}, key=len, reverse=True))
-
-
-def mask_text(text: str, secret_values: Iterable[str]) -> str:
-    """``text`` with every occurrence of every non-empty secret replaced by ``***``."""
-    secrets = _ordered(secret_values)
-    if not secrets:
-        return text
-    return re.sub("|".join(map(re.escape, secrets)), MASK, text)
-
-
-def mask_secrets(value: Any, secret_values: Iterable[str]) -> Any:
-    """A copy of a nested structure with every secret masked in strings and dict keys."""
-    secrets = _ordered(secret_values)
-    if not secrets:
-        return value
-    pattern = re.compile("|".join(map(re.escape, secrets)))
-    return _mask(value, pattern)
-
-
-def _mask(value: Any, pattern: re.Pattern[str]) -> Any:
-    if isinstance(value, str):
-        return pattern.sub(MASK, value)
-    if isinstance(value, Mapping):
-        return {_mask(k, pattern): _mask(v, pattern) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(item, pattern) for item in value]
-    return value
+    return tuple(v for v in secrets.values() if isinstance(v, str) and v)

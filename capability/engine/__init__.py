@@ -6,11 +6,13 @@ From the bottom up (each module imports only those before it; ``make lint`` chec
   ``outbox`` (the unit of work: what is sent after the commit);
 * ``masking`` (secrets never leave in clear), ``decide`` (the rules of DSL.md as pure
   functions, the ``Plan`` of a version, why a task did not run, unknown queues);
-* ``state``: row primitives and the one retry decision;
+* ``state``: row primitives and the one retry decision; ``outputs`` (the cap on a
+  stored output);
 * ``foreach``, ``compensation``, ``advance`` (what a run does next);
 * ``runner`` (the transaction steps), ``instant`` (an instant type's hop in one
   transaction), ``controls`` (cancel, pause, resume, retry, approvals, and which is
-  allowed now), ``subruns`` (``workflow`` tasks);
+  allowed now), ``subruns`` (``workflow`` tasks), ``gates`` (a task's ``when``,
+  evaluated as its attempt begins, outside any transaction);
 * ``isolation`` (a ``python`` task's child process), ``executors`` (what each task type
   does), ``rq_state`` and ``reaper`` (recovery), ``jobs`` (the RQ entry points, which own
   the commits).

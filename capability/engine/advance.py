@@ -190,7 +190,7 @@ class _Queued:
                               "created_at": state.now()})
         self.tasks.append({"row": task.id, "count": task.attempts, "current": attempt_id})
         return Send(attempt_id, queue, timeout=plan.timeouts[task.task_id],
-                    instant=plan.specs[task.task_id].type in state.INSTANT_TYPES)
+                    instant=state.sends_instant(plan.specs[task.task_id]))
 
     def write(self, session: DbSession) -> None:
         if not self.tasks:
@@ -289,11 +289,13 @@ def _decide(session: DbSession, run: Any, plan: Plan, task: TaskRun, verdict: Ve
                           reason=reason_of(plan.rules[task.task_id], verdict, counts, statuses))
         return
     spec = plan.specs[task.task_id]
-    if spec.when is not None and not _when(session, run, plan, task, spec):
-        return  # _when finished the task (skipped, or failed on a bad expression)
     if spec.for_each is not None:
+        if spec.when is not None and not _when(session, run, plan, task, spec):
+            return  # _when finished the task (skipped, or failed on a bad expression)
         foreach.start(session, run, task, spec, plan.definition)
         return
+    # A `when` is evaluated by the worker that begins the attempt, outside any
+    # transaction (``gates``): never here, under the run's lock.
     task.status = TaskStatus.QUEUED.value
     state.new_attempt(session, task, spec, plan.definition, AttemptStatus.QUEUED)
 
@@ -346,12 +348,45 @@ def start(session: DbSession, run: Run) -> None:
     outbox.of(session).touch(run.id)
 
 
+_RUN_OF_ATTEMPT = select(TaskRun.run_id).join(
+    TaskAttempt, TaskAttempt.task_run_id == TaskRun.id).where(
+    TaskAttempt.id == bindparam("attempt_id"))
+
+
+def skip_gated(session: DbSession, attempt_id: str, reason: str) -> bool:
+    """The ``when`` of a task was false as its attempt began (``gates``): the task is
+    skipped, as if it had never been queued (the attempt goes: it ran nothing), and the
+    run goes on. False when the attempt no longer runs (its run was cancelled while the
+    ``when`` was evaluated)."""
+    run_id = session.execute(_RUN_OF_ATTEMPT, {"attempt_id": attempt_id}).scalar()
+    if run_id is None:
+        return False
+    run = state.lock_run(session, run_id)
+    attempt = session.get(TaskAttempt, attempt_id, populate_existing=True)
+    task = session.get(TaskRun, attempt.task_run_id, populate_existing=True) \
+        if attempt is not None else None
+    if attempt is None or task is None or attempt.status != AttemptStatus.RUNNING or (
+            task.current_attempt_id != attempt_id
+            or run.status not in (RunStatus.RUNNING, RunStatus.PAUSED)):
+        return False
+    task.current_attempt_id = None
+    task.attempts -= 1
+    task.started_at = None
+    session.delete(attempt)
+    state.finish_task(task, TaskStatus.SKIPPED, reason=reason)
+    outbox.of(session).touch(run.id)
+    session.flush()
+    advance_from(session, run, state.plan_for(session, run), task)  # nothing while paused
+    return True
+
+
 def _when(session: DbSession, run: Any, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
     scope: dict[str, Any] = {}
     try:
         scope = state.scope_for(session, run, plan.reads(spec, "when"),
                                 plan.secrets(spec, "when"))
-        if dsl.evaluate_condition(str(spec.when), scope, path="when"):
+        if dsl.evaluate_condition(str(spec.when), scope, path="when",
+                                  budget=outbox.of(session).settings.expression_budget):
             return True
         state.finish_task(task, TaskStatus.SKIPPED, reason=f"when was false: {spec.when}")
     except dsl.ExpressionError as exc:

@@ -173,7 +173,8 @@ def approvers_of(session: DbSession, run: Run, task: TaskRun) -> str | None:
         return wanted or None
     try:
         rendered = dsl.render(wanted, state.scope_for(session, run, plan.reads(spec, "with")),
-                              path="with.approvers")
+                              path="with.approvers",
+                              budget=outbox.of(session).settings.expression_budget)
     except dsl.ExpressionError as exc:
         raise Conflict(f"Task {task.task_id!r}: {exc}") from exc
     return str(rendered) if rendered not in (None, "") else None

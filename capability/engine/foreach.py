@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app.extensions import DbSession
 from capability import dsl
 from capability.dsl import TaskStatus
-from capability.engine import masking, state
+from capability.engine import masking, outbox, state
 from capability.engine.decide import plan_of
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskRun
 
@@ -32,7 +32,9 @@ def start(session: DbSession, run: Any, task: TaskRun, spec: dsl.TaskSpec,
         scope = state.scope_for(session, run, plan.reads(spec, "for_each"),
                                 plan.secrets(spec, "for_each"))
         # The elements are stored (TaskItem.value): never a secret in clear.
-        values = masking.mask(dsl.evaluate_items(spec.for_each, scope, path="for_each"), scope)
+        items = dsl.evaluate_items(spec.for_each, scope, path="for_each",
+                                   budget=outbox.of(session).settings.expression_budget)
+        values = masking.mask(items, scope)
     except dsl.ExpressionError as exc:
         state.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
         return

@@ -20,8 +20,8 @@ from app.extensions import DbSession, db
 from app.runtime import interrupt
 from app.runtime.worker import serving
 from capability import dsl
+from capability.engine import advance, gates, masking, outbox, outputs, runner, state, subruns
 from capability.engine import instant as instant_path
-from capability.engine import masking, outbox, runner, subruns
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send, dispatcher_for
 from capability.engine.executors import EXECUTORS
 from capability.engine.settings import EngineSettings
@@ -47,20 +47,21 @@ def _worker_name() -> str | None:
 
 def execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
     """Render the task's templates and run its type, inside its per-attempt timeout;
-    every secret the task could read is masked in what comes back (``masking``)."""
+    every secret the task could read is masked in what comes back (``masking``), and an
+    output over ``TASK_OUTPUT_MAX_BYTES`` fails the attempt (``outputs``)."""
     outcome = _execute(ctx, settings)
-    if not masking.values(ctx.scope):
-        return outcome
-    outcome.output = masking.mask(outcome.output, ctx.scope)
-    outcome.error = masking.text(outcome.error, ctx.scope)
-    if outcome.start_child is not None:  # a child run's params are stored
-        outcome.start_child = masking.mask(outcome.start_child, ctx.scope)
-    return outcome
+    if masking.values(ctx.scope):
+        outcome.output = masking.mask(outcome.output, ctx.scope)
+        outcome.error = masking.text(outcome.error, ctx.scope)
+        if outcome.start_child is not None:  # a child run's params are stored
+            outcome.start_child = masking.mask(outcome.start_child, ctx.scope)
+    return outputs.capped(outcome, settings.output_max_bytes)
 
 
 def _execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
     try:
-        params = dsl.render(ctx.task.with_, ctx.scope, path="with")
+        params = dsl.render(ctx.task.with_, ctx.scope, path="with",
+                            budget=settings.expression_budget)
     except dsl.ExpressionError as exc:
         return Outcome.failure(str(exc), retriable=False)
     executor = EXECUTORS.get(ctx.task.type)
@@ -172,10 +173,14 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
     ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=instant)
     if ctx is None:
         return None
-    if not instant:
-        outbox.commit(session)  # `running`, for whoever watches the run
+    gate = None
+    if not instant or state.evaluates(ctx.task):
+        # `running`, for whoever watches the run; and the run's lock is let go before
+        # any expression of the task is evaluated (its `when`, its `with`).
+        outbox.commit(session)
         outbox.begin(session, dispatcher)
-    outcome = run(ctx)
+        gate = gates.when_outcome(session, ctx, dispatcher.settings)
+    outcome = run(ctx) if gate is None else gate
     if _record(session, attempt_id, outcome, dispatcher.settings):
         return outbox.commit(session, deliver=False)
     outbox.rollback(session)  # a late or duplicate result: the first one counted
@@ -205,6 +210,8 @@ def _record(session: DbSession, attempt_id: str, outcome: Outcome,
             settings: EngineSettings) -> bool:
     """What an attempt's outcome asks for: a child run, a wait for approval, a delay's
     wait, or its result. False when the attempt no longer runs."""
+    if outcome.skipped is not None:
+        return advance.skip_gated(session, attempt_id, outcome.skipped)
     if outcome.start_child is not None:
         return subruns.start_child(session, attempt_id, outcome.start_child, settings.queues)
     if outcome.await_approval:

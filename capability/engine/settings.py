@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from capability.dsl.budget import Budget
 from capability.egress import EgressPolicy
 
 
@@ -25,6 +26,13 @@ class EngineSettings:
     live_updates: bool = True  # APG_LIVE_UPDATES: tell the browsers watching a run
     # EGRESS_DENY, EGRESS_ALLOW and the app's own endpoints: where tasks may connect
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+    expression_timeout: float = 2.0  # EXPRESSION_TIMEOUT: one evaluation's time budget
+    output_max_bytes: int = 1024 * 1024  # TASK_OUTPUT_MAX_BYTES: an attempt's stored output
+
+    @property
+    def expression_budget(self) -> Budget:
+        """The budget of every evaluation of a task's expressions (``dsl.budget``)."""
+        return Budget(timeout=self.expression_timeout)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -36,4 +44,6 @@ class EngineSettings:
             secret_key=str(config.get("SECRET_KEY") or ""),
             live_updates=bool(config.get("APG_LIVE_UPDATES", True)),
             egress=EgressPolicy.from_config(config),
+            expression_timeout=float(config.get("EXPRESSION_TIMEOUT") or 2.0),
+            output_max_bytes=int(config.get("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)),
         )

@@ -51,6 +51,25 @@ RUNNABLE = (RunStatus.RUNNING, RunStatus.QUEUED)
 # never seen `running`; it goes from queued to its result.
 INSTANT_TYPES = frozenset({"noop", "transform", "fail"})
 
+
+def gated(spec: dsl.TaskSpec) -> bool:
+    """Whether the task's attempts evaluate its ``when`` as they begin (``gates``): a
+    ``for_each`` task's is evaluated as the task expands."""
+    return spec.when is not None and spec.for_each is None
+
+
+def evaluates(spec: dsl.TaskSpec) -> bool:
+    """Whether an attempt of the task evaluates expressions as it runs (templates in its
+    ``with``; its ``when``, unless it is a ``for_each`` task's, evaluated as the task
+    expands). Such an attempt never runs in its begin's transaction: no expression is
+    evaluated while the run is locked (``jobs.run_one``)."""
+    return gated(spec) or bool(dsl.find_expressions(spec.with_))
+
+
+def sends_instant(spec: dsl.TaskSpec) -> bool:
+    """Whether the task's attempts take the instant path (``instant.py``)."""
+    return spec.type in INSTANT_TYPES and not evaluates(spec)
+
 now = utcnow
 
 
@@ -113,6 +132,11 @@ class Outcome:
     defer: float | None = None  # a `delay` task: finish after this many seconds
     await_approval: bool = False  # an `approval` task: wait for a person
     start_child: dict[str, Any] | None = None  # a `workflow` task: the rendered `with`
+    skipped: str | None = None  # its `when` was false as it began: the reason
+
+    @classmethod
+    def skip(cls, reason: str) -> Outcome:
+        return cls(True, skipped=reason)
 
     @classmethod
     def success(cls, output: Any = None) -> Outcome:
@@ -204,7 +228,7 @@ def new_attempt(session: DbSession, task: TaskRun, spec: dsl.TaskSpec,
     session.add(attempt)
     owner.current_attempt_id = attempt.id
     outbox.of(session).send(Send(attempt.id, queue, delay=delay, timeout=timeout,
-                                 instant=spec.type in INSTANT_TYPES))
+                                 instant=sends_instant(spec)))
     return attempt.id
 
 

@@ -68,3 +68,31 @@ def not_json() -> object:
 
 def my_pid() -> int:
     return os.getpid()
+
+
+def encodings(value: str, prefix: str = "user:") -> dict[str, str]:
+    """``value`` in the transforms a secret is masked in (issue 11, item 5)."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    raw = value.encode()
+    return {
+        "base64": base64.b64encode(raw).decode(),
+        "base64_nopad": base64.b64encode(raw).decode().rstrip("="),
+        "base64url": base64.urlsafe_b64encode(raw).decode(),
+        "base64url_nopad": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        "basic": "Basic " + base64.b64encode(prefix.encode() + raw).decode(),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
+        "url": quote(value, safe=""),
+        "url_plus": quote_plus(value),
+        "upper": value.upper(),
+        "lower": value.lower(),
+        "reversed": value[::-1],
+        "reversed_upper": value[::-1].upper(),
+    }
+
+
+def blob(size: int) -> str:
+    """An output of ``size`` characters."""
+    return "x" * size

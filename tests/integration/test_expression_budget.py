@@ -1,0 +1,101 @@
+"""An expression's budget in the engine (issue 11, item 3): a `when` that would loop for
+ever fails its task, not retried, naming the field, and it is evaluated while the
+engine holds no transaction: the run's row stays free, so a cancel goes through at
+once."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rq import Worker
+from sqlalchemy import text
+
+from app.extensions import db
+from app.runtime.redis_conn import get_redis
+from tests.support.engine import child_env, spawned
+from tests.support.runs import attempts, finished, make, start_id, wait_for
+
+HUGE_LOOP = ("{% for i in range(100000) %}{% for j in range(100000) %}"
+             "{% endfor %}{% endfor %}{{ true }}")
+BUDGET = 5.0
+
+
+@pytest.fixture()
+def worker(app, tmp_path) -> Iterator[Callable[[], Any]]:
+    """A worker process whose expressions have a budget of ``BUDGET`` seconds."""
+    env = child_env(app, APG_SYNC_SECURITY="0", EXPRESSION_TIMEOUT=str(BUDGET))
+    with spawned(tmp_path, [sys.executable, "-m", "app"], env) as spawn:
+        spawn("worker")
+        wait_for(lambda: Worker.all(connection=get_redis(app)), 30, "no worker registered")
+        yield spawn
+
+
+def _gated(client, op) -> str:
+    return start_id(client, op, make(client, op, [
+        # Not an instant type: its attempt is seen running before its completion.
+        {"id": "a", "type": "python",
+         "with": {"callable": "tests.support.callables:add", "kwargs": {"a": 1, "b": 2}}},
+        {"id": "gate", "type": "noop", "depends_on": ["a"], "when": HUGE_LOOP,
+         "retry": {"max_attempts": 3}},
+    ]))
+
+
+def _statuses(app, run_id: str, task_id: str) -> list[str]:
+    return [a.status for a in attempts(app, run_id, task_id)]
+
+
+def _evaluating(app, run_id: str) -> None:
+    """Returns once the gate's `when` is being evaluated: its attempt is running (or,
+    where `when` is evaluated inside the upstream's completion, that has begun)."""
+    wait_for(lambda: _statuses(app, run_id, "a") not in ([], ["queued"]), 30, "a begins")
+    try:
+        wait_for(lambda: _statuses(app, run_id, "gate") == ["running"], 1.5, "the gate begins")
+    except AssertionError:
+        pass  # no attempt of its own: the `when` runs inside a's completion
+
+
+def _row_is_free(app, run_id: str) -> bool:
+    """Whether another connection can lock the run's row right now (PostgreSQL)."""
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name != "postgresql":
+            return True  # SQLite has no row locks: the cancel below is the check there
+        with engine.connect() as conn:
+            try:
+                conn.execute(text("SELECT id FROM apg_run WHERE id = :id FOR UPDATE NOWAIT"),
+                             {"id": run_id})
+                return True
+            except Exception as exc:  # LockNotAvailable
+                assert "lock" in str(exc).lower(), exc
+                return False
+            finally:
+                conn.rollback()
+
+
+def test_a_when_over_its_budget_fails_its_task_naming_the_field(
+        app, client, op, worker):
+    run_id = _gated(client, op)
+    _evaluating(app, run_id)
+    assert _row_is_free(app, run_id)  # nothing holds the run while the `when` runs
+    got = wait_for(lambda: finished(client, op, run_id), 60, "the run did not finish")
+    assert got["status"] == "failed"
+    gate = {t["task_id"]: t for t in got["tasks"]}["gate"]
+    assert gate["status"] == "failed"
+    assert gate["error"] == f"when: expression exceeded its {BUDGET:g} s budget"
+    assert gate["attempts"] == 1  # not retried, whatever the retry policy
+
+
+def test_a_cancel_is_not_blocked_by_an_expression_under_way(app, client, op, worker):
+    run_id = _gated(client, op)
+    _evaluating(app, run_id)
+    r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"])
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["result"]["status"] == "cancelled"
+    # The evaluation ends (over its budget) after the cancel: its failure does not count.
+    wait_for(lambda: "running" not in _statuses(app, run_id, "gate"), 60, "the gate ends")
+    got = finished(client, op, run_id)
+    assert got is not None and got["status"] == "cancelled"
+    assert {t["task_id"]: t for t in got["tasks"]}["gate"]["status"] == "cancelled"

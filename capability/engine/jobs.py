@@ -215,8 +215,12 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
         return retried(session, lambda: _instant(session, dispatcher, attempt_id, worker,
                                                  execute_it), f"instant attempt {attempt_id}")
 
+    tries = []
+
     def begin() -> AttemptContext | None:
-        ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=False)
+        tries.append(1)
+        ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=False,
+                     again=len(tries) > 1)
         if ctx is not None:
             outbox.commit(session)  # `running`, for whoever watches the run
         return ctx
@@ -258,14 +262,15 @@ def _instant(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker
 
 
 def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: str | None,
-           exclusive: bool) -> AttemptContext | None:
+           exclusive: bool, again: bool = False) -> AttemptContext | None:
     """``runner.begin_attempt`` in a unit of work, asked again as it says: once more with
-    the run's lock exclusive, or after waiting out an early arrival (once)."""
+    the run's lock exclusive, or after waiting out an early arrival (once). ``again``:
+    an earlier try of this begin failed on its connection (``retried``)."""
     early = True
     while True:
         outbox.begin(session, dispatcher)
         step = runner.begin_attempt(session, attempt_id, worker, exclusive=exclusive,
-                                    early=early)
+                                    early=early, again=again)
         if step is None or isinstance(step, runner.Again):
             outbox.rollback(session)
         if not isinstance(step, runner.Again):

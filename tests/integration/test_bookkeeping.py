@@ -10,9 +10,10 @@ import time
 from rq import Worker
 from rq.command import send_command
 from rq.job import Job
+from sqlalchemy.exc import OperationalError
 
 from app.runtime.redis_conn import get_redis
-from capability.engine import instant, runner
+from capability.engine import instant, outbox, runner
 from capability.engine.dispatch import JOB_PREFIX
 from tests.support.app import unique
 from tests.support.callables import pid_file
@@ -50,6 +51,26 @@ def test_a_connection_reset_while_recording_costs_no_attempt(app, client, op, mo
     monkeypatch.setattr(runner, "complete_attempt", step)
     work_once(app)
     assert len(step.calls) == 2
+    _one_attempt(app, client, op, run_id, 3)
+
+
+def test_a_begin_whose_answer_was_lost_goes_on(app, client, op, monkeypatch):
+    """The begin's commit landed, then its connection died before the answer came back:
+    the next try finds the attempt running on this very worker and goes on with it."""
+    run_id = start(client, op, make(client, op, [ADD]))
+    original, calls = outbox.commit, []
+
+    def commit(session, deliver=True):  # type: ignore[no-untyped-def]
+        box = original(session, deliver)
+        calls.append(1)
+        if len(calls) == 1:  # the begin's
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"),
+                                   connection_invalidated=True)
+        return box
+
+    monkeypatch.setattr(outbox, "commit", commit)
+    work_once(app)
+    assert len(calls) == 3  # the begin (answer lost), the begin again, the record
     _one_attempt(app, client, op, run_id, 3)
 
 

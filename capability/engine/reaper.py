@@ -11,7 +11,8 @@ live runs. One pass (``reap``):
    the attempt began; a scheduled one keeps the rest of its wait. The job id is the
    attempt's, so a duplicate send is harmless: ``begin_attempt`` starts an attempt once;
 3. records a ``running`` attempt whose worker died (killed, crashed, or killed by its
-   own watchdog), or whose job failed without reporting, as ``lost``: a retriable
+   own watchdog), whose job failed without reporting, or whose live worker is on no job
+   or another one (the job that went on with it ended), as ``lost``: a retriable
    failure through ``runner.complete_attempt``, which counts one result per attempt,
    so a late completion (from a worker thought dead) is ignored, and the retry decision
    (``state.retry_decision``, as for any failed attempt) says what follows. A ``delay``

@@ -178,9 +178,10 @@ def retried(session: DbSession, transaction: Callable[[], T], what: str) -> T:
     """Run one bookkeeping ``transaction`` (it begins its unit of work and commits it),
     again on a fresh connection when its connection breaks, ``BOOKKEEPING_TRIES`` times
     in all. Safe to repeat: a try that failed was rolled back, and a commit that landed
-    although its answer was lost is seen by the next try (the attempt is no longer in
-    the state the step needs: it changes nothing; what that commit made ready and did
-    not send, the reaper sends)."""
+    although its answer was lost is seen by the next try (a begin goes on with the
+    attempt it began, ``begin_attempt(again=True)``; a record finds its attempt
+    recorded and changes nothing, and what that commit made ready but did not send,
+    the reaper sends)."""
     for tries in range(1, BOOKKEEPING_TRIES + 1):
         try:
             return transaction()
@@ -215,7 +216,7 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
         return retried(session, lambda: _instant(session, dispatcher, attempt_id, worker,
                                                  execute_it), f"instant attempt {attempt_id}")
 
-    tries = []
+    tries: list[int] = []
 
     def begin() -> AttemptContext | None:
         tries.append(1)

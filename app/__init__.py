@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
 import config as default_config
-from app import db_pool  # noqa: F401  (pool listeners: test idle connections)
+from app import db_pool  # pool listeners (idle connections tested), RetryReads
 from app.extensions import db, init_migrate
 from app.process import WEB, WORKER, process_role
 from app.security.roles import ADMIN
@@ -140,6 +140,8 @@ def _init_web(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])  # type: ignore[method-assign]
+    # A read that met a dead pooled connection is answered again, not a 500.
+    app.wsgi_app = db_pool.RetryReads(app.wsgi_app)  # type: ignore[method-assign]
     times.install_template_helpers(app.jinja_env)  # `when`, `duration`: one way to show times
     init_migrate(app, str(BASE_DIR / "migrations"))  # `flask db`; Alembic loads on use
     web.init_app(app)

@@ -33,7 +33,9 @@ from typing import Any
 from flask import Flask
 from rq import Queue, SimpleWorker, get_current_job
 from rq.scheduler import RQScheduler
+from rq.scripts import ACQUIRE_OR_REFRESH_LOCK_SCRIPT, acquire_or_refresh_lock
 from rq.utils import now as utcnow
+from rq.utils import utcformat
 
 from app.extensions import db
 from app.runtime import interrupt
@@ -46,9 +48,12 @@ log = logging.getLogger(__name__)
 # vanished) drops out of Worker.all() within about 90 s, instead of RQ's 8 minutes.
 WORKER_TTL = 30
 
-# A scheduler without every queue's lock (another one holds it) tries again this often,
-# so a standby takes over within about a minute of the holder dying (the lock's TTL).
-LOCK_RETRY_SECONDS = 15
+# A scheduler's queue locks live this long unless their holder renews them, which it
+# does every loop (each second). A standby (a scheduler without every queue's lock)
+# tries to take them every LOCK_RETRY_SECONDS: when the holder dies, retries and delays
+# wait at most the sum (RQ's own lifetime is 61 s, its retry period 10 minutes).
+SCHEDULER_LOCK_SECONDS = 10
+LOCK_RETRY_SECONDS = 3
 
 # How often a scheduler holding a queue lock runs the maintenance hooks (the reaper).
 MAINTENANCE_SECONDS = 5.0
@@ -240,9 +245,45 @@ def serving() -> AppWorker | None:
 
 
 class AppScheduler(RQScheduler):
-    """RQ's scheduler, retrying the queue locks it does not hold every
-    ``LOCK_RETRY_SECONDS`` instead of RQ's 10 minutes: several schedulers may run
-    (one per machine); one of them moves due jobs, the others stand by."""
+    """RQ's scheduler, with queue locks that live ``SCHEDULER_LOCK_SECONDS`` (renewed
+    every loop) and are retried every ``LOCK_RETRY_SECONDS`` when not held, instead of
+    RQ's 61 s and 10 minutes: several schedulers may run (one per machine); one of them
+    moves due jobs, the others stand by and take over soon after it dies."""
+
+    def acquire_locks(self, auto_start: bool = False) -> set[str]:
+        held = set()
+        for name in sorted(self._queue_names):
+            outcome = acquire_or_refresh_lock(self.connection, self.get_locking_key(name),
+                                              self.name, SCHEDULER_LOCK_SECONDS)
+            if outcome == "acquired" and self.lock_acquisition_time is not None:
+                log.warning("scheduler pid %s took over the lock of queue %s",
+                            os.getpid(), name)
+            if outcome != "taken":
+                held.add(name)
+        self._scheduled_job_registries = []
+        self._acquired_locks = held
+        self.lock_acquisition_time = datetime.now()  # type: ignore[assignment]  # RQ: None
+        return held
+
+    def heartbeat(self) -> None:
+        # RQ's heartbeat with this lifetime: renew what is held, drop what another took.
+        self.last_heartbeat = utcnow()
+        names = sorted(self._acquired_locks)
+        renew = self.connection.register_script(ACQUIRE_OR_REFRESH_LOCK_SCRIPT)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, "last_heartbeat", utcformat(self.last_heartbeat))
+            pipe.expire(self.key, self.interval + 60)
+            for name in names:
+                renew(keys=[self.get_locking_key(name)], args=[self.name, SCHEDULER_LOCK_SECONDS],
+                      client=pipe)
+            results = pipe.execute()
+        lost = {name for name, outcome in zip(names, results[2:], strict=True) if outcome == 0}
+        if lost:
+            log.warning("scheduler pid %s lost the lock of %s to another scheduler "
+                        "(it stood still longer than %ss)", os.getpid(),
+                        ", ".join(sorted(lost)), SCHEDULER_LOCK_SECONDS)
+            self._acquired_locks -= lost
+            self._scheduled_job_registries = []
 
     @property
     def should_reacquire_locks(self) -> bool:

@@ -39,6 +39,9 @@ class Send:
     finish_delay: bool = False  # the end of a `delay` task, not a new attempt
     child_run: str | None = None  # a finished sub-workflow run: tell its parent
     instant: bool = False  # begin, run and record in one transaction (state.INSTANT_TYPES)
+    # Recovered work (the reaper's): to the front of its queue, not behind what was
+    # queued meanwhile; a wait keeps it in the scheduled registry until it is due.
+    front: bool = False
 
 
 class Dispatcher:
@@ -72,7 +75,8 @@ class Dispatcher:
             if item.child_run is not None:
                 due.setdefault(item.queue, []).append(Queue.prepare_data(
                     "capability.engine.jobs.child_finished", (item.child_run,),
-                    job_id=f"apg-child-{item.child_run}", result_ttl=0, failure_ttl=86400))
+                    job_id=f"apg-child-{item.child_run}", result_ttl=0, failure_ttl=86400,
+                    at_front=item.front))
                 continue
             func = (
                 "capability.engine.jobs.finish_delay" if item.finish_delay
@@ -84,11 +88,11 @@ class Dispatcher:
             if item.delay > 0:
                 Queue(item.queue, connection=self.conn).enqueue_in(
                     dt.timedelta(seconds=item.delay), func, *args, job_id=job_id,
-                    job_timeout=timeout, result_ttl=0, failure_ttl=86400)
+                    job_timeout=timeout, result_ttl=0, failure_ttl=86400, at_front=item.front)
             else:
                 due.setdefault(item.queue, []).append(Queue.prepare_data(
                     func, args, job_id=job_id, timeout=timeout, result_ttl=0,
-                    failure_ttl=86400))
+                    failure_ttl=86400, at_front=item.front))
         # A pipeline per PIPELINE jobs: one for all of a 1,000-task fan-out holds ~2 MB
         # of jobs and packed commands at once, which the worker's memory then keeps.
         for name, datas in due.items():

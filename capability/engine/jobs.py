@@ -9,12 +9,15 @@ ready is sent after the commit (``outbox``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from flask import current_app
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.extensions import DbSession, db
 from app.runtime import interrupt
@@ -33,6 +36,17 @@ MAX_EARLY_WAIT = 2.0
 # Seconds a job may go on with the attempts its own made ready (see run_attempt), so a
 # long chain does not keep other runs' jobs waiting for long.
 FOLLOW_BUDGET = 0.5
+
+# The engine's own bookkeeping (begin, record, an instant hop, a delay's end) is done
+# again on a fresh connection when its connection breaks (a reset, a terminated
+# backend, a restarted server): this many tries in all, with these pauses between them,
+# before the job fails and the reaper takes over. A reset must not cost the task an
+# attempt: the task itself may have succeeded at its receiver.
+BOOKKEEPING_TRIES = 3
+BOOKKEEPING_PAUSES = (0.2, 1.0)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _dispatcher() -> Dispatcher:
@@ -139,14 +153,49 @@ def _in_transaction(step: Callable[[DbSession], bool]) -> None:
     """One engine step as one transaction: committed (and its outbox delivered) when it
     did something, rolled back when it did not."""
     session = db.session
-    outbox.begin(session, _dispatcher())
-    try:
+    dispatcher = _dispatcher()
+
+    def once() -> None:
+        outbox.begin(session, dispatcher)
         if step(session):
             outbox.commit(session)
         else:
             outbox.rollback(session)
+
+    try:
+        retried(session, once, "a step")
     finally:
         db.session.remove()
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """A failure of the connection or of this transaction only, which a fresh try on a
+    new connection may not meet: a reset or terminated backend (SQLAlchemy says the
+    connection was invalidated), a server that cannot be reached yet, a deadlock."""
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+
+
+def retried(session: DbSession, transaction: Callable[[], T], what: str) -> T:
+    """Run one bookkeeping ``transaction`` (it begins its unit of work and commits it),
+    again on a fresh connection when its connection breaks, ``BOOKKEEPING_TRIES`` times
+    in all. Safe to repeat: a try that failed was rolled back, and a commit that landed
+    although its answer was lost is seen by the next try (a begin goes on with the
+    attempt it began, ``begin_attempt(again=True)``; a record finds its attempt
+    recorded and changes nothing, and what that commit made ready but did not send,
+    the reaper sends)."""
+    for tries in range(1, BOOKKEEPING_TRIES + 1):
+        try:
+            return transaction()
+        except DBAPIError as exc:
+            if tries == BOOKKEEPING_TRIES or not _transient(exc):
+                raise
+            outbox.rollback(session)  # the broken connection goes; the next is new
+            pause = BOOKKEEPING_PAUSES[min(tries, len(BOOKKEEPING_PAUSES)) - 1]
+            log.warning("engine: %s failed on its database connection (try %d of %d), "
+                        "trying again in %gs: %s", what, tries, BOOKKEEPING_TRIES, pause,
+                        str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # the last try returned or raised
 
 
 # -- one attempt, for the entry points above and for in-process drivers ----------------
@@ -162,40 +211,80 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
     if run is None:
         def run(ctx: AttemptContext) -> Outcome:
             return execute(ctx, dispatcher.settings)
+    execute_it = run
     if instant:
-        outbox.begin(session, dispatcher)
-        handled = instant_path.run_attempt(session, attempt_id, worker, run)
-        if handled is not None and handled.ran:
-            return outbox.commit(session, deliver=False)
-        outbox.rollback(session)
-        if handled is not None:
-            return None  # stale or duplicate: nothing to do
-    ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=instant)
+        # Database work only, and deterministic: the whole hop may run again.
+        hop = retried(session, lambda: _instant(session, dispatcher, attempt_id, worker,
+                                                execute_it), f"instant attempt {attempt_id}")
+        if not isinstance(hop, AttemptContext):
+            return hop
+        ctx: AttemptContext | None = hop  # begun and committed: it evaluates expressions
+    else:
+        tries: list[int] = []
+
+        def begin() -> AttemptContext | None:
+            tries.append(1)
+            began = _begin(session, dispatcher, attempt_id, worker, exclusive=False,
+                           again=len(tries) > 1)
+            if began is not None:
+                # `running`, for whoever watches the run; and the run's lock is let go
+                # before any expression of the task is evaluated (its `when`, its `with`)
+                outbox.commit(session)
+            return began
+
+        ctx = retried(session, begin, f"the begin of attempt {attempt_id}")
     if ctx is None:
         return None
-    gate = None
-    if not instant or state.evaluates(ctx.task):
-        # `running`, for whoever watches the run; and the run's lock is let go before
-        # any expression of the task is evaluated (its `when`, its `with`).
-        outbox.commit(session)
+    gate = gates.when_outcome(session, ctx, dispatcher.settings)
+    outcome = run(ctx) if gate is None else gate  # the task's own work: never repeated
+
+    def record() -> outbox.Outbox | None:
         outbox.begin(session, dispatcher)
-        gate = gates.when_outcome(session, ctx, dispatcher.settings)
-    outcome = run(ctx) if gate is None else gate
-    if _record(session, attempt_id, outcome, dispatcher.settings):
+        if _record(session, attempt_id, outcome, dispatcher.settings):
+            return outbox.commit(session, deliver=False)
+        outbox.rollback(session)  # a late or duplicate result: the first one counted
+        return None
+
+    return retried(session, record, f"the record of attempt {attempt_id}")
+
+
+def _instant(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: str | None,
+             run: Callable[[AttemptContext], Outcome]
+             ) -> outbox.Outbox | AttemptContext | None:
+    """An instant type's hop in one transaction (``run_one``); or, for a task with
+    expressions to evaluate (``state.evaluates``), its begin committed and its context,
+    which ``run_one`` takes on outside any transaction."""
+    outbox.begin(session, dispatcher)
+    handled = instant_path.run_attempt(session, attempt_id, worker, run)
+    if handled is not None and handled.ran:
+        return outbox.commit(session, deliver=False)
+    outbox.rollback(session)
+    if handled is not None:
+        return None  # stale or duplicate: nothing to do
+    # What the instant path does not take (an element, an undo step, an early arrival):
+    # the general path, begin to record, in one transaction still.
+    ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=True)
+    if ctx is None:
+        return None
+    if state.evaluates(ctx.task):
+        outbox.commit(session)
+        return ctx
+    if _record(session, attempt_id, run(ctx), dispatcher.settings):
         return outbox.commit(session, deliver=False)
     outbox.rollback(session)  # a late or duplicate result: the first one counted
     return None
 
 
 def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: str | None,
-           exclusive: bool) -> AttemptContext | None:
+           exclusive: bool, again: bool = False) -> AttemptContext | None:
     """``runner.begin_attempt`` in a unit of work, asked again as it says: once more with
-    the run's lock exclusive, or after waiting out an early arrival (once)."""
+    the run's lock exclusive, or after waiting out an early arrival (once). ``again``:
+    an earlier try of this begin failed on its connection (``retried``)."""
     early = True
     while True:
         outbox.begin(session, dispatcher)
         step = runner.begin_attempt(session, attempt_id, worker, exclusive=exclusive,
-                                    early=early)
+                                    early=early, again=again)
         if step is None or isinstance(step, runner.Again):
             outbox.rollback(session)
         if not isinstance(step, runner.Again):

@@ -11,7 +11,8 @@ live runs. One pass (``reap``):
    the attempt began; a scheduled one keeps the rest of its wait. The job id is the
    attempt's, so a duplicate send is harmless: ``begin_attempt`` starts an attempt once;
 3. records a ``running`` attempt whose worker died (killed, crashed, or killed by its
-   own watchdog), or whose job failed without reporting, as ``lost``: a retriable
+   own watchdog), whose job failed without reporting, or whose live worker is on no job
+   or another one (the job that went on with it ended), as ``lost``: a retriable
    failure through ``runner.complete_attempt``, which counts one result per attempt,
    so a late completion (from a worker thought dead) is ignored, and the retry decision
    (``state.retry_decision``, as for any failed attempt) says what follows. A ``delay``
@@ -47,7 +48,7 @@ import datetime as dt
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from flask import Flask
@@ -91,7 +92,9 @@ GRACE_SECONDS = 5.0
 BACKSTOP_SECONDS = 90.0 + GRACE_SECONDS
 
 LOCK_KEY = "apg:reaper:lock"
-LOCK_SECONDS = 60
+# A pass takes well under a second; a process killed in one leaves the lock behind
+# until it expires, and the next scheduler's passes wait that long.
+LOCK_SECONDS = 15
 # Delete the lock only if it is still ours (it may have expired and been taken).
 _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
             "return redis.call('del', KEYS[1]) end return 0")
@@ -237,13 +240,19 @@ def record_lost(session: DbSession, dispatcher: Dispatcher, attempt_id: str,
     # record one never imports it.
     from capability.engine import runner, state
 
-    outbox.begin(session, dispatcher)
+    box = outbox.begin(session, dispatcher)
     runner.complete_attempt(session, attempt_id, state.Outcome.failure(reason))
     attempt = session.get(TaskAttempt, attempt_id)
     if attempt is None or attempt.status != AttemptStatus.FAILED or attempt.error != reason:
         outbox.rollback(session)
         return False
     attempt.status = AttemptStatus.LOST
+    # Its retry already waited its turn once: to the front of its queue, not behind
+    # everything queued since (what else the loss made ready queues as usual).
+    owner = session.get(TaskItem, attempt.item_id) if attempt.item_id else attempt.task_run
+    retry = owner.current_attempt_id if owner is not None else None
+    box.sends = [replace(item, front=True) if item.attempt_id == retry else item
+                 for item in box.sends]
     outbox.commit(session)
     return True
 
@@ -290,7 +299,7 @@ def reap(session: DbSession, conn: Redis, dispatcher: Dispatcher,
                 log.warning("reaper: telling attempt %s again that its sub-workflow run %s "
                             "ended", parent_attempt_id, child_id)
                 view.discard(CHILD_JOB_PREFIX + child_id, queue)
-                sends.append(Send(parent_attempt_id, queue, child_run=child_id))
+                sends.append(Send(parent_attempt_id, queue, child_run=child_id, front=True))
                 report.followups_resent += 1
         workers.bury_dead()
     finally:
@@ -314,7 +323,7 @@ def _reap_one(session: DbSession, dispatcher: Dispatcher, view: RedisView, cand:
         log.warning("reaper: sending %s attempt %s again (%s)", cand.status, cand.id, why)
         view.discard(main, cand.queue)
         report.resent += 1
-        return [Send(cand.id, cand.queue, delay=wait, timeout=cand.timeout)]
+        return [Send(cand.id, cand.queue, delay=wait, timeout=cand.timeout, front=True)]
     if cand.task_type == "delay" and _is_deferred(cand, view.state(end)):
         if view.alive(end, cand.queue)[0]:
             return []
@@ -323,7 +332,7 @@ def _reap_one(session: DbSession, dispatcher: Dispatcher, view: RedisView, cand:
         log.warning("reaper: sending the end of delay attempt %s again", cand.id)
         view.discard(end, cand.queue)
         report.ends_resent += 1
-        return [Send(cand.id, cand.queue, delay=wait, finish_delay=True)]
+        return [Send(cand.id, cand.queue, delay=wait, finish_delay=True, front=True)]
     reason = _lost_reason(view, cand, now, grace)
     if reason is None:
         return []
@@ -358,6 +367,13 @@ def _lost_reason(view: RedisView, cand: _Candidate, now: dt.datetime, grace: flo
     current = view.workers.current_job(who)
     if state == "alive" and current and current != jid:
         return f"{prefix}: worker {who} moved on to other work without reporting it"
+    if state == "alive" and not current:
+        # A live worker holds the id of the attempt it runs as its current job from
+        # before the attempt begins until it is recorded, also for an attempt a job went
+        # on with (``AppWorker.continue_as``), which has no RQ job of its own: idle, it
+        # is running nothing. Its job ended (failed, stopped) without recording it.
+        return (f"{prefix}: worker {who} is idle: the job that ran it ended without "
+                "reporting it")
     if running_for > (cand.timeout or 0) + BACKSTOP_SECONDS:
         return f"{prefix}: no report {running_for:.0f}s after it started (past its timeout)"
     return None

@@ -152,6 +152,7 @@ _BEGIN_LOCK = (
 _BEGIN_LOCK_EXCLUSIVE = _BEGIN_LOCK.with_for_update(of=Run)
 _BEGIN_READ = (
     select(TaskAttempt.status, TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id,
+           TaskAttempt.worker,
            TaskRun.status.label("task_status"), TaskRun.current_attempt_id.label("task_current"),
            TaskItem.current_attempt_id.label("item_current"), TaskItem.value, TaskItem.index)
     .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
@@ -161,7 +162,7 @@ _BEGIN_READ = (
 
 
 def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
-                  exclusive: bool = False, early: bool = False
+                  exclusive: bool = False, early: bool = False, again: bool = False
                   ) -> AttemptContext | Again | None:
     """Mark the attempt running: its context, or None when it must not run (stale,
     duplicate, run over, paused), or ``Again``.
@@ -169,7 +170,9 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
     ``exclusive``: lock the run exclusively (an instant attempt, completed in the same
     transaction, or a queued run's first begin). ``early``: a job that arrives before
     its attempt's ``not_before`` (RQ's scheduler works in whole seconds) is told to
-    wait out the rest (``Again.wait``)."""
+    wait out the rest (``Again.wait``). ``again``: this job's earlier begin failed on
+    its connection, perhaps after its commit landed: an attempt already ``running`` on
+    this very ``worker`` is that begin's, and goes on (``jobs.retried``)."""
     if session.new or session.dirty or session.deleted:
         session.flush()  # what autoflush would do before an ORM query
     conn = session.connection()
@@ -180,8 +183,12 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
         # start (two begins upgrading share locks would deadlock).
         return Again(exclusive=True)
     row = conn.execute(_BEGIN_READ, {"attempt_id": attempt_id}).first() if run else None
+    # A worker runs one job at a time, so an attempt running under its name while it
+    # begins that attempt again was begun by the try whose answer was lost.
+    ours = again and worker is not None and row is not None and row.worker == worker
     if run is None or row is None or (
-        row.status not in (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED)
+        (row.status not in (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED)
+         and not (ours and row.status == AttemptStatus.RUNNING))
         or (row.item_current if row.item_id else row.task_current) != attempt_id
         or run.status not in state.RUNNABLE
         or (row.item_id and row.task_status != TaskStatus.RUNNING)

@@ -44,3 +44,18 @@ def test_an_idle_connection_is_tested_and_replaced(engine, monkeypatch):
     monkeypatch.setattr(db_pool, "IDLE_PING_SECONDS", 0.0)  # it sat idle long enough
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT 3")).scalar() == 3
+
+
+def test_a_read_on_a_dead_pooled_connection_is_retried_once(app, client, op, monkeypatch):
+    """Every connection of the web's pool dies behind its back (a database restart, a
+    terminated backend): an idempotent read is answered, not a 500."""
+    from app.extensions import db
+    from tests.support.faults import kill_pooled_connections
+
+    # No test at checkout: only the retry of the request can save it.
+    monkeypatch.setattr(db_pool, "IDLE_PING_SECONDS", 3600.0)
+    assert client.get("/api/v1/workflows/", headers=op["h"]).status_code == 200
+    with app.app_context():
+        assert kill_pooled_connections(db.engine) >= 1
+    r = client.get("/api/v1/workflows/", headers=op["h"])
+    assert r.status_code == 200, r.get_data(as_text=True)

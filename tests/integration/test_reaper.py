@@ -417,3 +417,44 @@ def test_a_pass_leaves_out_attempts_within_the_grace(app, client, factory):
         assert seen(newest + dt.timedelta(seconds=1)) == mine
         assert seen(min(created.values()) - dt.timedelta(seconds=1)) == set()
         db.session.remove()
+
+
+def test_recovered_attempts_go_to_the_front_of_their_queue(app, client, op):
+    """A lost attempt's retry and a re-sent attempt do not wait behind a busy queue."""
+    conn = get_redis(app)
+    queue = Queue("default", connection=conn)
+    lost_run = start(client, op, one_task(client, op))
+    resent_run = start(client, op, one_task(client, op))
+    attempt = attempts(app, lost_run, "a")[0]
+    vanished = attempts(app, resent_run, "a")[0]
+    worker = _live_worker(app)
+    _begin_on(app, attempt.id, worker)
+    Job.fetch(reaper.job_id(vanished.id), connection=conn).delete(remove_from_queue=True)
+    busy = [queue.enqueue("tests.support.callables.add", 1, 2) for _ in range(100)]
+    scheduler = RQScheduler(["default"], connection=conn)
+    scheduler.prepare_registries(["default"])
+
+    def ahead_of_the_queue(attempt_id: str) -> bool:
+        ids = queue.get_job_ids()
+        jid = reaper.job_id(attempt_id)
+        return jid in ids and ids.index(jid) < min(ids.index(job.id) for job in busy)
+
+    try:
+        conn.hset(worker.key, "pid", _dead_pid())  # the worker dies
+        report = reap_now(app)
+        assert report.lost >= 1 and report.resent >= 1
+        assert ahead_of_the_queue(vanished.id)
+        retry = attempts(app, lost_run, "a")[1]
+        assert retry.status == "scheduled"  # its backoff (50 ms) in the scheduled registry
+
+        def moved() -> bool:
+            scheduler.enqueue_scheduled_jobs()
+            return reaper.job_id(retry.id) in queue.get_job_ids()
+
+        wait_for(moved, 10, "the retry did not reach its queue")
+        assert ahead_of_the_queue(retry.id)
+    finally:
+        for job in busy:
+            job.delete(remove_from_queue=True)
+    assert drain(app, lost_run) == "succeeded"
+    assert drain(app, resent_run) == "succeeded"

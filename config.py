@@ -63,6 +63,14 @@ RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
 TASK_DEFAULT_TIMEOUT = _int("TASK_DEFAULT_TIMEOUT", 3600)
 # `python` tasks may only name callables in these packages (DSL.md); empty = none.
 PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
+# Per-team quotas on run starts (0 = no limit). Runs not finished (queued, running,
+# paused; sub-workflow runs included) and runs started in the last minute (sub-workflow
+# runs excluded): a start over either is refused with 429 and Retry-After.
+TEAM_MAX_ACTIVE_RUNS = _int("TEAM_MAX_ACTIVE_RUNS", 1000)
+TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
+# Workers and schedulers that lose Redis try again after 1, 2, 4 ... seconds, at most
+# this many between tries, for as long as it takes.
+REDIS_RECONNECT_MAX = _int("REDIS_RECONNECT_MAX", 30)
 PORT = _int("PORT", 8080)
 WORKERS = _int("WORKERS", 2)
 

@@ -21,6 +21,9 @@ class EngineSettings:
     secrets_key: str = ""  # SECRETS_KEY: Fernet keys (capability.secrets.vault)
     secret_key: str = ""  # SECRET_KEY: the derived key when SECRETS_KEY is empty
     live_updates: bool = True  # APG_LIVE_UPDATES: tell the browsers watching a run
+    # TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE (starts a minute): run starts' quotas, 0 = none
+    team_max_active_runs: int = 0
+    team_run_rate: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -31,4 +34,6 @@ class EngineSettings:
             secrets_key=str(config.get("SECRETS_KEY") or ""),
             secret_key=str(config.get("SECRET_KEY") or ""),
             live_updates=bool(config.get("APG_LIVE_UPDATES", True)),
+            team_max_active_runs=int(config.get("TEAM_MAX_ACTIVE_RUNS") or 0),
+            team_run_rate=int(config.get("TEAM_RUN_RATE") or 0),
         )

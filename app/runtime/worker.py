@@ -356,7 +356,15 @@ def run_worker(app: Flask, queue_names: list[str] | None = None, burst: bool = F
     cap = float(app.config.get("REDIS_RECONNECT_MAX") or 30)
     worked = False
 
+    rounds = 0
+
     def new_worker(stop: threading.Event) -> AppWorker:
+        nonlocal rounds
+        rounds += 1
+        if rounds > 1:
+            # Redis is back, perhaps empty: send again at once what the database says
+            # is queued, and record lost what the worker before this one was running.
+            _run_hooks(app, "worker-start", runtime_hooks(app).worker_start)
         worker = AppWorker(queues(app, queue_names), connection=conn, worker_ttl=WORKER_TTL)
         worker.flask_app = app
         worker.early_stop = stop

@@ -82,9 +82,9 @@ def start_run(
         raise ValidationFailed("The run cannot start", errors)
     outbox.begin(session, dispatcher)
     try:
-        quotas.check_start(session, workflow.team, dispatcher.settings)
         # Lock the workflow so concurrent starts agree on max_active_runs, and on the key:
-        # a start with the same key that committed while we waited is seen now.
+        # a start with the same key that committed while we waited is seen now (and
+        # answered with its run, whatever the quotas say now).
         session.execute(
             select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
         if key is not None:
@@ -92,6 +92,7 @@ def start_run(
             if existing is not None:
                 outbox.rollback(session)
                 return existing, False
+        quotas.check_start(session, workflow.team, dispatcher.settings)
         starts = state.below_limit(session, workflow.id, definition.max_active_runs)
         run = Run(
             workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,

@@ -196,3 +196,15 @@ def test_two_starts_racing_with_one_new_key_make_one_run(app, client, op):
         assert sorted(code for code, _ in answers) == [200, 201], answers
         assert answers[0][1]["id"] == answers[1][1]["id"]
     assert runs_of(app, wid) == rounds
+
+
+def test_a_start_racing_for_the_last_place_with_the_same_key_gets_the_run(
+        app, client, op, monkeypatch):
+    """The key is looked at again under the workflow's lock, before the quotas: the
+    loser's answer is the winner's run, not a 429 for the place that run took."""
+    monkeypatch.setitem(app.config, "TEAM_MAX_ACTIVE_RUNS", 3)
+    wid = make(client, op, [{"id": "a", "type": "noop"}])
+    for active in range(3):
+        answers = _race(app, op["h"], wid, unique("last"))
+        assert sorted(code for code, _ in answers) == [200, 201], (active, answers)
+    assert start(client, op, wid).status_code == 429

@@ -42,7 +42,6 @@ class Backoff:
 
     def __init__(self, cap: float, first: float = 1.0) -> None:
         self.cap = max(first, cap)
-        self.first = first
         self.delay = first
 
     def next(self) -> float:

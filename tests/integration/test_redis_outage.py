@@ -103,6 +103,31 @@ def test_a_worker_and_a_scheduler_outlive_a_redis_outage(app, client, op, tmp_pa
         conn.close()
 
 
+def test_a_stop_during_an_outage_is_not_held_up_by_it(app, tmp_path):
+    """SIGTERM while Redis is away: a worker and a scheduler end at once, cleanly (RQ's
+    worker asked Redis whether it was busy, and took the failure for one more lost
+    connection)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    conn = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    env = child_env(app, REDIS_URL=server.url, REDIS_RECONNECT_MAX="2")
+    try:
+        with spawned(tmp_path, [sys.executable, "-m", "app"], env, cwd=str(ROOT)) as spawn:
+            worker, scheduler = spawn("worker --queues idle"), spawn("scheduler")
+            wait_for(lambda: len(Worker.all(connection=conn)) == 1, 60, "the worker registers")
+            wait_for(lambda: conn.exists("rq:scheduler-lock:idle") or conn.exists(
+                "rq:scheduler-lock:default"), 60, "the scheduler takes its locks")
+            server.stop()
+            time.sleep(3)
+            for proc in (worker, scheduler):
+                proc.terminate()
+            for proc in (worker, scheduler):
+                assert proc.wait(timeout=15) == 0
+    finally:
+        server.stop()
+        conn.close()
+
+
 def test_up_starts_again_a_child_that_exits_with_a_growing_pause(monkeypatch, caplog):
     """A child that keeps exiting at once is started again after 2, 4, 8 ... seconds; a
     killed one comes back."""

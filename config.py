@@ -84,6 +84,14 @@ EGRESS_ALLOW = os.environ.get("EGRESS_ALLOW", "")
 EXPRESSION_TIMEOUT = float(os.environ.get("EXPRESSION_TIMEOUT") or 2)
 # The largest output (bytes of its JSON) a task attempt may store; past it the task fails.
 TASK_OUTPUT_MAX_BYTES = _int("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)
+# Per-team quotas on run starts (0 = no limit). Runs not finished (queued, running,
+# paused; sub-workflow runs included) and runs started in the last minute (sub-workflow
+# runs excluded): a start over either is refused with 429 and Retry-After.
+TEAM_MAX_ACTIVE_RUNS = _int("TEAM_MAX_ACTIVE_RUNS", 1000)
+TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
+# Workers and schedulers that lose Redis try again after 1, 2, 4 ... seconds, at most
+# this many between tries, for as long as it takes.
+REDIS_RECONNECT_MAX = _int("REDIS_RECONNECT_MAX", 30)
 PORT = _int("PORT", 8080)
 # Seconds after start during which /health does not count a queue without a live
 # worker as a failure (workers start alongside the web server).

@@ -110,7 +110,9 @@ def call_service(
     except ServiceError as exc:
         if audited:
             audit_failure(actor, exc, action, target_type, target_id)
-        return json_error(exc.status, exc.message, exc.errors)
+        response = json_error(exc.status, exc.message, exc.errors)
+        response.headers.update(exc.headers())  # e.g. a 429's Retry-After
+        return response
 
 
 def call_for_page(

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
-    "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError", "ValidationFailed",
-    "parse",
+    "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError", "TooManyRequests",
+    "ValidationFailed", "parse",
 ]
 
 
@@ -27,6 +27,10 @@ class ServiceError(Exception):
             return self.message
         details = "; ".join(f"{e['path']}: {e['message']}" for e in self.errors)
         return f"{self.message}: {details}"
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with the error (none but for a few statuses)."""
+        return {}
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"message": self.message}
@@ -55,6 +59,19 @@ class PayloadTooLarge(ServiceError):
 
 class Forbidden(ServiceError):
     status = 403
+
+
+class TooManyRequests(ServiceError):
+    """A quota refused the request: try again in ``retry_after`` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def error_path(loc: tuple[Any, ...]) -> str:

@@ -226,6 +226,8 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
             200: {description: "the run created earlier with the same idempotency key"}
             404: {description: not found}
             422: {description: "params that break their declarations: every error"}
+            429: {description: "over a team quota (TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE); the
+              Retry-After header says when to try again"}
         """
 
         def run(actor: Actor) -> Response:

@@ -141,6 +141,9 @@ class Run(TeamScoped, Model):
     __table_args__ = (
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_apg_run_idempotency"),
         Index("ix_apg_run_workflow_status", "workflow_id", "status"),
+        # The per-team quotas count a team's unfinished runs and its recent starts.
+        Index("ix_apg_run_team_status", "team_id", "status"),
+        Index("ix_apg_run_team_created", "team_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

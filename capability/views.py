@@ -219,7 +219,8 @@ class WorkflowView(ScopedMixin, ModelView):
         """The "Run" form: a manual run of the current version, then its page."""
         started, created, form = start_from_form(pk, request.form)
         if started is None:
-            return self._page(pk, form, 422)
+            page, status = self._page(pk, form, form.status)
+            return page, status, form.headers
         flash(f"Run {short_id(started.id)} started." if created else "A run with this "
               "idempotency key exists already: here it is.", "success" if created else "info")
         return redirect(url_for("RunView.page", pk=started.id))

@@ -22,8 +22,10 @@ import inspect
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -31,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from rq import Queue, SimpleWorker, get_current_job
+from rq import Queue, SimpleWorker, get_current_job, worker_registration
+from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 from rq.scripts import ACQUIRE_OR_REFRESH_LOCK_SCRIPT, acquire_or_refresh_lock
 from rq.utils import now as utcnow
@@ -39,6 +42,7 @@ from rq.utils import utcformat
 
 from app.extensions import db
 from app.runtime import interrupt
+from app.runtime.reconnect import LOST, keep_working
 from app.runtime.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,9 @@ MAINTENANCE_SECONDS = 5.0
 PID_SPACE_FIELD = "apg_pid_space"
 
 HOOKS_KEY = "apg_runtime_hooks"
+
+# How often an idle worker checks that Redis still lists it (see AppWorker.heartbeat).
+REGISTRATION_CHECK = 10.0
 
 
 @dataclass
@@ -178,9 +185,14 @@ class AppWorker(PromptUnsubscribe, SimpleWorker):
             data[PID_SPACE_FIELD] = space
         return data
 
+    # Set by a SIGTERM that came before RQ's handlers were installed (``reconnect``).
+    early_stop: threading.Event | None = None
+
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
         interrupt.install()
+        if self.early_stop is not None and self.early_stop.is_set():
+            self._stop_requested = True
 
     def execute_job(self, job: Any, queue: Any) -> None:
         global _current
@@ -232,6 +244,56 @@ class AppWorker(PromptUnsubscribe, SimpleWorker):
                 return bool(super().perform_job(job, queue))
             finally:
                 db.session.remove()
+
+    # -- Redis going away (``app.runtime.reconnect``) --------------------------------------
+
+    _registration_checked = 0.0
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether SIGTERM or SIGINT asked this worker to stop (RQ raises StopRequested
+        at once for an idle worker without setting ``_stop_requested``)."""
+        return self._stop_requested or self._shutdown_requested_date is not None
+
+    def _shutdown(self) -> None:
+        # RQ asks Redis whether the worker is busy: with Redis away that raised in the
+        # signal handler, and RQ's dequeue loop took it for one more failed connection,
+        # ignoring the stop. This process knows whether it runs a job.
+        try:
+            super()._shutdown()
+        except LOST:
+            if serving() is self:
+                self._stop_requested = True  # finish the job, then stop
+                return
+            raise StopRequested() from None
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # An idle worker rides out an outage in RQ's dequeue loop; a Redis restarted
+        # without its data (or flushed) then no longer lists it (Worker.all, /health,
+        # cancel's stop-job): register again. Looked at every REGISTRATION_CHECK seconds.
+        if pipeline is None and (
+                time.monotonic() - self._registration_checked > REGISTRATION_CHECK):
+            # Not the key: RQ's own heartbeat writes it back, without the rest.
+            if not self.connection.hexists(self.key, "birth"):
+                log.warning("worker %s: its registration was lost in Redis; registering "
+                            "again", self.name)
+                with self.connection.pipeline() as pipe:
+                    pipe.hset(self.key, mapping=self.serialize())
+                    worker_registration.register(self, pipe)
+                    pipe.expire(self.key, self.worker_ttl + 60)
+                    pipe.execute()
+            self._registration_checked = time.monotonic()
+        super().heartbeat(timeout, pipeline)
+
+    def bury(self) -> None:
+        """After a round lost to Redis, once it answers: stop this worker's pub/sub
+        thread and record it dead (the reaper then retries at once what it ran)."""
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        if self.pubsub is not None:
+            with suppress(*LOST):
+                self.pubsub.close()
+        self.register_death()
 
 
 
@@ -296,6 +358,12 @@ class AppScheduler(RQScheduler):
 
     flask_app: Flask | None = None
     _last_maintenance = 0.0
+    early_stop: threading.Event | None = None  # as AppWorker's
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self.early_stop is not None and self.early_stop.is_set():
+            self._stop_requested = True
 
     def enqueue_scheduled_jobs(self) -> None:
         super().enqueue_scheduled_jobs()
@@ -325,14 +393,38 @@ def run_worker(app: Flask, queue_names: list[str] | None = None, burst: bool = F
     # full collection (~100 ms over the whole app) no longer lands inside a task hop.
     gc.collect()
     gc.freeze()
-    worker = AppWorker(queues(app, queue_names), connection=get_redis(app), worker_ttl=WORKER_TTL)
-    worker.flask_app = app
-    # RQ narrates every job at INFO (held at WARNING by app.logs); this is the one line
-    # an operator wants from a worker.
-    log.info("worker pid %s started, listening on queues %s%s", os.getpid(),
-             ", ".join(q.name for q in worker.queues), " (burst)" if burst else "")
+    conn = get_redis(app)
+    cap = float(app.config.get("REDIS_RECONNECT_MAX") or 30)
+    worked = False
+
+    rounds = 0
+
+    def new_worker(stop: threading.Event) -> AppWorker:
+        nonlocal rounds
+        rounds += 1
+        if rounds > 1:
+            # Redis is back, perhaps empty: send again at once what the database says
+            # is queued, and record lost what the worker before this one was running.
+            _run_hooks(app, "worker-start", runtime_hooks(app).worker_start)
+        worker = AppWorker(queues(app, queue_names), connection=conn, worker_ttl=WORKER_TTL)
+        worker.flask_app = app
+        worker.early_stop = stop
+        worker.max_connection_wait_time = cap  # RQ's own retries while idle
+        # RQ narrates every job at INFO (held at WARNING by app.logs); this is the one
+        # line an operator wants from a worker.
+        log.info("worker pid %s started, listening on queues %s%s", os.getpid(),
+                 ", ".join(q.name for q in worker.queues), " (burst)" if burst else "")
+        return worker
+
+    def run(worker: AppWorker) -> bool:
+        nonlocal worked
+        worked = bool(worker.work(burst=burst, with_scheduler=False)) or worked
+        return burst  # a burst worker's end is its purpose; any other is a failure
+
     try:
-        return worker.work(burst=burst, with_scheduler=False)
+        keep_working(conn, f"worker pid {os.getpid()}", cap, new_worker, run,
+                     lambda w: w.stop_requested, lambda w: w.bury())
+        return worked
     finally:
         log.info("worker pid %s stopped", os.getpid())
 
@@ -345,10 +437,21 @@ def run_scheduler(app: Flask, queue_names: list[str] | None = None, interval: in
     scheduler = AppScheduler(names, connection=get_redis(app), interval=interval,
                              logging_level=logging.getLogger("rq.scheduler").level)
     scheduler.flask_app = app
-    held = scheduler.acquire_locks()
-    log.info(
-        "scheduler pid %s started for queues %s (holding the lock of: %s)",
-        os.getpid(), ", ".join(names), ", ".join(sorted(held)) or "none, standing by",
-    )
-    scheduler.work()
+    cap = float(app.config.get("REDIS_RECONNECT_MAX") or 30)
+    what = f"scheduler pid {os.getpid()}"
+
+    def this_scheduler(stop: threading.Event) -> AppScheduler:
+        # The same one every round: its name holds the locks, which it takes back.
+        scheduler.early_stop = stop
+        held = scheduler.acquire_locks()
+        log.info("%s started for queues %s (holding the lock of: %s)", what,
+                 ", ".join(names), ", ".join(sorted(held)) or "none, standing by")
+        return scheduler
+
+    def run(it: AppScheduler) -> bool:
+        it.work()
+        return True  # RQ's scheduler returns only once stopped
+
+    keep_working(scheduler.connection, what, cap, this_scheduler, run,
+                 lambda it: bool(it._stop_requested))
     log.info("scheduler pid %s stopped", os.getpid())

@@ -21,7 +21,10 @@ also carries the engine's settings (``EngineSettings``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
 
 from app.extensions import DbSession
 from capability.engine.dispatch import Dispatcher, Send
@@ -29,6 +32,7 @@ from capability.engine.settings import EngineSettings
 
 KEY = "apg_outbox"
 RUN_LOG = logging.getLogger("capability.runs")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,16 +59,30 @@ class Outbox:
     def log(self, level: int, line: str) -> None:
         self.lines.append((level, line))
 
-    def deliver(self, keep: Send | None = None) -> None:
+    def deliver(self, keep: Send | None = None, tolerant: bool = False) -> None:
         """Stop, enqueue and publish what the committed transaction gathered; ``keep``:
-        a send the caller goes on with itself (``jobs.run_attempt``)."""
-        if self.stops:
-            self.dispatcher.stop(self.stops)
+        a send the caller goes on with itself (``jobs.run_attempt``). ``tolerant``: a
+        Redis that cannot be reached is logged, not raised (a request answering for a
+        committed change): whatever was not sent is queued in the database, and the
+        reaper sends it once Redis answers."""
         sends = [s for s in self.sends if s is not keep] if keep is not None else self.sends
-        if sends:
-            self.dispatcher.send(sends)
-        if self.runs:
-            self.dispatcher.publish(list(self.runs))
+        runs = list(self.runs)
+        steps: list[tuple[str, int, Callable[[], None]]] = [
+            ("stop", len(self.stops), lambda: self.dispatcher.stop(self.stops)),
+            ("send", len(sends), lambda: self.dispatcher.send(sends)),
+            ("publish", len(runs), lambda: self.dispatcher.publish(runs)),
+        ]
+        for what, count, step in steps:
+            if not count:
+                continue
+            try:
+                step()
+            except (RedisError, OSError) as exc:
+                if not tolerant:
+                    raise
+                LOG.warning("committed, but Redis is unreachable (%s): could not %s %d "
+                            "item(s); the reaper sends what is queued once it answers",
+                            exc, what, count)
         for level, line in self.lines:
             RUN_LOG.log(level, "%s", line)
 

@@ -33,6 +33,9 @@ class EngineSettings:
     def expression_budget(self) -> Budget:
         """The budget of every evaluation of a task's expressions (``dsl.budget``)."""
         return Budget(timeout=self.expression_timeout)
+    # TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE (starts a minute): run starts' quotas, 0 = none
+    team_max_active_runs: int = 0
+    team_run_rate: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -46,4 +49,6 @@ class EngineSettings:
             egress=EgressPolicy.from_config(config),
             expression_timeout=float(config.get("EXPRESSION_TIMEOUT") or 2.0),
             output_max_bytes=int(config.get("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)),
+            team_max_active_runs=int(config.get("TEAM_MAX_ACTIVE_RUNS") or 0),
+            team_run_rate=int(config.get("TEAM_RUN_RATE") or 0),
         )

@@ -51,6 +51,9 @@ class RunForm:
     errors: dict[str, str] = field(default_factory=dict)  # param name -> message
     messages: list[str] = field(default_factory=list)  # errors about no one field
     message: str = ""
+    # A refusal's status and headers (a quota's 429 and Retry-After), for the page.
+    status: int = 422
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _text(value: Any, param_type: str) -> str:
@@ -129,6 +132,7 @@ def start_from_form(workflow_id: str, form: Mapping[str, str]) -> tuple[Run | No
         abort(403)
     except ServiceError as exc:
         result.message = exc.message
+        result.status, result.headers = exc.status, exc.headers()
         for error in exc.errors:
             path = str(error.get("path", ""))
             name = path.removeprefix("params.")

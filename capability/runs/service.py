@@ -22,6 +22,7 @@ from capability.engine import controls, outbox, runner, state, subruns
 from capability.engine.decide import unknown_queues
 from capability.engine.dispatch import Dispatcher
 from capability.models import Run, TaskAttempt, TaskItem, TaskKind, TaskRun, Workflow
+from capability.runs import quotas
 
 # Who may ask for a run (``Run.trigger``); the engine's own sub-workflow runs say
 # "workflow".
@@ -80,32 +81,55 @@ def start_run(
     if errors:
         raise ValidationFailed("The run cannot start", errors)
     outbox.begin(session, dispatcher)
-    # Lock the workflow so concurrent starts agree on max_active_runs.
-    session.execute(select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
-    starts = state.below_limit(session, workflow.id, definition.max_active_runs)
-    run = Run(
-        workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
-        team_id=workflow.team_id, params=resolved, trigger=trigger,
-        idempotency_key=key, created_by=actor.username,
-    )
-    runner.open_run(session, run, definition, starts)
-    # Written now, not at the commit: the audit trail's lock (taken at the commit) is
-    # then held for its own rows only.
-    session.flush()
-    record(session, build_event(
-        actor, "start", "run", run.id, team=workflow.team.name,
-        tenant=workflow.team.tenant.name,
-        after={"workflow": workflow.name, "version": version.version, "trigger": trigger},
-    ))
     try:
-        outbox.commit(session)
-    except IntegrityError:  # the same key raced us; the other request's run wins
-        session.rollback()
-        existing = _by_key(session, workflow.id, key or "")
+        # Lock the workflow so concurrent starts agree on max_active_runs, and on the key:
+        # a start with the same key that committed while we waited is seen now (and
+        # answered with its run, whatever the quotas say now).
+        session.execute(
+            select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
+        if key is not None:
+            existing = _by_key(session, workflow.id, key)
+            if existing is not None:
+                outbox.rollback(session)
+                return existing, False
+        quotas.check_start(session, workflow.team, dispatcher.settings)
+        starts = state.below_limit(session, workflow.id, definition.max_active_runs)
+        run = Run(
+            workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
+            team_id=workflow.team_id, params=resolved, trigger=trigger,
+            idempotency_key=key, created_by=actor.username,
+        )
+        runner.open_run(session, run, definition, starts)
+        # Written now, not at the commit: the audit trail's lock (taken at the commit) is
+        # then held for its own rows only.
+        session.flush()
+        record(session, build_event(
+            actor, "start", "run", run.id, team=workflow.team.name,
+            tenant=workflow.team.tenant.name,
+            after={"workflow": workflow.name, "version": version.version, "trigger": trigger},
+        ))
+        box = outbox.commit(session, deliver=False)
+    except IntegrityError:
+        # The same key raced us where the workflow's lock does not hold (SQLite has no
+        # FOR UPDATE): the other request's run wins.
+        outbox.rollback(session)
+        existing = _by_key(session, workflow.id, key) if key is not None else None
         if existing is None:
             raise
         return existing, False
+    except BaseException:
+        outbox.rollback(session)
+        raise
+    _deliver(box)
     return run, True
+
+
+def _deliver(box: outbox.Outbox) -> None:
+    """After the commit, hand what it made ready to Redis. The answer no longer depends
+    on it: what could not be sent is queued in the database, and the reaper sends it
+    once Redis answers again (a client must not read a committed change as a failure,
+    and create it twice by retrying)."""
+    box.deliver(tolerant=True)
 
 
 def _by_key(session: DbSession, workflow_id: str, key: str) -> Run | None:
@@ -150,10 +174,11 @@ def control(
     try:
         done = CONTROLS[action](session, run.id)
         record(session, _event(actor, action, done, before))
-        outbox.commit(session)
+        box = outbox.commit(session, deliver=False)
     except BaseException:
         outbox.rollback(session)
         raise
+    _deliver(box)
     if action == "cancel":
         # Sub-workflow runs go with their parent, each in its own transaction.
         for child_id in subruns.live_children(session, run.id):
@@ -178,10 +203,11 @@ def answer_approval(
             session, run.id, task_id, actor.username, actor.roles, approve, comment)
         action = "approve" if approve else "reject"
         record(session, _event(actor, action, done, before, task=task_id, comment=comment))
-        outbox.commit(session)
+        box = outbox.commit(session, deliver=False)
     except BaseException:
         outbox.rollback(session)
         raise
+    _deliver(box)
     return done
 
 

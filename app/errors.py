@@ -9,9 +9,12 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
-    "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError", "ValidationFailed",
-    "parse",
+    "DATA_ERROR_MESSAGE", "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError",
+    "ValidationFailed", "parse",
 ]
+
+# The answer (422) to a value the database refused that no check caught: never its SQL.
+DATA_ERROR_MESSAGE = "A value is out of range or malformed for the database"
 
 
 class ServiceError(Exception):

@@ -210,8 +210,8 @@ def _view_named(name: str) -> Any:
 def _q_problem(api: Any) -> ServiceError | None:
     try:
         args = prison.loads(request.args["q"])
-    except Exception:
-        return None  # FAB answers 400 "Not a valid rison argument"
+    except Exception:  # FAB catches only prison's own error: 4.6e+80 raised a ValueError
+        return _problem(400, "Not a valid rison argument", "q", "not a rison value")
     if not isinstance(args, dict):
         return None
     for key in ("page", "page_size"):

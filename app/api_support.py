@@ -36,7 +36,7 @@ from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
 from app.errors import DATA_ERROR_MESSAGE, Forbidden, NotFound, PayloadTooLarge, ServiceError
 from app.extensions import db
-from app.openapi_docs import fix_operation, relations_by_name, to_many_as_lists
+from app.openapi_docs import fix_operation, model_columns_as_sent, relations_by_name
 from app.security.actor import Actor
 from app.security.request import request_actor
 
@@ -166,7 +166,7 @@ class QueryExamplesMixin:
         schemas = api_spec.components.schemas
         for name in (getattr(self, "list_model_schema_name", None),
                      getattr(self, "show_model_schema_name", None)):
-            to_many_as_lists(schemas.get(name), getattr(self, "datamodel", None))
+            model_columns_as_sent(schemas.get(name), getattr(self, "datamodel", None))
 
     def q_example(self, method: str) -> dict[str, Any] | None:
         if method == "get_list":

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 FIELD_LIST: dict[str, Any] = {
     "type": "array",
     "description": "the fields of the form: name, label, type, required, ...",
@@ -63,16 +65,29 @@ def fix_operation(datamodel: Any, method: str, operation: dict[str, Any]) -> Non
             props["filters"] = FILTERS
 
 
-def to_many_as_lists(schema: dict[str, Any] | None, datamodel: Any) -> None:
-    """FAB documents a to-many relation column (a user's roles) as one nested object;
-    it sends a list of them."""
+def model_columns_as_sent(schema: dict[str, Any] | None, datamodel: Any) -> None:
+    """FAB's row schema of a model, as FAB's own models are sent: a to-many relation (a
+    user's roles) is a list of objects, a to-one relation may be null (a user nobody
+    created), and a naive timestamp has no offset (so it is no RFC 3339 date-time)."""
     if not schema or datamodel is None:
         return
     props = schema.get("properties", {})
     for key, value in list(props.items()):
-        many = datamodel.is_relation_many_to_many(key) or datamodel.is_relation_one_to_many(key)
-        if isinstance(value, dict) and "$ref" in value and many:
-            props[key] = {"type": "array", "items": value}
+        if not isinstance(value, dict):
+            continue
+        if "$ref" in value:
+            many = (datamodel.is_relation_many_to_many(key)
+                    or datamodel.is_relation_one_to_many(key))
+            props[key] = ({"type": "array", "items": value} if many
+                          else {"allOf": [value], "nullable": True})
+        elif value.get("format") == "date-time" and _naive(datamodel, key):
+            props[key] = {k: v for k, v in value.items() if k != "format"}
+
+
+def _naive(datamodel: Any, key: str) -> bool:
+    column = datamodel.list_columns.get(key)
+    kind = getattr(column, "type", None)
+    return isinstance(kind, sa.DateTime) and not kind.timezone
 
 
 def relations_by_name(schema: dict[str, Any] | None,
@@ -83,7 +98,7 @@ def relations_by_name(schema: dict[str, Any] | None,
         return
     props = schema.get("properties", {})
     for key, value in list(props.items()):
-        if isinstance(value, dict) and "$ref" in value:
+        if isinstance(value, dict) and ("$ref" in value or "allOf" in value):
             props[key] = RELATION_NAME
     for old, new in (renamed or {}).items():
         if old in props:

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.support.app import api_token, auth
 
-EXAMPLES = 12
+EXAMPLES = 6
 CHECKS = [not_a_server_error, response_schema_conformance]
 
 # Left out, each with its reason:
@@ -34,6 +34,10 @@ EXCLUDED = re.compile(
     r"^(POST|PUT|DELETE) /api/v1/security/(users|roles|groups|resources|permissions)"
     r"|^POST /api/v1/security/login$"
 )
+
+# Checked for server errors only: FAB's menu API documents the separators of a menu
+# ("-") as objects, and it is FAB's class, registered by FAB, not one of ours.
+SCHEMA_UNCHECKED = {"GET /api/v1/menu/"}
 
 
 def _label(operation: Any) -> str:
@@ -71,7 +75,8 @@ def _fuzz(operation: Any, headers: dict[str, str], mode: Any) -> str | None:
               suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
         response = case.call(headers=headers)
-        case.validate_response(response, checks=CHECKS, headers=headers)
+        checks = [not_a_server_error] if _label(operation) in SCHEMA_UNCHECKED else CHECKS
+        case.validate_response(response, checks=checks, headers=headers)
 
     try:
         run()

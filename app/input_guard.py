@@ -41,7 +41,6 @@ RELATION_OPERATORS = frozenset({"rel_o_m", "nrel_o_m", "rel_m_m"})
 # FAB's list pages read these from every argument name that contains them.
 PAGE_ARG = re.compile(r"(?:page|psize)_(.*)")
 ORDER_ARG = re.compile(r"_oc_(.*)")
-FILTER_ARG = re.compile(r"_flt_(\d)_(.*)")
 
 
 def printable(text: str) -> str:
@@ -148,7 +147,7 @@ def _view_problem() -> ServiceError | None:
         return _q_problem(view) if "q" in request.args else None
     if method == "action_post" and request.method == "POST":
         return _action_problem(view)
-    return _list_args_problem(view) if hasattr(view, "datamodel") else None
+    return _list_args_problem() if hasattr(view, "datamodel") else None
 
 
 def _action_problem(view: Any) -> ServiceError | None:
@@ -176,9 +175,9 @@ def _int_problem(raw: Any, path: str, low: int, high: int) -> ServiceError | Non
     return None
 
 
-def _list_args_problem(view: Any) -> ServiceError | None:
+def _list_args_problem() -> ServiceError | None:
     """The list arguments FAB's pages read (``page_<View>``, ``psize_<View>``,
-    ``_oc_<View>``, ``_flt_<n>_<column>``)."""
+    ``_oc_<View>``) and pass to ``int()`` or ``ORDER BY`` unchecked."""
     for name, raw in request.args.items():
         if PAGE_ARG.search(name):
             found = _int_problem(raw, name, 0, MAX_PAGE)
@@ -191,14 +190,6 @@ def _list_args_problem(view: Any) -> ServiceError | None:
             if target is not None and columns is not None and raw not in columns:
                 return _problem(400, "Invalid sort column", name,
                                 f"one of {', '.join(columns)}" if columns else "not sortable")
-        flt = FILTER_ARG.search(name)
-        filters = getattr(view, "_filters", None)
-        if flt and filters is not None:
-            index, column = int(flt.group(1)), flt.group(2)
-            available = filters.get_search_filters().get(column)
-            if available is not None and index >= len(available):
-                return _problem(400, "Invalid filter", name,
-                                f"filter index must be below {len(available)}")
     return None
 
 

@@ -12,9 +12,11 @@ the rest.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 import prison
 from flask import current_app, request
@@ -37,6 +39,8 @@ NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 TEXT_OPERATORS = frozenset({"sw", "nsw", "ew", "new", "ct", "nct"})
 LIST_OPERATORS = frozenset({"in", "not_in"})
 RELATION_OPERATORS = frozenset({"rel_o_m", "nrel_o_m", "rel_m_m"})
+
+RISON_METHODS = frozenset({"get_list", "get", "info"})
 
 # FAB's list pages read these from every argument name that contains them.
 PAGE_ARG = re.compile(r"(?:page|psize)_(.*)")
@@ -144,7 +148,9 @@ def _view_problem() -> ServiceError | None:
         return None
     method = (request.endpoint or "").rsplit(".", 1)[-1]
     if isinstance(view, BaseApi):
-        return _q_problem(view) if "q" in request.args else None
+        # The operations that read q (FAB's @rison); elsewhere it is ignored.
+        reads_q = method in RISON_METHODS and "q" in request.args
+        return _q_problem(view) if reads_q else None
     if method == "action_post" and request.method == "POST":
         return _action_problem(view)
     return _list_args_problem() if hasattr(view, "datamodel") else None
@@ -198,10 +204,28 @@ def _view_named(name: str) -> Any:
     return next((v for v in appbuilder.baseviews if type(v).__name__ == name), None)
 
 
-def _q_problem(api: Any) -> ServiceError | None:
+UNREADABLE = object()
+
+
+def _parse_q(value: str) -> Any:
+    """``q`` read as FAB's ``@rison`` reads it: rison, else (FAB_API_ALLOW_JSON_QS) JSON;
+    ``UNREADABLE`` for what FAB cannot read either."""
     try:
-        args = prison.loads(request.args["q"])
+        return prison.loads(value)
+    except prison.decoder.ParserException:
+        if not current_app.config.get("FAB_API_ALLOW_JSON_QS", True):
+            return UNREADABLE
+        try:
+            return json.loads(parse_qs(f"q={value}")["q"][0])
+        except Exception:
+            return UNREADABLE
     except Exception:  # FAB catches only prison's own error: 4.6e+80 raised a ValueError
+        return UNREADABLE
+
+
+def _q_problem(api: Any) -> ServiceError | None:
+    args = _parse_q(request.args["q"])
+    if args is UNREADABLE:
         return _problem(400, "Not a valid rison argument", "q", "not a rison value")
     if not isinstance(args, dict):
         return None

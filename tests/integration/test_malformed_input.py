@@ -63,6 +63,7 @@ def errors_of(response: Any) -> dict[str, str]:
     ("(page:99999999999999999999)", "q.page", "must be between 0 and 2147483647"),
     ("(page:0,page_size:-5)", "q.page_size", "must be between 0 and 2147483647"),
     ("4.6694737685941405e+80", "q", "not a rison value"),
+    ('{"page": -1, "page_size": 10}', "q.page", "must be between 0 and 2147483647"),  # JSON
 ])
 def test_paging_and_unreadable_q_are_400(client, admin_h, path, q, where, reason):
     r = client.get(path, headers=admin_h, query_string={"q": q})

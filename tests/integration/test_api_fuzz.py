@@ -120,3 +120,27 @@ def test_real_items_match_their_documented_schema(
             case.validate_response(response, checks=CHECKS, headers=headers)
             checked.append(label)
     assert {"GET /api/v1/teams/{pk}", "GET /api/v1/tenants/{pk}"} <= set(checked)
+
+
+def test_the_document_describes_rows_as_they_are_sent(client: FlaskClient, factory: Any) -> None:
+    admin = factory.user("Admin")
+    spec = client.get("/api/v1/_openapi", headers=auth(api_token(client, admin["username"])))
+    schemas = spec.get_json()["components"]["schemas"]
+    paths = spec.get_json()["paths"]
+
+    def props(name: str) -> dict[str, Any]:
+        return dict(schemas[name]["properties"])
+
+    assert props("TeamApi.get_list")["tenant"]["type"] == "string"
+    assert props("TeamApi.get")["tenant"]["type"] == "string"
+    assert props("TeamApi.get")["members"]["items"] == {"type": "string"}
+    assert props("RunApi.get_list")["team"]["type"] == "string"
+    assert props("RunApi.get_list")["workflow"]["type"] == "string"
+    assert "version" in props("WorkflowApi.get_list")
+    assert "current_version" not in props("WorkflowApi.get_list")
+    assert props("UserApi.get_list")["roles"]["type"] == "array"
+    info = paths["/api/v1/teams/_info"]["get"]["responses"]["200"]["content"]
+    assert info["application/json"]["schema"]["properties"]["add_columns"]["type"] == "array"
+    listed = paths["/api/v1/security/users/"]["get"]["responses"]["200"]["content"]
+    ids = listed["application/json"]["schema"]["properties"]["ids"]
+    assert ids == {"type": "array", "items": {"type": "integer"}}

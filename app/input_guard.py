@@ -33,6 +33,7 @@ MAX_PAGE = 2**31 - 1
 MAX_INT = 2**63 - 1
 NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+TOO_DEEP = f"Request body is nested deeper than {MAX_JSON_DEPTH} levels"
 
 # FAB's own filter operators by what their value must be (custom filters are left to
 # their own code).
@@ -67,10 +68,10 @@ def _problem(status: int, message: str, path: str, reason: str) -> ServiceError:
     return exc
 
 
-def _nul_in(pairs: Iterable[tuple[str, Any]], prefix: str = "") -> str | None:
+def _nul_in(pairs: Iterable[tuple[str, Any]]) -> str | None:
     for key, value in pairs:
         if NUL in key or (isinstance(value, str) and NUL in value):
-            return prefix + printable(key)
+            return printable(key)
     return None
 
 
@@ -101,12 +102,11 @@ def _json_problem() -> ServiceError | None:
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
         return PayloadTooLarge(f"Request body is larger than {limit} bytes")
     except RecursionError:
-        return _problem(400, f"Request body is nested deeper than {MAX_JSON_DEPTH} levels",
-                        "$", "too deeply nested")
-    return None if payload is None else json_value_problem(payload)
+        return _problem(400, TOO_DEEP, "$", "too deeply nested")
+    return None if payload is None else _json_value_problem(payload)
 
 
-def json_value_problem(payload: Any) -> ServiceError | None:
+def _json_value_problem(payload: Any) -> ServiceError | None:
     """A JSON value's first NUL character or excessive nesting (walked without
     recursion, so any depth the parser accepted is safe to walk)."""
     stack: list[tuple[Any, tuple[Any, ...], int]] = [(payload, (), 1)]
@@ -119,8 +119,7 @@ def json_value_problem(payload: Any) -> ServiceError | None:
         if not isinstance(value, dict | list):
             continue
         if depth > MAX_JSON_DEPTH:
-            return _problem(400, f"Request body is nested deeper than {MAX_JSON_DEPTH} levels",
-                            error_path(loc), "too deeply nested")
+            return _problem(400, TOO_DEEP, error_path(loc), "too deeply nested")
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(key, str) and NUL in key:
@@ -165,7 +164,7 @@ def _action_problem(view: Any) -> ServiceError | None:
                     else "field required")
 
 
-def _int_problem(raw: Any, path: str, low: int, high: int) -> ServiceError | None:
+def _page_problem(raw: Any, path: str) -> ServiceError | None:
     if isinstance(raw, str):
         try:
             value = int(raw)
@@ -175,9 +174,9 @@ def _int_problem(raw: Any, path: str, low: int, high: int) -> ServiceError | Non
         value = raw
     else:
         return None  # other types: the caller's schema answers
-    if not low <= value <= high:
+    if not 0 <= value <= MAX_PAGE:
         return _problem(400, "Invalid paging argument", path,
-                        f"must be between {low} and {high}")
+                        f"must be between 0 and {MAX_PAGE}")
     return None
 
 
@@ -186,7 +185,7 @@ def _list_args_problem() -> ServiceError | None:
     ``_oc_<View>``) and pass to ``int()`` or ``ORDER BY`` unchecked."""
     for name, raw in request.args.items():
         if PAGE_ARG.search(name):
-            found = _int_problem(raw, name, 0, MAX_PAGE)
+            found = _page_problem(raw, name)
             if found:
                 return found
         order = ORDER_ARG.search(name)
@@ -231,7 +230,7 @@ def _q_problem(api: Any) -> ServiceError | None:
         return None
     for key in ("page", "page_size"):
         if key in args:
-            found = _int_problem(args[key], f"q.{key}", 0, MAX_PAGE)
+            found = _page_problem(args[key], f"q.{key}")
             if found:
                 return found
     filters = args.get("filters")

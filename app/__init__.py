@@ -28,6 +28,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
 
+
 class InsecureConfiguration(RuntimeError):
     pass
 

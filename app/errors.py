@@ -10,11 +10,17 @@ M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "DATA_ERROR_MESSAGE", "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError",
-    "ValidationFailed", "parse",
+    "ValidationFailed", "parse", "printable",
 ]
 
 # The answer (422) to a value the database refused that no check caught: never its SQL.
 DATA_ERROR_MESSAGE = "A value is out of range or malformed for the database"
+
+
+def printable(text: str) -> str:
+    """``text`` with its NUL characters spelled out: safe to store (PostgreSQL refuses
+    NUL in text), log or echo."""
+    return text.replace("\x00", "\\u0000")
 
 
 class ServiceError(Exception):

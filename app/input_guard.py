@@ -24,7 +24,7 @@ from flask_appbuilder.api import BaseApi
 from flask_appbuilder.models.filters import map_args_filter
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.errors import PayloadTooLarge, ServiceError, error_path
+from app.errors import PayloadTooLarge, ServiceError, error_path, printable
 
 MAX_JSON_DEPTH = 100
 # Paging arguments: an OFFSET of page * page_size (at most FAB's max page size) stays
@@ -46,11 +46,6 @@ RISON_METHODS = frozenset({"get_list", "get", "info"})
 # FAB's list pages read these from every argument name that contains them.
 PAGE_ARG = re.compile(r"(?:page|psize)_(.*)")
 ORDER_ARG = re.compile(r"_oc_(.*)")
-
-
-def printable(text: str) -> str:
-    """``text`` with its NUL characters spelled out: safe to store, log or echo."""
-    return text.replace(NUL, "\\u0000")
 
 
 def refusal() -> ServiceError | None:

@@ -6,8 +6,8 @@ from flask import Flask, Response, g, request
 
 from app.audit.context import current_actor
 from app.audit.recorder import build_event, record
+from app.errors import printable
 from app.extensions import db
-from app.input_guard import printable
 from app.security.request import request_id
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -10,10 +10,12 @@ from flask import Flask, current_app, g, jsonify, render_template, request
 from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 import config as default_config
 from app import db_pool  # pool listeners (idle connections tested), RetryReads
+from app.errors import DATA_ERROR_MESSAGE
 from app.extensions import db, init_migrate
 from app.process import WEB, WORKER, process_role
 from app.security.roles import ADMIN
@@ -79,9 +81,28 @@ def _json_errors(app: Flask) -> None:
             return _error_response(413, f"Request body is larger than {limit} bytes")
         return None
 
+    @app.before_request
+    def _refuse_malformed() -> Any:
+        from app.input_guard import refusal
+
+        found = refusal()
+        if found is None:
+            return None
+        if request.path.startswith("/api/"):
+            return jsonify(found.body()), found.status
+        return _error_response(found.status, str(found))
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         return _error_response(exc.code or 500, exc.description or exc.name, exc)
+
+    @app.errorhandler(DataError)
+    def _data_error(exc: DataError) -> Any:
+        # A value the database refused (out of range, malformed for its type) that no
+        # check caught: the client's input, not a fault of ours. No SQL in the answer.
+        log.warning("database refused a value: %s", exc.orig)
+        db.session.rollback()
+        return _error_response(422, DATA_ERROR_MESSAGE)
 
 
 def _error_response(code: int, message: str, exc: HTTPException | None = None) -> Any:
@@ -89,7 +110,7 @@ def _error_response(code: int, message: str, exc: HTTPException | None = None) -
     if request.path.startswith("/api/"):
         return jsonify({"message": message}), code
     appbuilder = current_app.extensions.get("appbuilder")
-    if appbuilder is None or code not in (400, 403, 404, 413):
+    if appbuilder is None or code not in (400, 403, 404, 413, 422):
         return exc if exc is not None else (message, code)
     if "user" not in g:  # refused (CSRF) before FAB's own before_request set it
         from flask_login import current_user

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -27,13 +28,15 @@ from flask_appbuilder.const import (
     API_SHOW_TITLE_RIS_KEY,
 )
 from flask_appbuilder.security.decorators import permission_name
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.audit.recorder import build_event, record
 from app.audit.web import mark_audited
-from app.errors import Forbidden, NotFound, PayloadTooLarge, ServiceError
+from app.errors import DATA_ERROR_MESSAGE, Forbidden, NotFound, PayloadTooLarge, ServiceError
 from app.extensions import db
+from app.openapi_docs import fix_operation, model_columns_as_sent, relations_by_name
 from app.security.actor import Actor
 from app.security.request import request_actor
 
@@ -151,12 +154,21 @@ class QueryExamplesMixin:
     ``"string"``, ``page_size: 0``. "Try it out" then fails with its pre-filled value.
     An example placed on the parameter wins over the schema's, and this one is built
     from the API's own order columns, so it works as it is.
+
+    Also FAB's generic response schemas, corrected to what is sent (app.openapi_docs).
     """
 
     datamodel: Any
     order_columns: list[str]
     base_order: Any
     page_size: int
+
+    def add_apispec_components(self, api_spec: Any) -> None:
+        super().add_apispec_components(api_spec)  # type: ignore[misc]
+        schemas = api_spec.components.schemas
+        for name in (getattr(self, "list_model_schema_name", None),
+                     getattr(self, "show_model_schema_name", None)):
+            model_columns_as_sent(schemas.get(name), getattr(self, "datamodel", None))
 
     def q_example(self, method: str) -> dict[str, Any] | None:
         if method == "get_list":
@@ -180,7 +192,11 @@ class QueryExamplesMixin:
     ) -> None:
         super().operation_helper(  # type: ignore[misc]
             path=path, operations=operations, methods=methods, func=func, **kwargs)
-        example = self.q_example(func.__name__) if func is not None else None
+        if func is None:
+            return
+        for operation in (operations or {}).values():
+            fix_operation(getattr(self, "datamodel", None), func.__name__, operation)
+        example = self.q_example(func.__name__)
         if example is None or not operations:
             return
         for operation in operations.values():
@@ -192,6 +208,28 @@ class QueryExamplesMixin:
 
 class UuidModelApi(QueryExamplesMixin, ModelRestApi):
     """FAB's ModelRestApi reads one row at ``/<int:pk>``; our ids are UUIDv7 strings."""
+
+    def response_500(self, message: str | None = None) -> Response:
+        # FAB's @safe answers every exception with this; one the database raised for a
+        # value it refused is the client's input (the app's DataError handler, for APIs).
+        if isinstance(sys.exc_info()[1], DataError):
+            db.session.rollback()
+            return self.response(422, message=DATA_ERROR_MESSAGE)
+        return super().response_500(message)  # type: ignore[no-any-return]
+
+    # Fields of a list row sent under another name than the model's (pre_get_list).
+    renamed_list_fields: dict[str, str] = {}
+    # Fields an item (get) has beyond its show columns (pre_get), as JSON Schemas.
+    extra_show_fields: dict[str, Any] = {}
+
+    def add_apispec_components(self, api_spec: Any) -> None:
+        super().add_apispec_components(api_spec)
+        schemas = api_spec.components.schemas
+        relations_by_name(schemas.get(self.list_model_schema_name), self.renamed_list_fields)
+        show = schemas.get(self.show_model_schema_name)
+        relations_by_name(show)
+        if show is not None:
+            show.setdefault("properties", {}).update(self.extra_show_fields)
 
     @expose("/<pk>", methods=["GET"])
     @protect()
@@ -209,7 +247,15 @@ class UuidModelApi(QueryExamplesMixin, ModelRestApi):
           parameters:
           - {in: path, name: pk, schema: {type: string}}
           responses:
-            200: {description: the item}
+            200:
+              description: the item
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      id: {type: string}
+                      result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
             404: {description: "not found, or not in your scope"}
         """
         return self.get_headless(pk, **kwargs)

@@ -9,9 +9,18 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
-    "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError", "TooManyRequests",
-    "ValidationFailed", "parse",
+    "DATA_ERROR_MESSAGE", "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServiceError",
+    "TooManyRequests", "ValidationFailed", "parse", "printable",
 ]
+
+# The answer (422) to a value the database refused that no check caught: never its SQL.
+DATA_ERROR_MESSAGE = "A value is out of range or malformed for the database"
+
+
+def printable(text: str) -> str:
+    """``text`` with its NUL characters spelled out: safe to store (PostgreSQL refuses
+    NUL in text), log or echo."""
+    return text.replace("\x00", "\\u0000")
 
 
 class ServiceError(Exception):

@@ -52,6 +52,8 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
     base_order = ("name", "asc")
     base_filters = [["id", LiveOnly, lambda: None]]
 
+    renamed_list_fields = {"current_version": "version"}
+
     def pre_get_list(self, data: dict[str, Any]) -> None:
         for item in data.get("result", []):
             item["team"] = (item.get("team") or {}).get("name")

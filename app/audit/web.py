@@ -6,6 +6,7 @@ from flask import Flask, Response, g, request
 
 from app.audit.context import current_actor
 from app.audit.recorder import build_event, record
+from app.errors import printable
 from app.extensions import db
 from app.security.request import request_id
 
@@ -30,7 +31,7 @@ def _record_request(outcome: str, status: int) -> None:
             actor,
             "access" if outcome == "denied" else request.method.lower(),
             "endpoint",
-            request.path,
+            printable(request.path),  # a NUL in the URL cannot be stored in PostgreSQL
             outcome=outcome,
             after={"method": request.method, "endpoint": request.endpoint, "status": status},
         ),

@@ -86,6 +86,9 @@ class TeamApi(ScopedMixin, UuidModelApi):
     show_columns = ["id", "name", "tenant.name", "created_at"]
     order_columns = ["name", "created_at"]
     search_columns = ["name", "tenant"]
+    extra_show_fields = {
+        "members": {"type": "array", "items": {"type": "string"}, "description": "usernames"},
+    }
 
     def pre_get(self, data: dict[str, Any]) -> None:
         result = data.get("result", {})

@@ -28,14 +28,14 @@ class EngineSettings:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     expression_timeout: float = 2.0  # EXPRESSION_TIMEOUT: one evaluation's time budget
     output_max_bytes: int = 1024 * 1024  # TASK_OUTPUT_MAX_BYTES: an attempt's stored output
+    # TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE (starts a minute): run starts' quotas, 0 = none
+    team_max_active_runs: int = 0
+    team_run_rate: int = 0
 
     @property
     def expression_budget(self) -> Budget:
         """The budget of every evaluation of a task's expressions (``dsl.budget``)."""
         return Budget(timeout=self.expression_timeout)
-    # TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE (starts a minute): run starts' quotas, 0 = none
-    team_max_active_runs: int = 0
-    team_run_rate: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:

@@ -1,7 +1,7 @@
 """indexes for the per-team quotas on run starts
 
-Revision ID: 0011
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07 03:10:00
 
 TEAM_MAX_ACTIVE_RUNS counts a team's unfinished runs and TEAM_RUN_RATE its starts of
@@ -11,8 +11,8 @@ team ever had.
 from alembic import op
 
 
-revision = '0011'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

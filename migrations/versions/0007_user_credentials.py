@@ -1,6 +1,6 @@
 """credentials generation per user (revocation)
 
-Revision ID: 0007a
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-07 03:00:00
 
@@ -12,7 +12,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007a'
+revision = '0007'
 down_revision = '0006'
 branch_labels = None
 depends_on = None

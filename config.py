@@ -63,6 +63,10 @@ RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
 TASK_DEFAULT_TIMEOUT = _int("TASK_DEFAULT_TIMEOUT", 3600)
 # `python` tasks may only name callables in these packages (DSL.md); empty = none.
 PYTHON_TASK_PREFIXES = _list("PYTHON_TASK_PREFIXES", [])
+# A task's or element's output whose JSON is longer than this many characters is shown
+# cut (a preview and its size) in a run's JSON and page; fetched whole from
+# GET /api/v1/runs/<id>/tasks/<task_id>/output.
+API_VALUE_MAX_CHARS = _int("API_VALUE_MAX_CHARS", 65536)
 PORT = _int("PORT", 8080)
 WORKERS = _int("WORKERS", 2)
 

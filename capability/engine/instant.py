@@ -112,6 +112,8 @@ def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
         return NOT_RUN  # stale or duplicate, or the run is paused or over
     plan = state.plan_for_version(session, run.version_id)
     spec = plan.specs[run.task_id]
+    if spec.for_each is not None:
+        return None  # the attempt that makes its elements (``runner.begin_attempt``)
     scope = state.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
     ctx = AttemptContext(attempt_id, run.number, run.id, spec, plan.definition, scope,
                          plan.timeouts[run.task_id])

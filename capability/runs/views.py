@@ -200,6 +200,15 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
+# The panel run_page.js copies for a task drawn on demand (its id is put in for this one).
+BLANK: dict[str, Any] = {
+    "blank": True, "task_id": "__task__", "type": "", "status": "pending", "depends_on": [],
+    "is_approval": False, "started_at": None, "finished_at": None, "reason": None,
+    "items": [], "items_total": 0, "error": None, "attempt_history": [],
+    "attempt_history_total": 0, "output_cut": None, "output_json": None,
+}
+
+
 def _output_text(task: dict[str, Any]) -> str | None:
     cut = task.get("output_cut")
     if cut:  # the start of its JSON; the panel says how large it is and links to it whole
@@ -244,8 +253,13 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
     first = ids[0] if ids else None
     selected = wanted if wanted in ids else next(
         (t["task_id"] for s in ATTENTION for t in tasks if t["status"] == s), first)
+    # A 1,000-task run's page drew 1,000 panels (4 MB); the rest are built on demand.
+    drawn = set(ids[:snapshot.PAGE]) | {selected} | {t["task_id"] for t in tasks
+                                                     if t["is_approval"]}
+    panels = [t for t in tasks if t["task_id"] in drawn] + [BLANK]
     return {
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,
+        "panels": panels,
         "actions": ACTIONS,
         "state": live.run_state(db.session, run), "params_json": _pretty(data["params"]),
         "may_control": may_control(actor, run.team_id),

@@ -137,6 +137,7 @@
     if (!run || run.id !== this.id) return;
     var self = this;
     this.state = run;
+    if (full) this.full = run;
     setLabel(document.getElementById("run-status"), run.status);
     document.getElementById("run-started").textContent = when(run.started_at);
     document.getElementById("run-finished").textContent = when(run.finished_at);
@@ -437,9 +438,45 @@
     socket.on("disconnect", function () { self.poll(); });
   };
 
+  /* A task's panel, built from the blank one when the page did not draw it (a large
+   * run's page draws the first tasks' panels only). */
+  RunPage.prototype.build = function (id) {
+    var blank = document.getElementById("task-panel-template");
+    var svg = document.getElementById("run-graph");
+    if (!blank || !svg || !id) return null;
+    var graph = JSON.parse(svg.getAttribute("data-graph") || "{}");
+    var node = (graph.nodes || []).filter(function (n) { return n.id === id; })[0];
+    if (!node) return null;
+    var panel = blank.content.firstElementChild.cloneNode(true);
+    panel.id = "task-" + id;
+    panel.setAttribute("data-task", id);
+    panel.querySelectorAll("[data-task]").forEach(function (el) { el.setAttribute("data-task", id); });
+    panel.querySelectorAll("a.apg-more").forEach(function (a) {
+      a.setAttribute("href", a.getAttribute("href").replace("__task__", encodeURIComponent(id)));
+    });
+    panel.querySelector(".apg-task-title").textContent = id;
+    panel.querySelector(".apg-task-type").textContent = node.type || "";
+    var deps = panel.querySelector(".apg-task-deps");
+    var ups = (graph.edges || []).filter(function (e) { return e[1] === id; });
+    if (ups.length) {
+      deps.textContent = "";
+      ups.forEach(function (e) {
+        var code = document.createElement("code");
+        code.textContent = e[0];
+        deps.appendChild(code);
+        deps.appendChild(document.createTextNode(" "));
+      });
+    }
+    blank.parentNode.insertBefore(panel, blank);
+    this.apply(this.state, false);
+    var full = this.full && this.full.tasks.filter(function (t) { return t.task_id === id; })[0];
+    if (full && !this.more[id]) { this.items(panel, full, true); this.fill(panel, full); }
+    return panel;
+  };
+
   RunPage.prototype.select = function (id, remember) {
     var self = this;
-    if (!this.task(id)) return;
+    if (!this.task(id) && !this.build(id)) return;
     this.root.querySelectorAll(".apg-task-detail").forEach(function (p) {
       show(p, p.getAttribute("data-task") === id);
     });

@@ -306,3 +306,34 @@ def test_load_more_items_keeps_following_the_run(
     settle(page)
     page.screenshot(path=str(screenshots / "phone_run_items_more.png"))
     assert_no_csp_errors(console)
+
+
+def test_a_task_past_the_drawn_panels_opens_on_demand(
+    app: Flask, page: Any, factory: Any, console: ConsoleLog
+) -> None:
+    """A run of 105 tasks: the page draws the first 100 panels; selecting the last task
+    builds its panel with its dependencies, status, attempts and output."""
+    team = factory.team()
+    author = factory.user("Author", teams=[team])
+    client = app.test_client()
+    headers = auth(api_token(client, author["username"]))
+    tasks = [{"id": "t000", "type": "noop"}] + [
+        {"id": f"t{i:03d}", "type": "noop", "depends_on": ["t000"],
+         "with": {"value": f"out {i}"}} for i in range(1, 105)]
+    r = client.post("/api/v1/workflows/", headers=headers, json={
+        "team": team["name"], "definition": {"name": unique("wide"), "tasks": tasks}})
+    run_id = client.post(f"/api/v1/workflows/{r.get_json()['id']}/runs",
+                         headers=headers).get_json()["id"]
+    assert drain(app, run_id) == "succeeded"
+    login(page, author["username"], author["password"])
+    page.goto(f"/runs/{run_id}")
+    assert page.locator(".apg-task-detail").count() == 100
+    page.locator('.apg-task-item[data-task="t104"]').click()
+    panel = page.locator("#task-t104")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".apg-task-title")).to_have_text("t104")
+    expect(panel.locator(".apg-task-deps")).to_have_text("t000")
+    expect(panel.locator(".panel-heading .apg-status")).to_have_text("succeeded")
+    expect(panel.locator(".apg-task-output")).to_have_text('"out 104"')
+    expect(panel.locator(".apg-attempts tbody tr")).to_have_count(1)
+    assert_no_csp_errors(console)

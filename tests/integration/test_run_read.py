@@ -12,11 +12,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.extensions import db
+from app.runtime.redis_conn import get_redis
 from capability.engine import snapshot
 from capability.models import TaskItem, TaskRun
 from tests.support.app import Factory
 from tests.support.driver import Driver, noop, statements
+from tests.support.engine import drain
 from tests.support.pages import login
+from tests.support.runs import reap_now
 
 
 def _chain(size: int, elements: int) -> list[dict[str, Any]]:
@@ -153,3 +156,19 @@ def _elements(app: Flask, run_id: str) -> int:
             .where(TaskRun.run_id == run_id)).scalar()
         db.session.remove()
     return int(made or 0)
+
+
+def test_a_lost_expansion_is_sent_again(app: Flask, client: FlaskClient,
+                                        author: dict[str, Any]) -> None:
+    """The job that makes the elements is an attempt like any other: lost with Redis,
+    the reaper sends it again and the elements are made once."""
+    r = client.post("/api/v1/workflows/", headers=author["h"], json={
+        "team": author["team"]["name"],
+        "definition": {"name": "lost-expansion", "tasks": _chain(2, 4)}})
+    run_id = client.post(f"/api/v1/workflows/{r.get_json()['id']}/runs",
+                         headers=author["h"], json={}).get_json()["id"]
+    get_redis(app).flushdb()  # the job is gone; its attempt is still queued
+    report = reap_now(app)
+    assert report.resent >= 1  # (and queued attempts of earlier tests)
+    assert drain(app, run_id) == "succeeded"
+    assert _elements(app, run_id) == 4

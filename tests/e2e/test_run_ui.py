@@ -295,7 +295,7 @@ def test_load_more_items_keeps_following_the_run(
     expect(panel.locator(".apg-item-chips .apg-status")).to_have_count(150)
     expect(panel.locator(".apg-items-more")).to_be_hidden()
     settle(page)
-    panel.screenshot(path=str(screenshots / "run_items_more.png"))
+    panel.locator(".apg-items").screenshot(path=str(screenshots / "run_items_more.png"))
     answer = client.post(f"/api/v1/runs/{run_id}/tasks/gate/approve", headers=headers,
                          json={})
     assert answer.status_code == 200, answer.get_json()
@@ -304,6 +304,7 @@ def test_load_more_items_keeps_following_the_run(
     expect(panel.locator(".apg-item-chips .apg-status")).to_have_count(150)
     page.set_viewport_size({"width": 390, "height": 844})
     settle(page)
+    panel.locator(".apg-items").scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / "phone_run_items_more.png"))
     assert_no_csp_errors(console)
 

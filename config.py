@@ -92,6 +92,10 @@ TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
 # Workers and schedulers that lose Redis try again after 1, 2, 4 ... seconds, at most
 # this many between tries, for as long as it takes.
 REDIS_RECONNECT_MAX = _int("REDIS_RECONNECT_MAX", 30)
+# A task's or element's output whose JSON is longer than this many characters is shown
+# cut (a preview and its size) in a run's JSON and page; fetched whole from
+# GET /api/v1/runs/<id>/tasks/<task_id>/output.
+API_VALUE_MAX_CHARS = _int("API_VALUE_MAX_CHARS", 65536)
 PORT = _int("PORT", 8080)
 # Seconds after start during which /health does not count a queue without a live
 # worker as a failure (workers start alongside the web server).

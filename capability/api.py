@@ -224,7 +224,7 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
                     params: {type: object}
                     idempotency_key: {type: string}
           responses:
-            201: {description: "the run, status queued"}
+            201: {description: "the run's summary (task_counts, no tasks), status queued"}
             200: {description: "the run created earlier with the same idempotency key"}
             404: {description: not found}
             422: {description: "params that break their declarations: every error"}
@@ -236,8 +236,11 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
             body = parse(runs.StartRunIn, _optional_body())
             started, created = runs.start_run(
                 db.session, actor, dispatcher_for(current_app), pk, body, trigger="api")
+            # The run's summary (its task counts, not its tasks): a start answers in the
+            # same time whatever the size of the run (GET /api/v1/runs/<id> has the rest).
             return self.response(201 if created else 200, id=started.id,
-                                 result=runs.run_dict(db.session, started, actor))
+                                 result=runs.run_dict(db.session, started, actor,
+                                                      with_tasks=False))
 
         return call_service("start", "run", pk, run)
 

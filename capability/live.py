@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -57,9 +56,12 @@ def run_state(session: DbSession, run: Any) -> dict[str, Any]:
     why a task did not run, and the controls the run allows now (``controls``, without
     who the watcher is: the page shows a control only to those who may use it).
 
-    Three statements whatever the size of the run (tasks, elements, attempts; a fourth
-    for a queued run), so a publish after each step of a large run stays cheap; the same
-    data as the tasks of ``runs.run_dict``."""
+    Four statements whatever the size of the run (``engine.snapshot``: tasks, a page of
+    elements, element counts, a page of attempts; a fifth for a queued run), so a
+    publish after each step of a large run stays cheap. Each task carries the first
+    ``snapshot.PAGE`` elements and attempts with their totals (``items_total``,
+    ``item_counts``, ``attempt_history_total``): a 5,000-element task's state is no
+    longer every element twice a second."""
     state: dict[str, Any] = _state(session, run, raw=False)
     return state
 
@@ -80,54 +82,39 @@ def run_state_json(session: DbSession, run: Any) -> RawJSON:
 def _state(session: DbSession, run: Any, raw: bool) -> Any:
     # On first use: the scheduler registers the publisher but never publishes, and loads
     # no engine (tests/integration/test_worker_role.py).
+    from capability.engine import snapshot
     from capability.engine import state as engine_state
     from capability.engine.decide import controls_over
-    from capability.models import TaskAttempt, TaskItem, TaskKind, TaskRun
+    from capability.models import TaskKind
 
     encode: Any = json.dumps if raw else (lambda value: value)
-    tasks = session.execute(
-        select(TaskRun.id, TaskRun.kind, TaskRun.task_id, TaskRun.status, TaskRun.attempts,
-               TaskRun.reason, TaskRun.started_at, TaskRun.finished_at)
-        .where(TaskRun.run_id == run.id).order_by(TaskRun.position)).all()
-    items: dict[str, list[Any]] = defaultdict(list)
-    for task_run_id, index, status in session.execute(
-            select(TaskItem.task_run_id, TaskItem.index, TaskItem.status)
-            .join(TaskRun, TaskItem.task_run_id == TaskRun.id)
-            .where(TaskRun.run_id == run.id).order_by(TaskItem.index)):
-        items[task_run_id].append(encode({"index": index, "status": status}))
-    attempts: dict[str, list[Any]] = defaultdict(list)
-    for a in session.execute(
-            select(TaskAttempt.task_run_id, TaskAttempt.number, TaskAttempt.status,
-                   TaskAttempt.worker, TaskAttempt.started_at, TaskAttempt.finished_at,
-                   TaskItem.index)
-            .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
-            .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
-            .where(TaskRun.run_id == run.id)
-            .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)):
-        attempts[a.task_run_id].append(encode({
+    reads = snapshot.read(session, run.id, full=False)
+
+    def state(t: snapshot.TaskRead) -> Any:
+        row = t.row
+        own = {"task_id": row.task_id, "status": row.status, "attempts": row.attempts,
+               "reason": row.reason, "started_at": iso(row.started_at),
+               "finished_at": iso(row.finished_at), "items_total": t.items_total,
+               "item_counts": t.item_counts, "attempt_history_total": t.attempts_total}
+        items = [encode({"index": i.index, "status": i.status}) for i in t.items]
+        attempts = [encode({
             "number": a.number, "status": a.status, "worker": a.worker,
             "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
-            "item": a.index,
-        }))
-
-    def state(t: Any) -> Any:
-        own = {"task_id": t.task_id, "status": t.status, "attempts": t.attempts,
-               "reason": t.reason, "started_at": iso(t.started_at),
-               "finished_at": iso(t.finished_at)}
+            "item": a.item,
+        }) for a in t.attempts]
         if not raw:
-            return {**own, "items": items.get(t.id, []),
-                    "attempt_history": attempts.get(t.id, [])}
-        return (json.dumps(own)[:-1] + ', "items": [' + ", ".join(items.get(t.id, ()))
-                + '], "attempt_history": [' + ", ".join(attempts.get(t.id, ())) + "]}")
+            return {**own, "items": items, "attempt_history": attempts}
+        return (json.dumps(own)[:-1] + ', "items": [' + ", ".join(items)
+                + '], "attempt_history": [' + ", ".join(attempts) + "]}")
 
-    rule = controls_over(run.status, ((t.kind, t.status) for t in tasks),
+    rule = controls_over(run.status, ((t.row.kind, t.row.status) for t in reads),
                          lambda: engine_state.admitted(session, run.id))
     head = {"id": run.id, "status": run.status, "created_at": iso(run.created_at),
             "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
             "controls": list(rule.allowed), "retry_blocked": rule.retry_blocked}
-    ran = [state(t) for t in tasks if t.kind == TaskKind.TASK]
+    ran = [state(t) for t in reads if t.row.kind == TaskKind.TASK]
     # The undo steps that ran because the run failed, in the order they ran.
-    undone = [state(t) for t in tasks if t.kind == TaskKind.COMPENSATION]
+    undone = [state(t) for t in reads if t.row.kind == TaskKind.COMPENSATION]
     if not raw:
         return {**head, "tasks": ran, "compensations": undone}
     return RawJSON(json.dumps(head)[:-1] + ', "tasks": [' + ", ".join(ran)

@@ -25,7 +25,19 @@ def _items(session: DbSession, task: TaskRun) -> list[TaskItem]:
 
 def start(session: DbSession, run: Any, task: TaskRun, spec: dsl.TaskSpec,
           definition: dsl.WorkflowDefinition) -> None:
-    """The task became ready: evaluate its list and queue the first elements."""
+    """The task became ready: a job makes its elements (``expand``, on a worker).
+
+    Not the transaction that decided it, which may be a web request (a start, a resume,
+    a retry): a 5,000-element list made there took the request 7.7 s. The task is
+    queued with one attempt of no element; ``runner.begin_attempt`` expands it instead
+    of running it, and the reaper sends it again like any attempt whose job is lost."""
+    task.status = TaskStatus.QUEUED.value
+    state.new_attempt(session, task, spec, definition, AttemptStatus.QUEUED)
+
+
+def expand(session: DbSession, run: Any, task: TaskRun, spec: dsl.TaskSpec,
+           definition: dsl.WorkflowDefinition) -> None:
+    """Evaluate the task's list and queue the first elements (on a worker)."""
     scope: dict[str, Any] = {}
     try:
         plan = plan_of(definition)

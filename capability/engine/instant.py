@@ -114,6 +114,8 @@ def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
     spec = plan.specs[run.task_id]
     if state.evaluates(spec):
         return None  # never evaluated under the lock taken here: the general path
+    if spec.for_each is not None:
+        return None  # the attempt that makes its elements (``runner.begin_attempt``)
     scope = state.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
     ctx = AttemptContext(attempt_id, run.number, run.id, spec, plan.definition, scope,
                          plan.timeouts[run.task_id])

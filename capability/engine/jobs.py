@@ -285,6 +285,9 @@ def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: 
         outbox.begin(session, dispatcher)
         step = runner.begin_attempt(session, attempt_id, worker, exclusive=exclusive,
                                     early=early, again=again)
+        if isinstance(step, runner.Expanded):  # elements made: kept, nothing to run
+            outbox.commit(session)
+            return None
         if step is None or isinstance(step, runner.Again):
             outbox.rollback(session)
         if not isinstance(step, runner.Again):

@@ -28,12 +28,13 @@ from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance, compensation, foreach, outbox, state
+from capability.engine.decide import Plan
 from capability.engine.dispatch import Send
 from capability.engine.state import AttemptContext, Outcome
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskKind, TaskRun
 
-__all__ = ["Again", "AttemptContext", "Outcome", "await_approval", "begin_attempt",
-           "complete_attempt", "defer_attempt", "open_run", "seconds_early"]
+__all__ = ["EXPANDED", "Again", "AttemptContext", "Expanded", "Outcome", "await_approval",
+           "begin_attempt", "complete_attempt", "defer_attempt", "open_run", "seconds_early"]
 
 
 @dataclass
@@ -163,9 +164,10 @@ _BEGIN_READ = (
 
 def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
                   exclusive: bool = False, early: bool = False, again: bool = False
-                  ) -> AttemptContext | Again | None:
+                  ) -> AttemptContext | Again | Expanded | None:
     """Mark the attempt running: its context, or None when it must not run (stale,
-    duplicate, run over, paused), or ``Again``.
+    duplicate, run over, paused), or ``Again``, or ``Expanded`` (a for_each task's
+    elements were made: commit, run nothing).
 
     ``exclusive``: lock the run exclusively (an instant attempt, completed in the same
     transaction, or a queued run's first begin). ``early``: a job that arrives before
@@ -204,6 +206,12 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
         step = session.get(TaskRun, run.task_row)
         assert step is not None
         spec = compensation.spec_for(plan.definition, step)
+    if spec.for_each is not None and not row.item_id:
+        # The attempt that makes a for_each task's elements (``foreach.start``).
+        if not exclusive:
+            return Again(exclusive=True)
+        _expand(session, run, plan, spec, attempt_id)
+        return EXPANDED
     at = state.now()
     if run.status == RunStatus.QUEUED:
         state.run_begins(conn, run.id, at)
@@ -216,6 +224,39 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
         attempt_id, row.number, run.id, spec, plan.definition, scope,
         dsl.effective_timeout(spec, plan.definition.defaults),
     )
+
+
+class Expanded:
+    """``begin_attempt`` made a for_each task's elements instead of beginning an
+    attempt: the owner commits, and nothing runs."""
+
+
+EXPANDED = Expanded()
+
+
+def _expand(session: DbSession, row: Any, plan: Plan, spec: dsl.TaskSpec,
+            attempt_id: str) -> None:
+    """Make the elements of a for_each task (or undo step) and queue the first ones, under
+    the run's exclusive lock. The attempt that asked is dropped: a task's attempts are
+    its tries (its elements' attempts), not this bookkeeping."""
+    if row.status == RunStatus.QUEUED:
+        state.run_begins(session.connection(), row.id, state.now())
+    run = session.execute(select(Run).options(lazyload("*")).where(Run.id == row.id)
+                          .execution_options(populate_existing=True)).scalar_one()
+    task = session.get(TaskRun, row.task_row, populate_existing=True)
+    attempt = session.get(TaskAttempt, attempt_id)
+    assert task is not None and attempt is not None
+    task.attempts -= 1
+    task.current_attempt_id = None
+    session.delete(attempt)
+    foreach.expand(session, run, task, spec, plan.definition)
+    outbox.of(session).touch(run.id)
+    if task.status not in dsl.FINISHED_TASK_STATUSES:
+        return
+    if task.kind == compensation.KIND:  # an empty list: the next undo step, or the end
+        advance.advance(session, run, plan.definition)
+    else:
+        advance.advance_from(session, run, plan, task)
 
 
 def complete_attempt(session: DbSession, attempt_id: str, outcome: Outcome) -> bool:

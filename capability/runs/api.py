@@ -9,6 +9,7 @@ from flask import Response, current_app, request
 from flask_appbuilder.api import expose, protect, safe
 from flask_appbuilder.hooks import before_request
 from flask_appbuilder.models.sqla.interface import SQLAInterface
+from pydantic import BaseModel, Field
 
 from app.api_support import UuidModelApi, call_service, json_body, json_error
 from app.errors import parse
@@ -24,6 +25,22 @@ from capability.runs.filters import RunArgsFilter
 STATUSES = {s.value for s in RunStatus}
 
 
+class OutputIn(BaseModel):
+    item: int | None = Field(default=None, ge=0)
+
+
+def _args(*names: str) -> dict[str, str]:
+    return {n: request.args[n] for n in names if n in request.args}
+
+
+def _page() -> runs.PageIn:
+    return parse(runs.PageIn, _args(*runs.PageIn.model_fields))
+
+
+def _max_value() -> int:
+    return int(current_app.config.get("API_VALUE_MAX_CHARS", 65536))
+
+
 class RunApi(ScopedMixin, UuidModelApi):
     resource_name = "runs"
     datamodel = SQLAInterface(Run)
@@ -31,11 +48,11 @@ class RunApi(ScopedMixin, UuidModelApi):
     method_permission_name = {
         "get_list": "read", "get": "read", "info": "read", "cancel": "control",
         "pause": "control", "resume": "control", "retry": "control", "approve": "control",
-        "reject": "control",
+        "reject": "control", "task": "read", "output": "read",
     }
     allow_browser_login = True
     include_route_methods = {"get_list", "get", "info", "cancel", "pause", "resume", "retry",
-                             "approve", "reject"}
+                             "approve", "reject", "task", "output"}
     list_columns = ["id", "workflow_id", "workflow.name", "workflow_version", "team.name",
                     "status", "trigger", "params", "created_by", "created_at", "started_at",
                     "finished_at"]
@@ -61,25 +78,90 @@ class RunApi(ScopedMixin, UuidModelApi):
     @protect()
     @safe
     def get(self, pk: str, **_: Any) -> Response:  # type: ignore[override]
-        """A run with its tasks: status, attempts, output, error.
+        """A run with its tasks: status, attempts, output, error; per task a page of its
+        for_each elements and attempts (the first 100 unless asked) with their totals.
         ---
         get:
-          parameters: [{in: path, name: pk, schema: {type: string}}]
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: query, name: items_offset, schema: {type: integer, minimum: 0}}
+          - {in: query, name: items_limit, schema: {type: integer, minimum: 0, maximum: 1000}}
+          - {in: query, name: attempts_offset, schema: {type: integer, minimum: 0}}
+          - {in: query, name: attempts_limit, schema: {type: integer, minimum: 0, maximum: 1000}}
           responses:
             200: {description: the run}
             404: {description: "not found, or not in your teams"}
+            422: {description: a bad page}
         """
 
         def run(actor: Actor) -> Response:
+            page = _page()
             found = runs.get_run(db.session, actor, pk)
-            return self.response(200, id=pk, result=runs.run_dict(db.session, found, actor))
+            return self.response(200, id=pk, result=runs.run_dict(
+                db.session, found, actor, page=page, max_value=_max_value()))
+
+        return call_service("read", "run", pk, run)
+
+    @expose("/<pk>/tasks/<task_id>", methods=["GET"])
+    @protect()
+    @safe
+    def task(self, pk: str, task_id: str) -> Response:
+        """One task of a run, with a page of its elements and attempts ("load more").
+        ---
+        get:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          - {in: query, name: items_offset, schema: {type: integer, minimum: 0}}
+          - {in: query, name: items_limit, schema: {type: integer, minimum: 0, maximum: 1000}}
+          - {in: query, name: attempts_offset, schema: {type: integer, minimum: 0}}
+          - {in: query, name: attempts_limit, schema: {type: integer, minimum: 0, maximum: 1000}}
+          responses:
+            200: {description: the task}
+            404: {description: "no such run or task, or not in your teams"}
+            422: {description: a bad page}
+        """
+
+        def run(actor: Actor) -> Response:
+            page = _page()
+            found = runs.get_run(db.session, actor, pk)
+            return self.response(200, id=pk, result=runs.task_dict(
+                db.session, found, task_id, page, max_value=_max_value()))
+
+        return call_service("read", "run", pk, run)
+
+    @expose("/<pk>/tasks/<task_id>/output", methods=["GET"])
+    @protect()
+    @safe
+    def output(self, pk: str, task_id: str) -> Response:
+        """A task's whole output (or, with ``item``, one element's), however large: where
+        a run's JSON shows an output cut (``output_cut.href``).
+        ---
+        get:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          - {in: query, name: item, schema: {type: integer, minimum: 0}}
+          responses:
+            200: {description: "{task_id, item, output}"}
+            404: {description: "no such run, task or element, or not in your teams"}
+            422: {description: a bad item}
+        """
+
+        def run(actor: Actor) -> Response:
+            item = parse(OutputIn, _args("item")).item
+            found = runs.get_run(db.session, actor, pk)
+            output = runs.task_output(db.session, found, task_id, item)
+            return self.response(200, id=pk, result={"task_id": task_id, "item": item,
+                                                     "output": output})
 
         return call_service("read", "run", pk, run)
 
     def _control(self, pk: str, action: str) -> Response:
         def run(actor: Actor) -> Response:
             done = runs.control(db.session, actor, dispatcher_for(current_app), pk, action)
-            return self.response(200, id=pk, result=runs.run_dict(db.session, done, actor))
+            return self.response(200, id=pk, result=runs.run_dict(
+                db.session, done, actor, max_value=_max_value()))
 
         return call_service(action, "run", pk, run)
 
@@ -146,7 +228,8 @@ class RunApi(ScopedMixin, UuidModelApi):
             body = parse(runs.AnswerIn, json_body() if request.get_data(cache=True) else {})
             done = runs.answer_approval(db.session, actor, dispatcher_for(current_app), pk,
                                         task_id, approve, body)
-            return self.response(200, id=pk, result=runs.run_dict(db.session, done, actor))
+            return self.response(200, id=pk, result=runs.run_dict(
+                db.session, done, actor, max_value=_max_value()))
 
         return call_service("approve" if approve else "reject", "run", pk, run)
 

@@ -29,7 +29,9 @@ def graph_data(definition: WorkflowDefinition,
         for_each = spec.for_each is not None
         items: int | None = None
         if for_each and tasks is not None:
-            items = len(task.get("items") or ()) if task else 0
+            # A run's JSON holds a page of the elements and their total.
+            items = (task.get("items_total", len(task.get("items") or ()))
+                     if task else 0)
         elif isinstance(spec.for_each, list):
             items = len(spec.for_each)
         nodes.append({

@@ -18,10 +18,10 @@ from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from app.times import iso
 from capability import dsl, service
-from capability.engine import controls, outbox, runner, state, subruns
-from capability.engine.decide import unknown_queues
+from capability.engine import controls, outbox, runner, snapshot, state, subruns
+from capability.engine.decide import controls_over, unknown_queues
 from capability.engine.dispatch import Dispatcher
-from capability.models import Run, TaskAttempt, TaskItem, TaskKind, TaskRun, Workflow
+from capability.models import Run, TaskItem, TaskKind, TaskRun, Workflow
 from capability.runs import quotas
 
 # Who may ask for a run (``Run.trigger``); the engine's own sub-workflow runs say
@@ -213,12 +213,50 @@ def answer_approval(
 
 # -- reading a run ----------------------------------------------------------------------
 
+# Where a cut value is fetched whole (the API's path; the page links to it too).
+OUTPUT_PATH = "/api/v1/runs/{run}/tasks/{task}/output"
+
+
+class PageIn(BaseModel):
+    """Which elements and attempts of each task a run's or a task's JSON shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items_offset: int = Field(default=0, ge=0)
+    items_limit: int = Field(default=snapshot.PAGE, ge=0, le=snapshot.MAX_PAGE)
+    attempts_offset: int = Field(default=0, ge=0)
+    attempts_limit: int = Field(default=snapshot.PAGE, ge=0, le=snapshot.MAX_PAGE)
+
+    def items(self) -> snapshot.Page:
+        return snapshot.Page(self.items_offset, self.items_limit)
+
+    def attempts(self) -> snapshot.Page:
+        return snapshot.Page(self.attempts_offset, self.attempts_limit)
+
+
+FIRST_PAGE = PageIn()
+
+
 def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
-             with_tasks: bool = True) -> dict[str, Any]:
+             with_tasks: bool = True, page: PageIn = FIRST_PAGE,
+             max_value: int | None = None) -> dict[str, Any]:
     """A run as the API shows it (API.md, "Runs"): with ``controls``, the controls
     ``actor`` may use on it now (from the rule the engine enforces), and
-    ``retry_blocked``, why a failed run cannot be retried."""
-    rule = controls_of_run(session, run)
+    ``retry_blocked``, why a failed run cannot be retried.
+
+    A constant number of statements whatever the size of the run (``engine.snapshot``):
+    each task shows a ``page`` of its elements and attempts with their totals, and an
+    output longer than ``max_value`` characters of JSON is cut (``output_cut``).
+    ``with_tasks=False``: the summary a start answers with, from the rows in the session
+    (``task_counts`` instead of the tasks)."""
+    reads = (snapshot.read(session, run.id, full=True, max_value=max_value,
+                           items=page.items(), attempts=page.attempts())
+             if with_tasks else [])
+    if with_tasks:
+        rule = controls_over(run.status, ((t.row.kind, t.row.status) for t in reads),
+                             lambda: state.admitted(session, run.id))
+    else:
+        rule = controls_of_run(session, run)
     out: dict[str, Any] = {
         "id": run.id,
         "workflow_id": run.workflow_id,
@@ -236,44 +274,86 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
         "controls": list(rule.allowed) if actor and may_operate(actor, run.team_id) else [],
         "retry_blocked": rule.retry_blocked,
     }
-    if with_tasks:
-        out["tasks"] = [_task_dict(session, t) for t in run.tasks if t.kind == TaskKind.TASK]
-        # The undo steps that ran because the run failed, in the order they ran.
-        out["compensations"] = [
-            _task_dict(session, t) for t in run.tasks if t.kind == TaskKind.COMPENSATION
-        ]
+    if not with_tasks:
+        counts: dict[str, int] = {}
+        for t in run.tasks:
+            if t.kind == TaskKind.TASK:
+                counts[t.status] = counts.get(t.status, 0) + 1
+        out["task_counts"] = counts
+        return out
+    out["tasks"] = [_task_dict(run.id, t) for t in reads if t.row.kind == TaskKind.TASK]
+    # The undo steps that ran because the run failed, in the order they ran.
+    out["compensations"] = [
+        _task_dict(run.id, t) for t in reads if t.row.kind == TaskKind.COMPENSATION
+    ]
     return out
 
 
-def _task_dict(session: DbSession, task: TaskRun) -> dict[str, Any]:
-    attempts = session.execute(
-        select(TaskAttempt).where(TaskAttempt.task_run_id == task.id)
-        .order_by(TaskAttempt.created_at, TaskAttempt.number, TaskAttempt.id)
-    ).scalars()
-    out = {
+def task_dict(session: DbSession, run: Run, task_id: str, page: PageIn = FIRST_PAGE,
+              max_value: int | None = None) -> dict[str, Any]:
+    """One task of a run with a ``page`` of its elements and attempts (``GET
+    /api/v1/runs/<id>/tasks/<task_id>``: the run page's "load more")."""
+    reads = [t for t in snapshot.read(session, run.id, full=True, max_value=max_value,
+                                      items=page.items(), attempts=page.attempts(),
+                                      task_id=task_id) if t.row.kind == TaskKind.TASK]
+    if not reads:
+        raise NotFound(f"task {task_id} not found in run {run.id}")
+    return _task_dict(run.id, reads[0])
+
+
+def task_output(session: DbSession, run: Run, task_id: str,
+                item: int | None = None) -> Any:
+    """A task's (or one element's) whole output, however large."""
+    task = session.execute(select(TaskRun).where(
+        TaskRun.run_id == run.id, TaskRun.task_id == task_id,
+        TaskRun.kind == TaskKind.TASK)).scalar()
+    if task is None:
+        raise NotFound(f"task {task_id} not found in run {run.id}")
+    if item is None:
+        return task.output
+    found = session.execute(select(TaskItem.output).where(
+        TaskItem.task_run_id == task.id, TaskItem.index == item)).first()
+    if found is None:
+        raise NotFound(f"element {item} of task {task_id} not found")
+    return found[0]
+
+
+def _with_value(out: dict[str, Any], row: Any, href: str) -> dict[str, Any]:
+    value = snapshot.value_of(row)
+    out["output"] = value.value
+    if value.cut:
+        out["output_cut"] = {"size": value.size, "preview": value.preview, "href": href}
+    return out
+
+
+def _task_dict(run_id: str, read: snapshot.TaskRead) -> dict[str, Any]:
+    task = read.row
+    href = OUTPUT_PATH.format(run=run_id, task=task.task_id)
+    out: dict[str, Any] = {
         "task_id": task.task_id,
         "status": task.status,
         "attempts": task.attempts,
-        "output": task.output,
+        "output": None,
         "error": task.error,
         "reason": task.reason,
         "started_at": iso(task.started_at),
         "finished_at": iso(task.finished_at),
-        "items": [
-            {"index": i.index, "status": i.status, "attempts": i.attempts, "output": i.output,
-             "error": i.error}
-            for i in session.execute(
-                select(TaskItem).where(TaskItem.task_run_id == task.id).order_by(TaskItem.index)
-            ).scalars()
-        ],
-        "attempt_history": [
-            {"id": a.id, "number": a.number, "status": a.status, "error": a.error,
-             "item": a.item.index if a.item is not None else None,
-             "worker": a.worker, "started_at": iso(a.started_at),
-             "finished_at": iso(a.finished_at)}
-            for a in attempts
-        ],
     }
+    _with_value(out, task, href)
+    out["items"] = [
+        _with_value({"index": i.index, "status": i.status, "attempts": i.attempts,
+                     "error": i.error}, i, f"{href}?item={i.index}")
+        for i in read.items
+    ]
+    out["items_total"] = read.items_total
+    out["item_counts"] = read.item_counts
+    out["attempt_history"] = [
+        {"id": a.id, "number": a.number, "status": a.status, "error": a.error,
+         "item": a.item, "worker": a.worker, "started_at": iso(a.started_at),
+         "finished_at": iso(a.finished_at)}
+        for a in read.attempts
+    ]
+    out["attempt_history_total"] = read.attempts_total
     if task.prompt is not None:
         out["prompt"] = task.prompt  # an approval's rendered message and approvers
     return out

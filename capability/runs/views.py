@@ -34,7 +34,7 @@ from app.security.scope import ScopedMixin
 from app.times import duration, when
 from capability import dsl, live
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import state
+from capability.engine import snapshot, state
 from capability.engine.decide import ACTIONS
 from capability.engine.dispatch import dispatcher_for
 from capability.models import Run, TaskKind, TaskRun
@@ -200,6 +200,22 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
+# The panel run_page.js copies for a task drawn on demand (its id is put in for this one).
+BLANK: dict[str, Any] = {
+    "blank": True, "task_id": "__task__", "type": "", "status": "pending", "depends_on": [],
+    "is_approval": False, "started_at": None, "finished_at": None, "reason": None,
+    "items": [], "items_total": 0, "error": None, "attempt_history": [],
+    "attempt_history_total": 0, "output_cut": None, "output_json": None,
+}
+
+
+def _output_text(task: dict[str, Any]) -> str | None:
+    cut = task.get("output_cut")
+    if cut:  # the start of its JSON; the panel says how large it is and links to it whole
+        return f"{cut['preview']}\u2026"
+    return None if task["output"] is None else _pretty(task["output"])
+
+
 def install_template_helpers(app: Flask) -> None:
     """``run_controls(run)`` for the list widgets (they render without the view): the
     controls a run allows now, by the rule the service enforces."""
@@ -207,7 +223,12 @@ def install_template_helpers(app: Flask) -> None:
 
 
 def page_context(run: Run, actor: Actor) -> dict[str, Any]:
-    data = runs.run_dict(db.session, run, actor)
+    """What a run's page shows: a constant number of statements whatever the size of the
+    run (``runs.run_dict``, ``live.run_state``), the first page of each task's elements
+    and attempts (the page loads more through ``GET /api/v1/runs/<id>/tasks/<task_id>``)
+    and large outputs cut (linked whole)."""
+    data = runs.run_dict(db.session, run, actor,
+                         max_value=int(current_app.config.get("API_VALUE_MAX_CHARS", 65536)))
     definition = state.definition_of(run.version)
     specs = {t.id: t for t in definition.tasks}
     tasks = []
@@ -224,7 +245,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
             "message": prompt.get("message"),
             "approvers": runs.who_may_answer(prompt.get("approvers"), run.team.name),
             "may_answer": is_approval and runs.may_answer(actor, run, task),
-            "output_json": None if task["output"] is None else _pretty(task["output"]),
+            "output_json": _output_text(task),
         })
     graph = run_graph.graph_data(definition, {t["task_id"]: t for t in tasks})
     wanted = request.args.get("task")
@@ -232,11 +253,17 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
     first = ids[0] if ids else None
     selected = wanted if wanted in ids else next(
         (t["task_id"] for s in ATTENTION for t in tasks if t["status"] == s), first)
+    # A 1,000-task run's page drew 1,000 panels (4 MB); the rest are built on demand.
+    drawn = set(ids[:snapshot.PAGE]) | {selected} | {t["task_id"] for t in tasks
+                                                     if t["is_approval"]}
+    panels = [t for t in tasks if t["task_id"] in drawn] + [BLANK]
     return {
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,
+        "panels": panels,
         "actions": ACTIONS,
         "state": live.run_state(db.session, run), "params_json": _pretty(data["params"]),
         "may_control": may_control(actor, run.team_id),
         "finished": run.status in {s.value for s in dsl.FINISHED_RUN_STATUSES},
-        "status_label": status_label,
+        "status_label": status_label, "page_size": snapshot.PAGE,
+        "max_page": snapshot.MAX_PAGE,
     }

@@ -78,6 +78,11 @@
 
   function show(el, visible) { if (el) el.hidden = !visible; }
 
+  /* A task's elements: its total (a run's JSON and a live update carry a page of them). */
+  function total(task) {
+    return task.items_total !== undefined ? task.items_total : (task.items || []).length;
+  }
+
   /* Each cell names its column (data-label): a phone shows a table's rows as stacked
    * cards, where the header row is not there to say what a value is (apg.css). */
   function labelCells(table) {
@@ -102,6 +107,11 @@
     this.pending = null;
     this.itemErrors = {};
     this.compErrors = {};
+    // Tasks whose elements or attempts the user asked more of ("load more"): how many
+    // of each; their panels are filled from GET .../tasks/<task_id>, not the run's JSON.
+    this.more = {};
+    this.pageSize = parseInt(root.getAttribute("data-page"), 10) || 100;
+    this.maxPage = parseInt(root.getAttribute("data-max-page"), 10) || 1000;
     this.indicator = document.getElementById("live-indicator");
     var svg = document.getElementById("run-graph");
     this.graph = svg && window.apgGraph ? window.apgGraph.of(svg) : null;
@@ -127,6 +137,7 @@
     if (!run || run.id !== this.id) return;
     var self = this;
     this.state = run;
+    if (full) this.full = run;
     setLabel(document.getElementById("run-status"), run.status);
     document.getElementById("run-started").textContent = when(run.started_at);
     document.getElementById("run-finished").textContent = when(run.finished_at);
@@ -143,7 +154,7 @@
     }
     var live = ["running", "paused"].indexOf(run.status) >= 0;
     run.tasks.forEach(function (task) {
-      if (self.graph) self.graph.update(task.task_id, task.status, (task.items || []).length);
+      if (self.graph) self.graph.update(task.task_id, task.status, total(task));
       var item = self.root.querySelector('.apg-task-item[data-task="' + task.task_id + '"]');
       if (item) setLabel(item.querySelector(".apg-status"), task.status);
       var panel = self.task(task.task_id);
@@ -157,6 +168,7 @@
         reasonRow.querySelector(".apg-task-reason").textContent = task.reason || "";
       }
       show(panel.querySelector("[data-approval]"), live && task.status === "waiting_approval");
+      if (self.more[task.task_id]) return;  // filled from its own page (fetchTask)
       self.items(panel, task, full);
       if (full) self.fill(panel, task);
     });
@@ -178,8 +190,12 @@
     if (!box) return;
     var errors = this.itemErrors[task.task_id] = this.itemErrors[task.task_id] || {};
     if (full) items.forEach(function (item) { errors[item.index] = item.error || ""; });
-    show(box, items.length > 0);
-    box.querySelector(".apg-items-count").textContent = String(items.length);
+    var all = total(task);
+    show(box, all > 0);
+    box.querySelector(".apg-items-count").textContent = String(all);
+    show(box.querySelector(".apg-items-shown"), items.length < all);
+    box.querySelector(".apg-items-n").textContent = String(items.length);
+    show(box.querySelector(".apg-items-more"), items.length < all && items.length < this.maxPage);
     var chips = box.querySelector(".apg-item-chips");
     chips.textContent = "";
     items.forEach(function (item) {
@@ -244,13 +260,28 @@
       body.appendChild(empty);
     }
     labelCells(panel.querySelector(".apg-attempts"));
+    var shown = (task.attempt_history || []).length;
+    var made = task.attempt_history_total === undefined ? shown : task.attempt_history_total;
+    var more = panel.querySelector(".apg-attempts-more");
+    if (more) {
+      show(more, shown < made && shown < this.maxPage);
+      more.querySelector(".apg-attempts-n").textContent = String(shown);
+      more.querySelector(".apg-attempts-total").textContent = String(made);
+    }
     var error = panel.querySelector(".apg-task-error");
     error.textContent = task.error || "";
     show(error, !!task.error);
     show(panel.querySelector(".apg-task-no-error"), !task.error);
     var output = panel.querySelector(".apg-task-output");
-    var has = task.output !== null && task.output !== undefined;
-    output.textContent = has ? JSON.stringify(sorted(task.output), null, 2) : "";
+    var cut = task.output_cut, note = panel.querySelector(".apg-output-cut");
+    show(note, !!cut);
+    if (cut && note) {
+      note.querySelector(".apg-output-size").textContent = String(cut.size);
+      note.querySelector(".apg-output-whole").setAttribute("href", cut.href);
+    }
+    var has = !!cut || (task.output !== null && task.output !== undefined);
+    output.textContent = cut ? cut.preview + "\u2026" :
+      has ? JSON.stringify(sorted(task.output), null, 2) : "";
     show(output, has);
     show(panel.querySelector(".apg-task-no-output"), !has);
   };
@@ -329,6 +360,29 @@
     });
   };
 
+  /* One task with more of its elements and attempts than the run's JSON carries. */
+  RunPage.prototype.fetchTask = function (id) {
+    var self = this, m = this.more[id];
+    var url = this.api + "/tasks/" + encodeURIComponent(id) + "?items_limit=" + m.items +
+      "&attempts_limit=" + m.attempts;
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        var panel = self.task(id);
+        if (!body || !body.result || !panel) return;
+        self.items(panel, body.result, true);
+        self.fill(panel, body.result);
+      })
+      .catch(function () { /* the next refresh tries again */ });
+  };
+
+  RunPage.prototype.loadMore = function (id, kind) {
+    var m = this.more[id] || { items: this.pageSize, attempts: this.pageSize };
+    m[kind] = Math.min(m[kind] + this.pageSize, this.maxPage);
+    this.more[id] = m;
+    return this.fetchTask(id);
+  };
+
   /* Fetch everything (outputs, errors) soon after a change; coalesces bursts. */
   RunPage.prototype.refresh = function (delay) {
     var self = this;
@@ -337,6 +391,9 @@
       fetch(self.api, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (body) { if (body && body.result) self.apply(body.result, true); })
+        .then(function () {
+          return Promise.all(Object.keys(self.more).map(function (id) { return self.fetchTask(id); }));
+        })
         .catch(function () { /* the next event or poll tries again */ })
         .then(function () { self.pending = null; });
     }, delay === undefined ? 250 : delay);
@@ -381,9 +438,45 @@
     socket.on("disconnect", function () { self.poll(); });
   };
 
+  /* A task's panel, built from the blank one when the page did not draw it (a large
+   * run's page draws the first tasks' panels only). */
+  RunPage.prototype.build = function (id) {
+    var blank = document.getElementById("task-panel-template");
+    var svg = document.getElementById("run-graph");
+    if (!blank || !svg || !id) return null;
+    var graph = JSON.parse(svg.getAttribute("data-graph") || "{}");
+    var node = (graph.nodes || []).filter(function (n) { return n.id === id; })[0];
+    if (!node) return null;
+    var panel = blank.content.firstElementChild.cloneNode(true);
+    panel.id = "task-" + id;
+    panel.setAttribute("data-task", id);
+    panel.querySelectorAll("[data-task]").forEach(function (el) { el.setAttribute("data-task", id); });
+    panel.querySelectorAll("a.apg-more").forEach(function (a) {
+      a.setAttribute("href", a.getAttribute("href").replace("__task__", encodeURIComponent(id)));
+    });
+    panel.querySelector(".apg-task-title").textContent = id;
+    panel.querySelector(".apg-task-type").textContent = node.type || "";
+    var deps = panel.querySelector(".apg-task-deps");
+    var ups = (graph.edges || []).filter(function (e) { return e[1] === id; });
+    if (ups.length) {
+      deps.textContent = "";
+      ups.forEach(function (e) {
+        var code = document.createElement("code");
+        code.textContent = e[0];
+        deps.appendChild(code);
+        deps.appendChild(document.createTextNode(" "));
+      });
+    }
+    blank.parentNode.insertBefore(panel, blank);
+    this.apply(this.state, false);
+    var full = this.full && this.full.tasks.filter(function (t) { return t.task_id === id; })[0];
+    if (full && !this.more[id]) { this.items(panel, full, true); this.fill(panel, full); }
+    return panel;
+  };
+
   RunPage.prototype.select = function (id, remember) {
     var self = this;
-    if (!this.task(id)) return;
+    if (!this.task(id) && !this.build(id)) return;
     this.root.querySelectorAll(".apg-task-detail").forEach(function (p) {
       show(p, p.getAttribute("data-task") === id);
     });
@@ -400,6 +493,12 @@
   RunPage.prototype.start = function () {
     var self = this;
     this.root.addEventListener("click", function (event) {
+      var more = event.target.closest(".apg-more[data-more]");
+      if (more) {
+        event.preventDefault();
+        self.loadMore(more.getAttribute("data-task"), more.getAttribute("data-more"));
+        return;
+      }
       var target = event.target.closest(".apg-node, .apg-task-item, .apg-tl-row[data-task]");
       if (!target) return;
       event.preventDefault();

@@ -265,3 +265,76 @@ def test_without_a_socket_the_page_polls_the_api(
     assert page.locator(".apg-node.apg-st-succeeded").count() == 1
     assert page.evaluate("window.apgNoReload") == "still here"
     assert_no_csp_errors(console)
+
+
+def test_load_more_items_keeps_following_the_run(
+    app: Flask, page: Any, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    """A for_each of 150 elements: the page shows the first 100 and their total; "Load
+    more items" shows the rest, and live updates still arrive (the run then ends)."""
+    team = factory.team()
+    author = factory.user("Author", teams=[team])
+    client = app.test_client()
+    headers = auth(api_token(client, author["username"]))
+    r = client.post("/api/v1/workflows/", headers=headers, json={
+        "team": team["name"], "definition": {"name": unique("many"), "tasks": [
+            {"id": "each", "type": "noop", "for_each": list(range(150)),
+             "with": {"value": "{{ item }}"}},
+            {"id": "gate", "type": "approval", "depends_on": ["each"],
+             "with": {"message": "Go on?"}}]}})
+    run_id = client.post(f"/api/v1/workflows/{r.get_json()['id']}/runs",
+                         headers=headers).get_json()["id"]
+    work_once(app)  # the elements are made and run; the gate waits
+    login(page, author["username"], author["password"])
+    page.goto(f"/runs/{run_id}?task=each")
+    panel = page.locator("#task-each")
+    expect(panel.locator(".apg-items-count")).to_have_text("150")
+    expect(panel.locator(".apg-item-chips .apg-status")).to_have_count(100)
+    page.locator("#live-indicator", has_text="live").wait_for(timeout=8000)
+    panel.locator(".apg-items-more").click()
+    expect(panel.locator(".apg-item-chips .apg-status")).to_have_count(150)
+    expect(panel.locator(".apg-items-more")).to_be_hidden()
+    settle(page)
+    panel.locator(".apg-items").screenshot(path=str(screenshots / "run_items_more.png"))
+    answer = client.post(f"/api/v1/runs/{run_id}/tasks/gate/approve", headers=headers,
+                         json={})
+    assert answer.status_code == 200, answer.get_json()
+    work_once(app)
+    page.locator("#run-status", has_text="succeeded").wait_for(timeout=8000)
+    expect(panel.locator(".apg-item-chips .apg-status")).to_have_count(150)
+    page.set_viewport_size({"width": 390, "height": 844})
+    settle(page)
+    panel.locator(".apg-items").scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "phone_run_items_more.png"))
+    assert_no_csp_errors(console)
+
+
+def test_a_task_past_the_drawn_panels_opens_on_demand(
+    app: Flask, page: Any, factory: Any, console: ConsoleLog
+) -> None:
+    """A run of 105 tasks: the page draws the first 100 panels; selecting the last task
+    builds its panel with its dependencies, status, attempts and output."""
+    team = factory.team()
+    author = factory.user("Author", teams=[team])
+    client = app.test_client()
+    headers = auth(api_token(client, author["username"]))
+    tasks = [{"id": "t000", "type": "noop"}] + [
+        {"id": f"t{i:03d}", "type": "noop", "depends_on": ["t000"],
+         "with": {"value": f"out {i}"}} for i in range(1, 105)]
+    r = client.post("/api/v1/workflows/", headers=headers, json={
+        "team": team["name"], "definition": {"name": unique("wide"), "tasks": tasks}})
+    run_id = client.post(f"/api/v1/workflows/{r.get_json()['id']}/runs",
+                         headers=headers).get_json()["id"]
+    assert drain(app, run_id) == "succeeded"
+    login(page, author["username"], author["password"])
+    page.goto(f"/runs/{run_id}")
+    assert page.locator(".apg-task-detail").count() == 100
+    page.locator('.apg-task-item[data-task="t104"]').click()
+    panel = page.locator("#task-t104")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".apg-task-title")).to_have_text("t104")
+    expect(panel.locator(".apg-task-deps")).to_have_text("t000")
+    expect(panel.locator(".panel-heading .apg-status")).to_have_text("succeeded")
+    expect(panel.locator(".apg-task-output")).to_have_text('"out 104"')
+    expect(panel.locator(".apg-attempts tbody tr")).to_have_count(1)
+    assert_no_csp_errors(console)

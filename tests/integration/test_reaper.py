@@ -378,6 +378,7 @@ def test_the_reaper_sees_the_attempts_that_count(app, client, factory):
                         timeout="7s"),
     ])
     elements.step()
+    elements.step()  # the job that makes the elements (foreach.start)
     run_sends = {elements.run_id: list(elements.fifo.items)}
     assert candidates(elements.run_id) == [("queued", "noop", 7.0)] * 2
     with app.app_context(), unit(db.session, elements.fifo):

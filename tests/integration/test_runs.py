@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from werkzeug import Response
 
 from app.extensions import db
-from capability.engine import runner, state
+from capability.engine import jobs, runner, state
+from capability.engine.dispatch import dispatcher_for
 from capability.models import Run, TaskAttempt, TaskRun
 from tests.support.app import api_token, auth, unique
 from tests.support.driver import Fifo, unit
@@ -551,10 +552,26 @@ def test_for_each_respects_max_parallel(app, client, op):
          "with": {"value": "{{ item }}"}},
     ])
     run_id = start(client, op, wid).get_json()["id"]
+
+    def attempts() -> list[str]:
+        with app.app_context():
+            made = list(db.session.execute(
+                select(TaskAttempt.status).join(TaskRun).where(TaskRun.run_id == run_id)
+            ).scalars())
+            db.session.remove()
+        return made
+
+    assert attempts() == ["queued"]  # the job that makes the elements (on a worker)
     with app.app_context():
-        queued = db.session.execute(select(func.count()).select_from(TaskAttempt).join(TaskRun)
-                                    .where(TaskRun.run_id == run_id)).scalar()
-    assert queued == 2  # only two elements are handed to the workers at first
+        expand = db.session.execute(select(TaskAttempt.id).join(TaskRun).where(
+            TaskRun.run_id == run_id)).scalar_one()
+        fifo = Fifo()
+        assert jobs.run_one(db.session, fifo, expand, True, "test") is None
+        db.session.remove()
+    assert attempts() == ["queued", "queued"]  # only two elements are handed out at first
+    assert len(fifo.items) == 2
+    with app.app_context():
+        dispatcher_for(app).send(list(fifo.items))
     assert drain(app, run_id) == "succeeded"
 
 

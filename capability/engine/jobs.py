@@ -235,7 +235,11 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
         ctx = retried(session, begin, f"the begin of attempt {attempt_id}")
     if ctx is None:
         return None
-    gate = gates.when_outcome(session, ctx, dispatcher.settings)
+    outbox.begin(session, dispatcher)  # the `when`'s read, in a unit of its own: nothing written
+    try:
+        gate = gates.when_outcome(session, ctx, dispatcher.settings)
+    finally:
+        outbox.rollback(session)
     outcome = run(ctx) if gate is None else gate  # the task's own work: never repeated
 
     def record() -> outbox.Outbox | None:

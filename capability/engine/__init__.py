@@ -14,8 +14,8 @@ From the bottom up (each module imports only those before it; ``make lint`` chec
   allowed now), ``subruns`` (``workflow`` tasks), ``gates`` (a task's ``when``,
   evaluated as its attempt begins, outside any transaction);
 * ``isolation`` (a ``python`` task's child process), ``executors`` (what each task type
-  does), ``rq_state`` and ``reaper`` (recovery), ``jobs`` (the RQ entry points, which own
-  the commits).
+  does), ``rq_state``, ``stops`` and ``reaper`` (recovery), ``jobs`` (the RQ entry
+  points, which own the commits).
 
 Nothing in the engine imports a service or a web module, or reads ``current_app`` below
 ``jobs``.

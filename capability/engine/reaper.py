@@ -19,7 +19,10 @@ live runs. One pass (``reap``):
    attempt waiting for its end gets its ``-end`` job back, with the rest of the wait,
    when that job vanished;
 4. re-sends the follow-up job of a sub-workflow run that ended while its parent's
-   attempt still waits (``subruns.child_finished`` answers a waiting attempt once).
+   attempt still waits (``subruns.child_finished`` answers a waiting attempt once);
+5. stops again what a live worker runs while the database says it must stop (cancelled,
+   lost, superseded: ``stops``), as a stop-job command lost in a Redis outage would
+   otherwise leave the attempt running to its end.
 
 Everything is idempotent: two passes at once (two schedulers, a worker starting) may
 re-send the same attempt twice but never create an attempt or record a result twice.
@@ -62,7 +65,7 @@ from app.extensions import DbSession
 from app.runtime.worker import runtime_hooks
 from capability.dsl.durations import parse_duration
 from capability.dsl.statuses import FINISHED_RUN_STATUSES, RunStatus
-from capability.engine import outbox
+from capability.engine import outbox, stops
 from capability.engine.dispatch import Dispatcher, Send, dispatcher_for
 from capability.engine.rq_state import (
     ALIVE_JOB,
@@ -110,12 +113,14 @@ class ReapReport:
     ends_resent: int = 0  # `delay` ends sent again
     lost: int = 0  # running attempts recorded as lost
     followups_resent: int = 0  # "your sub-workflow run ended" jobs sent again
+    stopped: int = 0  # attempts a live worker ran that the database says must stop
     dead_workers: list[str] = field(default_factory=list)
     skipped: bool = False  # another pass held the lock
 
     @property
     def acted(self) -> int:
-        return self.resent + self.ends_resent + self.lost + self.followups_resent
+        return (self.resent + self.ends_resent + self.lost + self.followups_resent
+                + self.stopped)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +131,7 @@ class ReapReport:
         dead = f" (dead workers: {', '.join(self.dead_workers)})" if self.dead_workers else ""
         return (f"checked {self.checked} live attempt(s): re-sent {self.resent}, delay ends "
                 f"re-sent {self.ends_resent}, sub-workflow follow-ups re-sent "
-                f"{self.followups_resent}, lost {self.lost}{dead}")
+                f"{self.followups_resent}, lost {self.lost}, stopped {self.stopped}{dead}")
 
 
 @dataclass
@@ -301,6 +306,11 @@ def reap(session: DbSession, conn: Redis, dispatcher: Dispatcher,
                 view.discard(CHILD_JOB_PREFIX + child_id, queue)
                 sends.append(Send(parent_attempt_id, queue, child_run=child_id, front=True))
                 report.followups_resent += 1
+        try:
+            report.stopped = stops.stop_again(session, conn, workers)
+        except Exception:  # the recovery above must still be sent
+            session.rollback()
+            log.exception("reaper: could not stop again what must stop")
         workers.bury_dead()
     finally:
         # What was recorded is committed: its follow-up work must go out. (If this

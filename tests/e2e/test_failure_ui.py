@@ -106,6 +106,7 @@ def test_a_large_output_is_cut_with_a_link_to_the_whole(
     body = json.loads(whole.locator("body").inner_text())
     assert body["result"]["output"] == "abcdefghij" * 10000, str(body)[:200]
     whole.close()
+    page.evaluate("document.activeElement.blur()")  # no focus ring in the screenshot
     cut.scroll_into_view_if_needed()
     settle(page)
     page.screenshot(path=str(screenshots / "run_output_cut.png"))

@@ -180,6 +180,10 @@ def test_a_refused_list_page_fits_and_leads_back(
     heading = error.locator("h2").bounding_box()
     assert heading and heading["x"] >= 10, heading  # not against the screen's edge
     assert not fits(phone, screenshots, "phone_error_400.png")
+    phone.set_viewport_size({"width": 1280, "height": 800})
+    settle(phone)
+    phone.screenshot(path=str(screenshots / "error_400.png"))
+    phone.set_viewport_size(PHONE)
     with phone.expect_navigation():
         phone.locator("#error-retry-plain").click()
     assert phone.url.endswith("/runs/list/")

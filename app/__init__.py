@@ -110,7 +110,7 @@ def _error_response(code: int, message: str, exc: HTTPException | None = None) -
     if request.path.startswith("/api/"):
         return jsonify({"message": message}), code
     appbuilder = current_app.extensions.get("appbuilder")
-    if appbuilder is None or code not in (400, 403, 404, 413, 422):
+    if appbuilder is None or code not in (400, 403, 404, 413, 422, 429):
         return exc if exc is not None else (message, code)
     if "user" not in g:  # refused (CSRF) before FAB's own before_request set it
         from flask_login import current_user
@@ -118,8 +118,15 @@ def _error_response(code: int, message: str, exc: HTTPException | None = None) -
         g.user = current_user
     return render_template(
         "error.html", appbuilder=appbuilder, base_template=appbuilder.base_template,
-        code=code, message=message,
+        code=code, message=message, wait=_limit_window(exc),
     ), code
+
+
+def _limit_window(exc: HTTPException | None) -> int | None:
+    """Seconds of the rate limit a 429 from the limiter broke (its window), so the page
+    can say how long to wait; Flask-Limiter's exception carries the limit."""
+    limit = getattr(getattr(exc, "limit", None), "limit", None)
+    return int(limit.get_expiry()) if limit is not None else None
 
 
 def _configure(app: Flask, role: str, test_config: dict[str, Any] | None) -> None:

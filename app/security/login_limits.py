@@ -37,8 +37,9 @@ class LoginLocked(Exception):
         self.scope = scope
         self.retry_after = max(1, retry_after)
         what = "for this account" if scope == ACCOUNT else "from this address"
+        unit = "second" if self.retry_after == 1 else "seconds"
         super().__init__(
-            f"Too many failed logins {what}: try again in {self.retry_after} seconds."
+            f"Too many failed logins {what}: try again in {self.retry_after} {unit}."
         )
 
 

@@ -276,7 +276,7 @@
     var cut = task.output_cut, note = panel.querySelector(".apg-output-cut");
     show(note, !!cut);
     if (cut && note) {
-      note.querySelector(".apg-output-size").textContent = String(cut.size);
+      note.querySelector(".apg-output-size").textContent = cut.size.toLocaleString("en-US");
       note.querySelector(".apg-output-whole").setAttribute("href", cut.href);
     }
     var has = !!cut || (task.output !== null && task.output !== undefined);

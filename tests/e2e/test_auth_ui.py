@@ -5,12 +5,14 @@ sends the CSRF token)."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.app import unique
-from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, logout
+from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, logout, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -21,12 +23,15 @@ def _logged_out(page: Any) -> bool:
 
 
 def test_logout_from_the_user_menu_and_a_get_only_asks(
-    page: Any, factory: Any, console: ConsoleLog
+    page: Any, factory: Any, console: ConsoleLog, screenshots: Path
 ) -> None:
     admin = factory.user("Admin")
     login(page, admin["username"], admin["password"])
     page.goto("/logout/")
     assert page.locator("form[name=logout] input[name=csrf_token]").get_attribute("value")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    settle(page)
+    page.screenshot(path=str(screenshots / "logout_confirm.png"))
     page.goto("/")
     assert page.locator("#home-user").inner_text() == admin["username"]
 
@@ -51,6 +56,33 @@ def test_logout_at_phone_width(browser: Any, live_server: str, factory: Any) -> 
         assert_no_csp_errors(console)
     finally:
         context.close()
+
+
+def test_the_failure_that_locks_an_account_says_so_on_the_form(
+    page: Any, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    """LOGIN_MAX_FAILURES (5) wrong passwords: the fifth answer already says the account
+    is locked and for how long, next to "Invalid login" (not after one more try)."""
+    user = factory.user("Viewer")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto("/login/")
+    form = page.locator("form[name=login]")
+    answers = []
+    for attempt in range(5):
+        form.locator("input[name=username]").fill(user["username"])
+        form.locator("input[name=password]").fill(f"Wrong-Pass-{attempt}!")
+        with page.expect_navigation() as navigation:
+            form.locator("input[type=submit]").click()
+        answers.append(navigation.value.status)
+    assert answers == [200, 200, 200, 200, 429], answers  # 200: the form after a redirect
+    alerts = [a.replace("\u00d7", "").strip()
+              for a in page.locator(".alert").all_inner_texts()]
+    assert alerts[0] == "Invalid login. Please try again.", alerts
+    assert re.fullmatch(r"Too many failed logins for this account: try again in \d+ seconds\.",
+                        alerts[1]), alerts
+    settle(page)
+    page.screenshot(path=str(screenshots / "login_lockout.png"))
+    assert_no_csp_errors(console)
 
 
 def test_swagger_try_it_out_creates_with_the_session(

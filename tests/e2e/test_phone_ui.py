@@ -5,6 +5,7 @@ own box, tables stack."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,90 @@ def test_pages_fit_a_phone(
     assert_no_csp_errors(console)
     errors = [e for e in console.errors if "favicon.ico" not in e]
     assert not errors, errors
+
+
+def test_a_lockout_is_said_on_the_form_at_phone_width(
+    phone: Any, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    """The fifth wrong password (LOGIN_MAX_FAILURES) locks the account: the form says so
+    at once, readable at 390 px, with how long to wait; the right password waits too."""
+    user = factory.user("Viewer")
+    phone.goto("/login/")
+    form = phone.locator("form[name=login]")
+    for attempt in range(5):
+        form.locator("input[name=username]").fill(user["username"])
+        form.locator("input[name=password]").fill(f"Wrong-Pass-{attempt}!")
+        with phone.expect_navigation():
+            form.locator("input[type=submit]").click()
+    alert = phone.locator(".alert-danger", has_text="Too many failed logins")
+    assert re.fullmatch(r"Too many failed logins for this account: try again in \d+ seconds\.",
+                        alert.inner_text().replace("\u00d7", "").strip()), alert.inner_text()
+    box = alert.bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    assert not fits(phone, screenshots, "phone_login_lockout.png")
+
+    form.locator("input[name=username]").fill(user["username"])
+    form.locator("input[name=password]").fill(user["password"])
+    with phone.expect_navigation():
+        form.locator("input[type=submit]").click()
+    assert "/login" in phone.url
+    assert phone.locator(".alert-danger", has_text="Too many failed logins").is_visible()
+    assert_no_csp_errors(console)
+
+
+def test_a_refused_list_page_fits_and_leads_back(
+    phone: Any, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    """A list page asked for a negative page (an old link): the 400 page says why, in
+    the layout's margins, and offers the same list without the bad options."""
+    author = factory.user("Author", teams=[factory.team()])
+    login(phone, author["username"], author["password"])
+    response = phone.goto("/runs/list/?page_RunModelView=-1")
+    assert response.status == 400
+    error = phone.locator("#error-400")
+    assert "page_RunModelView: must be between 0" in error.inner_text()
+    heading = error.locator("h2").bounding_box()
+    assert heading and heading["x"] >= 10, heading  # not against the screen's edge
+    assert not fits(phone, screenshots, "phone_error_400.png")
+    phone.set_viewport_size({"width": 1280, "height": 800})
+    settle(phone)
+    phone.screenshot(path=str(screenshots / "error_400.png"))
+    phone.set_viewport_size(PHONE)
+    with phone.expect_navigation():
+        phone.locator("#error-retry-plain").click()
+    assert phone.url.endswith("/runs/list/")
+    assert phone.locator("#error-400").count() == 0
+    assert not console.server_errors, console.server_errors
+
+
+def test_a_cut_output_at_phone_width(
+    app: Flask, phone: Any, factory: Any, console: ConsoleLog, screenshots: Path
+) -> None:
+    """An output over 64 KiB of JSON: its size (readable), the start, a link to the whole;
+    the attempt's card has no empty Error line."""
+    team = factory.team()
+    author = factory.user("Author", teams=[team])
+    client = app.test_client()
+    headers = auth(api_token(client, author["username"]))
+    r = client.post("/api/v1/workflows/", headers=headers, json={
+        "team": team["name"], "definition": {"name": unique("report"), "tasks": [
+            {"id": "render", "type": "transform",
+             "with": {"value": "{{ 'abcdefghij' * 10000 }}"}}]}})
+    run_id = client.post(f"/api/v1/workflows/{r.get_json()['id']}/runs",
+                         headers=headers).get_json()["id"]
+    assert drain(app, run_id) == "succeeded"
+    login(phone, author["username"], author["password"])
+    phone.goto(f"/runs/{run_id}?task=render")
+    panel = phone.locator("#task-render")
+    cut = panel.locator(".apg-output-cut")
+    assert cut.locator(".apg-output-size").inner_text() == "100,002"
+    assert cut.locator(".apg-output-whole").get_attribute("href") == (
+        f"/api/v1/runs/{run_id}/tasks/render/output")
+    attempt = panel.locator(".apg-attempts tbody tr").first
+    assert attempt.locator("td.apg-attempt-error").is_hidden()
+    assert attempt.locator("td", has_text="succeeded").is_visible()
+    cut.scroll_into_view_if_needed()
+    settle(phone)
+    assert not fits(phone, screenshots)
+    phone.screenshot(path=str(screenshots / "phone_run_output_cut.png"))
+    assert_no_csp_errors(console)

@@ -73,6 +73,22 @@ def test_account_lockout_counts_form_and_api_on_every_process(limited, factory, 
     assert len(rows) == 1 and rows[0]["outcome"] == "denied", rows
 
 
+def test_the_failure_that_starts_a_lockout_says_so_on_the_form(limited, factory):
+    one, _ = limited
+    name = factory.user("Viewer")["username"]
+    client = one.test_client()
+    env = _address()
+    for _ in range(2):
+        assert _form(client, name, WRONG, env).status_code == 302
+    # The third failure locks the account: the form says so now, with the wait, rather
+    # than "Invalid login" alone (which invites typing again at once).
+    third = _form(client, name, WRONG, env)
+    assert third.status_code == 429
+    page = third.get_data(as_text=True)
+    assert "Invalid login" in page
+    assert "Too many failed logins for this account: try again in 1 second." in page
+
+
 def test_lockout_doubles_and_always_expires(limited, factory):
     one, two = limited
     name = factory.user("Viewer")["username"]

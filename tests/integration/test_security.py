@@ -33,9 +33,16 @@ def test_form_login_is_rate_limited(limited_app, factory):
     user = factory.user("Viewer")
     client = limited_app.test_client()
     data = {"username": user["username"], "password": "wrong"}
-    codes = [client.post("/login/", data=data, environ_base={"REMOTE_ADDR": "10.9.8.1"}).status_code
-             for _ in range(4)]
-    assert codes[-1] == 429
+    answers = [client.post("/login/", data=data, environ_base={"REMOTE_ADDR": "10.9.8.1"})
+               for _ in range(4)]
+    assert answers[-1].status_code == 429
+    # A page in the app's layout that says what happened and how long to wait, not
+    # Werkzeug's bare "Too Many Requests".
+    page = answers[-1].get_data(as_text=True)
+    assert 'id="error-429"' in page and "navbar" in page, page
+    assert "Too many requests" in page and "(3 per 1 minute)" in page
+    assert "Wait up to 60 seconds, then try again." in page
+    assert 'id="error-retry-plain" href="/login/"' in page
 
 
 def test_password_complexity_on_user_api(client, factory):

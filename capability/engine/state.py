@@ -54,15 +54,16 @@ INSTANT_TYPES = frozenset({"noop", "transform", "fail"})
 
 def gated(spec: dsl.TaskSpec) -> bool:
     """Whether the task's attempts evaluate its ``when`` as they begin (``gates``): a
-    ``for_each`` task's is evaluated as the task expands."""
+    ``for_each`` task's is evaluated once, by the attempt that makes its elements
+    (``foreach.evaluate``), never by an element's."""
     return spec.when is not None and spec.for_each is None
 
 
 def evaluates(spec: dsl.TaskSpec) -> bool:
     """Whether an attempt of the task evaluates expressions as it runs (templates in its
-    ``with``; its ``when``, unless it is a ``for_each`` task's, evaluated as the task
-    expands). Such an attempt never runs in its begin's transaction: no expression is
-    evaluated while the run is locked (``jobs.run_one``)."""
+    ``with``; its ``when``, unless it is a ``for_each`` task's, evaluated by the attempt
+    that makes its elements). Such an attempt never runs in its begin's transaction: no
+    expression is evaluated while the run is locked (``jobs.run_one``)."""
     return gated(spec) or bool(dsl.find_expressions(spec.with_))
 
 
@@ -156,6 +157,9 @@ class AttemptContext:
     definition: dsl.WorkflowDefinition
     scope: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    # The attempt that makes a for_each task's elements (``foreach.evaluate``, then
+    # ``runner.record_expansion``): it runs nothing of the task's type.
+    expands: bool = False
 
 
 # -- the run's lock and what expressions see ------------------------------------------

@@ -99,3 +99,51 @@ def test_a_cancel_is_not_blocked_by_an_expression_under_way(app, client, op, wor
     got = finished(client, op, run_id)
     assert got is not None and got["status"] == "cancelled"
     assert {t["task_id"]: t for t in got["tasks"]}["gate"]["status"] == "cancelled"
+
+
+# A for_each task's `when` and its list are evaluated by the attempt that makes its
+# elements, on a worker, with the run's row free until the elements are stored.
+FAN_OUT = {
+    "for_each": {"for_each": HUGE_LOOP},
+    "when": {"for_each": [1, 2], "when": HUGE_LOOP},
+}
+
+
+def _fanned(client, op, field: str) -> str:
+    return start_id(client, op, make(client, op, [
+        {"id": "a", "type": "python",
+         "with": {"callable": "tests.support.callables:add", "kwargs": {"a": 1, "b": 2}}},
+        {"id": "gate", "type": "noop", "depends_on": ["a"], **FAN_OUT[field],
+         "retry": {"max_attempts": 3}},
+    ]))
+
+
+@pytest.mark.parametrize("field", sorted(FAN_OUT))
+def test_a_for_each_over_its_budget_fails_its_task_naming_the_field(
+        app, client, op, worker, field):
+    run_id = _fanned(client, op, field)
+    _evaluating(app, run_id)
+    assert _row_is_free(app, run_id)  # nothing holds the run while the list is evaluated
+    got = wait_for(lambda: finished(client, op, run_id), 60, "the run did not finish")
+    assert got["status"] == "failed"
+    gate = {t["task_id"]: t for t in got["tasks"]}["gate"]
+    assert gate["status"] == "failed"
+    assert gate["error"] == f"{field}: expression exceeded its {BUDGET:g} s budget"
+    assert gate["attempts"] == 0  # no element was made, nothing retried
+    assert _statuses(app, run_id, "gate") == []
+
+
+@pytest.mark.parametrize("field", sorted(FAN_OUT))
+def test_a_cancel_wins_over_a_for_each_under_way(app, client, op, worker, field):
+    run_id = _fanned(client, op, field)
+    _evaluating(app, run_id)
+    r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"])
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["result"]["status"] == "cancelled"
+    # The evaluation ends (over its budget) after the cancel: nothing of it is recorded.
+    wait_for(lambda: "running" not in _statuses(app, run_id, "gate"), 60, "the gate ends")
+    got = finished(client, op, run_id)
+    assert got is not None and got["status"] == "cancelled"
+    gate = {t["task_id"]: t for t in got["tasks"]}["gate"]
+    assert gate["status"] == "cancelled"
+    assert gate["error"] is None

@@ -9,8 +9,8 @@ committed, reads what the ``when`` reads, ends that read, and only then evaluate
 (``when_outcome``). False: the task is skipped (``advance.skip_gated``), as if it had
 never been queued; an error or a breach of the budget: the task fails, not retried.
 
-The ``when`` of a ``for_each`` task is still evaluated where the task expands
-(``advance._decide``), within its budget.
+A ``for_each`` task's ``when`` and list are evaluated the same way, by the attempt
+that makes its elements (``foreach.evaluate``, then ``runner.record_expansion``).
 """
 
 from __future__ import annotations

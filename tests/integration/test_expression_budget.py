@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from rq import Worker
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
-from tests.support.engine import child_env, spawned
+from capability import dsl
+from capability.models import TaskRun
+from tests.support.app import api_token, auth
+from tests.support.engine import child_env, drain, spawned, work_once
 from tests.support.runs import attempts, finished, make, start_id, wait_for
 
 HUGE_LOOP = ("{% for i in range(100000) %}{% for j in range(100000) %}"
@@ -147,3 +150,36 @@ def test_a_cancel_wins_over_a_for_each_under_way(app, client, op, worker, field)
     gate = {t["task_id"]: t for t in got["tasks"]}["gate"]
     assert gate["status"] == "cancelled"
     assert gate["error"] is None
+
+
+def test_a_legacy_approvers_template_is_rendered_with_no_transaction_open(
+        app, client, op, factory, monkeypatch):
+    """An approval waiting since before its prompt was kept (migration 0006) renders
+    ``with.approvers`` when it is answered: before the answer takes the run's lock, with
+    the read that fed it ended."""
+    run_id = start_id(client, op, make(client, op, [
+        {"id": "first", "type": "noop", "with": {"value": "Operator"}},
+        {"id": "ask", "type": "approval", "depends_on": ["first"],
+         "with": {"message": "ship it?", "approvers": "{{ tasks.first.output }}"}},
+    ]))
+    work_once(app)
+    with app.app_context():  # as it was before 0006: no prompt
+        db.session.execute(update(TaskRun).where(TaskRun.run_id == run_id,
+                                                 TaskRun.task_id == "ask").values(prompt=None))
+        db.session.commit()
+        db.session.remove()
+    original, seen = dsl.render, []
+
+    def render(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("path") == "with.approvers":
+            seen.append((db.session().in_transaction(), _row_is_free(app, run_id)))
+        return original(value, *args, **kwargs)
+
+    monkeypatch.setattr(dsl, "render", render)
+    url = f"/api/v1/runs/{run_id}/tasks/ask/approve"
+    r = client.post(url, json={"comment": "me"}, headers=op["h"])  # an Author
+    assert r.status_code == 403 and "'Operator'" in r.get_json()["message"]
+    operator = auth(api_token(client, factory.user("Operator", teams=[op["team"]])["username"]))
+    assert client.post(url, json={"comment": "ok"}, headers=operator).status_code == 200
+    assert seen == [(False, True), (False, True)]
+    assert drain(app, run_id) == "succeeded"

@@ -70,7 +70,7 @@ def evaluate(session: DbSession, ctx: state.AttemptContext,
         run = session.get(Run, ctx.run_id)
         if run is not None:
             scope = state.scope_for(session, run, _union(plan.reads(spec, f) for f in fields),
-                                    _union(plan.secrets(spec, f) for f in fields))
+                                    _union(plan.secrets(spec, f) for f in fields), settings)
     finally:
         session.rollback()  # nothing was written: no transaction while it evaluates
     if run is None:

@@ -41,7 +41,7 @@ def when_outcome(session: DbSession, ctx: AttemptContext,
             return None
         plan = plan_of(ctx.definition)
         scope = state.scope_for(session, run, plan.reads(spec, "when"),
-                                plan.secrets(spec, "when"))
+                                plan.secrets(spec, "when"), settings)
     finally:
         session.rollback()  # nothing was written: no transaction while it evaluates
     try:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.extensions import DbSession
+from app.runtime import interrupt
 from capability import dsl
 from capability.dsl import TaskStatus
 from capability.engine import masking, state
@@ -77,10 +78,12 @@ def evaluate(session: DbSession, ctx: state.AttemptContext,
         return Expansion(error="the run is gone")
     budget = settings.expression_budget
     try:
-        if spec.when is not None and not dsl.evaluate_condition(
-                str(spec.when), scope, path="when", budget=budget):
-            return Expansion(skipped=f"when was false: {spec.when}")
-        items = dsl.evaluate_items(spec.for_each, scope, path="for_each", budget=budget)
+        # A cancel's stop ends the evaluation at once (``JobStopped``), not its budget.
+        with interrupt.interruptible():
+            if spec.when is not None and not dsl.evaluate_condition(
+                    str(spec.when), scope, path="when", budget=budget):
+                return Expansion(skipped=f"when was false: {spec.when}")
+            items = dsl.evaluate_items(spec.for_each, scope, path="for_each", budget=budget)
     except dsl.ExpressionError as exc:
         return Expansion(error=masking.text(str(exc), scope) or str(exc))
     # The elements are stored (TaskItem.value): never a secret in clear.

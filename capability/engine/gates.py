@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.extensions import DbSession
+from app.runtime import interrupt
 from capability import dsl
 from capability.engine import masking, state
 from capability.engine.decide import plan_of
@@ -45,9 +46,11 @@ def when_outcome(session: DbSession, ctx: AttemptContext,
     finally:
         session.rollback()  # nothing was written: no transaction while it evaluates
     try:
-        if dsl.evaluate_condition(str(spec.when), scope, path="when",
-                                  budget=settings.expression_budget):
-            return None
+        # A cancel's stop ends the evaluation at once (``JobStopped``), not its budget.
+        with interrupt.interruptible():
+            if dsl.evaluate_condition(str(spec.when), scope, path="when",
+                                      budget=settings.expression_budget):
+                return None
     except dsl.ExpressionError as exc:
         return Outcome.failure(masking.text(str(exc), scope) or str(exc), retriable=False)
     return Outcome.skip(f"when was false: {spec.when}")

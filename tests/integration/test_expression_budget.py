@@ -5,8 +5,11 @@ once."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,9 +17,13 @@ from rq import Worker
 from sqlalchemy import text, update
 
 from app.extensions import db
+from app.runtime import interrupt
 from app.runtime.redis_conn import get_redis
 from capability import dsl
-from capability.models import TaskRun
+from capability.engine import foreach, state
+from capability.engine.dispatch import dispatcher_for
+from capability.engine.state import AttemptContext
+from capability.models import Run, TaskRun
 from tests.support.app import api_token, auth
 from tests.support.engine import child_env, drain, spawned, work_once
 from tests.support.runs import attempts, finished, make, start_id, wait_for
@@ -183,3 +190,30 @@ def test_a_legacy_approvers_template_is_rendered_with_no_transaction_open(
     assert client.post(url, json={"comment": "ok"}, headers=operator).status_code == 200
     assert seen == [(False, True), (False, True)]
     assert drain(app, run_id) == "succeeded"
+
+
+@pytest.mark.parametrize("field", sorted(FAN_OUT))
+def test_a_stop_ends_an_evaluation_under_way(app, client, op, field):
+    """A cancel stops the job of the attempt it cancels: an expression being evaluated
+    is cut short there (``JobStopped``), so the worker is free at once and not killed
+    by its watchdog when the budget is longer than the stop's grace."""
+    run_id = _fanned(client, op, field)
+    with app.app_context():
+        run = db.session.get(Run, run_id)
+        plan = state.plan_for(db.session, run)
+        ctx = AttemptContext("attempt", 1, run_id, plan.specs["gate"], plan.definition,
+                             expands=True)
+        settings = replace(dispatcher_for(app).settings, expression_timeout=20.0)
+        previous = signal.getsignal(interrupt.STOP_SIGNAL)
+        interrupt.install()
+        interrupt.job_started("the-job")
+        stop = threading.Timer(0.5, interrupt.request_stop, ["the-job"])
+        stop.start()
+        try:
+            with pytest.raises(interrupt.JobStopped):
+                foreach.evaluate(db.session, ctx, settings)
+        finally:
+            stop.cancel()
+            interrupt.job_ended()
+            signal.signal(interrupt.STOP_SIGNAL, previous)
+            db.session.remove()

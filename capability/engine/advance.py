@@ -20,7 +20,7 @@ from app.extensions import DbSession
 from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import compensation, foreach, masking, outbox, state
+from capability.engine import compensation, foreach, outbox, state
 from capability.engine.decide import (
     Counts,
     Plan,
@@ -282,20 +282,19 @@ class _Upstream:
 def _decide(session: DbSession, run: Any, plan: Plan, task: TaskRun, verdict: Verdict,
             counts: Counts, statuses: dict[str, str] | None) -> None:
     """Carry out a verdict on a pending task: skip it or fail it (saying why), or queue it
-    (its ``when`` first, its elements for a ``for_each``)."""
+    (a ``for_each`` task: the attempt that makes its elements)."""
     if verdict in (Verdict.SKIP, Verdict.UPSTREAM_FAILED):
         status = TaskStatus.SKIPPED if verdict == Verdict.SKIP else TaskStatus.UPSTREAM_FAILED
         state.finish_task(task, status,
                           reason=reason_of(plan.rules[task.task_id], verdict, counts, statuses))
         return
     spec = plan.specs[task.task_id]
+    # A `when` and a `for_each` list are evaluated by the worker that begins the
+    # attempt, outside any transaction (``gates``, ``foreach.evaluate``): never here,
+    # under the run's lock.
     if spec.for_each is not None:
-        if spec.when is not None and not _when(session, run, plan, task, spec):
-            return  # _when finished the task (skipped, or failed on a bad expression)
         foreach.start(session, run, task, spec, plan.definition)
         return
-    # A `when` is evaluated by the worker that begins the attempt, outside any
-    # transaction (``gates``): never here, under the run's lock.
     task.status = TaskStatus.QUEUED.value
     state.new_attempt(session, task, spec, plan.definition, AttemptStatus.QUEUED)
 
@@ -379,16 +378,3 @@ def skip_gated(session: DbSession, attempt_id: str, reason: str) -> bool:
     advance_from(session, run, state.plan_for(session, run), task)  # nothing while paused
     return True
 
-
-def _when(session: DbSession, run: Any, plan: Plan, task: TaskRun, spec: dsl.TaskSpec) -> bool:
-    scope: dict[str, Any] = {}
-    try:
-        scope = state.scope_for(session, run, plan.reads(spec, "when"),
-                                plan.secrets(spec, "when"))
-        if dsl.evaluate_condition(str(spec.when), scope, path="when",
-                                  budget=outbox.of(session).settings.expression_budget):
-            return True
-        state.finish_task(task, TaskStatus.SKIPPED, reason=f"when was false: {spec.when}")
-    except dsl.ExpressionError as exc:
-        state.finish_task(task, TaskStatus.FAILED, masking.text(str(exc), scope))
-    return False

@@ -19,10 +19,11 @@ from capability.dsl import FINISHED_TASK_STATUSES, RunStatus, TaskStatus
 from capability.engine import advance, compensation, foreach, outbox, runner, state
 from capability.engine.decide import RETRIED, Controls, controls_over, may_answer
 from capability.engine.dispatch import Send
+from capability.engine.settings import EngineSettings
 from capability.models import LIVE_ATTEMPT, AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
-__all__ = ["Controls", "answer_approval", "cancel", "controls_for", "may_answer", "pause",
-           "resume", "retry"]
+__all__ = ["Controls", "answer_approval", "approvers_of", "cancel", "controls_for",
+           "legacy_approvers", "may_answer", "pause", "resume", "retry"]
 
 
 def controls_for(session: DbSession, run: Run) -> Controls:
@@ -131,7 +132,10 @@ def retry(session: DbSession, run_id: str) -> Run:
 
 
 def answer_approval(session: DbSession, run_id: str, task_id: str, approver: str,
-                    roles: frozenset[str], approve: bool, comment: str) -> Run:
+                    roles: frozenset[str], approve: bool, comment: str,
+                    legacy: str | None = None) -> Run:
+    """``legacy``: who may answer an approval waiting since before its prompt was kept,
+    rendered before this step (``legacy_approvers``)."""
     run = state.lock_run(session, run_id)
     task = next((t for t in run.tasks if t.task_id == task_id and t.kind == TaskKind.TASK),
                 None)
@@ -140,7 +144,7 @@ def answer_approval(session: DbSession, run_id: str, task_id: str, approver: str
                                [{"path": "task_id", "message": "unknown task"}])
     if task.status != TaskStatus.WAITING_APPROVAL:
         raise Conflict(f"Task {task_id!r} is {task.status}, not waiting for approval")
-    wanted = approvers_of(session, run, task)
+    wanted = approvers_of(task, legacy)
     if not may_answer(roles, wanted):
         raise Forbidden(f"Only a user with the role {wanted!r} may answer this approval")
     attempt = session.get(TaskAttempt, task.current_attempt_id)
@@ -158,23 +162,40 @@ def answer_approval(session: DbSession, run_id: str, task_id: str, approver: str
     return run
 
 
-def approvers_of(session: DbSession, run: Run, task: TaskRun) -> str | None:
+def approvers_of(task: TaskRun, legacy: str | None = None) -> str | None:
     """The role that may answer a waiting approval: ``with.approvers`` as it was rendered
-    when the task began to wait."""
+    when the task began to wait; ``legacy`` for one waiting since before prompts were
+    kept (migration 0006)."""
     if task.prompt is not None:
         approvers = task.prompt.get("approvers")
         return str(approvers) if approvers not in (None, "") else None
-    # Waiting since before prompts were kept (migration 0006): rendered now, as it was
-    # then (it reads params and finished tasks only).
+    return legacy
+
+
+def legacy_approvers(session: DbSession, run: Run, task_id: str,
+                     settings: EngineSettings) -> str | None:
+    """``with.approvers`` of an approval waiting since before prompts were kept
+    (migration 0006), rendered now as it was then (it reads params and finished tasks
+    only); None for any other task. Called before the answer's step, in its owner's
+    session: a template's read is ended (``session.rollback()``) before it is rendered,
+    so no transaction or lock is held while it runs (within its budget)."""
+    task = session.execute(select(TaskRun).where(
+        TaskRun.run_id == run.id, TaskRun.task_id == task_id,
+        TaskRun.kind == TaskKind.TASK)).scalar_one_or_none()
+    if task is None or task.status != TaskStatus.WAITING_APPROVAL or task.prompt is not None:
+        return None
     plan = state.plan_for(session, run)
-    spec = plan.specs[task.task_id]
+    spec = plan.specs[task_id]
     wanted = (spec.with_ or {}).get("approvers")
     if not isinstance(wanted, str) or not dsl.is_template(wanted):
-        return wanted or None
+        return str(wanted) if wanted else None
     try:
-        rendered = dsl.render(wanted, state.scope_for(session, run, plan.reads(spec, "with")),
-                              path="with.approvers",
-                              budget=outbox.of(session).settings.expression_budget)
+        scope = state.scope_for(session, run, plan.reads(spec, "with"))
+    finally:
+        session.rollback()  # nothing was written: no transaction while it renders
+    try:
+        rendered = dsl.render(wanted, scope, path="with.approvers",
+                              budget=settings.expression_budget)
     except dsl.ExpressionError as exc:
-        raise Conflict(f"Task {task.task_id!r}: {exc}") from exc
+        raise Conflict(f"Task {task_id!r}: {exc}") from exc
     return str(rendered) if rendered not in (None, "") else None

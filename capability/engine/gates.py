@@ -9,8 +9,8 @@ committed, reads what the ``when`` reads, ends that read, and only then evaluate
 (``when_outcome``). False: the task is skipped (``advance.skip_gated``), as if it had
 never been queued; an error or a breach of the budget: the task fails, not retried.
 
-The ``when`` of a ``for_each`` task is still evaluated where the task expands
-(``advance._decide``), within its budget.
+A ``for_each`` task's ``when`` and list are evaluated the same way, by the attempt
+that makes its elements (``foreach.evaluate``, then ``runner.record_expansion``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.extensions import DbSession
+from app.runtime import interrupt
 from capability import dsl
 from capability.engine import masking, state
 from capability.engine.decide import plan_of
@@ -41,13 +42,15 @@ def when_outcome(session: DbSession, ctx: AttemptContext,
             return None
         plan = plan_of(ctx.definition)
         scope = state.scope_for(session, run, plan.reads(spec, "when"),
-                                plan.secrets(spec, "when"))
+                                plan.secrets(spec, "when"), settings)
     finally:
         session.rollback()  # nothing was written: no transaction while it evaluates
     try:
-        if dsl.evaluate_condition(str(spec.when), scope, path="when",
-                                  budget=settings.expression_budget):
-            return None
+        # A cancel's stop ends the evaluation at once (``JobStopped``), not its budget.
+        with interrupt.interruptible():
+            if dsl.evaluate_condition(str(spec.when), scope, path="when",
+                                      budget=settings.expression_budget):
+                return None
     except dsl.ExpressionError as exc:
         return Outcome.failure(masking.text(str(exc), scope) or str(exc), retriable=False)
     return Outcome.skip(f"when was false: {spec.when}")

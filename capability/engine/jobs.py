@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from flask import current_app
@@ -23,7 +24,17 @@ from app.extensions import DbSession, db
 from app.runtime import interrupt
 from app.runtime.worker import serving
 from capability import dsl
-from capability.engine import advance, gates, masking, outbox, outputs, runner, state, subruns
+from capability.engine import (
+    advance,
+    foreach,
+    gates,
+    masking,
+    outbox,
+    outputs,
+    runner,
+    state,
+    subruns,
+)
 from capability.engine import instant as instant_path
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send, dispatcher_for
 from capability.engine.executors import EXECUTORS
@@ -235,16 +246,18 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
         ctx = retried(session, begin, f"the begin of attempt {attempt_id}")
     if ctx is None:
         return None
-    outbox.begin(session, dispatcher)  # the `when`'s read, in a unit of its own: nothing written
-    try:
+    step: Callable[[], bool]
+    if ctx.expands:  # a for_each task's `when` and list, then its elements
+        made = foreach.evaluate(session, ctx, dispatcher.settings)
+        step = partial(runner.record_expansion, session, attempt_id, made)
+    else:
         gate = gates.when_outcome(session, ctx, dispatcher.settings)
-    finally:
-        outbox.rollback(session)
-    outcome = run(ctx) if gate is None else gate  # the task's own work: never repeated
+        outcome = run(ctx) if gate is None else gate  # the task's own work: never repeated
+        step = partial(_record, session, attempt_id, outcome, dispatcher.settings)
 
     def record() -> outbox.Outbox | None:
         outbox.begin(session, dispatcher)
-        if _record(session, attempt_id, outcome, dispatcher.settings):
+        if step():
             return outbox.commit(session, deliver=False)
         outbox.rollback(session)  # a late or duplicate result: the first one counted
         return None
@@ -270,7 +283,7 @@ def _instant(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker
     ctx = _begin(session, dispatcher, attempt_id, worker, exclusive=True)
     if ctx is None:
         return None
-    if state.evaluates(ctx.task):
+    if ctx.expands or state.evaluates(ctx.task):
         outbox.commit(session)
         return ctx
     if _record(session, attempt_id, run(ctx), dispatcher.settings):
@@ -289,9 +302,6 @@ def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: 
         outbox.begin(session, dispatcher)
         step = runner.begin_attempt(session, attempt_id, worker, exclusive=exclusive,
                                     early=early, again=again)
-        if isinstance(step, runner.Expanded):  # elements made: kept, nothing to run
-            outbox.commit(session)
-            return None
         if step is None or isinstance(step, runner.Again):
             outbox.rollback(session)
         if not isinstance(step, runner.Again):

@@ -16,17 +16,20 @@ from typing import Any
 from app.extensions import DbSession
 from capability import dsl
 from capability.engine import outbox
+from capability.engine.settings import EngineSettings
 
 
-def secret_values(session: DbSession, team_id: str,
-                  names: frozenset[str] | None) -> Mapping[str, str]:
+def secret_values(session: DbSession, team_id: str, names: frozenset[str] | None,
+                  settings: EngineSettings | None = None) -> Mapping[str, str]:
     """The values of the team's secrets among ``names`` (``None``: all of them). When
     one does not decrypt (its key is gone), reading any of them fails the template that
     reads it, naming the field and the cause: that task fails, not retried, and nothing
-    else does."""
+    else does. ``settings``: the keys, for a read outside any unit of work (an
+    expression's scope, read before it is evaluated with no transaction open); else
+    the unit of work's."""
     from capability.secrets import vault
 
-    settings = outbox.of(session).settings
+    settings = settings or outbox.of(session).settings
     try:
         return vault.values_for(session, settings.secrets_key, settings.secret_key, team_id,
                                 names)

@@ -28,13 +28,13 @@ from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance, compensation, foreach, outbox, state
-from capability.engine.decide import Plan
 from capability.engine.dispatch import Send
 from capability.engine.state import AttemptContext, Outcome
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskKind, TaskRun
 
-__all__ = ["EXPANDED", "Again", "AttemptContext", "Expanded", "Outcome", "await_approval",
-           "begin_attempt", "complete_attempt", "defer_attempt", "open_run", "seconds_early"]
+__all__ = ["Again", "AttemptContext", "Outcome", "await_approval", "begin_attempt",
+           "complete_attempt", "defer_attempt", "open_run", "record_expansion",
+           "seconds_early"]
 
 
 @dataclass
@@ -164,10 +164,11 @@ _BEGIN_READ = (
 
 def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
                   exclusive: bool = False, early: bool = False, again: bool = False
-                  ) -> AttemptContext | Again | Expanded | None:
+                  ) -> AttemptContext | Again | None:
     """Mark the attempt running: its context, or None when it must not run (stale,
-    duplicate, run over, paused), or ``Again``, or ``Expanded`` (a for_each task's
-    elements were made: commit, run nothing).
+    duplicate, run over, paused), or ``Again``. The attempt that makes a for_each
+    task's elements begins the same way (its context ``expands``, with no scope: what
+    its expressions read is read after this commit, ``foreach.evaluate``).
 
     ``exclusive``: lock the run exclusively (an instant attempt, completed in the same
     transaction, or a queued run's first begin). ``early``: a job that arrives before
@@ -206,57 +207,57 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
         step = session.get(TaskRun, run.task_row)
         assert step is not None
         spec = compensation.spec_for(plan.definition, step)
-    if spec.for_each is not None and not row.item_id:
-        # The attempt that makes a for_each task's elements (``foreach.start``).
-        if not exclusive:
-            return Again(exclusive=True)
-        _expand(session, run, plan, spec, attempt_id)
-        return EXPANDED
+    # The attempt that makes a for_each task's elements (``foreach.start``).
+    expands = spec.for_each is not None and not row.item_id
     at = state.now()
     if run.status == RunStatus.QUEUED:
         state.run_begins(conn, run.id, at)
     state.mark_running(conn, attempt_id, run.task_row, at, worker, row.item_id)
-    scope = state.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
+    scope: dict[str, Any] = {}
+    if not expands:
+        scope = state.scope_for(session, run, plan.reads(spec, "with"),
+                                plan.secrets(spec, "with"))
     if row.item_id:
         scope["item"], scope["index"] = row.value, row.index
     outbox.of(session).touch(run.id)
     return AttemptContext(
         attempt_id, row.number, run.id, spec, plan.definition, scope,
-        dsl.effective_timeout(spec, plan.definition.defaults),
+        dsl.effective_timeout(spec, plan.definition.defaults), expands,
     )
 
 
-class Expanded:
-    """``begin_attempt`` made a for_each task's elements instead of beginning an
-    attempt: the owner commits, and nothing runs."""
+def record_expansion(session: DbSession, attempt_id: str, made: foreach.Expansion) -> bool:
+    """Store what a for_each task's expanding attempt evaluated (``foreach.evaluate``,
+    outside any transaction) under the run's lock, once: its elements, or its skip or
+    failure; then advance the run when the task finished. False when the attempt no
+    longer runs (a cancel came while it evaluated, and wins; the owner rolls back).
 
-
-EXPANDED = Expanded()
-
-
-def _expand(session: DbSession, row: Any, plan: Plan, spec: dsl.TaskSpec,
-            attempt_id: str) -> None:
-    """Make the elements of a for_each task (or undo step) and queue the first ones, under
-    the run's exclusive lock. The attempt that asked is dropped: a task's attempts are
-    its tries (its elements' attempts), not this bookkeeping."""
-    if row.status == RunStatus.QUEUED:
-        state.run_begins(session.connection(), row.id, state.now())
-    run = session.execute(select(Run).options(lazyload("*")).where(Run.id == row.id)
-                          .execution_options(populate_existing=True)).scalar_one()
-    task = session.get(TaskRun, row.task_row, populate_existing=True)
-    attempt = session.get(TaskAttempt, attempt_id)
-    assert task is not None and attempt is not None
+    The attempt itself is dropped: a for_each task's attempts are its elements' tries,
+    not this bookkeeping."""
+    loaded = _lock_attempt(session, attempt_id)
+    if loaded is None:
+        return False
+    run, attempt, task = loaded.run, loaded.attempt, loaded.task
+    if attempt.status != AttemptStatus.RUNNING or task.current_attempt_id != attempt.id:
+        return False
+    outbox.of(session).touch(run.id)
+    if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+        attempt.status = AttemptStatus.CANCELLED
+        attempt.finished_at = state.now()
+        return True
+    plan = state.plan_for(session, run)
     task.attempts -= 1
     task.current_attempt_id = None
     session.delete(attempt)
-    foreach.expand(session, run, task, spec, plan.definition)
-    outbox.of(session).touch(run.id)
+    foreach.expand(session, task, compensation.spec_for(plan.definition, task),
+                   plan.definition, made)
     if task.status not in dsl.FINISHED_TASK_STATUSES:
-        return
+        return True
     if task.kind == compensation.KIND:  # an empty list: the next undo step, or the end
         advance.advance(session, run, plan.definition)
     else:
-        advance.advance_from(session, run, plan, task)
+        advance.advance_from(session, run, plan, task, loaded.downstream)
+    return True
 
 
 def complete_attempt(session: DbSession, attempt_id: str, outcome: Outcome) -> bool:

@@ -33,6 +33,7 @@ from capability.dsl import RunStatus, TaskStatus
 from capability.engine import masking, outbox
 from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
+from capability.engine.settings import EngineSettings
 from capability.models import (
     AttemptStatus,
     Run,
@@ -54,15 +55,16 @@ INSTANT_TYPES = frozenset({"noop", "transform", "fail"})
 
 def gated(spec: dsl.TaskSpec) -> bool:
     """Whether the task's attempts evaluate its ``when`` as they begin (``gates``): a
-    ``for_each`` task's is evaluated as the task expands."""
+    ``for_each`` task's is evaluated once, by the attempt that makes its elements
+    (``foreach.evaluate``), never by an element's."""
     return spec.when is not None and spec.for_each is None
 
 
 def evaluates(spec: dsl.TaskSpec) -> bool:
     """Whether an attempt of the task evaluates expressions as it runs (templates in its
-    ``with``; its ``when``, unless it is a ``for_each`` task's, evaluated as the task
-    expands). Such an attempt never runs in its begin's transaction: no expression is
-    evaluated while the run is locked (``jobs.run_one``)."""
+    ``with``; its ``when``, unless it is a ``for_each`` task's, evaluated by the attempt
+    that makes its elements). Such an attempt never runs in its begin's transaction: no
+    expression is evaluated while the run is locked (``jobs.run_one``)."""
     return gated(spec) or bool(dsl.find_expressions(spec.with_))
 
 
@@ -156,6 +158,9 @@ class AttemptContext:
     definition: dsl.WorkflowDefinition
     scope: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    # The attempt that makes a for_each task's elements (``foreach.evaluate``, then
+    # ``runner.record_expansion``): it runs nothing of the task's type.
+    expands: bool = False
 
 
 # -- the run's lock and what expressions see ------------------------------------------
@@ -175,12 +180,14 @@ _SCOPE_OF = _SCOPE.where(TaskRun.task_id.in_(bindparam("task_ids", expanding=Tru
 
 
 def scope_for(session: DbSession, run: Any, reads: frozenset[str] | None,
-              secrets: frozenset[str] | None = frozenset()) -> dict[str, Any]:
+              secrets: frozenset[str] | None = frozenset(),
+              settings: EngineSettings | None = None) -> dict[str, Any]:
     """What expressions see: params, the tasks an expression reads (``Plan.reads``;
     ``None``: all of them) read in one statement, none when it reads no task; the run;
     and the run's team's secrets it reads (``Plan.secrets``), decrypted, none when it
     reads none. ``run``: a ``Run``, or any row with its ``id``, ``team_id``, ``params``
-    and ``trigger``."""
+    and ``trigger``. ``settings``: the keys of the secrets, when read outside a unit of
+    work (``masking.secret_values``)."""
     rows: Any = ()
     if reads is None:
         rows = session.execute(_SCOPE, {"run_id": run.id}).all()
@@ -188,7 +195,7 @@ def scope_for(session: DbSession, run: Any, reads: frozenset[str] | None,
         rows = session.execute(_SCOPE_OF, {"run_id": run.id, "task_ids": sorted(reads)}).all()
     scope = _scope(run, rows)
     if secrets is None or secrets:
-        scope["secrets"] = masking.secret_values(session, run.team_id, secrets)
+        scope["secrets"] = masking.secret_values(session, run.team_id, secrets, settings)
     return scope
 
 

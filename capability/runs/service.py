@@ -196,11 +196,13 @@ def answer_approval(
     run = get_run(session, actor, run_id)
     _require_operator(actor, run.team_id, "answer approvals")
     comment = (body or AnswerIn()).comment
+    # Rendered (if it must be) before the run is locked: never an expression under a lock.
+    legacy = controls.legacy_approvers(session, run, task_id, dispatcher.settings)
     before = run.status
     outbox.begin(session, dispatcher)
     try:
         done = controls.answer_approval(
-            session, run.id, task_id, actor.username, actor.roles, approve, comment)
+            session, run.id, task_id, actor.username, actor.roles, approve, comment, legacy)
         action = "approve" if approve else "reject"
         record(session, _event(actor, action, done, before, task=task_id, comment=comment))
         box = outbox.commit(session, deliver=False)

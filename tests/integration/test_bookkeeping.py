@@ -17,7 +17,7 @@ from capability.engine import instant, outbox, runner
 from capability.engine.dispatch import JOB_PREFIX
 from tests.support.app import unique
 from tests.support.callables import pid_file
-from tests.support.engine import work_once
+from tests.support.engine import drain, work_once
 from tests.support.faults import breaking_once, run_locked, terminate_waiters_until
 from tests.support.runs import attempts, finished, get_run, make, reap_now, wait_for
 from tests.support.runs import start_id as start
@@ -72,6 +72,24 @@ def test_a_begin_whose_answer_was_lost_goes_on(app, client, op, monkeypatch):
     work_once(app)
     assert len(calls) == 3  # the begin (answer lost), the begin again, the record
     _one_attempt(app, client, op, run_id, 3)
+
+
+def test_a_connection_reset_while_storing_elements_is_tried_again(app, client, op,
+                                                                 monkeypatch):
+    """A for_each task's list is evaluated outside any transaction, then its elements
+    are stored under the run's lock: that step is bookkeeping too, done again on a fresh
+    connection."""
+    run_id = start(client, op, make(client, op, [
+        {"id": "a", "type": "noop", "for_each": [1, 2], "with": {"value": "{{ item }}"}}]))
+    step = breaking_once(runner.record_expansion)
+    monkeypatch.setattr(runner, "record_expansion", step)
+    assert drain(app, run_id) == "succeeded"
+    assert len(step.calls) == 2
+    got = get_run(client, op, run_id)
+    assert got["status"] == "succeeded", got
+    task = got["by_task"]["a"]
+    assert task["output"] == [1, 2] and task["attempts"] == 2  # one per element
+    assert sorted(a.status for a in attempts(app, run_id, "a")) == ["succeeded"] * 2
 
 
 def test_a_connection_reset_in_an_instant_hop_costs_no_attempt(app, client, op, monkeypatch):

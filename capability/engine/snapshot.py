@@ -91,12 +91,13 @@ def value_of(row: Any) -> Value:
 
 
 def read(session: DbSession, run_id: str, full: bool, max_value: int | None = None,
-         items: Page = FIRST, attempts: Page = FIRST, task_id: str | None = None
-         ) -> list[TaskRead]:
+         items: Page = FIRST, attempts: Page = FIRST, task_id: str | None = None,
+         elements: bool = True) -> list[TaskRead]:
     """The run's tasks (every kind, in position order), each with a page of its elements
     and attempts. ``full``: outputs (cut over ``max_value``), errors and prompts too (the
     API); else statuses and times only (live updates). ``task_id``: that task only (its
-    rows of every kind)."""
+    rows of every kind). ``elements=False``: the run has no ``for_each`` task
+    (``Plan.has_elements``), so its two element statements are not run."""
     where: list[Any] = [TaskRun.run_id == run_id]
     if task_id is not None:
         where.append(TaskRun.task_id == task_id)
@@ -111,7 +112,16 @@ def read(session: DbSession, run_id: str, full: bool, max_value: int | None = No
         return []
     of_run = select(TaskRun.id).where(*where).scalar_subquery()
 
-    # The elements: a page per task, by a window over the task's elements in index order.
+    if elements:
+        _elements(session, tasks, of_run, full, max_value, items)
+    _attempts(session, tasks, of_run, full, attempts)
+    return list(tasks.values())
+
+
+def _elements(session: DbSession, tasks: dict[str, TaskRead], of_run: Any, full: bool,
+              max_value: int | None, items: Page) -> None:
+    """A page of each task's elements, by a window over them in index order, and their
+    count per status."""
     item_columns: list[Any] = [TaskItem.task_run_id, TaskItem.index, TaskItem.status]
     if full:
         item_columns += [TaskItem.attempts, TaskItem.error,
@@ -130,7 +140,10 @@ def read(session: DbSession, run_id: str, full: bool, max_value: int | None = No
             .group_by(TaskItem.task_run_id, TaskItem.status)):
         tasks[task_run_id].item_counts[status] = number
 
-    # The attempts: a page per task in the order they were made, with the task's total.
+
+def _attempts(session: DbSession, tasks: dict[str, TaskRead], of_run: Any, full: bool,
+              attempts: Page) -> None:
+    """A page of each task's attempts in the order they were made, with its total."""
     attempt_columns: list[Any] = [
         TaskAttempt.task_run_id, TaskAttempt.number, TaskAttempt.status, TaskAttempt.worker,
         TaskAttempt.started_at, TaskAttempt.finished_at, TaskItem.index.label("item")]
@@ -153,7 +166,6 @@ def read(session: DbSession, run_id: str, full: bool, max_value: int | None = No
     for read_ in tasks.values():
         if not read_.attempts:  # none in this page: the task's own count says how many
             read_.attempts_total = read_.row.attempts
-    return list(tasks.values())
 
 
 def counts(reads: list[TaskRead]) -> dict[str, int]:

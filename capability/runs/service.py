@@ -240,9 +240,18 @@ _KIND_COUNTS = (select(TaskRun.kind, TaskRun.status, func.count())
                 .group_by(TaskRun.kind, TaskRun.status))
 
 
+def read_run(session: DbSession, run: Run, page: PageIn = FIRST_PAGE,
+             max_value: int | None = None) -> list[snapshot.TaskRead]:
+    """The run's tasks as its JSON and its page show them (``engine.snapshot``)."""
+    return snapshot.read(session, run.id, full=True, max_value=max_value,
+                         items=page.items(), attempts=page.attempts(),
+                         elements=state.plan_for(session, run).has_elements)
+
+
 def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
              with_tasks: bool = True, page: PageIn = FIRST_PAGE,
-             max_value: int | None = None) -> dict[str, Any]:
+             max_value: int | None = None,
+             reads: list[snapshot.TaskRead] | None = None) -> dict[str, Any]:
     """A run as the API shows it (API.md, "Runs"): with ``controls``, the controls
     ``actor`` may use on it now (from the rule the engine enforces), and
     ``retry_blocked``, why a failed run cannot be retried.
@@ -251,10 +260,10 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
     each task shows a ``page`` of its elements and attempts with their totals, and an
     output longer than ``max_value`` characters of JSON is cut (``output_cut``).
     ``with_tasks=False``: the summary a start answers with, from the rows in the session
-    (``task_counts`` instead of the tasks)."""
-    reads = (snapshot.read(session, run.id, full=True, max_value=max_value,
-                           items=page.items(), attempts=page.attempts())
-             if with_tasks else [])
+    (``task_counts`` instead of the tasks). ``reads``: the run's ``read_run`` (the
+    page shares it with the live state)."""
+    if reads is None:
+        reads = read_run(session, run, page, max_value) if with_tasks else []
     # The summary counts the task rows in SQL: a start has not loaded them (a 1,000-task
     # DAG's rows as ORM objects cost more than the whole start).
     kinds = ([(t.row.kind, t.row.status, 1) for t in reads] if with_tasks else

@@ -210,3 +210,16 @@ def test_a_first_task_decided_at_the_start_decides_the_rest(
     assert tasks["next"].status == "skipped"  # all_success over a skipped upstream
     assert tasks["other"].status == "queued"
     assert run.drain() == "succeeded"
+
+
+def test_a_run_without_elements_skips_their_statements(
+        app: Flask, client: FlaskClient, author: dict[str, Any]) -> None:
+    """A run with no for_each task has no elements: its JSON reads the tasks and their
+    attempts only (the attempts' outer join is the one mention of elements)."""
+    run = Driver(app, client, author, [noop("a"), noop("b", "a")])
+    assert run.drain() == "succeeded"
+    client.get(f"/api/v1/runs/{run.run_id}", headers=author["h"])
+    with statements(app) as seen:
+        r = client.get(f"/api/v1/runs/{run.run_id}", headers=author["h"])
+    assert r.status_code == 200 and r.get_json()["result"]["tasks"][0]["items_total"] == 0
+    assert sum("apg_task_item" in s for s in seen) == 1

@@ -259,8 +259,8 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
     A constant number of statements whatever the size of the run (``engine.snapshot``):
     each task shows a ``page`` of its elements and attempts with their totals, and an
     output longer than ``max_value`` characters of JSON is cut (``output_cut``).
-    ``with_tasks=False``: the summary a start answers with, from the rows in the session
-    (``task_counts`` instead of the tasks). ``reads``: the run's ``read_run`` (the
+    ``with_tasks=False``: the summary a start answers with, its task rows counted in one
+    statement (``task_counts`` instead of the tasks). ``reads``: the run's ``read_run`` (the
     page shares it with the live state)."""
     if reads is None:
         reads = read_run(session, run, page, max_value) if with_tasks else []

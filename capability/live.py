@@ -51,7 +51,7 @@ def publish(app: Flask, run_id: str, coalesce: bool) -> None:
     (publish_run_soon if coalesce else publish_run)(app, run_id)
 
 
-def run_state(session: DbSession, run: Any) -> dict[str, Any]:
+def run_state(session: DbSession, run: Any, reads: list[Any] | None = None) -> dict[str, Any]:
     """What a watcher may see of a run: statuses, attempt numbers, workers and times,
     why a task did not run, and the controls the run allows now (``controls``, without
     who the watcher is: the page shows a control only to those who may use it).
@@ -61,8 +61,9 @@ def run_state(session: DbSession, run: Any) -> dict[str, Any]:
     publish after each step of a large run stays cheap. Each task carries the first
     ``snapshot.PAGE`` elements and attempts with their totals (``items_total``,
     ``item_counts``, ``attempt_history_total``): a 5,000-element task's state is no
-    longer every element twice a second."""
-    state: dict[str, Any] = _state(session, run, raw=False)
+    longer every element twice a second. ``reads``: the run's tasks already read in
+    full (``runs.read_run``: the run's page), so not read again."""
+    state: dict[str, Any] = _state(session, run, raw=False, reads=reads)
     return state
 
 
@@ -79,7 +80,7 @@ def run_state_json(session: DbSession, run: Any) -> RawJSON:
     return state
 
 
-def _state(session: DbSession, run: Any, raw: bool) -> Any:
+def _state(session: DbSession, run: Any, raw: bool, reads: list[Any] | None = None) -> Any:
     # On first use: the scheduler registers the publisher but never publishes, and loads
     # no engine (tests/integration/test_worker_role.py).
     from capability.engine import snapshot
@@ -88,7 +89,9 @@ def _state(session: DbSession, run: Any, raw: bool) -> Any:
     from capability.models import TaskKind
 
     encode: Any = json.dumps if raw else (lambda value: value)
-    reads = snapshot.read(session, run.id, full=False)
+    if reads is None:
+        reads = snapshot.read(session, run.id, full=False, elements=engine_state.plan_for(
+            session, run).has_elements)
 
     def state(t: snapshot.TaskRead) -> Any:
         row = t.row

@@ -64,6 +64,19 @@ def advance(session: DbSession, run: Run, definition: dsl.WorkflowDefinition,
     _conclude(session, run, plan, run_outcome(t.status for t in tasks.values()))
 
 
+def decide_first(session: DbSession, run: Run, plan: Plan, first: list[TaskRun]) -> None:
+    """A start (``runner.open_run``): decide the run's first tasks (those without
+    upstreams; every other task waits for one of them) from the rows in hand, reading
+    nothing. The run's outcome is not concluded here: a first task that finished at once
+    makes the caller ``advance`` the whole run."""
+    for task in first:
+        if task.status == TaskStatus.PENDING:
+            counts = Counts.of(())
+            verdict = verdict_of(plan.rules[task.task_id], counts)
+            if verdict != Verdict.WAIT:
+                _decide(session, run, plan, task, verdict, counts, {})
+
+
 # Built once: building a statement costs about as much Python as running it.
 _OF_RUN = (TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK)
 _IDS: BindParameter[list[str]] = bindparam("task_ids", expanding=True)

@@ -8,6 +8,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from app.security.roles import ADMIN
@@ -240,6 +241,12 @@ class Plan:
     compensates: bool
     _reads: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
     _filters: dict[str, tuple[bool, tuple[str, ...]]] = field(default_factory=dict)
+
+    @cached_property
+    def has_elements(self) -> bool:
+        """Whether a run of this version can have elements (a ``for_each`` task): a
+        run's reads skip the element statements otherwise (``snapshot.read``)."""
+        return any(spec.for_each is not None for spec in self.specs.values())
 
     @classmethod
     def build(cls, definition: dsl.WorkflowDefinition) -> Plan:

@@ -20,7 +20,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select, text
 from sqlalchemy.orm import lazyload
 
 from app.extensions import DbSession
@@ -28,6 +28,7 @@ from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance, compensation, foreach, outbox, state
+from capability.engine.decide import plan_of
 from capability.engine.dispatch import Send
 from capability.engine.state import AttemptContext, Outcome
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskKind, TaskRun
@@ -111,20 +112,63 @@ def open_run(session: DbSession, run: Run, definition: dsl.WorkflowDefinition,
 
     The run is ``queued`` either way (the API's answer to a start): it becomes
     ``running`` when a worker begins its first task (``begin_attempt``,
-    ``instant.run_attempt``). Ids are made here and the rows are written at the next
-    flush, already in their first state: one INSERT for the run, one for its tasks and
-    one for the first attempts, with nothing read back (the caller checked
-    ``max_active_runs`` first)."""
+    ``instant.run_attempt``). Ids are made here and the rows are written already in
+    their first state, with nothing read back (the caller checked ``max_active_runs``
+    first): the run, its first tasks (those without upstreams, decided now) and their
+    attempts through the ORM, then every other task row in one multi-row INSERT. Only a
+    first task can be decided at a start (every other one waits for an unfinished
+    upstream), so a 1,000-task DAG makes one ORM object per root, not per task (~0.3 ms
+    each, most of its start); when a first task finishes at once (a ``when`` false, a
+    failure), the whole run is decided again over every row."""
     run.id = run.id or new_id()
     run.status = RunStatus.QUEUED.value
-    # Every column the engine reads is set: column defaults apply only at the INSERT.
-    run.tasks = [TaskRun(id=new_id(), task_id=task_id, kind=TaskKind.TASK, position=position,
-                         status=TaskStatus.PENDING.value, attempts=0, retry_base=0)
-                 for position, task_id in enumerate(dsl.topological_order(definition))]
+    plan = plan_of(definition)
+    first: list[TaskRun] = []
+    others: list[dict[str, Any]] = []
+    for position, task_id in enumerate(dsl.topological_order(definition)):
+        # Every column the engine reads is set: column defaults apply only at the INSERT.
+        row = {"id": new_id(), "run_id": run.id, "task_id": task_id, "kind": TaskKind.TASK,
+               "position": position, "status": TaskStatus.PENDING.value, "attempts": 0,
+               "retry_base": 0}
+        if start and not plan.upstream[task_id]:
+            first.append(TaskRun(**row))
+        else:
+            others.append(row)
+    run.tasks = first
     session.add(run)
     state.log_started(session, run, definition.name)
     if start:
+        advance.decide_first(session, run, plan, first)
+    session.flush()  # the run before its task rows
+    if others:
+        _insert_tasks(session, run.id, others)
+    # The collection holds the first tasks only: it is read again, whole, when asked.
+    session.expire(run, ["tasks"])
+    if start and any(t.status in dsl.FINISHED_TASK_STATUSES for t in first):
         advance.advance(session, run, definition, admit=True)
+
+
+_INSERT_TASKS = insert(TaskRun)
+# On PostgreSQL the rows are made by the server from three arrays: an executemany of
+# 1,000 rows spent ~8 ms in Python on 8,000 bound parameters (SQLAlchemy's
+# insertmanyvalues), for a statement whose server time is mostly the foreign-key checks.
+_UNNEST_TASKS = text(
+    f"INSERT INTO {TaskRun.__tablename__} (id, run_id, task_id, kind, position, status, "
+    "attempts, retry_base) SELECT t.id, :run_id, t.task_id, :kind, t.position, :status, 0, 0 "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:task_ids AS varchar[]), "
+    "CAST(:positions AS integer[])) AS t(id, task_id, position)")
+
+
+def _insert_tasks(session: DbSession, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Pending task rows of a new run (``open_run``), in one statement."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        conn.execute(_INSERT_TASKS, rows)
+        return
+    conn.execute(_UNNEST_TASKS, {
+        "run_id": run_id, "kind": TaskKind.TASK.value, "status": TaskStatus.PENDING.value,
+        "ids": [r["id"] for r in rows], "task_ids": [r["task_id"] for r in rows],
+        "positions": [r["position"] for r in rows]})
 
 
 class Again(NamedTuple):

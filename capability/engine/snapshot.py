@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import Text, case, cast, func, select, type_coerce
+from sqlalchemy import Integer, Text, bindparam, case, cast, func, select, type_coerce
 from sqlalchemy.sql import ColumnElement
 
 from app.extensions import DbSession
@@ -69,13 +70,14 @@ class TaskRead:
         return sum(self.item_counts.values())
 
 
-def _limited(column: Any, max_value: int | None) -> list[ColumnElement[Any]]:
-    """``column`` when its JSON text is at most ``max_value`` characters, else NULL; its
-    size; and the start of its text when it was cut."""
-    if max_value is None:
+def _limited(column: Any, cut: bool) -> list[ColumnElement[Any]]:
+    """``column`` when its JSON text is at most ``max_value`` characters (a bound
+    parameter), else NULL; its size; and the start of its text when it was cut."""
+    if not cut:
         return [column.label("value"), func.length(cast(column, Text)).label("size"),
                 type_coerce(None, Text).label("preview")]
     size = func.length(cast(column, Text))
+    max_value = bindparam("max_value", type_=Integer)
     return [
         type_coerce(case((size <= max_value, column), else_=None), column.type).label("value"),
         size.label("size"),
@@ -90,45 +92,42 @@ def value_of(row: Any) -> Value:
     return Value(row.value, row.size)
 
 
-def read(session: DbSession, run_id: str, full: bool, max_value: int | None = None,
-         items: Page = FIRST, attempts: Page = FIRST, task_id: str | None = None
-         ) -> list[TaskRead]:
-    """The run's tasks (every kind, in position order), each with a page of its elements
-    and attempts. ``full``: outputs (cut over ``max_value``), errors and prompts too (the
-    API); else statuses and times only (live updates). ``task_id``: that task only (its
-    rows of every kind)."""
-    where: list[Any] = [TaskRun.run_id == run_id]
-    if task_id is not None:
-        where.append(TaskRun.task_id == task_id)
+class _Statements(NamedTuple):
+    tasks: Any
+    items: Any
+    item_counts: Any
+    attempts: Any
+
+
+@cache
+def _statements(full: bool, cut: bool, one_task: bool) -> _Statements:
+    """The four statements of a read, built once per shape: building them cost about as
+    much Python as running them (a run's ``GET`` is a few milliseconds). Bound:
+    ``run_id``, ``task_id``, ``max_value`` and the pages' bounds."""
+    where: list[Any] = [TaskRun.run_id == bindparam("run_id")]
+    if one_task:
+        where.append(TaskRun.task_id == bindparam("task_id"))
     columns: list[Any] = [TaskRun.id, TaskRun.kind, TaskRun.task_id, TaskRun.status,
                           TaskRun.attempts, TaskRun.reason, TaskRun.started_at,
                           TaskRun.finished_at]
     if full:
-        columns += [TaskRun.error, TaskRun.prompt, *_limited(TaskRun.output, max_value)]
-    tasks = {r.id: TaskRead(r) for r in session.execute(
-        select(*columns).where(*where).order_by(TaskRun.position))}
-    if not tasks:
-        return []
+        columns += [TaskRun.error, TaskRun.prompt, *_limited(TaskRun.output, cut)]
+    tasks = select(*columns).where(*where).order_by(TaskRun.position)
     of_run = select(TaskRun.id).where(*where).scalar_subquery()
 
     # The elements: a page per task, by a window over the task's elements in index order.
     item_columns: list[Any] = [TaskItem.task_run_id, TaskItem.index, TaskItem.status]
     if full:
-        item_columns += [TaskItem.attempts, TaskItem.error,
-                         *_limited(TaskItem.output, max_value)]
+        item_columns += [TaskItem.attempts, TaskItem.error, *_limited(TaskItem.output, cut)]
     numbered = select(*item_columns, func.row_number().over(
         partition_by=TaskItem.task_run_id, order_by=TaskItem.index).label("n")
     ).where(TaskItem.task_run_id.in_(of_run)).subquery()
-    for r in session.execute(
-            select(numbered).where(numbered.c.n > items.offset,
-                                   numbered.c.n <= items.offset + items.limit)
-            .order_by(numbered.c.task_run_id, numbered.c.index)):
-        tasks[r.task_run_id].items.append(r)
-    for task_run_id, status, number in session.execute(
-            select(TaskItem.task_run_id, TaskItem.status, func.count())
-            .where(TaskItem.task_run_id.in_(of_run))
-            .group_by(TaskItem.task_run_id, TaskItem.status)):
-        tasks[task_run_id].item_counts[status] = number
+    items = (select(numbered).where(numbered.c.n > bindparam("items_after"),
+                                    numbered.c.n <= bindparam("items_upto"))
+             .order_by(numbered.c.task_run_id, numbered.c.index))
+    item_counts = (select(TaskItem.task_run_id, TaskItem.status, func.count())
+                   .where(TaskItem.task_run_id.in_(of_run))
+                   .group_by(TaskItem.task_run_id, TaskItem.status))
 
     # The attempts: a page per task in the order they were made, with the task's total.
     attempt_columns: list[Any] = [
@@ -143,10 +142,38 @@ def read(session: DbSession, run_id: str, full: bool, max_value: int | None = No
         func.count().over(partition_by=TaskAttempt.task_run_id).label("total"),
     ).outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id).where(
         TaskAttempt.task_run_id.in_(of_run)).subquery()
-    for r in session.execute(
-            select(ranked).where(ranked.c.n > attempts.offset,
-                                 ranked.c.n <= attempts.offset + attempts.limit)
-            .order_by(ranked.c.task_run_id, ranked.c.n)):
+    attempts = (select(ranked).where(ranked.c.n > bindparam("attempts_after"),
+                                     ranked.c.n <= bindparam("attempts_upto"))
+                .order_by(ranked.c.task_run_id, ranked.c.n))
+    return _Statements(tasks, items, item_counts, attempts)
+
+
+def read(session: DbSession, run_id: str, full: bool, max_value: int | None = None,
+         items: Page = FIRST, attempts: Page = FIRST, task_id: str | None = None,
+         elements: bool = True) -> list[TaskRead]:
+    """The run's tasks (every kind, in position order), each with a page of its elements
+    and attempts. ``full``: outputs (cut over ``max_value``), errors and prompts too (the
+    API); else statuses and times only (live updates). ``task_id``: that task only (its
+    rows of every kind). ``elements=False``: the run has no ``for_each`` task
+    (``Plan.has_elements``), so its two element statements are not run."""
+    built = _statements(full, max_value is not None, task_id is not None)
+    params = {"run_id": run_id, "task_id": task_id, "max_value": max_value,
+              "items_after": items.offset, "items_upto": items.offset + items.limit,
+              "attempts_after": attempts.offset,
+              "attempts_upto": attempts.offset + attempts.limit}
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # what autoflush would do before an ORM statement
+    # On the connection: an ORM-enabled execution costs more Python than these reads.
+    conn = session.connection()
+    tasks = {r.id: TaskRead(r) for r in conn.execute(built.tasks, params)}
+    if not tasks:
+        return []
+    if elements:
+        for r in conn.execute(built.items, params):
+            tasks[r.task_run_id].items.append(r)
+        for task_run_id, status, number in conn.execute(built.item_counts, params):
+            tasks[task_run_id].item_counts[status] = number
+    for r in conn.execute(built.attempts, params):
         read_ = tasks[r.task_run_id]
         read_.attempts.append(r)
         read_.attempts_total = r.total

@@ -227,9 +227,11 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
     run (``runs.run_dict``, ``live.run_state``), the first page of each task's elements
     and attempts (the page loads more through ``GET /api/v1/runs/<id>/tasks/<task_id>``)
     and large outputs cut (linked whole)."""
-    data = runs.run_dict(db.session, run, actor,
-                         max_value=int(current_app.config.get("API_VALUE_MAX_CHARS", 65536)))
-    definition = state.definition_of(run.version)
+    max_value = int(current_app.config.get("API_VALUE_MAX_CHARS", 65536))
+    reads = runs.read_run(db.session, run, max_value=max_value)  # the JSON's and live state's
+    data = runs.run_dict(db.session, run, actor, max_value=max_value, reads=reads)
+    # Cached by version: definition_of(run.version) read the version and serialised it.
+    definition = state.plan_for(db.session, run).definition
     specs = {t.id: t for t in definition.tasks}
     tasks = []
     for task in data["tasks"]:
@@ -261,7 +263,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,
         "panels": panels,
         "actions": ACTIONS,
-        "state": live.run_state(db.session, run), "params_json": _pretty(data["params"]),
+        "state": live.run_state(db.session, run, reads), "params_json": _pretty(data["params"]),
         "may_control": may_control(actor, run.team_id),
         "finished": run.status in {s.value for s in dsl.FINISHED_RUN_STATUSES},
         "status_label": status_label, "page_size": snapshot.PAGE,

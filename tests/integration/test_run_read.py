@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
@@ -172,3 +172,54 @@ def test_a_lost_expansion_is_sent_again(app: Flask, client: FlaskClient,
     assert report.resent >= 1  # (and queued attempts of earlier tests)
     assert drain(app, run_id) == "succeeded"
     assert _elements(app, run_id) == 4
+
+
+def test_a_start_makes_objects_for_its_first_tasks_only(
+        app: Flask, client: FlaskClient, author: dict[str, Any]) -> None:
+    """A 60-task DAG (a root, 58 leaves, a join): the start writes every task row but
+    makes an ORM object for the root only (the others are one multi-row INSERT), and the
+    run then goes on as before."""
+    leaves = [f"l{i}" for i in range(58)]
+    made: list[str] = []
+
+    def count(_target: TaskRun, _args: Any, kwargs: dict[str, Any]) -> None:
+        made.append(kwargs["task_id"])
+
+    event.listen(TaskRun, "init", count)
+    try:
+        run = Driver(app, client, author, [
+            noop("root"), *(noop(leaf, "root") for leaf in leaves), noop("join", *leaves)])
+    finally:
+        event.remove(TaskRun, "init", count)
+    assert made == ["root"]
+    tasks = run.tasks()
+    assert len(tasks) == 60 and tasks["root"].status == "queued"
+    assert {t.status for i, t in tasks.items() if i != "root"} == {"pending"}
+    assert run.drain() == "succeeded"
+
+
+def test_a_first_task_decided_at_the_start_decides_the_rest(
+        app: Flask, client: FlaskClient, author: dict[str, Any]) -> None:
+    """A first task that finishes at the start (a for_each whose ``when`` is false is
+    skipped there): its downstream tasks are decided in the same start, over every row."""
+    run = Driver(app, client, author, [
+        noop("gate", for_each=[1, 2], when="{{ false }}"), noop("next", "gate"),
+        noop("other")])
+    tasks = run.tasks()
+    assert tasks["gate"].status == "skipped"
+    assert tasks["next"].status == "skipped"  # all_success over a skipped upstream
+    assert tasks["other"].status == "queued"
+    assert run.drain() == "succeeded"
+
+
+def test_a_run_without_elements_skips_their_statements(
+        app: Flask, client: FlaskClient, author: dict[str, Any]) -> None:
+    """A run with no for_each task has no elements: its JSON reads the tasks and their
+    attempts only (the attempts' outer join is the one mention of elements)."""
+    run = Driver(app, client, author, [noop("a"), noop("b", "a")])
+    assert run.drain() == "succeeded"
+    client.get(f"/api/v1/runs/{run.run_id}", headers=author["h"])
+    with statements(app) as seen:
+        r = client.get(f"/api/v1/runs/{run.run_id}", headers=author["h"])
+    assert r.status_code == 200 and r.get_json()["result"]["tasks"][0]["items_total"] == 0
+    assert sum("apg_task_item" in s for s in seen) == 1

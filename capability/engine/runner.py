@@ -118,8 +118,8 @@ def open_run(session: DbSession, run: Run, definition: dsl.WorkflowDefinition,
     attempts through the ORM, then every other task row in one multi-row INSERT. Only a
     first task can be decided at a start (every other one waits for an unfinished
     upstream), so a 1,000-task DAG makes one ORM object per root, not per task (~0.3 ms
-    each, most of its start); when a first task finishes at once (a ``when`` false, a
-    failure), the whole run is decided again over every row."""
+    each, most of its start); when a first task finishes at once (a failure decided
+    at the start), the whole run is decided again over every row."""
     run.id = run.id or new_id()
     run.status = RunStatus.QUEUED.value
     plan = plan_of(definition)

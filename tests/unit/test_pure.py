@@ -111,3 +111,18 @@ def test_parse_collects_every_error_with_its_path():
 def test_json_safe_keeps_hashable_values_stable():
     assert json_safe({"a": {1, 3, 2}, "b": dt.date(2026, 1, 2), "c": b"secret"}) == {
         "a": [1, 2, 3], "b": "2026-01-02", "c": "***"}
+
+
+def test_the_derived_audit_key_is_hkdf_sha256() -> None:
+    """The development AUDIT_KEY, spelled with the standard library (a scheduler never
+    loads cryptography for it), is exactly cryptography's HKDF-SHA256."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from app.audit import keys
+
+    for secret in ("a" * 32, "ünïcode secret key of some length", "x"):
+        expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                        info=b"apg audit chain v1").derive(secret.encode("utf-8"))
+        assert keys.audit_key({"AUDIT_KEY": "", "SECRET_KEY": secret}) == expected
+    assert keys.audit_key({"AUDIT_KEY": "k" * 32, "SECRET_KEY": "s"}) == b"k" * 32

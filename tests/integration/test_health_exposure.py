@@ -4,7 +4,6 @@ check: a configured queue without a live worker fails once the start-up grace is
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from rq import Queue, Worker
 
 from app import create_app
 from app.runtime.redis_conn import get_redis
-from tests.support.app import api_token, auth, make_config, unique
+from tests.support.app import api_token, auth, make_config, serving, unique
 
 
 def _closed_port() -> int:
@@ -98,20 +97,10 @@ def test_a_live_worker_on_every_queue_makes_it_ok(app, client, queues, viewer_he
 @pytest.fixture()
 def up_server(app: Flask) -> Iterator[str]:
     """The app behind the request handler `flask --app app up` serves it with."""
-    from werkzeug.serving import make_server
-
     from app.runtime.up import AccessLogRequestHandler
 
-    server = make_server("127.0.0.1", 0, app, threaded=True,
-                         request_handler=AccessLogRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(app, request_handler=AccessLogRequestHandler) as base:
+        yield base
 
 
 def _raw(base: str, request_line: bytes) -> str:

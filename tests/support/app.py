@@ -131,11 +131,13 @@ def auth(token: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(app: Flask, name: str = "test-server") -> Iterator[str]:
-    """``app`` on a real port (Werkzeug, threaded) while the block runs: its base URL."""
+def serving(app: Flask, name: str = "test-server",
+            request_handler: Any = None) -> Iterator[str]:
+    """``app`` on a real port (Werkzeug, threaded) while the block runs: its base URL.
+    ``request_handler``: Werkzeug's request handler class to serve with (default its own)."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=request_handler)
     thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:

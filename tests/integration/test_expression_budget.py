@@ -98,17 +98,23 @@ def test_a_when_over_its_budget_fails_its_task_naming_the_field(
     assert gate["attempts"] == 1  # not retried, whatever the retry policy
 
 
-def test_a_cancel_is_not_blocked_by_an_expression_under_way(app, client, op, worker):
-    run_id = _gated(client, op)
+def _cancelled_while_evaluating(app, client, op, run_id: str) -> dict:
+    """Cancel the run while its gate's expression is evaluated: the cancel answers at
+    once, and the evaluation, ending over its budget afterwards, does not count. The
+    gate task as the finished run shows it."""
     _evaluating(app, run_id)
     r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"])
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["result"]["status"] == "cancelled"
-    # The evaluation ends (over its budget) after the cancel: its failure does not count.
     wait_for(lambda: "running" not in _statuses(app, run_id, "gate"), 60, "the gate ends")
     got = finished(client, op, run_id)
     assert got is not None and got["status"] == "cancelled"
-    assert {t["task_id"]: t for t in got["tasks"]}["gate"]["status"] == "cancelled"
+    return {t["task_id"]: t for t in got["tasks"]}["gate"]
+
+
+def test_a_cancel_is_not_blocked_by_an_expression_under_way(app, client, op, worker):
+    gate = _cancelled_while_evaluating(app, client, op, _gated(client, op))
+    assert gate["status"] == "cancelled"
 
 
 # A for_each task's `when` and its list are evaluated by the attempt that makes its
@@ -145,16 +151,7 @@ def test_a_for_each_over_its_budget_fails_its_task_naming_the_field(
 
 @pytest.mark.parametrize("field", sorted(FAN_OUT))
 def test_a_cancel_wins_over_a_for_each_under_way(app, client, op, worker, field):
-    run_id = _fanned(client, op, field)
-    _evaluating(app, run_id)
-    r = client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"])
-    assert r.status_code == 200, r.get_json()
-    assert r.get_json()["result"]["status"] == "cancelled"
-    # The evaluation ends (over its budget) after the cancel: nothing of it is recorded.
-    wait_for(lambda: "running" not in _statuses(app, run_id, "gate"), 60, "the gate ends")
-    got = finished(client, op, run_id)
-    assert got is not None and got["status"] == "cancelled"
-    gate = {t["task_id"]: t for t in got["tasks"]}["gate"]
+    gate = _cancelled_while_evaluating(app, client, op, _fanned(client, op, field))
     assert gate["status"] == "cancelled"
     assert gate["error"] is None
 

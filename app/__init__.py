@@ -236,7 +236,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from app.audit import recorder, specs
     from app.runtime.redis_conn import resolve_url
-    from app.security import revocation
+    from app.security import access, revocation
 
     redis_url = resolve_url(app)
     if app.config.get("RATELIMIT_STORAGE_URI") == "redis":
@@ -245,6 +245,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     recorder.install(db.session)
     revocation.install(db.session)
+    access.install(db.session)
     specs.register_platform_specs()
     if web:
         _init_web(app)

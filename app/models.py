@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flask_appbuilder.models.sqla import Model
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint, false, func
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, false, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql import ColumnElement
 
@@ -97,6 +97,18 @@ class TeamMembership(Model):
 
     def __repr__(self) -> str:
         return f"{self.user.username}@{self.team.name}" if self.user and self.team else self.id
+
+
+class PermissionEpoch(Model):
+    """One value, replaced in the same transaction as any change of a role's
+    permissions (``app.security.access``): a process answers permission checks from
+    what it read under the current value, and reads again once it has moved on."""
+
+    __tablename__ = "apg_permission_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
+                                       server_default="0")
 
 
 class UserCredentials(Model):

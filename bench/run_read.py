@@ -10,7 +10,9 @@ What it does: recreates the PostgreSQL database ``apg_hops`` (as ``bench/hops.py
 three workflows, and times requests through the app's test client (the whole Flask
 stack: authentication, the service, JSON or the template; no network, no WSGI server):
 
-* ``GET /api/v1/runs/<id>`` of a finished 41-task chain (p50, idle) and its SQL statements;
+* ``GET /api/v1/runs/<id>`` of a finished 41-task chain (p50, idle) and its SQL statements,
+  next to two baselines of the same run: an authenticated ``GET`` answered 404 (the
+  token, the user, the teams, one lookup: the floor of any API call) and ``/health``;
 * ``POST /api/v1/workflows/<id>/runs`` (p50) of that chain, of a 5,000-element
   ``for_each`` and of a 1,000-task DAG (root, 998 leaves, a join);
 * the run's JSON and the run's page (``GET /runs/<id>``), p95, for the 5,000-element and
@@ -147,10 +149,10 @@ def main() -> None:
                 jobs.run_attempt(item.attempt_id, item.instant)
                 done += 1
 
-    def get(url: str, who: Any, **kw: Any) -> Callable[[], Any]:
+    def get(url: str, who: Any, status: int = 200, **kw: Any) -> Callable[[], Any]:
         def call() -> Any:
             r = who.get(url, **kw)
-            assert r.status_code == 200, (url, r.status_code)
+            assert r.status_code == status, (url, r.status_code)
             return r
         return call
 
@@ -165,6 +167,18 @@ def main() -> None:
     per_get = statements.count - before
     rows.append(("GET a 41-task run, p50 idle", f"{p(timed(api, reads), 0.5):.1f} ms",
                  f"≤ 5 ms; {per_get} SQL statements"))
+    # The floor under it, same run: what any authenticated call costs (a 404 after the
+    # token, the user, the teams and one lookup), and an unauthenticated one.
+    missing = get("/api/v1/secrets/999999999", client, 404, headers=headers)
+    missing()
+    before = statements.count
+    missing()
+    per_404 = statements.count - before
+    rows.append(("  baseline: an authenticated 404, p50", f"{p(timed(missing, reads), 0.5):.1f} ms",
+                 f"{per_404} SQL statements"))
+    health = get("/health", client)
+    rows.append(("  baseline: GET /health (no login), p50",
+                 f"{p(timed(health, reads), 0.5):.1f} ms", "no statement of the app's"))
     # (2) Starts, whatever the fan-out (the sends a start makes are dropped).
     for key, label in (("chain", "41-task chain"), ("each", f"{ELEMENTS}-element for_each"),
                        ("dag", f"{DAG}-task DAG")):

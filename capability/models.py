@@ -225,8 +225,9 @@ class TaskRun(Model):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Indexed by uq_apg_task_run, whose first column it is (no index of its own).
     run_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("apg_run.id", ondelete="CASCADE"), nullable=False, index=True
+        String(36), ForeignKey("apg_run.id", ondelete="CASCADE"), nullable=False
     )
     task_id: Mapped[str] = mapped_column(String(63), nullable=False)
     kind: Mapped[str] = mapped_column(String(16), nullable=False, default=TaskKind.TASK)
@@ -267,8 +268,9 @@ class TaskItem(Model):
     __table_args__ = (UniqueConstraint("task_run_id", "index", name="uq_apg_task_item"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Indexed by the unique constraint above, whose first column it is.
     task_run_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False, index=True
+        String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False
     )
     index: Mapped[int] = mapped_column(Integer, nullable=False)
     value: Mapped[Any | None] = mapped_column(JSON)
@@ -295,8 +297,9 @@ class TaskAttempt(Model):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Indexed by the unique constraint above, whose first column it is.
     task_run_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False, index=True
+        String(36), ForeignKey("apg_task_run.id", ondelete="CASCADE"), nullable=False
     )
     # Set for the attempts of one element of a for_each task.
     item_id: Mapped[str | None] = mapped_column(

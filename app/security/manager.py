@@ -105,10 +105,7 @@ class ApgSecurityManager(SecurityManager):
 
     def exist_permission_on_roles(self, view_name: str, permission_name: str,
                                   role_ids: list[int]) -> bool:
-        pairs = access.roles_pairs(self.session, role_ids)
-        if pairs is None:
-            return bool(super().exist_permission_on_roles(view_name, permission_name, role_ids))
-        return (permission_name, view_name) in pairs
+        return (permission_name, view_name) in access.roles_pairs(self.session, role_ids)
 
     def get_user_by_id(self, pk: Any) -> Any:
         """The user with its roles and its groups' roles, in one statement (every

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, scoped_session
 
 from app.models import UserCredentials
+from app.security import access
 
 JWT_CLAIM = "cg"
 SESSION_KEY = "_apg_cg"
@@ -49,9 +50,11 @@ def generation(conn: Any, user_id: int) -> int:
     cache: dict[int, int] | None = getattr(g, "_apg_cg", None) if has_request_context() else None
     if cache is not None and user_id in cache:
         return cache[user_id]
-    found = conn.execute(
-        select(_table.c.generation).where(_table.c.user_id == user_id)
-    ).scalar_one_or_none()
+    # The permission epoch comes with it (app.security.access): one statement for both.
+    found, epoch = conn.execute(select(
+        select(_table.c.generation).where(_table.c.user_id == user_id).scalar_subquery(),
+        access.EPOCH)).one()
+    access.observed(epoch)
     value = int(found or 0)
     if has_request_context():
         if cache is None:

@@ -89,6 +89,9 @@ TASK_OUTPUT_MAX_BYTES = _int("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)
 # runs excluded): a start over either is refused with 429 and Retry-After.
 TEAM_MAX_ACTIVE_RUNS = _int("TEAM_MAX_ACTIVE_RUNS", 1000)
 TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
+# Schedules (TRIGGERS.md): after downtime, at most this many missed ticks of one
+# schedule are caught up per scheduler pass.
+SCHEDULE_CATCHUP_MAX = _int("SCHEDULE_CATCHUP_MAX", 100)
 # Workers and schedulers that lose Redis try again after 1, 2, 4 ... seconds, at most
 # this many between tries, for as long as it takes.
 REDIS_RECONNECT_MAX = _int("REDIS_RECONNECT_MAX", 30)

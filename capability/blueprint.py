@@ -11,6 +11,7 @@ from app.security.roles import AUTHOR, OPERATOR, VIEWER
 # Imported here, not in register(): Alembic must see these tables even when a start
 # fails to register the capability.
 from capability.models import Secret, Workflow
+from capability.triggers.models import Schedule
 
 
 def _team(obj: Any) -> str | None:
@@ -42,6 +43,25 @@ def _check_egress(app: Any) -> None:
     EgressPolicy.from_config(app.config)
 
 
+def _install_ticker(app: Any) -> None:
+    """Every scheduler process decides due schedule ticks, each loop (``ticker``)."""
+    from app.runtime.worker import runtime_hooks
+
+    hooks = runtime_hooks(app)
+    if _tick not in hooks.tick:
+        hooks.tick.append(_tick)
+
+
+def _tick(app: Any) -> None:
+    # Loaded on the first pass, not at import: a scheduler's memory is counted.
+    from app.extensions import db
+    from capability.engine.dispatch import dispatcher_for
+    from capability.triggers import clock, ticker
+
+    ticker.run_pass(db.session, dispatcher_for(app, coalesce=True), clock.now(),
+                    int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100))
+
+
 def register(reg: Registrar) -> None:
     from capability.engine import reaper
     from capability.secrets.cli import secrets_group
@@ -51,6 +71,7 @@ def register(reg: Registrar) -> None:
     reg.on_ready(_check_egress)
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
     reg.on_ready(reaper.install)
+    reg.on_ready(_install_ticker)
     reg.add_cli(reap_command)
     reg.add_cli(secrets_group)  # `flask --app app secrets rotate`
     reg.audited(
@@ -65,6 +86,13 @@ def register(reg: Registrar) -> None:
         AuditSpec(target_type="secret", exclude=frozenset({"updated_at", "created_at"}),
                   redact=frozenset({"ciphertext"}), team_of=_team, tenant_of=_tenant),
     )
+    reg.audited(
+        Schedule,
+        AuditSpec(target_type="schedule",
+                  exclude=frozenset({"updated_at", "created_at", "next_due", "decided_until",
+                                     "buffered_for"}),
+                  team_of=_team, tenant_of=_tenant),
+    )
     if not reg.web:
         # The worker role: no screens, REST APIs or Socket.IO server, and none of their
         # modules imported (marshmallow schemas, forms, templates). Live updates are
@@ -78,6 +106,7 @@ def register(reg: Registrar) -> None:
     from capability.secrets.views import SecretView
     from capability.transport.api import TransportApi
     from capability.transport.views import TransportView
+    from capability.triggers.api import ScheduleApi
     from capability.views import WorkflowView
 
     reg.add_view(
@@ -91,6 +120,7 @@ def register(reg: Registrar) -> None:
     reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
                  category_icon="fa-sitemap")
     reg.add_api(RunApi)
+    reg.add_api(ScheduleApi)
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
@@ -122,9 +152,11 @@ capability = Capability.build(
     description="Workflows of typed tasks, versioned; runs on RQ workers, watched live.",
     depends_on=("platform",),
     role_permissions={
-        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus),
-        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus),
-        VIEWER: (_read, _runs, _menu, _run_menus),
+        AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
+                 ("Schedules", "can_read|can_write|can_control")),
+        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus,
+                   ("Schedules", "can_read|can_control")),
+        VIEWER: (_read, _runs, _menu, _run_menus, ("Schedules", "can_read")),
     },
     menus=("Workflows", "Security"),
 )

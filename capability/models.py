@@ -144,6 +144,8 @@ class Run(TeamScoped, Model):
         # The per-team quotas count a team's unfinished runs and its recent starts.
         Index("ix_apg_run_team_status", "team_id", "status"),
         Index("ix_apg_run_team_created", "team_id", "created_at"),
+        # A schedule's overlap policy asks for its active runs at every tick.
+        Index("ix_apg_run_trigger_source", "trigger_source_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -164,6 +166,11 @@ class Run(TeamScoped, Model):
     )
     parent_attempt_id: Mapped[str | None] = mapped_column(String(36))
     depth: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # What started it (TRIGGERS.md): a schedule, webhook or event trigger, and the
+    # schedule's exact tick (jitter never moves it).
+    trigger_source_type: Mapped[str | None] = mapped_column(String(16))
+    trigger_source_id: Mapped[str | None] = mapped_column(String(36))
+    scheduled_for: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(

@@ -78,6 +78,9 @@ class RuntimeHooks:
 
     worker_start: list[Callable[[Flask], None]] = field(default_factory=list)
     maintenance: list[Callable[[Flask], None]] = field(default_factory=list)
+    # Every loop of every scheduler, lock holder or not (the triggers' ticker: deciding
+    # exactly once is its own business, not the queue locks').
+    tick: list[Callable[[Flask], None]] = field(default_factory=list)
 
 
 def runtime_hooks(app: Flask) -> RuntimeHooks:
@@ -367,6 +370,8 @@ class AppScheduler(RQScheduler):
 
     def enqueue_scheduled_jobs(self) -> None:
         super().enqueue_scheduled_jobs()
+        if self.flask_app is not None:
+            _run_hooks(self.flask_app, "tick", runtime_hooks(self.flask_app).tick)
         # Only a scheduler that moves jobs for some queue maintains: a standby stays idle.
         # The hooks must be safe to run twice anyway (two lock holders of different queues).
         if self.flask_app is None or not self.acquired_locks:

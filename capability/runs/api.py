@@ -23,6 +23,8 @@ from capability.runs import service as runs
 from capability.runs.filters import RunArgsFilter
 
 STATUSES = {s.value for s in RunStatus}
+# Every value of Run.trigger (TRIGGERS.md): what a start says, and a sub-workflow's.
+TRIGGERS = (*runs.TRIGGERS, "workflow")
 
 
 class OutputIn(BaseModel):
@@ -54,11 +56,13 @@ class RunApi(ScopedMixin, UuidModelApi):
     include_route_methods = {"get_list", "get", "info", "cancel", "pause", "resume", "retry",
                              "approve", "reject", "task", "output"}
     list_columns = ["id", "workflow_id", "workflow.name", "workflow_version", "team.name",
-                    "status", "trigger", "params", "created_by", "created_at", "started_at",
+                    "status", "trigger", "trigger_source_type", "trigger_source_id",
+                    "scheduled_for", "params", "created_by", "created_at", "started_at",
                     "finished_at"]
     order_columns = ["created_at", "started_at", "finished_at", "status"]
     base_order = ("created_at", "desc")
-    search_columns = ["status", "trigger", "workflow", "team", "created_at"]
+    search_columns = ["status", "trigger", "workflow", "team", "created_at",
+                      "trigger_source_id"]
     base_filters = [["id", RunArgsFilter, lambda: None]]
 
     @before_request(only=["get_list"])
@@ -67,6 +71,10 @@ class RunApi(ScopedMixin, UuidModelApi):
         if status and status not in STATUSES:
             return json_error(422, "Invalid run filter", [
                 {"path": "status", "message": f"one of {', '.join(sorted(STATUSES))}"}])
+        trigger = request.args.get("trigger")
+        if trigger and trigger not in TRIGGERS:
+            return json_error(422, "Invalid run filter", [
+                {"path": "trigger", "message": f"one of {', '.join(TRIGGERS)}"}])
         return None
 
     def pre_get_list(self, data: dict[str, Any]) -> None:

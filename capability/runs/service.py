@@ -4,6 +4,8 @@ is sent after the commit (``engine.outbox``)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,9 +13,9 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.recorder import build_event, record
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ServiceError, ValidationFailed
 from app.extensions import DbSession
-from app.security.actor import Actor
+from app.security.actor import SYSTEM, Actor
 from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from app.times import iso
@@ -26,7 +28,7 @@ from capability.runs import quotas
 
 # Who may ask for a run (``Run.trigger``); the engine's own sub-workflow runs say
 # "workflow".
-TRIGGERS = ("manual", "api", "schedule", "webhook", "event")
+TRIGGERS = ("manual", "api", "schedule", "backfill", "webhook", "event", "mcp")
 
 
 class StartRunIn(BaseModel):
@@ -85,29 +87,14 @@ def start_run(
         # Lock the workflow so concurrent starts agree on max_active_runs, and on the key:
         # a start with the same key that committed while we waited is seen now (and
         # answered with its run, whatever the quotas say now).
-        session.execute(
-            select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
+        _lock(session, workflow)
         if key is not None:
             existing = _by_key(session, workflow.id, key)
             if existing is not None:
                 outbox.rollback(session)
                 return existing, False
-        quotas.check_start(session, workflow.team, dispatcher.settings)
-        starts = state.below_limit(session, workflow.id, definition.max_active_runs)
-        run = Run(
-            workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
-            team_id=workflow.team_id, params=resolved, trigger=trigger,
-            idempotency_key=key, created_by=actor.username,
-        )
-        runner.open_run(session, run, definition, starts)
-        # Written now, not at the commit: the audit trail's lock (taken at the commit) is
-        # then held for its own rows only.
-        session.flush()
-        record(session, build_event(
-            actor, "start", "run", run.id, team=workflow.team.name,
-            tenant=workflow.team.tenant.name,
-            after={"workflow": workflow.name, "version": version.version, "trigger": trigger},
-        ))
+        run = _open(session, actor, dispatcher, workflow, version, definition, resolved,
+                    trigger=trigger, key=key)
         box = outbox.commit(session, deliver=False)
     except IntegrityError:
         # The same key raced us where the workflow's lock does not hold (SQLite has no
@@ -122,6 +109,77 @@ def start_run(
         raise
     _deliver(box)
     return run, True
+
+
+def _lock(session: DbSession, workflow: Workflow) -> None:
+    session.execute(select(Workflow.id).where(Workflow.id == workflow.id).with_for_update())
+
+
+def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Workflow,
+          version: Any, definition: dsl.WorkflowDefinition, params: dict[str, Any], *,
+          trigger: str, key: str | None = None, source: tuple[str, str] | None = None,
+          scheduled_for: dt.datetime | None = None) -> Run:
+    """The run, in the caller's transaction (the workflow's row locked, quotas checked)."""
+    quotas.check_start(session, workflow.team, dispatcher.settings)
+    starts = state.below_limit(session, workflow.id, definition.max_active_runs)
+    run = Run(
+        workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
+        team_id=workflow.team_id, params=params, trigger=trigger,
+        idempotency_key=key, created_by=actor.username,
+        trigger_source_type=source[0] if source else None,
+        trigger_source_id=source[1] if source else None, scheduled_for=scheduled_for,
+    )
+    runner.open_run(session, run, definition, starts)
+    # Written now, not at the commit: the audit trail's lock (taken at the commit) is
+    # then held for its own rows only.
+    session.flush()
+    after: dict[str, Any] = {"workflow": workflow.name, "version": version.version,
+                             "trigger": trigger}
+    if source:
+        after["trigger_source"] = {"type": source[0], "id": source[1]}
+    record(session, build_event(actor, "start", "run", run.id, team=workflow.team.name,
+                                tenant=workflow.team.tenant.name, after=after))
+    return run
+
+
+class NotStarted(Exception):
+    """A trigger's run that cannot start (its params are no longer valid, a quota):
+    the trigger records why, no run is made."""
+
+
+def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
+                   params: dict[str, Any], *, trigger: str, source: tuple[str, str],
+                   scheduled_for: dt.datetime | None = None, who: str = "scheduler") -> Run:
+    """A run started by a trigger, inside the caller's transaction (its ``outbox`` begun):
+    the trigger's own record (a tick, a delivery) commits with it, or neither does.
+    Params are validated against the workflow's current version again, now."""
+    version = service.version_of(session, workflow)
+    definition = state.definition_of(version)
+    resolved, errors = dsl.validate_params(definition, params)
+    errors = list(errors) + unknown_queues(definition, dispatcher.settings.queues)
+    if errors:
+        raise NotStarted("params are not valid for the workflow's current version: " + "; ".join(
+            f"{e.get('path') or 'params'}: {e['message']}" for e in errors))
+    _lock(session, workflow)
+    try:
+        return _open(session, replace(SYSTEM, username=who), dispatcher, workflow, version,
+                     definition, resolved, trigger=trigger, source=source,
+                     scheduled_for=scheduled_for)
+    except ServiceError as exc:  # a team quota: recorded on the trigger, not raised
+        raise NotStarted(exc.message) from exc
+
+
+def cancel_for_trigger(session: DbSession, run_id: str, who: str) -> None:
+    """Cancel a run (and its sub-workflow runs) in the caller's transaction: a
+    schedule's ``overlap: cancel_other``."""
+    actor = replace(SYSTEM, username=who)
+    for target in (run_id, *subruns.live_children(session, run_id)):
+        run = session.get(Run, target)
+        if run is None or run.status in dsl.FINISHED_RUN_STATUSES:
+            continue
+        before = run.status
+        done = controls.cancel(session, target)
+        record(session, _event(actor, "cancel", done, before, reason=f"{who}: overlap"))
 
 
 def _deliver(box: outbox.Outbox) -> None:
@@ -281,6 +339,11 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
         "status": run.status,
         "params": run.params,
         "trigger": run.trigger,
+        # TRIGGERS.md: what started it (null for manual and api starts).
+        "trigger_source": ({"type": run.trigger_source_type, "id": run.trigger_source_id}
+                           if run.trigger_source_type else None),
+        "scheduled_for": iso(run.scheduled_for),
+        "depth": run.depth,
         "idempotency_key": run.idempotency_key,
         "created_by": run.created_by,
         "created_at": iso(run.created_at),

@@ -46,6 +46,10 @@ def world(app) -> dict[str, Any]:
                               json={})
         assert started.status_code == 201, started.get_json()
         workflows[key]["run"] = started.get_json()["id"]
+        made = client.post("/api/v1/schedules/", headers=admin_h, json={
+            "workflow_id": workflows[key]["id"], "cron": "@daily"})
+        assert made.status_code == 201, made.get_json()
+        workflows[key]["schedule"] = made.get_json()["id"]
     return {"own": own, "other": other, "foreign": foreign, "users": users, "tokens": tokens,
             "foreign_event": foreign_event, "wf": workflows}
 
@@ -131,6 +135,34 @@ CASES = [
     ("run get other team", "GET", "/api/v1/runs/{run_other}", None, _expect(200, 404, 403)),
     ("run get other tenant", "GET", "/api/v1/runs/{run_foreign}", None,
      _expect(200, 404, 403)),
+    ("schedules list", "GET", "/api/v1/schedules/", None, _expect(200, 200, 403)),
+    ("schedule get own", "GET", "/api/v1/schedules/{sch_own}", None, _expect(200, 200, 403)),
+    ("schedule get other team", "GET", "/api/v1/schedules/{sch_other}", None,
+     _expect(200, 404, 403)),
+    ("schedule get other tenant", "GET", "/api/v1/schedules/{sch_foreign}", None,
+     _expect(200, 404, 403)),
+    ("schedule ticks other team", "GET", "/api/v1/schedules/{sch_other}/ticks", None,
+     _expect(200, 404, 403)),
+    ("schedule create own", "POST", "/api/v1/schedules/",
+     {"workflow_id": "{wf_own}", "cron": "@daily"}, _roles(201, 201, 403, 403, 403)),
+    ("schedule create other team", "POST", "/api/v1/schedules/",
+     {"workflow_id": "{wf_other}", "cron": "@daily"}, _roles(201, 404, 403, 403, 403)),
+    ("schedule update own", "PUT", "/api/v1/schedules/{sch_own}",
+     {"workflow_id": "{wf_own}", "cron": "@daily"}, _roles(200, 200, 403, 403, 403)),
+    ("schedule update other tenant", "PUT", "/api/v1/schedules/{sch_foreign}",
+     {"workflow_id": "{wf_foreign}", "cron": "@daily"}, _roles(200, 404, 403, 403, 403)),
+    ("schedule pause own", "POST", "/api/v1/schedules/{sch_own}/pause", None,
+     _roles(200, 200, 200, 403, 403)),
+    ("schedule pause other team", "POST", "/api/v1/schedules/{sch_other}/pause", None,
+     _roles(200, 404, 404, 403, 403)),
+    ("schedule resume other tenant", "POST", "/api/v1/schedules/{sch_foreign}/resume", None,
+     _roles(200, 404, 404, 403, 403)),
+    ("schedule delete own", "DELETE", "/api/v1/schedules/@fresh_schedule_own", None,
+     _roles(200, 200, 403, 403, 403)),
+    ("schedule delete other team", "DELETE", "/api/v1/schedules/@fresh_schedule_other", None,
+     _roles(200, 404, 403, 403, 403)),
+    ("schedule preview", "POST", "/api/v1/schedules/preview", {"cron": "@daily"},
+     _expect(200, 200, 403)),
     ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
     ("workers", "GET", "/api/v1/workers/", None, _expect(200, 403, 403)),
     ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
@@ -172,6 +204,12 @@ def _fill(app, world, role, text: str) -> str:
             r = app.test_client().post(f"/api/v1/workflows/{world['wf'][key]['id']}/runs",
                                        headers=auth(world["tokens"]["Admin"]), json={})
             text = text.replace(marker, r.get_json()["id"])
+        marker = f"@fresh_schedule_{key}"
+        if marker in text:
+            r = app.test_client().post("/api/v1/schedules/", json={
+                "workflow_id": world["wf"][key]["id"], "cron": "@daily"},
+                headers=auth(world["tokens"]["Admin"]))
+            text = text.replace(marker, r.get_json()["id"])
     if "@scratch_wf" in text:
         text = text.replace("@scratch_wf", _scratch_workflow(app, world, "own"))
     if "{wf_other_scratch}" in text:
@@ -181,6 +219,7 @@ def _fill(app, world, role, text: str) -> str:
     for key in ("own", "other", "foreign"):
         text = text.replace("{wf_" + key + "}", world["wf"][key]["id"])
         text = text.replace("{run_" + key + "}", world["wf"][key]["run"])
+        text = text.replace("{sch_" + key + "}", world["wf"][key]["schedule"])
     return (
         text.replace("{own}", world["own"]["id"])
         .replace("{other}", world["other"]["id"])
@@ -213,7 +252,7 @@ def test_api_matrix_anonymous(app, client, world, case):
     _, method, path, body, _ = case
     path = path.replace("@scratch_wf", "x").replace("{wf_other_scratch}", "x")
     for key in ("own", "other", "foreign"):
-        path = path.replace(f"@fresh_run_{key}", "x")
+        path = path.replace(f"@fresh_run_{key}", "x").replace(f"@fresh_schedule_{key}", "x")
     path = _fill(app, world, "anonymous", path)
     r = client.open(path, method=method, json=body)
     assert r.status_code == 401

@@ -92,6 +92,12 @@ TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
 # Schedules (TRIGGERS.md): after downtime, at most this many missed ticks of one
 # schedule are caught up per scheduler pass.
 SCHEDULE_CATCHUP_MAX = _int("SCHEDULE_CATCHUP_MAX", 100)
+# Webhooks (TRIGGERS.md): the largest body, deliveries a minute per webhook (0: no
+# limit), how long a delivery id is remembered (seconds) and the log kept (days).
+WEBHOOK_MAX_BYTES = _int("WEBHOOK_MAX_BYTES", 256 * 1024)
+WEBHOOK_RATE_LIMIT = _int("WEBHOOK_RATE_LIMIT", 60)
+WEBHOOK_DEDUPE_WINDOW = _int("WEBHOOK_DEDUPE_WINDOW", 24 * 3600)
+WEBHOOK_LOG_DAYS = _int("WEBHOOK_LOG_DAYS", 14)
 # Workers and schedulers that lose Redis try again after 1, 2, 4 ... seconds, at most
 # this many between tries, for as long as it takes.
 REDIS_RECONNECT_MAX = _int("REDIS_RECONNECT_MAX", 30)

@@ -71,6 +71,10 @@ def _nul_in(pairs: Iterable[tuple[str, Any]]) -> str | None:
 
 
 def _nul_in_request() -> ServiceError | None:
+    if _has_form():
+        # Keep the raw body: parsing the form reads the stream, and a signed webhook
+        # delivery (Slack sends a form) is verified over the bytes as they came.
+        request.get_data(cache=True)
     path = (
         _nul_in((request.view_args or {}).items())
         or _nul_in(request.args.items(multi=True))

@@ -11,7 +11,7 @@ from app.security.roles import AUTHOR, OPERATOR, VIEWER
 # Imported here, not in register(): Alembic must see these tables even when a start
 # fails to register the capability.
 from capability.models import Secret, Workflow
-from capability.triggers.models import Schedule
+from capability.triggers.models import Schedule, Webhook
 
 
 def _team(obj: Any) -> str | None:
@@ -93,6 +93,12 @@ def register(reg: Registrar) -> None:
                                      "buffered_for"}),
                   team_of=_team, tenant_of=_tenant),
     )
+    # The token is stored hashed: its hash never appears in the trail either.
+    reg.audited(
+        Webhook,
+        AuditSpec(target_type="webhook", exclude=frozenset({"updated_at", "created_at"}),
+                  redact=frozenset({"token_hash"}), team_of=_team, tenant_of=_tenant),
+    )
     if not reg.web:
         # The worker role: no screens, REST APIs or Socket.IO server, and none of their
         # modules imported (marshmallow schemas, forms, templates). Live updates are
@@ -106,7 +112,9 @@ def register(reg: Registrar) -> None:
     from capability.secrets.views import SecretView
     from capability.transport.api import TransportApi
     from capability.transport.views import TransportView
+    from capability.triggers import hooks_web
     from capability.triggers.api import ScheduleApi
+    from capability.triggers.webhook_api import WebhookApi
     from capability.views import WorkflowView
 
     reg.add_view(
@@ -121,6 +129,9 @@ def register(reg: Registrar) -> None:
                  category_icon="fa-sitemap")
     reg.add_api(RunApi)
     reg.add_api(ScheduleApi)
+    reg.add_api(WebhookApi)
+    reg.register_blueprint(hooks_web.hooks)  # POST /hooks/<token>
+    reg.on_ready(hooks_web.install)
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
@@ -153,10 +164,11 @@ capability = Capability.build(
     depends_on=("platform",),
     role_permissions={
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
-                 ("Schedules", "can_read|can_write|can_control")),
+                 ("Schedules", "can_read|can_write|can_control"),
+                 ("Webhooks", "can_read|can_write")),
         OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus,
-                   ("Schedules", "can_read|can_control")),
-        VIEWER: (_read, _runs, _menu, _run_menus, ("Schedules", "can_read")),
+                   ("Schedules", "can_read|can_control"), ("Webhooks", "can_read")),
+        VIEWER: (_read, _runs, _menu, _run_menus, ("Schedules|Webhooks", "can_read")),
     },
     menus=("Workflows", "Security"),
 )

@@ -171,6 +171,7 @@ class Run(TeamScoped, Model):
     trigger_source_type: Mapped[str | None] = mapped_column(String(16))
     trigger_source_id: Mapped[str | None] = mapped_column(String(36))
     scheduled_for: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    delivery_id: Mapped[str | None] = mapped_column(String(255))  # a webhook's delivery
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(

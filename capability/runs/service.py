@@ -118,7 +118,7 @@ def _lock(session: DbSession, workflow: Workflow) -> None:
 def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Workflow,
           version: Any, definition: dsl.WorkflowDefinition, params: dict[str, Any], *,
           trigger: str, key: str | None = None, source: tuple[str, str] | None = None,
-          scheduled_for: dt.datetime | None = None) -> Run:
+          scheduled_for: dt.datetime | None = None, delivery_id: str | None = None) -> Run:
     """The run, in the caller's transaction (the workflow's row locked, quotas checked)."""
     quotas.check_start(session, workflow.team, dispatcher.settings)
     starts = state.below_limit(session, workflow.id, definition.max_active_runs)
@@ -128,6 +128,7 @@ def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Wo
         idempotency_key=key, created_by=actor.username,
         trigger_source_type=source[0] if source else None,
         trigger_source_id=source[1] if source else None, scheduled_for=scheduled_for,
+        delivery_id=delivery_id,
     )
     runner.open_run(session, run, definition, starts)
     # Written now, not at the commit: the audit trail's lock (taken at the commit) is
@@ -149,7 +150,8 @@ class NotStarted(Exception):
 
 def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
                    params: dict[str, Any], *, trigger: str, source: tuple[str, str],
-                   scheduled_for: dt.datetime | None = None, who: str = "scheduler") -> Run:
+                   scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
+                   who: str = "scheduler") -> Run:
     """A run started by a trigger, inside the caller's transaction (its ``outbox`` begun):
     the trigger's own record (a tick, a delivery) commits with it, or neither does.
     Params are validated against the workflow's current version again, now."""
@@ -164,7 +166,7 @@ def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflo
     try:
         return _open(session, replace(SYSTEM, username=who), dispatcher, workflow, version,
                      definition, resolved, trigger=trigger, source=source,
-                     scheduled_for=scheduled_for)
+                     scheduled_for=scheduled_for, delivery_id=delivery_id)
     except ServiceError as exc:  # a team quota: recorded on the trigger, not raised
         raise NotStarted(exc.message) from exc
 
@@ -343,6 +345,7 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
         "trigger_source": ({"type": run.trigger_source_type, "id": run.trigger_source_id}
                            if run.trigger_source_type else None),
         "scheduled_for": iso(run.scheduled_for),
+        "delivery_id": run.delivery_id,
         "depth": run.depth,
         "idempotency_key": run.idempotency_key,
         "created_by": run.created_by,

@@ -50,6 +50,10 @@ def world(app) -> dict[str, Any]:
             "workflow_id": workflows[key]["id"], "cron": "@daily"})
         assert made.status_code == 201, made.get_json()
         workflows[key]["schedule"] = made.get_json()["id"]
+        made = client.post("/api/v1/webhooks/", headers=admin_h, json={
+            "workflow_id": workflows[key]["id"], "name": "hook"})
+        assert made.status_code == 201, made.get_json()
+        workflows[key]["webhook"] = made.get_json()["id"]
     return {"own": own, "other": other, "foreign": foreign, "users": users, "tokens": tokens,
             "foreign_event": foreign_event, "wf": workflows}
 
@@ -163,6 +167,24 @@ CASES = [
      _roles(200, 404, 403, 403, 403)),
     ("schedule preview", "POST", "/api/v1/schedules/preview", {"cron": "@daily"},
      _expect(200, 200, 403)),
+    ("webhooks list", "GET", "/api/v1/webhooks/", None, _expect(200, 200, 403)),
+    ("webhook get own", "GET", "/api/v1/webhooks/{wh_own}", None, _expect(200, 200, 403)),
+    ("webhook get other team", "GET", "/api/v1/webhooks/{wh_other}", None,
+     _expect(200, 404, 403)),
+    ("webhook deliveries other tenant", "GET", "/api/v1/webhooks/{wh_foreign}/deliveries",
+     None, _expect(200, 404, 403)),
+    ("webhook create own", "POST", "/api/v1/webhooks/",
+     {"workflow_id": "{wf_own}", "name": "h"}, _roles(201, 201, 403, 403, 403)),
+    ("webhook create other team", "POST", "/api/v1/webhooks/",
+     {"workflow_id": "{wf_other}", "name": "h"}, _roles(201, 404, 403, 403, 403)),
+    ("webhook update other tenant", "PUT", "/api/v1/webhooks/{wh_foreign}",
+     {"workflow_id": "{wf_foreign}", "name": "h"}, _roles(200, 404, 403, 403, 403)),
+    ("webhook rotate own", "POST", "/api/v1/webhooks/{wh_own}/rotate-token", None,
+     _roles(200, 200, 403, 403, 403)),
+    ("webhook rotate other team", "POST", "/api/v1/webhooks/{wh_other}/rotate-token", None,
+     _roles(200, 404, 403, 403, 403)),
+    ("webhook delete other team", "DELETE", "/api/v1/webhooks/@fresh_webhook_other", None,
+     _roles(200, 404, 403, 403, 403)),
     ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
     ("workers", "GET", "/api/v1/workers/", None, _expect(200, 403, 403)),
     ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
@@ -210,6 +232,12 @@ def _fill(app, world, role, text: str) -> str:
                 "workflow_id": world["wf"][key]["id"], "cron": "@daily"},
                 headers=auth(world["tokens"]["Admin"]))
             text = text.replace(marker, r.get_json()["id"])
+        marker = f"@fresh_webhook_{key}"
+        if marker in text:
+            r = app.test_client().post("/api/v1/webhooks/", json={
+                "workflow_id": world["wf"][key]["id"], "name": "fresh"},
+                headers=auth(world["tokens"]["Admin"]))
+            text = text.replace(marker, r.get_json()["id"])
     if "@scratch_wf" in text:
         text = text.replace("@scratch_wf", _scratch_workflow(app, world, "own"))
     if "{wf_other_scratch}" in text:
@@ -220,6 +248,7 @@ def _fill(app, world, role, text: str) -> str:
         text = text.replace("{wf_" + key + "}", world["wf"][key]["id"])
         text = text.replace("{run_" + key + "}", world["wf"][key]["run"])
         text = text.replace("{sch_" + key + "}", world["wf"][key]["schedule"])
+        text = text.replace("{wh_" + key + "}", world["wf"][key]["webhook"])
     return (
         text.replace("{own}", world["own"]["id"])
         .replace("{other}", world["other"]["id"])
@@ -253,6 +282,7 @@ def test_api_matrix_anonymous(app, client, world, case):
     path = path.replace("@scratch_wf", "x").replace("{wf_other_scratch}", "x")
     for key in ("own", "other", "foreign"):
         path = path.replace(f"@fresh_run_{key}", "x").replace(f"@fresh_schedule_{key}", "x")
+        path = path.replace(f"@fresh_webhook_{key}", "x")
     path = _fill(app, world, "anonymous", path)
     r = client.open(path, method=method, json=body)
     assert r.status_code == 401

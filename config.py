@@ -98,6 +98,9 @@ WEBHOOK_MAX_BYTES = _int("WEBHOOK_MAX_BYTES", 256 * 1024)
 WEBHOOK_RATE_LIMIT = _int("WEBHOOK_RATE_LIMIT", 60)
 WEBHOOK_DEDUPE_WINDOW = _int("WEBHOOK_DEDUPE_WINDOW", 24 * 3600)
 WEBHOOK_LOG_DAYS = _int("WEBHOOK_LOG_DAYS", 14)
+# A run started by an event (a run finishing, a named event) is one hop deeper than its
+# cause; a trigger whose run would be deeper than this starts nothing (loops end).
+EVENT_MAX_DEPTH = _int("EVENT_MAX_DEPTH", 10)
 # Workers and schedulers that lose Redis try again after 1, 2, 4 ... seconds, at most
 # this many between tries, for as long as it takes.
 REDIS_RECONNECT_MAX = _int("REDIS_RECONNECT_MAX", 30)

@@ -10,7 +10,7 @@ from app.security.roles import AUTHOR, OPERATOR, VIEWER
 
 # Imported here, not in register(): Alembic must see these tables even when a start
 # fails to register the capability.
-from capability.models import Secret, Workflow
+from capability.models import EventTrigger, Secret, Workflow
 from capability.triggers.models import Schedule, Webhook
 
 
@@ -59,7 +59,8 @@ def _tick(app: Any) -> None:
     from capability.triggers import clock, ticker
 
     ticker.run_pass(db.session, dispatcher_for(app, coalesce=True), clock.now(),
-                    int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100))
+                    int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100),
+                    int(app.config.get("EVENT_MAX_DEPTH") or 10))
 
 
 def register(reg: Registrar) -> None:
@@ -99,6 +100,11 @@ def register(reg: Registrar) -> None:
         AuditSpec(target_type="webhook", exclude=frozenset({"updated_at", "created_at"}),
                   redact=frozenset({"token_hash"}), team_of=_team, tenant_of=_tenant),
     )
+    reg.audited(
+        EventTrigger,
+        AuditSpec(target_type="event_trigger", exclude=frozenset({"updated_at", "created_at"}),
+                  team_of=_team, tenant_of=_tenant),
+    )
     if not reg.web:
         # The worker role: no screens, REST APIs or Socket.IO server, and none of their
         # modules imported (marshmallow schemas, forms, templates). Live updates are
@@ -114,6 +120,7 @@ def register(reg: Registrar) -> None:
     from capability.transport.views import TransportView
     from capability.triggers import hooks_web
     from capability.triggers.api import ScheduleApi
+    from capability.triggers.event_api import EventApi, EventTriggerApi
     from capability.triggers.webhook_api import WebhookApi
     from capability.views import WorkflowView
 
@@ -130,6 +137,8 @@ def register(reg: Registrar) -> None:
     reg.add_api(RunApi)
     reg.add_api(ScheduleApi)
     reg.add_api(WebhookApi)
+    reg.add_api(EventTriggerApi)
+    reg.add_api(EventApi)
     reg.register_blueprint(hooks_web.hooks)  # POST /hooks/<token>
     reg.on_ready(hooks_web.install)
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
@@ -165,10 +174,12 @@ capability = Capability.build(
     role_permissions={
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
                  ("Schedules", "can_read|can_write|can_control"),
-                 ("Webhooks", "can_read|can_write")),
+                 ("Webhooks|EventTriggers", "can_read|can_write"), ("Events", "can_post")),
         OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus,
-                   ("Schedules", "can_read|can_control"), ("Webhooks", "can_read")),
-        VIEWER: (_read, _runs, _menu, _run_menus, ("Schedules|Webhooks", "can_read")),
+                   ("Schedules", "can_read|can_control"), ("Webhooks|EventTriggers", "can_read"),
+                   ("Events", "can_post")),
+        VIEWER: (_read, _runs, _menu, _run_menus,
+                 ("Schedules|Webhooks|EventTriggers", "can_read")),
     },
     menus=("Workflows", "Security"),
 )

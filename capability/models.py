@@ -4,6 +4,8 @@
   current); every save adds a ``WorkflowVersion`` that is never changed again, so a run
   can pin the exact definition it was started with.
 * ``Secret``: a team's named value, stored only encrypted (``capability.secrets.vault``).
+* ``EventTrigger`` and ``RunEvent`` (here, not in ``triggers``: the engine writes a
+  ``RunEvent`` when a run ends, and never imports the triggers package).
 * ``Run``: one execution of a pinned version; ``TaskRun``: the state of one task of a
   run (or of its undo step, ``TaskKind.COMPENSATION``); ``TaskItem``: one element of a
   ``for_each`` task; ``TaskAttempt``: one try of a task or element, whose id is the
@@ -22,6 +24,7 @@ from typing import Any
 from flask_appbuilder.models.sqla import Model
 from sqlalchemy import (
     JSON,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -327,3 +330,49 @@ class TaskAttempt(Model):
 
     task_run: Mapped[TaskRun] = relationship()
     item: Mapped[TaskItem | None] = relationship()
+
+
+class EventTrigger(TeamScoped, Model):
+    """Starts a run of ``workflow_id`` when a run of ``on_workflow_id`` ends in one of
+    ``on_statuses``, or when the team's named event ``on_event`` is posted."""
+
+    __tablename__ = "apg_event_trigger"
+    __table_args__ = (Index("ix_apg_event_trigger_upstream", "on_workflow_id"),
+                      Index("ix_apg_event_trigger_event", "team_id", "on_event"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workflow_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_workflow.id", ondelete="CASCADE"), nullable=False)
+    on_workflow_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("apg_workflow.id", ondelete="CASCADE"))
+    on_statuses: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    on_event: Mapped[str | None] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # The last time it did not start a run, and why (the depth limit, bad params).
+    last_refusal: Mapped[str | None] = mapped_column(Text)
+    last_refusal_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=utcnow, nullable=False
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=utcnow, nullable=False
+    )
+
+    team: Mapped[Team] = relationship(lazy="joined")
+
+
+class RunEvent(Model):
+    """A run that ended while run-finished triggers listened to its workflow, written in
+    the transaction that ended it; the scheduler's pass starts the downstream runs and
+    deletes it (``events.process``)."""
+
+    __tablename__ = "apg_run_event"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=utcnow, nullable=False
+    )

@@ -329,6 +329,7 @@ def _conclude(session: DbSession, run: Any, plan: Plan, outcome: RunStatus | Non
         run.finished_at = state.now()
         outbox.of(session).touch(run.id)
         state.log_finished(session, run, plan.definition.name)
+        state.note_finished(session, run)
         promote_queued(session, run.workflow_id, plan.definition.max_active_runs)
         if run.parent_attempt_id is not None:
             # On the parent task's own queue: a worker serves it (the start checked).

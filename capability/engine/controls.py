@@ -67,6 +67,7 @@ def cancel(session: DbSession, run_id: str) -> Run:
     box.touch(run.id)
     definition = state.plan_for(session, run).definition
     state.log_finished(session, run, definition.name)
+    state.note_finished(session, run)
     advance.promote_queued(session, run.workflow_id, definition.max_active_runs)
     return run
 

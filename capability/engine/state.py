@@ -36,7 +36,9 @@ from capability.engine.dispatch import Send
 from capability.engine.settings import EngineSettings
 from capability.models import (
     AttemptStatus,
+    EventTrigger,
     Run,
+    RunEvent,
     TaskAttempt,
     TaskItem,
     TaskKind,
@@ -173,6 +175,9 @@ def lock_run(session: DbSession, run_id: str) -> Run:
     return session.execute(stmt).scalar_one()
 
 
+_LISTENED = select(EventTrigger.id).where(
+    EventTrigger.on_workflow_id == bindparam("workflow_id"), EventTrigger.enabled.is_(True)
+).limit(1)
 _SCOPE = select(TaskRun.task_id, TaskRun.output, TaskRun.status, TaskRun.error).where(
     TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK
 ).order_by(TaskRun.position)
@@ -388,6 +393,14 @@ def log_started(session: DbSession, run: Run, workflow: str) -> None:
               else f"{run.trigger} by {run.created_by}")
     outbox.of(session).log(logging.INFO, f"run {run.id} started: workflow {workflow!r} "
                                          f"v{run.workflow_version}, {origin}")
+
+
+def note_finished(session: DbSession, run: Run) -> None:
+    """A run ended: when a run-finished trigger listens to its workflow, leave a
+    ``RunEvent`` in this transaction (the scheduler starts what it triggers, evaluating
+    its params outside any lock: ``triggers.events``). One indexed probe otherwise."""
+    if session.execute(_LISTENED, {"workflow_id": run.workflow_id}).first() is not None:
+        session.add(RunEvent(run_id=run.id))
 
 
 def log_finished(session: DbSession, run: Run, workflow: str) -> None:

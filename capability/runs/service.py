@@ -118,7 +118,8 @@ def _lock(session: DbSession, workflow: Workflow) -> None:
 def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Workflow,
           version: Any, definition: dsl.WorkflowDefinition, params: dict[str, Any], *,
           trigger: str, key: str | None = None, source: tuple[str, str] | None = None,
-          scheduled_for: dt.datetime | None = None, delivery_id: str | None = None) -> Run:
+          scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
+          depth: int = 0) -> Run:
     """The run, in the caller's transaction (the workflow's row locked, quotas checked)."""
     quotas.check_start(session, workflow.team, dispatcher.settings)
     starts = state.below_limit(session, workflow.id, definition.max_active_runs)
@@ -128,7 +129,7 @@ def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Wo
         idempotency_key=key, created_by=actor.username,
         trigger_source_type=source[0] if source else None,
         trigger_source_id=source[1] if source else None, scheduled_for=scheduled_for,
-        delivery_id=delivery_id,
+        delivery_id=delivery_id, depth=depth,
     )
     runner.open_run(session, run, definition, starts)
     # Written now, not at the commit: the audit trail's lock (taken at the commit) is
@@ -151,7 +152,7 @@ class NotStarted(Exception):
 def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
                    params: dict[str, Any], *, trigger: str, source: tuple[str, str],
                    scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
-                   who: str = "scheduler") -> Run:
+                   who: str = "scheduler", depth: int = 0, key: str | None = None) -> Run:
     """A run started by a trigger, inside the caller's transaction (its ``outbox`` begun):
     the trigger's own record (a tick, a delivery) commits with it, or neither does.
     Params are validated against the workflow's current version again, now."""
@@ -163,10 +164,15 @@ def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflo
         raise NotStarted("params are not valid for the workflow's current version: " + "; ".join(
             f"{e.get('path') or 'params'}: {e['message']}" for e in errors))
     _lock(session, workflow)
+    if key is not None:
+        existing = _by_key(session, workflow.id, key)
+        if existing is not None:  # the same event again: its run, not a second one
+            return existing
     try:
         return _open(session, replace(SYSTEM, username=who), dispatcher, workflow, version,
                      definition, resolved, trigger=trigger, source=source,
-                     scheduled_for=scheduled_for, delivery_id=delivery_id)
+                     scheduled_for=scheduled_for, delivery_id=delivery_id, depth=depth,
+                     key=key)
     except ServiceError as exc:  # a team quota: recorded on the trigger, not raised
         raise NotStarted(exc.message) from exc
 

@@ -142,3 +142,4 @@ class WebhookSeen(Model):
     delivery_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False)
     run_id: Mapped[str | None] = mapped_column(String(36))
+

@@ -92,6 +92,8 @@ TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
 # Schedules (TRIGGERS.md): after downtime, at most this many missed ticks of one
 # schedule are caught up per scheduler pass.
 SCHEDULE_CATCHUP_MAX = _int("SCHEDULE_CATCHUP_MAX", 100)
+# The most runs one backfill may ask for (its max_runs is at most this).
+BACKFILL_MAX = _int("BACKFILL_MAX", 1000)
 # Webhooks (TRIGGERS.md): the largest body, deliveries a minute per webhook (0: no
 # limit), how long a delivery id is remembered (seconds) and the log kept (days).
 WEBHOOK_MAX_BYTES = _int("WEBHOOK_MAX_BYTES", 256 * 1024)

@@ -56,11 +56,11 @@ def _tick(app: Any) -> None:
     # Loaded on the first pass, not at import: a scheduler's memory is counted.
     from app.extensions import db
     from capability.engine.dispatch import dispatcher_for
-    from capability.triggers import clock, ticker
+    from capability.triggers import clock, passes
 
-    ticker.run_pass(db.session, dispatcher_for(app, coalesce=True), clock.now(),
-                    int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100),
-                    int(app.config.get("EVENT_MAX_DEPTH") or 10))
+    passes.run_all(db.session, dispatcher_for(app, coalesce=True), clock.now(),
+                   int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100),
+                   int(app.config.get("EVENT_MAX_DEPTH") or 10))
 
 
 def register(reg: Registrar) -> None:
@@ -120,6 +120,7 @@ def register(reg: Registrar) -> None:
     from capability.transport.views import TransportView
     from capability.triggers import hooks_web
     from capability.triggers.api import ScheduleApi
+    from capability.triggers.backfill_api import BackfillApi
     from capability.triggers.event_api import EventApi, EventTriggerApi
     from capability.triggers.webhook_api import WebhookApi
     from capability.views import WorkflowView
@@ -139,6 +140,7 @@ def register(reg: Registrar) -> None:
     reg.add_api(WebhookApi)
     reg.add_api(EventTriggerApi)
     reg.add_api(EventApi)
+    reg.add_api(BackfillApi)
     reg.register_blueprint(hooks_web.hooks)  # POST /hooks/<token>
     reg.on_ready(hooks_web.install)
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 from flask_appbuilder.api import BaseApi, expose, protect, safe
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,7 @@ from app.api_support import call_service, json_body
 from app.errors import parse
 from app.extensions import db
 from app.security.actor import Actor
+from capability.triggers import backfills
 from capability.triggers import service as schedules
 
 
@@ -37,7 +38,7 @@ class ScheduleApi(BaseApi):
     method_permission_name = {
         "get_list": "read", "get": "read", "ticks": "read", "preview": "read",
         "post": "write", "put": "write", "delete": "write",
-        "pause": "control", "resume": "control",
+        "pause": "control", "resume": "control", "backfill": "control",
     }
     allow_browser_login = True
 
@@ -207,3 +208,29 @@ class ScheduleApi(BaseApi):
             return self.response(200, fire_times=schedules.preview(data))
 
         return call_service("preview", "schedule", None, run)
+
+    @expose("/<pk>/backfill", methods=["POST"])
+    @protect()
+    @safe
+    def backfill(self, pk: str) -> Response:
+        """Runs for the schedule's ticks in [start, end] (Operator or Author);
+        ``dry_run: true`` only counts them.
+        ---
+        post:
+          parameters: [{in: path, name: pk, schema: {type: string}}]
+          responses:
+            201: {description: "id and ticks (the count)"}
+            200: {description: "dry run: ticks, nothing created"}
+            404: {description: not found}
+            422: {description: "more ticks than max_runs (the message says how many), bad range"}
+        """
+
+        def run(actor: Actor) -> Response:
+            data = parse(backfills.BackfillIn, json_body())
+            made, ticks = backfills.create_backfill(
+                db.session, actor, pk, data, int(current_app.config.get("BACKFILL_MAX") or 1000))
+            if made is None:
+                return self.response(200, ticks=ticks, dry_run=True)
+            return self.response(201, id=made.id, ticks=ticks)
+
+        return call_service("backfill", "schedule", pk, run)

@@ -143,3 +143,29 @@ class WebhookSeen(Model):
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False)
     run_id: Mapped[str | None] = mapped_column(String(36))
 
+
+
+class Backfill(TeamScoped, Model):
+    """Runs for a schedule's ticks in a past (or any) range: ``ticks`` is the list made
+    at creation (DST policy applied); a scheduler's pass starts them ``next_index`` on,
+    as ``max_active_runs`` and ``overlap`` admit (``backfills.advance``)."""
+
+    __tablename__ = "apg_backfill"
+    __table_args__ = (Index("ix_apg_backfill_status", "status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    schedule_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_schedule.id", ondelete="CASCADE"), nullable=False)
+    workflow_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    start: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False)
+    end: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False)
+    overlap: Mapped[str] = mapped_column(String(16), nullable=False, default="allow")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    ticks: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    next_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # running (runs still to start or to end), done, cancelled
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="running")
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+
+    team: Mapped[Team] = relationship(lazy="joined")

@@ -54,7 +54,6 @@ BATCH = 200  # due schedules read per query
 @dataclass
 class PassReport:
     schedules: int = 0
-    events: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: str) -> None:
@@ -255,16 +254,9 @@ def decide(session: DbSession, dispatcher: Dispatcher, schedule_id: str, now: dt
 
 
 def run_pass(session: DbSession, dispatcher: Dispatcher, now: dt.datetime,
-             catchup_max: int = 100, max_depth: int = 10) -> PassReport:
-    """Decide every schedule due at ``now``, each in its own transaction; then start
-    what run-finished triggers ask for (``events.process``)."""
-    from capability.triggers import events
-
+             catchup_max: int = 100) -> PassReport:
+    """Decide every schedule due at ``now``; each in its own transaction."""
     report = PassReport()
-    try:
-        report.events = events.process(session, dispatcher, max_depth)
-    except Exception:  # the schedules are decided whatever happens to an event
-        log.exception("run-finished triggers: a pass failed")
     seen: set[str] = set()
     while True:
         query = select(Schedule.id).where(Schedule.next_due <= now)

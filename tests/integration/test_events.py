@@ -13,7 +13,7 @@ from sqlalchemy import select
 from app.extensions import db
 from capability.engine.dispatch import dispatcher_for
 from capability.models import Run, RunEvent
-from capability.triggers import ticker
+from capability.triggers import clock, passes
 from tests.support.app import Factory, api_token, auth
 from tests.support.engine import drain
 from tests.support.runs import make, start_id
@@ -24,13 +24,11 @@ REPORT = [{"id": "report", "type": "noop", "with": {"value": "{{ params.report }
 REPORT_PARAMS = {"report": {"type": "string", "required": True}}
 
 
-def _pass(app: Flask, max_depth: int = 10) -> ticker.PassReport:
+def _pass(app: Flask, max_depth: int = 10) -> passes.Report:
     with app.app_context():
         try:
-            from capability.triggers import clock
-
-            return ticker.run_pass(db.session, dispatcher_for(app), clock.now(),
-                                   max_depth=max_depth)
+            return passes.run_all(db.session, dispatcher_for(app), clock.now(),
+                                  max_depth=max_depth)
         finally:
             db.session.remove()
 

@@ -35,6 +35,9 @@ ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "
 # How far before a window's start wall times are generated: a shifted or repeated wall
 # time is at most a DST offset (at most 2 hours anywhere) away from its instant.
 _LOOKBACK = dt.timedelta(hours=3)
+# Ticks are generated a window at a time; a window without an offset change (checked
+# at both ends: changes are months apart) maps wall times at one fixed offset.
+_WINDOW = dt.timedelta(days=2)
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -148,13 +151,50 @@ def ticks(expr: str, timezone: str, after: dt.datetime, missing: str = "shift",
           repeated: str = "first") -> Iterator[Tick]:
     """Every tick strictly after ``after`` (aware), in order of instant, without end.
 
-    When two land on one instant, a ``fire`` wins over a ``skipped_dst``."""
+    When two land on one instant, a ``fire`` wins over a ``skipped_dst``. Most of the
+    time the zone's offset is the same over the next days (DST changes are months
+    apart): then each wall time is one instant at that offset, yielded as croniter gives
+    it. Only a window holding a change goes the careful way (``_around_change``)."""
     from croniter import CroniterBadDateError, croniter
 
     text = check(expr)
     tz = zone(timezone)
-    frequent = _frequent(text)
     six = not text.startswith("@") and len(text.split(" ")) == 6
+    while True:
+        until = after + _WINDOW
+        offset = (after - _LOOKBACK).astimezone(tz).utcoffset()
+        if offset != until.astimezone(tz).utcoffset() or offset is None:
+            careful = _around_change(text, tz, after, six, missing, repeated)
+        else:
+            careful = None
+            walls = croniter(text, after.astimezone(tz).replace(tzinfo=None),
+                             second_at_beginning=six)
+        while True:
+            try:
+                if careful is not None:
+                    tick = next(careful)
+                else:
+                    wall = walls.get_next(dt.datetime)
+                    tick = Tick((wall - offset).replace(tzinfo=UTC), "fire", wall)
+            except (CroniterBadDateError, StopIteration):
+                return  # no more matches (e.g. "0 0 30 2 *": February 30)
+            if tick.at > until:
+                # No wall time matches before this one, whose instant is within hours
+                # of ``tick.at`` whatever the offset: the next window starts a day
+                # before it (a yearly cron does not walk the year two days at a time).
+                after = max(until, tick.at - dt.timedelta(days=1))
+                break
+            if tick.at > after:
+                yield tick
+
+
+def _around_change(text: str, tz: ZoneInfo, after: dt.datetime, six: bool, missing: str,
+                   repeated: str) -> Iterator[Tick]:
+    """The ticks after ``after`` near a DST change: wall times from a little before, each
+    placed by ``_place`` and held until no later wall time can land before it."""
+    from croniter import CroniterBadDateError, croniter
+
+    frequent = _frequent(text)
     start = (after.astimezone(tz) - _LOOKBACK).replace(tzinfo=None)
     walls = croniter(text, start, second_at_beginning=six)
     pending: list[Tick] = []
@@ -162,8 +202,8 @@ def ticks(expr: str, timezone: str, after: dt.datetime, missing: str = "shift",
     while True:
         try:
             wall = walls.get_next(dt.datetime)
-        except CroniterBadDateError:  # no more matches (e.g. "0 0 30 2 *": February 30)
-            yield from sorted(pending, key=lambda t: t.at)  # kept in order already
+        except CroniterBadDateError:
+            yield from pending  # kept in order already
             return
         pending.extend(t for t in _place(wall, tz, frequent, missing, repeated)
                        if t.at > after)

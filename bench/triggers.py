@@ -1,0 +1,236 @@
+"""Triggers (issue 12): how fast due ticks become runs, and webhook deliveries become runs.
+
+Run from the repository root::
+
+    .venv/bin/python bench/triggers.py            # about a minute
+    .venv/bin/python bench/triggers.py --schedules 200 --senders 10 --deliveries 200
+
+(a) 1,000 schedules (``* * * * *``) fall due at the same instant; 2 real scheduler
+    processes (``python -m app scheduler``) decide them. The clock is the file of
+    ``TRIGGERS_CLOCK_FILE``: moving it past the minute makes every schedule due at one
+    real moment, from which each run's ``created_at`` is measured (p50/p99), and the
+    ticks decided per second. Targets: p99 ≤ 1 s.
+(b) A webhook (hmac-sha256) receives signed deliveries from 50 concurrent senders
+    through a real HTTP server (Werkzeug, threaded, in this process): the time from
+    sending to the 202 (the run committed) p50/p99; target p99 ≤ 100 ms. Baseline in the
+    same run: ``GET /health`` under the same 50 senders.
+
+It recreates the PostgreSQL database ``apg_triggers_bench`` (``TRIGGERS_DATABASE_URL``
+chooses another whose name contains "bench") and flushes Redis DB 11.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from engine import reset_database  # noqa: E402  (bench/engine.py, next to this script)
+from hops import SECRET_KEY, build_app  # noqa: E402
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/apg_triggers_bench"
+REDIS_URL = "redis://127.0.0.1:6379/11"
+T0 = dt.datetime(2027, 5, 3, 12, 0, 30, tzinfo=dt.UTC)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def setup(app: Any, schedules: int) -> tuple[str, str, str]:
+    """A team, a workflow, ``schedules`` schedules on it and a webhook: (workflow,
+    webhook url, team name)."""
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.ids import new_id
+    from app.models import Team, Tenant
+    from app.security.actor import SYSTEM
+    from capability import service
+    from capability.secrets import service as secrets
+    from capability.triggers import clock, webhooks
+    from capability.triggers import service as schedules_service
+    from capability.triggers.models import Schedule
+    from capability.triggers.ticker import next_due
+
+    clock.set_override(T0)
+    with app.app_context():
+        tenant = db.session.execute(select(Tenant).where(
+            Tenant.name == app.config["DEFAULT_TENANT"])).scalar_one()
+        db.session.add(Team(name="bench", tenant=tenant))
+        db.session.commit()
+        wid = service.create_workflow(db.session, SYSTEM, "bench", service.read_source(
+            {"name": "bench-trigger", "tasks": [{"id": "a", "type": "noop"}]})).id
+        body = schedules_service.ScheduleIn(workflow_id=wid, cron="* * * * *", overlap="allow")
+        first = schedules_service.create_schedule(db.session, SYSTEM, body)
+        # The rest in bulk: the same row, new ids (the service makes one at a time).
+        rows = [{c.name: getattr(first, c.name) for c in Schedule.__table__.columns
+                 if c.name != "id"} for _ in range(schedules - 1)]
+        for row in rows:
+            row["id"] = new_id()
+        if rows:
+            db.session.execute(Schedule.__table__.insert(), rows)
+        db.session.commit()
+        assert next_due(first, T0) is not None
+        # hmac-sha256 needs a team secret: stored through the service, as a user would.
+        secrets.create_secret(db.session, SYSTEM, app.config, secrets.SecretIn(
+            team="bench", name="bench_hook", value="bench-hook-secret"))
+        data = webhooks.WebhookIn(workflow_id=wid, name="bench", signature={
+            "scheme": "hmac-sha256", "secret": "bench_hook"})
+        _, token = webhooks.create_webhook(db.session, SYSTEM, data)
+        db.session.remove()
+    clock.set_override(None)
+    return wid, f"/hooks/{token}", "bench"
+
+
+def ticks_bench(app: Any, db_url: str, schedules: int, workdir: Path) -> list[tuple[str, str]]:
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from capability.models import Run
+
+    now_file = workdir / "now"
+    now_file.write_text(T0.isoformat())
+    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL,
+           "SECRET_KEY": SECRET_KEY, "APG_INSTANCE_DIR": str(workdir),
+           "TRIGGERS_CLOCK_FILE": str(now_file), "TEAM_RUN_RATE": "0",
+           "TEAM_MAX_ACTIVE_RUNS": "0", "LOG_LEVEL": "WARNING", "APG_SYNC_SECURITY": "0"}
+    procs = [subprocess.Popen([sys.executable, "-m", "app", "scheduler"], cwd=ROOT, env=env,
+                              stdout=(workdir / f"scheduler-{i}.log").open("wb"),
+                              stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        time.sleep(6)  # both started and idle (nothing is due before the minute)
+        due = T0.replace(second=0) + dt.timedelta(minutes=1)
+        moved = dt.datetime.now(dt.UTC)
+        now_file.write_text((due + dt.timedelta(seconds=1)).isoformat())
+        with app.app_context():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                made = db.session.execute(select(func.count()).select_from(Run).where(
+                    Run.trigger == "schedule")).scalar_one()
+                db.session.rollback()
+                if made >= schedules:
+                    break
+                time.sleep(0.05)
+            created = [c for (c,) in db.session.execute(select(Run.created_at).where(
+                Run.trigger == "schedule"))]
+            db.session.remove()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    delays = [(c - moved).total_seconds() for c in created]
+    span = max(delays) if delays else float("nan")
+    return [
+        (f"(a) {schedules} schedules due at once, 2 schedulers: runs created",
+         f"{len(created)}", f"of {schedules}; every tick once"),
+        ("(a) ticks decided per second", f"{len(created) / span:.0f}/s" if span else "-",
+         f"all in {span:.2f} s"),
+        ("(a) due -> run created, p50 / p99", f"{pct(delays, 0.5) * 1000:.0f} / "
+         f"{pct(delays, 0.99) * 1000:.0f} ms", "target p99 ≤ 1000 ms"),
+    ]
+
+
+def webhook_bench(app: Any, url: str, senders: int, deliveries: int) -> list[tuple[str, str]]:
+    import requests
+    from werkzeug.serving import make_server
+
+    app.config["WEBHOOK_RATE_LIMIT"] = 0
+    app.config["TEAM_RUN_RATE"] = 0
+    app.config["TEAM_MAX_ACTIVE_RUNS"] = 0
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    session_local = threading.local()
+
+    def http() -> Any:
+        if not hasattr(session_local, "s"):
+            session_local.s = requests.Session()
+        return session_local.s
+
+    def deliver(i: int) -> float:
+        body = json.dumps({"n": i}).encode()
+        sig = hmac.new(b"bench-hook-secret", body, hashlib.sha256).hexdigest()
+        t = time.perf_counter()
+        r = http().post(base + url, data=body, headers={
+            "Content-Type": "application/json", "X-Signature": sig,
+            "Idempotency-Key": f"bench-{i}"}, timeout=30)
+        took = time.perf_counter() - t
+        assert r.status_code == 202, (r.status_code, r.text[:200])
+        return took
+
+    def health(_: int) -> float:
+        t = time.perf_counter()
+        r = http().get(base + "/health", timeout=30)
+        assert r.status_code in (200, 503)
+        return time.perf_counter() - t
+
+    try:
+        with ThreadPoolExecutor(senders) as pool:
+            list(pool.map(deliver, range(-senders, 0)))  # warm: connections, caches
+            started = time.perf_counter()
+            times = list(pool.map(deliver, range(deliveries)))
+            wall = time.perf_counter() - started
+            base_times = list(pool.map(health, range(deliveries)))
+    finally:
+        server.shutdown()
+    return [
+        (f"(b) webhook -> run created, {senders} senders, p50 / p99",
+         f"{pct(times, 0.5) * 1000:.0f} / {pct(times, 0.99) * 1000:.0f} ms",
+         f"target p99 ≤ 100 ms; {deliveries / wall:.0f} deliveries/s"),
+        (f"(b) baseline: GET /health, {senders} senders, p50 / p99",
+         f"{pct(base_times, 0.5) * 1000:.0f} / {pct(base_times, 0.99) * 1000:.0f} ms",
+         "same server, same load"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--schedules", type=int, default=1000)
+    parser.add_argument("--senders", type=int, default=50)
+    parser.add_argument("--deliveries", type=int, default=1000)
+    args = parser.parse_args()
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    workdir = Path(tempfile.mkdtemp(prefix="apg-triggers-bench-"))
+    os.environ["APG_INSTANCE_DIR"] = str(workdir)
+    db_url = reset_database(os.environ.get("TRIGGERS_DATABASE_URL") or DEFAULT_DATABASE_URL,
+                            marker="bench")
+    app = build_app(db_url, REDIS_URL, workdir, live=False)
+    _, url, _ = setup(app, args.schedules)
+    rows = ticks_bench(app, db_url, args.schedules, workdir)
+    rows += webhook_bench(app, url, args.senders, args.deliveries)
+    width = max(len(r[0]) for r in rows)
+    print(f"\nbench/triggers.py (PostgreSQL, Redis; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; logs in {workdir})")
+    print(f"| {'metric'.ljust(width)} | value | notes |")
+    print(f"|{'-' * (width + 2)}|-------|-------|")
+    for name, value, note in rows:
+        print(f"| {name.ljust(width)} | {value} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

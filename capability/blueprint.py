@@ -119,9 +119,11 @@ def register(reg: Registrar) -> None:
     from capability.transport.api import TransportApi
     from capability.transport.views import TransportView
     from capability.triggers import hooks_web
+    from capability.triggers import views as trigger_views
     from capability.triggers.api import ScheduleApi
     from capability.triggers.backfill_api import BackfillApi
     from capability.triggers.event_api import EventApi, EventTriggerApi
+    from capability.triggers.views import EventTriggerView, ScheduleView, WebhookView
     from capability.triggers.webhook_api import WebhookApi
     from capability.views import WorkflowView
 
@@ -146,6 +148,11 @@ def register(reg: Registrar) -> None:
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
+    reg.add_view(ScheduleView, "Schedules", icon="fa-clock-o", category="Triggers",
+                 category_icon="fa-bolt")
+    reg.add_view(WebhookView, "Webhooks", icon="fa-plug", category="Triggers")
+    reg.add_view(EventTriggerView, "Event triggers", icon="fa-bolt", category="Triggers")
+    reg.on_ready(trigger_views.install_template_helpers)
     reg.on_ready(live_web.install)  # Socket.IO namespace /runs: live run updates
     reg.on_ready(install_template_helpers)
 
@@ -164,6 +171,7 @@ _menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its li
 _runs = ("Runs", "can_read")
 _control = ("Runs", "can_read|can_control")
 _run_menus = ("Runs|Failed tasks", "menu_access")  # "Workflows" -> "Runs", "Failed tasks"
+_trigger_menus = ("Triggers|Schedules|Webhooks|Event triggers", "menu_access")
 
 capability = Capability.build(
     register,
@@ -176,12 +184,13 @@ capability = Capability.build(
     role_permissions={
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
                  ("Schedules", "can_read|can_write|can_control"),
-                 ("Webhooks|EventTriggers", "can_read|can_write"), ("Events", "can_post")),
+                 ("Webhooks|EventTriggers", "can_read|can_write"), ("Events", "can_post"),
+                 _trigger_menus),
         OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus,
                    ("Schedules", "can_read|can_control"), ("Webhooks|EventTriggers", "can_read"),
-                   ("Events", "can_post")),
+                   ("Events", "can_post"), _trigger_menus),
         VIEWER: (_read, _runs, _menu, _run_menus,
-                 ("Schedules|Webhooks|EventTriggers", "can_read")),
+                 ("Schedules|Webhooks|EventTriggers", "can_read"), _trigger_menus),
     },
-    menus=("Workflows", "Security"),
+    menus=("Workflows", "Triggers", "Security"),
 )

@@ -287,3 +287,52 @@ def schedule_dict(session: DbSession, schedule: Schedule,
         "created_by": schedule.created_by, "updated_by": schedule.updated_by,
         "created_at": iso(schedule.created_at), "updated_at": iso(schedule.updated_at),
     }
+
+
+def overview(session: DbSession, workflow_ids: list[str],
+             now: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """For lists of workflows: per id its next scheduled run (ISO, UTC) and its last
+    run (``{id, status}``), in two statements whatever the number of workflows."""
+    from sqlalchemy import func
+
+    from capability.models import Run
+
+    now = now or clock.now()
+    out: dict[str, dict[str, Any]] = {i: {"next_run": None, "last_run": None}
+                                      for i in workflow_ids}
+    if not workflow_ids:
+        return out
+    for s in session.execute(select(Schedule).where(
+            Schedule.workflow_id.in_(workflow_ids), Schedule.enabled.is_(True),
+            Schedule.paused.is_(False), Schedule.disabled_reason.is_(None))).scalars():
+        first = cron.fire_times(s.cron, s.timezone, max(s.decided_until, now), 1,
+                                s.dst_missing, s.dst_repeated, end=s.end_at)
+        seen = out[s.workflow_id]["next_run"]
+        if first and (seen is None or first[0] < seen):
+            out[s.workflow_id]["next_run"] = first[0]
+    newest = (select(Run.workflow_id, func.max(Run.created_at).label("at"))
+              .where(Run.workflow_id.in_(workflow_ids), Run.parent_run_id.is_(None))
+              .group_by(Run.workflow_id).subquery())
+    for run_id, workflow_id, status in session.execute(
+            select(Run.id, Run.workflow_id, Run.status).join(
+                newest, (Run.workflow_id == newest.c.workflow_id)
+                & (Run.created_at == newest.c.at))):
+        out[workflow_id]["last_run"] = {"id": run_id, "status": status}
+    return out
+
+
+def of_workflow(session: DbSession, workflow_id: str) -> dict[str, list[Any]]:
+    """The triggers of one workflow, for its page (the page checked who may see it)."""
+    from capability.models import EventTrigger
+    from capability.triggers.models import Webhook
+
+    return {
+        "schedules": [schedule_dict(session, s) for s in session.execute(
+            select(Schedule).where(Schedule.workflow_id == workflow_id)
+            .order_by(Schedule.created_at)).scalars()],
+        "webhooks": list(session.execute(select(Webhook).where(
+            Webhook.workflow_id == workflow_id).order_by(Webhook.created_at)).scalars()),
+        "events": list(session.execute(select(EventTrigger).where(
+            EventTrigger.workflow_id == workflow_id).order_by(EventTrigger.created_at))
+            .scalars()),
+    }

@@ -129,6 +129,26 @@ def test_pages_fit_a_phone(
     phone.locator(f'tr.apg-failed-row[data-run="{run_id}"]').wait_for()
     problems += fits(phone, screenshots, "phone_failed_tasks.png")
 
+    # Triggers: a schedule (with a ledger row) and a webhook of the workflow.
+    sched = client.post("/api/v1/schedules/", headers=headers, json={
+        "workflow_id": wid, "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+        "description": "nightly health check"}).get_json()["id"]
+    hook = client.post("/api/v1/webhooks/", headers=headers, json={
+        "workflow_id": wid, "name": "crm-account-changed"}).get_json()
+    assert client.post(hook["result"]["url"], json={}).status_code == 202
+    phone.goto("/triggers/schedules/")
+    phone.locator(f'tr[data-schedule-id="{sched}"]').wait_for()
+    problems += fits(phone, screenshots, "phone_schedules.png")
+    phone.goto(f"/triggers/schedules/{sched}")
+    phone.locator("#next-fire tbody tr").first.wait_for()
+    problems += fits(phone, screenshots, "phone_schedule_page.png")
+    phone.goto("/triggers/schedules/new")
+    phone.locator("#preview tbody tr").first.wait_for()
+    problems += fits(phone, screenshots, "phone_schedule_form.png")
+    phone.goto(f"/triggers/webhooks/{hook['id']}")
+    phone.locator("#deliveries").wait_for()
+    problems += fits(phone, screenshots, "phone_webhook_page.png")
+
     phone.goto("/")
     problems += fits(phone, screenshots, "phone_home.png")
     assert not problems, problems

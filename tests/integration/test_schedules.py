@@ -359,3 +359,24 @@ def test_jitter_delays_the_tick_but_not_its_scheduled_for(
     _pass(app, at(tick + delay))
     assert [(t, o) for t, o, _ in _ledger(app, s["id"])] == [(tick, "fired")]
     assert t0 < tick
+
+
+def test_the_workflow_pages_show_triggers_next_run_and_last_run(
+        app: Flask, client: FlaskClient, factory: Factory, op: dict[str, Any], at: Any) -> None:
+    """The workflows list says when each runs next and how its last run ended; a
+    workflow's page lists its triggers (TRIGGERS.md, "UI")."""
+    from tests.support.pages import login
+
+    at(dt.datetime(2027, 5, 3, 12, 0, 30, tzinfo=UTC))
+    wid = make(client, op, NOOP)
+    s = _schedule(client, op, wid, cron="0 13 * * *", description="lunch report")
+    _schedule(client, op, make(client, op, NOOP), cron="0 14 * * *")
+    _minutes(app, dt.datetime(2027, 5, 3, 12, 59, 30, tzinfo=UTC), 1)  # 13:00 fires
+    browser = login(app, factory.user("Viewer", teams=[op["team"]]))
+    listed = browser.get("/workflows/list/?psize_WorkflowView=100").get_data(as_text=True)
+    assert "next run 2027-05-04 13:00:00 UTC" in listed
+    assert 'class="apg-last-run">queued</a>' in listed
+    page = browser.get(f"/workflows/{wid}").get_data(as_text=True)
+    assert f'/triggers/schedules/{s["id"]}' in page and "lunch report" in page
+    other = browser.get(f"/workflows/{make(client, op, NOOP)}").get_data(as_text=True)
+    assert 'id="no-triggers"' in other

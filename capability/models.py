@@ -175,6 +175,9 @@ class Run(TeamScoped, Model):
     trigger_source_id: Mapped[str | None] = mapped_column(String(36))
     scheduled_for: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     delivery_id: Mapped[str | None] = mapped_column(String(255))  # a webhook's delivery
+    # What expressions read as trigger.payload: a webhook's body, an event's payload
+    # (secrets of the team masked); read only by runs that have one.
+    trigger_payload: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(

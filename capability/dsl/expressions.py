@@ -39,7 +39,7 @@ __all__ = [
     "task_references",
 ]
 
-SCOPE_NAMES = ("params", "tasks", "run", "secrets")
+SCOPE_NAMES = ("params", "tasks", "run", "secrets", "trigger")
 ITEM_NAMES = ("item", "index")
 
 _MARKERS = ("{{", "{%", "{#")
@@ -448,7 +448,7 @@ def _join(path: str, key: Any) -> str:
 
 def _namespaces(scope: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(scope)
-    for name in ("params", "run", "secrets"):
+    for name in ("params", "run", "secrets", "trigger"):
         if type(out.get(name)) is dict:
             out[name] = _Namespace(name, out[name])
     tasks = out.get("tasks")

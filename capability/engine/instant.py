@@ -45,6 +45,7 @@ NOT_RUN = Handled(False)
 # loads the ORM object to write it), the task and the attempt.
 _LOCK = (
     select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
+           Run.scheduled_for,
            TaskRun.id.label("row"), TaskRun.task_id, TaskRun.kind,
            TaskRun.current_attempt_id.label("current"), TaskAttempt.status.label("attempt_status"),
            TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id)

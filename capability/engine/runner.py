@@ -185,7 +185,7 @@ class Again(NamedTuple):
 # attempt and its owner (and the task of an element), and the commit.
 _BEGIN_LOCK = (
     select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
-           TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind)
+           Run.scheduled_for, TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind)
     .join(TaskRun, TaskRun.run_id == Run.id)
     .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
     # A share lock: begins of the same run (a fan-out) do not wait for each other, while

@@ -27,7 +27,7 @@ from sqlalchemy.orm import lazyload
 
 from app.extensions import DbSession
 from app.ids import new_id
-from app.times import utcnow
+from app.times import iso, utcnow
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import masking, outbox
@@ -175,6 +175,8 @@ def lock_run(session: DbSession, run_id: str) -> Run:
     return session.execute(stmt).scalar_one()
 
 
+# Runs whose trigger carried a payload (``Run.trigger_payload``, ``trigger.payload``).
+PAYLOAD_TRIGGERS = frozenset({"webhook", "event"})
 _LISTENED = select(EventTrigger.id).where(
     EventTrigger.on_workflow_id == bindparam("workflow_id"), EventTrigger.enabled.is_(True)
 ).limit(1)
@@ -199,6 +201,9 @@ def scope_for(session: DbSession, run: Any, reads: frozenset[str] | None,
     elif reads:
         rows = session.execute(_SCOPE_OF, {"run_id": run.id, "task_ids": sorted(reads)}).all()
     scope = _scope(run, rows)
+    if run.trigger in PAYLOAD_TRIGGERS:  # only these runs carry one: one read, then
+        scope["trigger"]["payload"] = session.execute(
+            select(Run.trigger_payload).where(Run.id == run.id)).scalar()
     if secrets is None or secrets:
         scope["secrets"] = masking.secret_values(session, run.team_id, secrets, settings)
     return scope
@@ -209,7 +214,9 @@ def _scope(run: Any, tasks: Iterable[Any]) -> dict[str, Any]:
         "params": run.params or {},
         "tasks": {task_id: {"output": output, "status": status, "error": error}
                   for task_id, output, status, error in tasks},
-        "run": {"id": run.id, "trigger": run.trigger},
+        "run": {"id": run.id, "trigger": run.trigger,
+                "scheduled_for": iso(getattr(run, "scheduled_for", None))},
+        "trigger": {"payload": None},
         "secrets": {},
     }
 

@@ -119,7 +119,7 @@ def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Wo
           version: Any, definition: dsl.WorkflowDefinition, params: dict[str, Any], *,
           trigger: str, key: str | None = None, source: tuple[str, str] | None = None,
           scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
-          depth: int = 0) -> Run:
+          depth: int = 0, payload: Any = None) -> Run:
     """The run, in the caller's transaction (the workflow's row locked, quotas checked)."""
     quotas.check_start(session, workflow.team, dispatcher.settings)
     starts = state.below_limit(session, workflow.id, definition.max_active_runs)
@@ -130,6 +130,7 @@ def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Wo
         trigger_source_type=source[0] if source else None,
         trigger_source_id=source[1] if source else None, scheduled_for=scheduled_for,
         delivery_id=delivery_id, depth=depth,
+        trigger_payload=_masked(session, dispatcher, workflow.team_id, payload),
     )
     runner.open_run(session, run, definition, starts)
     # Written now, not at the commit: the audit trail's lock (taken at the commit) is
@@ -144,6 +145,23 @@ def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Wo
     return run
 
 
+def _masked(session: DbSession, dispatcher: Dispatcher, team_id: str, payload: Any) -> Any:
+    """A trigger's payload as stored: every value of the team's secrets masked, as in
+    anything else the engine keeps."""
+    if payload is None:
+        return None
+    from capability.secrets import vault
+
+    settings = dispatcher.settings
+    try:
+        found = vault.values_for(session, settings.secrets_key, settings.secret_key, team_id,
+                                 None)
+    except vault.SecretsKeyError:
+        found = {}
+    values = [v for v in found.values() if v]
+    return dsl.mask_secrets(payload, values) if values else payload
+
+
 class NotStarted(Exception):
     """A trigger's run that cannot start (its params are no longer valid, a quota):
     the trigger records why, no run is made."""
@@ -152,7 +170,8 @@ class NotStarted(Exception):
 def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
                    params: dict[str, Any], *, trigger: str, source: tuple[str, str],
                    scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
-                   who: str = "scheduler", depth: int = 0, key: str | None = None) -> Run:
+                   who: str = "scheduler", depth: int = 0, key: str | None = None,
+                   payload: Any = None) -> Run:
     """A run started by a trigger, inside the caller's transaction (its ``outbox`` begun):
     the trigger's own record (a tick, a delivery) commits with it, or neither does.
     Params are validated against the workflow's current version again, now."""
@@ -172,7 +191,7 @@ def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflo
         return _open(session, replace(SYSTEM, username=who), dispatcher, workflow, version,
                      definition, resolved, trigger=trigger, source=source,
                      scheduled_for=scheduled_for, delivery_id=delivery_id, depth=depth,
-                     key=key)
+                     key=key, payload=payload)
     except ServiceError as exc:  # a team quota: recorded on the trigger, not raised
         raise NotStarted(exc.message) from exc
 

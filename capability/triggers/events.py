@@ -196,7 +196,7 @@ def _refuse(session: DbSession, trigger_id: str, reason: str) -> None:
 
 def _start_all(session: DbSession, dispatcher: Dispatcher, max_depth: int, depth: int,
                planned: list[tuple[EventTrigger, dict[str, Any] | None, str | None]],
-               key: str | None, event: str, who: str) -> list[str]:
+               key: str | None, event: str, who: str, payload: Any = None) -> list[str]:
     """Inside the caller's transaction: a run per trigger, or its refusal recorded."""
     from capability.runs import service as runs
 
@@ -213,7 +213,7 @@ def _start_all(session: DbSession, dispatcher: Dispatcher, max_depth: int, depth
                 run = runs.open_triggered(
                     session, dispatcher, workflow, params, trigger="event",
                     source=("event_trigger", trigger.id), who=who, depth=depth,
-                    key=f"{key}:{trigger.id}" if key else None)
+                    key=f"{key}:{trigger.id}" if key else None, payload=payload)
             except runs.NotStarted as exc:
                 problem = str(exc)
             else:
@@ -241,7 +241,7 @@ def publish(session: DbSession, actor: Actor, dispatcher: Dispatcher, name: str,
     outbox.begin(session, dispatcher)
     try:
         started = _start_all(session, dispatcher, max_depth, 1, planned, key,
-                             f"event {name}", f"event:{name}")
+                             f"event {name}", f"event:{name}", data.payload)
         box = outbox.commit(session, deliver=False)
     except BaseException:
         outbox.rollback(session)
@@ -285,7 +285,7 @@ def process(session: DbSession, dispatcher: Dispatcher, max_depth: int) -> int:
                 outbox.rollback(session)
                 continue
             _start_all(session, dispatcher, max_depth, depth, planned, f"event:{event_id}",
-                       f"run {run.id} {run.status}", f"run-finished:{run.id}")
+                       f"run {run.id} {run.status}", f"run-finished:{run.id}", event)
             session.execute(delete(RunEvent).where(RunEvent.id == event_id))
             box = outbox.commit(session, deliver=False)
         except BaseException:

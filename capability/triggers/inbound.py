@@ -200,7 +200,7 @@ def receive(session: DbSession, dispatcher: Dispatcher, limits: Limits, token: s
         return _refuse(session, webhook, limits, delivery, "invalid", 422, str(exc),
                        delivery_id)
     return _start(session, dispatcher, limits, webhook, workflow, delivery, delivery_id,
-                  params)
+                  params, body)
 
 
 def _seen(session: DbSession, webhook_id: str, delivery_id: str,
@@ -213,7 +213,7 @@ def _seen(session: DbSession, webhook_id: str, delivery_id: str,
 
 def _start(session: DbSession, dispatcher: Dispatcher, limits: Limits, webhook: Webhook,
            workflow: Workflow, delivery: Delivery, delivery_id: str | None,
-           params: Any) -> Answer:
+           params: Any, body: Any) -> Answer:
     from capability.runs import service as runs
 
     definition = state.definition_of(service.version_of(session, workflow))
@@ -234,7 +234,7 @@ def _start(session: DbSession, dispatcher: Dispatcher, limits: Limits, webhook: 
             return Answer(200, {"run_id": first.run_id if first else None, "duplicate": True})
         run = runs.open_triggered(session, dispatcher, workflow, params, trigger="webhook",
                                   source=("webhook", webhook.id), delivery_id=delivery_id,
-                                  who=f"webhook:{webhook.name}")
+                                  who=f"webhook:{webhook.name}", payload=body)
         if delivery_id:
             session.execute(update(WebhookSeen).where(
                 WebhookSeen.webhook_id == webhook.id, WebhookSeen.delivery_id == delivery_id

@@ -380,3 +380,18 @@ def test_the_workflow_pages_show_triggers_next_run_and_last_run(
     assert f'/triggers/schedules/{s["id"]}' in page and "lunch report" in page
     other = browser.get(f"/workflows/{make(client, op, NOOP)}").get_data(as_text=True)
     assert 'id="no-triggers"' in other
+
+
+def test_expressions_read_run_scheduled_for(app: Flask, client: FlaskClient,
+                                            op: dict[str, Any], at: Any) -> None:
+    from tests.support.engine import drain
+
+    t0 = at(dt.datetime(2027, 5, 3, 12, 0, 30, tzinfo=UTC))
+    wid = make(client, op, [{"id": "t", "type": "transform",
+                             "with": {"value": "{{ run.scheduled_for }} {{ trigger.payload }}"}}])
+    s = _schedule(client, op, wid, cron="* * * * *")
+    _minutes(app, t0, 1)
+    [(_, _, run_id)] = _ledger(app, s["id"])
+    assert drain(app, run_id) == "succeeded"
+    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+    assert got["tasks"][0]["output"] == "2027-05-03T12:01:00+00:00 null"

@@ -244,3 +244,26 @@ def test_roles_and_teams(client: FlaskClient, factory: Factory, op: dict[str, An
     assert client.put(url, headers=op["h"], json=body).get_json()["result"]["name"] == "renamed"
     assert client.delete(url, headers=op["h"]).status_code == 200
     assert _send(client, hook["url"], PUSH).status_code == 404  # gone with it
+
+
+def test_expressions_read_the_body_as_trigger_payload_with_secrets_masked(
+        app: Flask, client: FlaskClient, op: dict[str, Any]) -> None:
+    from tests.support.engine import drain
+
+    _secret(app, op["team"]["name"], "api_key", "sk-very-secret-42")
+    wid = make(client, op, [{"id": "t", "type": "transform",
+                             "with": {"value": "{{ trigger.payload.ref }} / "
+                                               "{{ trigger.payload.leak }}"}}])
+    hook = _hook(client, op, wid, params={})
+    r = _send(client, hook["url"], {"ref": "refs/heads/main", "leak": "sk-very-secret-42"})
+    assert r.status_code == 202, r.get_json()
+    run_id = r.get_json()["run_id"]
+    assert drain(app, run_id) == "succeeded"
+    got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
+    assert got["tasks"][0]["output"] == "refs/heads/main / ***"
+    with app.app_context():
+        from capability.models import Run
+
+        stored = db.session.get(Run, run_id).trigger_payload
+        db.session.remove()
+    assert stored == {"ref": "refs/heads/main", "leak": "***"}

@@ -112,7 +112,7 @@ def test_expressions_are_checked_where_they_are_written():
         ("tasks[0].when", "invalid expression: unexpected 'end of print statement'"),
         ("tasks[1].with.url", "unknown task 'nope'"),
         ("tasks[1].with.headers.X",
-         "unknown name 'foo'; expressions can use params, tasks, run, secrets"),
+         "unknown name 'foo'; expressions can use params, tasks, run, secrets, trigger"),
         ("tasks[2].with.value[0]", "'item' is only available in a task with for_each"),
         ("tasks[2].with.value[1]", "unknown parameter 'missing' (declared: x)"),
         ("tasks[3].compensate.with.value",

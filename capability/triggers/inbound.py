@@ -2,8 +2,8 @@
 contract's table, decided here; ``hooks_web`` only adapts Flask's request.
 
 Order: the token (unknown, rotated or disabled: 404, nothing recorded), the rate limit
-(429, counted in Redis), the size (413), the signature (401, logged and audited), the
-body (422), de-duplication (200 with the first run), the filter (200, no run), the
+(429, counted in Redis), the size (413), the signature (401), the body (422) — each
+refusal logged and audited — de-duplication (200 with the first run), the filter (200, no run), the
 params (422), then the run. The run, the delivery's log row and the claim of its
 delivery id commit in one transaction: a replay racing the first delivery finds the
 claim and starts nothing. Expressions run under the expression budget; nothing is
@@ -93,15 +93,16 @@ def _record(session: DbSession, webhook: Webhook, limits: Limits, outcome: str, 
 
 
 def _refuse(session: DbSession, webhook: Webhook, limits: Limits, delivery: Delivery,
-            outcome: str, status: int, reason: str, delivery_id: str | None = None,
-            audit: bool = False) -> Answer:
+            outcome: str, status: int, reason: str, delivery_id: str | None = None) -> Answer:
+    """Log and audit a refused delivery: who sent it and why, never the body, a secret
+    or a signature."""
     session.rollback()
     _record(session, webhook, limits, outcome, status, delivery_id, reason=reason)
-    if audit:  # who sent it, why it was refused: never the body, secret or signature
-        record(session, build_event(
-            _caller(delivery, webhook), "deliver", "webhook", webhook.id, outcome="denied",
-            team=webhook.team.name, tenant=webhook.team.tenant.name,
-            after={"status": status, "reason": reason}))
+    record(session, build_event(
+        _caller(delivery, webhook), "deliver", "webhook", webhook.id,
+        outcome="denied" if status == 401 else "error",
+        team=webhook.team.name, tenant=webhook.team.tenant.name,
+        after={"status": status, "reason": reason}))
     session.commit()
     return Answer(status, {"message": reason})
 
@@ -164,18 +165,17 @@ def receive(session: DbSession, dispatcher: Dispatcher, limits: Limits, token: s
     try:
         secret = _signing_secret(session, webhook, limits)
     except SecretsKeyError as exc:
-        return _refuse(session, webhook, limits, delivery, "denied", 401, str(exc), audit=True)
+        return _refuse(session, webhook, limits, delivery, "denied", 401, str(exc))
     if secret is None:
         return _refuse(session, webhook, limits, delivery, "denied", 401,
-                       f"the team has no secret named {webhook.secret_name!r}", audit=True)
+                       f"the team has no secret named {webhook.secret_name!r}")
     scheme = signatures.Scheme(
         webhook.scheme, secret, cron.duration(webhook.tolerance, "tolerance"),
         webhook.header or signatures.DEFAULT_HEADER, webhook.prefix, webhook.encoding)
     bad = signatures.verify(scheme, delivery.headers, delivery.body, clock.now())
     delivery_id = signatures.delivery_id(webhook.scheme, delivery.headers, delivery.body)
     if bad:
-        return _refuse(session, webhook, limits, delivery, "denied", 401, bad, delivery_id,
-                       audit=True)
+        return _refuse(session, webhook, limits, delivery, "denied", 401, bad, delivery_id)
     body, problem = _parse(delivery)
     if problem:
         return _refuse(session, webhook, limits, delivery, "invalid", 422, problem, delivery_id)

@@ -208,7 +208,18 @@ def test_a_deleted_workflow_disables_its_schedule(app: Flask, client: FlaskClien
     t0 = at(dt.datetime(2027, 5, 3, 12, 0, 30, tzinfo=UTC))
     wid = make(client, op, NOOP)
     s = _schedule(client, op, wid, cron="* * * * *")
+    hook = client.post("/api/v1/webhooks/", headers=op["h"],
+                       json={"workflow_id": wid, "name": "h"}).get_json()["result"]
+    other = make(client, op, NOOP)
+    listens = client.post("/api/v1/event-triggers/", headers=op["h"], json={
+        "workflow_id": other, "on": {"workflow_id": wid}}).get_json()["result"]
     assert client.delete(f"/api/v1/workflows/{wid}", headers=op["h"]).status_code == 200
+    got = client.get(f"/api/v1/webhooks/{hook['id']}", headers=op["h"]).get_json()["result"]
+    assert got["disabled_reason"] == "its workflow was deleted"
+    assert client.post(hook["url"], json={}).status_code == 404
+    got = client.get(f"/api/v1/event-triggers/{listens['id']}", headers=op["h"]).get_json()
+    assert got["result"]["enabled"] is False
+    assert "its workflow was deleted" in got["result"]["last_refusal"]
     _minutes(app, t0, 1, 2)
     assert _ledger(app, s["id"]) == []
     with app.app_context():

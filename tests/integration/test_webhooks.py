@@ -137,6 +137,11 @@ def test_the_refusals_of_the_contract(app: Flask, client: FlaskClient, op: dict[
         db.session.remove()
     assert len(events) == 3 and "bad signature" in text and "missing" in text
     assert secret not in text and "sha256=" not in text
+    with app.app_context():
+        others = list(db.session.execute(select(AuditEvent).where(
+            AuditEvent.target_id == hook["id"], AuditEvent.outcome == "error")).scalars())
+        db.session.remove()
+    assert sorted(e.after["status"] for e in others) == [413, 422, 422]
 
 
 def test_rotating_the_token_retires_the_old_url(client: FlaskClient, op: dict[str, Any],

@@ -11,7 +11,6 @@ from app.security.roles import AUTHOR, OPERATOR, VIEWER
 # Imported here, not in register(): Alembic must see these tables even when a start
 # fails to register the capability.
 from capability.models import EventTrigger, Secret, Workflow
-from capability.triggers.models import Schedule, Webhook
 
 
 def _team(obj: Any) -> str | None:
@@ -43,6 +42,14 @@ def _check_egress(app: Any) -> None:
     EgressPolicy.from_config(app.config)
 
 
+def _install_lifecycle(_app: Any) -> None:
+    """A workflow deleted disables its triggers (``triggers.lifecycle``)."""
+    from app.extensions import db
+    from capability.triggers import lifecycle
+
+    lifecycle.install(db.session)
+
+
 def _install_ticker(app: Any) -> None:
     """Every scheduler process decides due schedule ticks, each loop (``ticker``)."""
     from app.runtime.worker import runtime_hooks
@@ -53,12 +60,17 @@ def _install_ticker(app: Any) -> None:
 
 
 def _tick(app: Any) -> None:
-    # Loaded on the first pass, not at import: a scheduler's memory is counted.
+    # Loaded when there is work, not at import: a scheduler's memory is counted.
     from app.extensions import db
-    from capability.engine.dispatch import dispatcher_for
-    from capability.triggers import clock, passes
+    from capability.triggers import clock, due
 
-    passes.run_all(db.session, dispatcher_for(app, coalesce=True), clock.now(),
+    now = clock.now()
+    if not due.pending(db.session, now):
+        return
+    from capability.engine.dispatch import dispatcher_for
+    from capability.triggers import passes
+
+    passes.run_all(db.session, dispatcher_for(app, coalesce=True), now,
                    int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100),
                    int(app.config.get("EVENT_MAX_DEPTH") or 10))
 
@@ -87,6 +99,17 @@ def register(reg: Registrar) -> None:
         AuditSpec(target_type="secret", exclude=frozenset({"updated_at", "created_at"}),
                   redact=frozenset({"ciphertext"}), team_of=_team, tenant_of=_tenant),
     )
+    if not reg.web:
+        # The worker role: no screens, REST APIs or Socket.IO server, and none of their
+        # modules imported (marshmallow schemas, forms, templates). Live updates are
+        # still published (capability.live, through the Redis message queue). The
+        # schedulers load the triggers' tables when they have trigger work
+        # (``triggers.due``); workflows are deleted, and triggers changed, in the web.
+        return
+    # Web only (Alembic, run by the web role, sees these tables through it).
+    from capability.triggers.models import Schedule, Webhook
+
+    reg.on_ready(_install_lifecycle)
     reg.audited(
         Schedule,
         AuditSpec(target_type="schedule",
@@ -105,11 +128,6 @@ def register(reg: Registrar) -> None:
         AuditSpec(target_type="event_trigger", exclude=frozenset({"updated_at", "created_at"}),
                   team_of=_team, tenant_of=_tenant),
     )
-    if not reg.web:
-        # The worker role: no screens, REST APIs or Socket.IO server, and none of their
-        # modules imported (marshmallow schemas, forms, templates). Live updates are
-        # still published (capability.live, through the Redis message queue).
-        return
     from capability import live_web
     from capability.api import WorkflowApi
     from capability.runs.api import RunApi

@@ -317,26 +317,7 @@ def delete_workflow(session: DbSession, actor: Actor, workflow_id: str) -> None:
     _require_author(actor, workflow.team_id)
     with acting_as(actor), update_action("delete"):
         workflow.deleted_at = utcnow()
-        _disable_triggers(session, workflow.id)
         session.commit()
-
-
-def _disable_triggers(session: DbSession, workflow_id: str) -> None:
-    """TRIGGERS.md: deleting a workflow disables its triggers, with the reason shown on
-    each (its schedules, its webhooks, the event triggers that start it or listen to it)."""
-    from sqlalchemy import or_, update
-
-    from capability.models import EventTrigger
-    from capability.triggers.models import Schedule, Webhook
-
-    why = "its workflow was deleted"
-    session.execute(update(Schedule).where(Schedule.workflow_id == workflow_id)
-                    .values(disabled_reason=why, next_due=None))
-    session.execute(update(Webhook).where(Webhook.workflow_id == workflow_id)
-                    .values(disabled_reason=why))
-    session.execute(update(EventTrigger).where(or_(
-        EventTrigger.workflow_id == workflow_id, EventTrigger.on_workflow_id == workflow_id))
-        .values(enabled=False, last_refusal=f"disabled: {why}", last_refusal_at=utcnow()))
 
 
 def workflow_dict(workflow: Workflow, version: WorkflowVersion | None = None) -> dict[str, Any]:

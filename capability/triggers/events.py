@@ -33,7 +33,6 @@ from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import service
 from capability.dsl import FINISHED_RUN_STATUSES
-from capability.dsl.expressions import ExpressionError, check_syntax, find_expressions, render
 from capability.engine import outbox
 from capability.engine.dispatch import Dispatcher
 from capability.models import EventTrigger, Run, RunEvent, TaskKind, TaskRun, Workflow
@@ -90,6 +89,8 @@ def _require(actor: Actor, team_id: str, roles: tuple[str, ...], what: str) -> N
 
 
 def _check(session: DbSession, actor: Actor, data: EventTriggerIn) -> Workflow:
+    from capability.dsl.expressions import check_syntax, find_expressions
+
     workflow = service.get_workflow(session, actor, data.workflow_id)
     _require(actor, workflow.team_id, (AUTHOR,), "change its event triggers")
     errors = [{"path": path, "message": problem}
@@ -177,6 +178,9 @@ def trigger_dict(trigger: EventTrigger) -> dict[str, Any]:
 
 def _render(trigger: EventTrigger, event: dict[str, Any], dispatcher: Dispatcher
             ) -> tuple[dict[str, Any] | None, str | None]:
+    # Here, not at import: a web process loads the sandbox only when an event comes.
+    from capability.dsl.expressions import ExpressionError, render
+
     try:
         params = render(trigger.params, {"event": event}, "params",
                         dispatcher.settings.expression_budget)

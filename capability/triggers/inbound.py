@@ -26,7 +26,6 @@ from app.audit.recorder import build_event, record
 from app.extensions import DbSession
 from app.security.actor import Actor
 from capability import dsl, service
-from capability.dsl.expressions import ExpressionError, render
 from capability.engine import outbox, state
 from capability.engine.dispatch import Dispatcher
 from capability.models import Workflow
@@ -186,6 +185,8 @@ def receive(session: DbSession, dispatcher: Dispatcher, limits: Limits, token: s
                     "the same delivery was accepted before")
             session.commit()
             return Answer(200, {"run_id": first.run_id, "duplicate": True})
+    from capability.dsl.expressions import ExpressionError, render  # on the first delivery
+
     scope = {"body": body, "headers": dict(delivery.headers), "query": dict(delivery.query)}
     budget = dispatcher.settings.expression_budget
     session.rollback()  # no transaction held while expressions run

@@ -26,7 +26,6 @@ from app.security.roles import AUTHOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import service
-from capability.dsl.expressions import check_syntax, find_expressions
 from capability.models import Secret
 from capability.triggers import cron, signatures
 from capability.triggers.models import Webhook, WebhookDelivery
@@ -91,6 +90,8 @@ def _require_author(actor: Actor, team_id: str, what: str) -> None:
 
 
 def _check(session: DbSession, actor: Actor, data: WebhookIn) -> Any:
+    from capability.dsl.expressions import check_syntax, find_expressions
+
     workflow = service.get_workflow(session, actor, data.workflow_id)
     _require_author(actor, workflow.team_id, "change its webhooks")
     errors: list[dict[str, str]] = []

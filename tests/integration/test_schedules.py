@@ -406,3 +406,15 @@ def test_expressions_read_run_scheduled_for(app: Flask, client: FlaskClient,
     assert drain(app, run_id) == "succeeded"
     got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
     assert got["tasks"][0]["output"] == "2027-05-03T12:01:00+00:00 null"
+
+
+def test_a_pass_is_skipped_only_when_nothing_is_due(app: Flask, client: FlaskClient,
+                                                    op: dict[str, Any], at: Any) -> None:
+    """``triggers.due``: the scheduler's cheap check before loading any trigger code."""
+    from capability.triggers import due
+
+    t0 = at(dt.datetime(2027, 5, 3, 12, 0, 30, tzinfo=UTC))
+    _schedule(client, op, make(client, op, NOOP), cron="0 13 * * *")
+    with app.app_context():
+        assert due.pending(db.session, t0 + dt.timedelta(hours=2)) is True
+        db.session.remove()

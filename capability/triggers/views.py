@@ -257,18 +257,49 @@ class EventTriggerView(BaseView):
     route_base = "/triggers/events"
     default_view = "list"
     class_permission_name = "EventTriggers"
-    method_permission_name = {"list": "read"}
+    method_permission_name = {"list": "read", "add": "write"}
 
     @expose("/")
     @has_access
     @permission_name("read")
     def list(self) -> str:
-        rows = events.list_triggers(db.session, request_actor())
+        actor = request_actor()
+        rows = events.list_triggers(db.session, actor)
         names = _names({t.workflow_id for t in rows} | {t.on_workflow_id for t in rows
                                                         if t.on_workflow_id})
         items = [{**events.trigger_dict(t), "workflow": names.get(t.workflow_id),
                   "upstream": names.get(t.on_workflow_id or "")} for t in rows]
-        return self.render_template("triggers/events.html", items=items)
+        return self.render_template("triggers/events.html", items=items,
+                                    may_add=bool(_workflows(actor)))
+
+    @expose("/new", methods=["GET", "POST"])
+    @has_access
+    @permission_name("write")
+    def add(self) -> str | Response:
+        actor = request_actor()
+        choices = _workflows(actor)
+        if not choices:
+            abort(403)
+        errors: list[dict[str, str]] = []
+        form = request.form
+        if request.method == "POST":
+            params = _json_field("params", errors)
+            on: dict[str, Any] = (
+                {"event": form.get("event", "")} if form.get("kind") == "event" else
+                {"workflow_id": form.get("on_workflow_id", ""),
+                 "statuses": form.getlist("statuses") or ["succeeded"]})
+            try:
+                data = events.EventTriggerIn.model_validate({
+                    "workflow_id": form.get("workflow_id", ""), "on": on, "params": params})
+                if not errors:
+                    _call("event_trigger", "create", None,
+                          lambda a: events.create_trigger(db.session, a, data))
+                    flash("Event trigger saved.", "success")
+                    return redirect(url_for("EventTriggerView.list"))
+            except (ValidationError, ServiceError) as exc:
+                errors += _refused(exc)
+        return self.render_template("triggers/event_form.html", workflows=choices,
+                                    form=form, errors=errors, statuses=events.FINISHED)
 
 
 def install_template_helpers(app: Any) -> None:

@@ -141,3 +141,28 @@ def test_a_webhook_called_signed_starts_a_run(app: Flask, page: Any, factory: Fa
     assert run_id in page.url
     assert "its webhook" in page.locator("#run-trigger").inner_text()
     assert_no_csp_errors(console)
+
+
+def test_an_event_trigger_from_the_form(app: Flask, page: Any, factory: Factory,
+                                        console: ConsoleLog, screenshots: Path) -> None:
+    _, author, wid = _workflow(app, factory)
+    login(page, author["username"], author["password"])
+    open_menu(page, "Triggers", "Event triggers")
+    page.locator("#new-event-trigger").click()
+    form = page.locator("#event-trigger-form")
+    form.locator("select[name=workflow_id]").select_option(value=wid)
+    form.locator("#kind-event").check()
+    form.locator("input[name=event]").fill("Bad Name")
+    with page.expect_navigation():
+        page.locator("#save-event-trigger").click()
+    assert "event" in page.locator("#form-errors").inner_text()  # refused, said, kept
+    form.locator("input[name=event]").fill("invoice.created")
+    form.locator("textarea[name=params]").fill('{"repo": "{{ event.payload.repo }}"}')
+    with page.expect_navigation():
+        page.locator("#save-event-trigger").click()
+    assert page.locator(".alert-success").is_visible()
+    row = page.locator("#event-triggers tbody tr", has_text="invoice.created")
+    assert row.count() == 1
+    settle(page)
+    page.screenshot(path=str(screenshots / "event_triggers.png"), full_page=True)
+    assert_no_csp_errors(console)

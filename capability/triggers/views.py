@@ -72,6 +72,30 @@ def _json_field(name: str, errors: list[dict[str, str]]) -> Any:
         return {}
 
 
+def _choices() -> list[Workflow]:
+    """The workflows a creation form may pick; 403 when there is none."""
+    choices = _workflows(request_actor())
+    if not choices:
+        abort(403)
+    return choices
+
+
+def _submit(kind: str, body: Callable[[Any], dict[str, Any]], model: Any,
+            save: Callable[[Actor, Any], T]) -> tuple[T | None, list[dict[str, str]]]:
+    """A creation form's POST: the body built from the form (``params`` as JSON),
+    validated by ``model``, saved by the service as the request's actor; or every
+    error, nothing saved (a refusal audited)."""
+    errors: list[dict[str, str]] = []
+    params = _json_field("params", errors)
+    try:
+        data = model.model_validate(body(params))
+        if not errors:
+            return _call(kind, "create", None, lambda a: save(a, data)), errors
+    except (ValidationError, ServiceError) as exc:
+        errors += _refused(exc)
+    return None, errors
+
+
 def _refused(exc: Exception) -> list[dict[str, str]]:
     if isinstance(exc, ValidationError):
         return pydantic_errors(exc)
@@ -102,32 +126,22 @@ class ScheduleView(BaseView):
     @has_access
     @permission_name("write")
     def add(self) -> str | Response:
-        actor = request_actor()
-        choices = _workflows(actor)
-        if not choices:
-            abort(403)
+        choices, form = _choices(), request.form
         errors: list[dict[str, str]] = []
-        form = request.form
         if request.method == "POST":
-            params = _json_field("params", errors)
-            try:
-                data = schedules.ScheduleIn.model_validate({
-                    "workflow_id": form.get("workflow_id", ""), "cron": form.get("cron", ""),
-                    "timezone": form.get("timezone") or "UTC", "params": params,
-                    "catchup": form.get("catchup") or "latest",
-                    "catchup_window": form.get("catchup_window") or "1d",
-                    "overlap": form.get("overlap") or "skip",
-                    "jitter": form.get("jitter") or "0s",
-                    "dst": {"missing": form.get("dst_missing") or "shift",
-                            "repeated": form.get("dst_repeated") or "first"},
-                    "description": form.get("description", "")})
-                if not errors:
-                    made = _call("schedule", "create", None, lambda a: schedules.create_schedule(
-                        db.session, a, data))
-                    flash("Schedule saved.", "success")
-                    return redirect(url_for("ScheduleView.show", pk=made.id))
-            except (ValidationError, ServiceError) as exc:
-                errors += _refused(exc)
+            made, errors = _submit("schedule", lambda params: {
+                "workflow_id": form.get("workflow_id", ""), "cron": form.get("cron", ""),
+                "timezone": form.get("timezone") or "UTC", "params": params,
+                "catchup": form.get("catchup") or "latest",
+                "catchup_window": form.get("catchup_window") or "1d",
+                "overlap": form.get("overlap") or "skip", "jitter": form.get("jitter") or "0s",
+                "dst": {"missing": form.get("dst_missing") or "shift",
+                        "repeated": form.get("dst_repeated") or "first"},
+                "description": form.get("description", "")}, schedules.ScheduleIn,
+                lambda a, data: schedules.create_schedule(db.session, a, data))
+            if made is not None:
+                flash("Schedule saved.", "success")
+                return redirect(url_for("ScheduleView.show", pk=made.id))
         return self.render_template("triggers/schedule_form.html", workflows=choices,
                                     form=form, errors=errors, zones=ZONES)
 
@@ -203,27 +217,18 @@ class WebhookView(BaseView):
     @has_access
     @permission_name("write")
     def add(self) -> str | Response:
-        actor = request_actor()
-        choices = _workflows(actor)
-        if not choices:
-            abort(403)
+        choices, form = _choices(), request.form
         errors: list[dict[str, str]] = []
-        form = request.form
         if request.method == "POST":
-            params = _json_field("params", errors)
-            scheme = form.get("scheme") or "none"
-            try:
-                data = webhooks.WebhookIn.model_validate({
-                    "workflow_id": form.get("workflow_id", ""), "name": form.get("name", ""),
-                    "signature": {"scheme": scheme, "secret": form.get("secret") or None,
-                                  "tolerance": form.get("tolerance") or "5m"},
-                    "params": params, "filter": form.get("filter") or None})
-                if not errors:
-                    hook, token = _call("webhook", "create", None,
-                                        lambda a: webhooks.create_webhook(db.session, a, data))
-                    return self._created(hook, token, "created")
-            except (ValidationError, ServiceError) as exc:
-                errors += _refused(exc)
+            made, errors = _submit("webhook", lambda params: {
+                "workflow_id": form.get("workflow_id", ""), "name": form.get("name", ""),
+                "signature": {"scheme": form.get("scheme") or "none",
+                              "secret": form.get("secret") or None,
+                              "tolerance": form.get("tolerance") or "5m"},
+                "params": params, "filter": form.get("filter") or None}, webhooks.WebhookIn,
+                lambda a, data: webhooks.create_webhook(db.session, a, data))
+            if made is not None:
+                return self._created(*made, "created")
         return self.render_template("triggers/webhook_form.html", workflows=choices,
                                     form=form, errors=errors)
 
@@ -276,28 +281,20 @@ class EventTriggerView(BaseView):
     @has_access
     @permission_name("write")
     def add(self) -> str | Response:
-        actor = request_actor()
-        choices = _workflows(actor)
-        if not choices:
-            abort(403)
+        choices, form = _choices(), request.form
         errors: list[dict[str, str]] = []
-        form = request.form
         if request.method == "POST":
-            params = _json_field("params", errors)
             on: dict[str, Any] = (
                 {"event": form.get("event", "")} if form.get("kind") == "event" else
                 {"workflow_id": form.get("on_workflow_id", ""),
                  "statuses": form.getlist("statuses") or ["succeeded"]})
-            try:
-                data = events.EventTriggerIn.model_validate({
-                    "workflow_id": form.get("workflow_id", ""), "on": on, "params": params})
-                if not errors:
-                    _call("event_trigger", "create", None,
-                          lambda a: events.create_trigger(db.session, a, data))
-                    flash("Event trigger saved.", "success")
-                    return redirect(url_for("EventTriggerView.list"))
-            except (ValidationError, ServiceError) as exc:
-                errors += _refused(exc)
+            made, errors = _submit("event_trigger", lambda params: {
+                "workflow_id": form.get("workflow_id", ""), "on": on, "params": params},
+                events.EventTriggerIn,
+                lambda a, data: events.create_trigger(db.session, a, data))
+            if made is not None:
+                flash("Event trigger saved.", "success")
+                return redirect(url_for("EventTriggerView.list"))
         return self.render_template("triggers/event_form.html", workflows=choices,
                                     form=form, errors=errors, statuses=events.FINISHED)
 

@@ -5,6 +5,7 @@ is sent after the commit (``engine.outbox``)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -159,7 +160,14 @@ def _masked(session: DbSession, dispatcher: Dispatcher, team_id: str, payload: A
     except vault.SecretsKeyError:
         found = {}
     values = [v for v in found.values() if v]
-    return dsl.mask_secrets(payload, values) if values else payload
+    masked = dsl.mask_secrets(payload, values) if values else payload
+    # As a task's output: at most TASK_OUTPUT_MAX_BYTES kept (a run-finished trigger's
+    # payload holds the upstream's outputs); over it, its size and why, not the value.
+    size = len(json.dumps(masked, default=str))
+    if settings.output_max_bytes and size > settings.output_max_bytes:
+        return {"cut": True, "size": size,
+                "reason": f"over TASK_OUTPUT_MAX_BYTES ({settings.output_max_bytes})"}
+    return masked
 
 
 class NotStarted(Exception):

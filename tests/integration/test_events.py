@@ -167,3 +167,21 @@ def test_roles_teams_and_the_same_team_rule(client: FlaskClient, factory: Factor
                     json={"workflow_id": wid, "on": {"workflow_id": theirs}})
     assert r.status_code == 404  # their workflow is not visible to this Author
     assert client.delete(url, headers=op["h"]).status_code == 200
+
+
+def test_a_payload_over_the_output_cap_is_kept_as_its_size(
+        app: Flask, client: FlaskClient, op: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run-finished trigger's payload carries the upstream's outputs: stored at most
+    TASK_OUTPUT_MAX_BYTES, like an output (over it: its size, not the value)."""
+    monkeypatch.setitem(app.config, "TASK_OUTPUT_MAX_BYTES", 200)
+    wid = make(client, op, REPORT, params=REPORT_PARAMS)
+    _trigger(client, op, workflow_id=wid, on={"event": "big.one"},
+             params={"report": "{{ event.payload.id }}"})
+    r = client.post("/api/v1/events/big.one", headers=op["h"], json={
+        "team": op["team"]["name"], "payload": {"id": "x", "pad": "y" * 500}})
+    [run_id] = r.get_json()["runs"]
+    with app.app_context():
+        stored = db.session.get(Run, run_id).trigger_payload
+        db.session.remove()
+    assert stored["cut"] is True and stored["size"] > 500

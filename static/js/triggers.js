@@ -21,7 +21,11 @@
 
   function utc(iso) {
     var d = new Date(iso);
-    return isNaN(d) ? "" : d.toISOString().replace(".000Z", "Z");
+    return isNaN(d) ? "" : d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
+
+  function local(iso) {  /* 2027-03-28T03:00:00+02:00 -> 2027-03-28 03:00 +02:00 */
+    return iso.slice(0, 16).replace("T", " ") + " " + iso.slice(19);
   }
 
   function preview(form) {
@@ -44,7 +48,7 @@
         error.hidden = true;
         res.data.fire_times.forEach(function (t) {
           var row = table.insertRow();
-          row.insertCell().textContent = t;
+          row.insertCell().textContent = local(t);
           row.insertCell().textContent = utc(t);
         });
         if (!res.data.fire_times.length) {

@@ -20,18 +20,17 @@ from sqlalchemy import func, select
 
 from app.audit.context import acting_as
 from app.audit.recorder import build_event, record
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.ids import new_id
 from app.security.actor import Actor
-from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from app.times import iso
 from capability import dsl, service
 from capability.engine import outbox, state
 from capability.engine.dispatch import Dispatcher
 from capability.models import Run, Workflow
-from capability.triggers import cron
+from capability.triggers import cron, rules
 from capability.triggers import service as schedules
 from capability.triggers.models import Backfill
 
@@ -57,12 +56,6 @@ class BackfillIn(BaseModel):
         return value.astimezone(dt.UTC)
 
 
-def _require(actor: Actor, team_id: str) -> None:
-    if actor.is_admin or ({OPERATOR, AUTHOR} & actor.roles and team_id in actor.team_ids):
-        return
-    raise Forbidden(f"Only an {OPERATOR} or {AUTHOR} of the workflow's team may backfill")
-
-
 def _ticks(schedule: Any, start: dt.datetime, end: dt.datetime, limit: int) -> list[str]:
     out: list[str] = []
     for tick in cron.ticks(schedule.cron, schedule.timezone, start - dt.timedelta(
@@ -78,7 +71,7 @@ def create_backfill(session: DbSession, actor: Actor, schedule_id: str, data: Ba
                     limit: int) -> tuple[Backfill | None, int]:
     """The backfill (None for a dry run) and its tick count."""
     schedule = schedules.get_schedule(session, actor, schedule_id)
-    _require(actor, schedule.team_id)
+    rules.require(actor, schedule.team_id, rules.CONTROL, "backfill its schedules")
     errors = []
     if data.end < data.start:
         errors.append({"path": "end", "message": "must not be before start"})
@@ -152,7 +145,7 @@ def cancel_backfill(session: DbSession, actor: Actor, dispatcher: Dispatcher,
     from capability.runs import service as runs
 
     backfill = get_backfill(session, actor, backfill_id)
-    _require(actor, backfill.team_id)
+    rules.require(actor, backfill.team_id, rules.CONTROL, "cancel its backfills")
     if backfill.status != "running":
         raise Conflict(f"The backfill is {backfill.status}; only a running one can be "
                        "cancelled")

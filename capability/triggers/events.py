@@ -24,11 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import delete, select
 
 from app.audit.context import acting_as
-from app.errors import Forbidden, NotFound, ValidationFailed
+from app.errors import NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.ids import new_id
 from app.security.actor import Actor
-from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import service
@@ -36,6 +35,7 @@ from capability.dsl import FINISHED_RUN_STATUSES
 from capability.engine import outbox
 from capability.engine.dispatch import Dispatcher
 from capability.models import EventTrigger, Run, RunEvent, TaskKind, TaskRun, Workflow
+from capability.triggers import rules
 
 log = logging.getLogger("capability.triggers")
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
@@ -82,17 +82,11 @@ class EventIn(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=100)
 
 
-def _require(actor: Actor, team_id: str, roles: tuple[str, ...], what: str) -> None:
-    if actor.is_admin or (set(roles) & actor.roles and team_id in actor.team_ids):
-        return
-    raise Forbidden(f"Only an {' or '.join(roles)} of the team may {what}")
-
-
 def _check(session: DbSession, actor: Actor, data: EventTriggerIn) -> Workflow:
     from capability.dsl.expressions import check_syntax, find_expressions
 
     workflow = service.get_workflow(session, actor, data.workflow_id)
-    _require(actor, workflow.team_id, (AUTHOR,), "change its event triggers")
+    rules.require(actor, workflow.team_id, rules.EDIT, "change its event triggers")
     errors = [{"path": path, "message": problem}
               for path, text in find_expressions(data.params, "params")
               if (problem := check_syntax(text))]
@@ -142,7 +136,7 @@ def list_triggers(session: DbSession, actor: Actor,
 def update_trigger(session: DbSession, actor: Actor, trigger_id: str,
                    data: EventTriggerIn) -> EventTrigger:
     trigger = get_trigger(session, actor, trigger_id)
-    _require(actor, trigger.team_id, (AUTHOR,), "change its event triggers")
+    rules.require(actor, trigger.team_id, rules.EDIT, "change its event triggers")
     if data.workflow_id != trigger.workflow_id:
         raise ValidationFailed("Invalid event trigger", [
             {"path": "workflow_id", "message": "an event trigger's workflow does not change"}])
@@ -156,7 +150,7 @@ def update_trigger(session: DbSession, actor: Actor, trigger_id: str,
 
 def delete_trigger(session: DbSession, actor: Actor, trigger_id: str) -> None:
     trigger = get_trigger(session, actor, trigger_id)
-    _require(actor, trigger.team_id, (AUTHOR,), "delete its event triggers")
+    rules.require(actor, trigger.team_id, rules.EDIT, "delete its event triggers")
     with acting_as(actor):
         session.delete(trigger)
         session.commit()
@@ -234,7 +228,7 @@ def publish(session: DbSession, actor: Actor, dispatcher: Dispatcher, name: str,
         raise ValidationFailed("Invalid event", [
             {"path": "name", "message": "^[a-z][a-z0-9_.-]{0,127}$"}])
     team = service.team_by_name(session, actor, data.team)
-    _require(actor, team.id, (OPERATOR, AUTHOR), "post its events")
+    rules.require(actor, team.id, rules.CONTROL, "post its events")
     triggers = list(session.execute(select(EventTrigger).where(
         EventTrigger.team_id == team.id, EventTrigger.on_event == name,
         EventTrigger.enabled.is_(True)).order_by(EventTrigger.created_at)).scalars())

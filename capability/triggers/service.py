@@ -21,16 +21,15 @@ from sqlalchemy import select
 
 from app.audit.context import acting_as
 from app.audit.recorder import update_action
-from app.errors import Forbidden, NotFound, ValidationFailed
+from app.errors import NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.ids import new_id
 from app.security.actor import Actor
-from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import dsl, service
 from capability.engine import state
-from capability.triggers import clock, cron, ticker
+from capability.triggers import clock, cron, rules, ticker
 from capability.triggers.models import Schedule, ScheduleTick
 
 PREVIEW_MAX = 50
@@ -121,7 +120,7 @@ def iso_in(at: dt.datetime, tz: Any) -> str:
 def _check(session: DbSession, actor: Actor, data: ScheduleIn) -> Any:
     """The workflow (Author of its team), or 422 with every error of the body."""
     workflow = service.get_workflow(session, actor, data.workflow_id)
-    _require(actor, workflow.team_id, (AUTHOR,), "change its schedules")
+    rules.require(actor, workflow.team_id, rules.EDIT, "change its schedules")
     errors = _timing_errors(data.cron, data.timezone, catchup_window=data.catchup_window,
                             jitter=data.jitter)
     if data.start_at and data.end_at and data.end_at <= data.start_at:
@@ -138,12 +137,6 @@ def _check(session: DbSession, actor: Actor, data: ScheduleIn) -> Any:
     if errors:
         raise ValidationFailed("Invalid schedule", errors)
     return workflow
-
-
-def _require(actor: Actor, team_id: str, roles: tuple[str, ...], what: str) -> None:
-    if actor.is_admin or (set(roles) & actor.roles and team_id in actor.team_ids):
-        return
-    raise Forbidden(f"Only an {' or '.join(roles)} of the workflow's team may {what}")
 
 
 def _apply(schedule: Schedule, data: ScheduleIn) -> None:
@@ -196,7 +189,7 @@ def list_schedules(session: DbSession, actor: Actor, workflow_id: str | None = N
 def update_schedule(session: DbSession, actor: Actor, schedule_id: str,
                     data: ScheduleIn) -> Schedule:
     schedule = get_schedule(session, actor, schedule_id)
-    _require(actor, schedule.team_id, (AUTHOR,), "change its schedules")
+    rules.require(actor, schedule.team_id, rules.EDIT, "change its schedules")
     if data.workflow_id != schedule.workflow_id:
         raise ValidationFailed("Invalid schedule", [
             {"path": "workflow_id", "message": "a schedule's workflow does not change"}])
@@ -215,7 +208,7 @@ def update_schedule(session: DbSession, actor: Actor, schedule_id: str,
 
 def delete_schedule(session: DbSession, actor: Actor, schedule_id: str) -> None:
     schedule = get_schedule(session, actor, schedule_id)
-    _require(actor, schedule.team_id, (AUTHOR,), "delete its schedules")
+    rules.require(actor, schedule.team_id, rules.EDIT, "delete its schedules")
     with acting_as(actor):
         session.delete(schedule)
         session.commit()
@@ -225,7 +218,7 @@ def set_paused(session: DbSession, actor: Actor, schedule_id: str, paused: bool)
     """Pause or resume (Operator or Author). A resume starts from now: what fell due
     while paused is not caught up."""
     schedule = get_schedule(session, actor, schedule_id)
-    _require(actor, schedule.team_id, (OPERATOR, AUTHOR),
+    rules.require(actor, schedule.team_id, rules.CONTROL,
              "pause or resume its schedules")
     now = clock.now()
     with acting_as(actor), update_action("pause" if paused else "resume"):

@@ -27,10 +27,9 @@ from app.errors import ServiceError, pydantic_errors
 from app.extensions import db
 from app.security.actor import Actor
 from app.security.request import request_actor
-from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from capability.models import Workflow
-from capability.triggers import backfills, cron, events, webhooks
+from capability.triggers import backfills, cron, events, rules, webhooks
 from capability.triggers import service as schedules
 from capability.triggers.models import Backfill
 
@@ -45,15 +44,11 @@ def _call(kind: str, action: str, target: str | None, fn: Callable[[Actor], T]) 
                          forbidden=True)
 
 
-def _may(actor: Actor, team_id: str, *roles: str) -> bool:
-    return actor.is_admin or (bool(set(roles) & actor.roles) and team_id in actor.team_ids)
-
-
 def _workflows(actor: Actor) -> list[Workflow]:
     """Live workflows of the teams where the actor is an Author (what a form may pick)."""
     query = scoped(select(Workflow), Workflow, actor).where(Workflow.deleted_at.is_(None))
     found = list(db.session.execute(query.order_by(Workflow.name)).scalars().unique())
-    return [w for w in found if _may(actor, w.team_id, AUTHOR)]
+    return [w for w in found if rules.may(actor, w.team_id, rules.EDIT)]
 
 
 def _names(ids: set[str]) -> dict[str, str]:
@@ -118,7 +113,7 @@ class ScheduleView(BaseView):
         rows = schedules.list_schedules(db.session, actor)
         names = _names({s.workflow_id for s in rows})
         items = [{**schedules.schedule_dict(db.session, s), "workflow": names.get(s.workflow_id),
-                  "may_control": _may(actor, s.team_id, OPERATOR, AUTHOR)} for s in rows]
+                  "may_control": rules.may(actor, s.team_id, rules.CONTROL)} for s in rows]
         return self.render_template("triggers/schedules.html", items=items,
                                     may_add=bool(_workflows(actor)))
 
@@ -164,7 +159,7 @@ class ScheduleView(BaseView):
             ticks=[schedules.tick_dict(t) for t in ticks],
             backfills=[backfills.backfill_dict(db.session, b) for b in runs],
             workflow=_names({schedule.workflow_id}).get(schedule.workflow_id),
-            may_control=_may(actor, schedule.team_id, OPERATOR, AUTHOR))
+            may_control=rules.may(actor, schedule.team_id, rules.CONTROL))
 
     def _set(self, pk: str, paused: bool) -> Response:
         try:
@@ -243,7 +238,7 @@ class WebhookView(BaseView):
             "triggers/webhook.html", item=webhooks.webhook_dict(hook),
             workflow=_names({hook.workflow_id}).get(hook.workflow_id),
             deliveries=[webhooks.delivery_dict(r) for r in rows],
-            may_write=_may(actor, hook.team_id, AUTHOR))
+            may_write=rules.may(actor, hook.team_id, rules.EDIT))
 
     @expose("/<pk>/rotate", methods=["POST"])
     @has_access

@@ -18,16 +18,15 @@ from sqlalchemy import func, select
 
 from app.audit.context import acting_as
 from app.audit.recorder import update_action
-from app.errors import Forbidden, NotFound, ValidationFailed
+from app.errors import NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.ids import new_id
 from app.security.actor import Actor
-from app.security.roles import AUTHOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import service
 from capability.models import Secret
-from capability.triggers import cron, signatures
+from capability.triggers import cron, rules, signatures
 from capability.triggers.models import Webhook, WebhookDelivery
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -83,17 +82,11 @@ def find_by_token(session: DbSession, token: str) -> Webhook | None:
     return session.execute(select(Webhook).where(Webhook.token_hash == _hash(token))).scalar()
 
 
-def _require_author(actor: Actor, team_id: str, what: str) -> None:
-    if actor.is_admin or (AUTHOR in actor.roles and team_id in actor.team_ids):
-        return
-    raise Forbidden(f"Only an {AUTHOR} of the workflow's team may {what}")
-
-
 def _check(session: DbSession, actor: Actor, data: WebhookIn) -> Any:
     from capability.dsl.expressions import check_syntax, find_expressions
 
     workflow = service.get_workflow(session, actor, data.workflow_id)
-    _require_author(actor, workflow.team_id, "change its webhooks")
+    rules.require(actor, workflow.team_id, rules.EDIT, "change its webhooks")
     errors: list[dict[str, str]] = []
     sig = data.signature
     if sig.scheme != "none":
@@ -164,7 +157,7 @@ def list_webhooks(session: DbSession, actor: Actor,
 def update_webhook(session: DbSession, actor: Actor, webhook_id: str,
                    data: WebhookIn) -> Webhook:
     webhook = get_webhook(session, actor, webhook_id)
-    _require_author(actor, webhook.team_id, "change its webhooks")
+    rules.require(actor, webhook.team_id, rules.EDIT, "change its webhooks")
     if data.workflow_id != webhook.workflow_id:
         raise ValidationFailed("Invalid webhook", [
             {"path": "workflow_id", "message": "a webhook's workflow does not change"}])
@@ -179,7 +172,7 @@ def update_webhook(session: DbSession, actor: Actor, webhook_id: str,
 def rotate_token(session: DbSession, actor: Actor, webhook_id: str) -> tuple[Webhook, str]:
     """A new token; the old one answers 404 from now on."""
     webhook = get_webhook(session, actor, webhook_id)
-    _require_author(actor, webhook.team_id, "rotate its token")
+    rules.require(actor, webhook.team_id, rules.EDIT, "rotate its token")
     with acting_as(actor), update_action("rotate-token"):
         token = _new_token(webhook)
         webhook.updated_by, webhook.updated_at = actor.username, utcnow()
@@ -189,7 +182,7 @@ def rotate_token(session: DbSession, actor: Actor, webhook_id: str) -> tuple[Web
 
 def delete_webhook(session: DbSession, actor: Actor, webhook_id: str) -> None:
     webhook = get_webhook(session, actor, webhook_id)
-    _require_author(actor, webhook.team_id, "delete its webhooks")
+    rules.require(actor, webhook.team_id, rules.EDIT, "delete its webhooks")
     with acting_as(actor):
         session.delete(webhook)
         session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.audit.registry import AuditSpec
@@ -59,17 +60,34 @@ def _install_ticker(app: Any) -> None:
         hooks.tick.append(_tick)
 
 
+# A scheduler loops about once a second: a tick due within the next second is waited
+# for, so that it is decided on its second rather than up to a loop later.
+WAKE_AHEAD = 1.0
+
+
 def _tick(app: Any) -> None:
     # Loaded when there is work, not at import: a scheduler's memory is counted.
     from app.extensions import db
     from capability.triggers import clock, due
 
     now = clock.now()
-    if not due.pending(db.session, now):
+    at = due.soonest(db.session, now)
+    if at is None or (at - now).total_seconds() > WAKE_AHEAD:
         return
+    # Work is near: the code that does it is loaded before the wait, not after.
     from capability.engine.dispatch import dispatcher_for
     from capability.triggers import passes
 
+    passes.warm()
+    # Slept in slices, the clock read again after each: a test's clock (a file) may
+    # move meanwhile, or stand still past the deadline.
+    deadline = time.monotonic() + WAKE_AHEAD
+    while now < at:
+        left = min(deadline - time.monotonic(), (at - now).total_seconds())
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.05))
+        now = clock.now()
     passes.run_all(db.session, dispatcher_for(app, coalesce=True), now,
                    int(app.config.get("SCHEDULE_CATCHUP_MAX") or 100),
                    int(app.config.get("EVENT_MAX_DEPTH") or 10))

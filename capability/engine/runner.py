@@ -120,55 +120,69 @@ def open_run(session: DbSession, run: Run, definition: dsl.WorkflowDefinition,
     upstream), so a 1,000-task DAG makes one ORM object per root, not per task (~0.3 ms
     each, most of its start); when a first task finishes at once (a failure decided
     at the start), the whole run is decided again over every row."""
-    run.id = run.id or new_id()
-    run.status = RunStatus.QUEUED.value
-    plan = plan_of(definition)
-    first: list[TaskRun] = []
+    open_runs(session, [(run, definition, start)])
+
+
+def open_runs(session: DbSession,
+              runs: list[tuple[Run, dsl.WorkflowDefinition, bool]]) -> None:
+    """``open_run`` for many runs in one flush and one INSERT of their other task rows:
+    a scheduler starting the runs of a thousand due schedules pays per statement, not
+    per run (``triggers.ticker``)."""
     others: list[dict[str, Any]] = []
-    for position, task_id in enumerate(dsl.topological_order(definition)):
-        # Every column the engine reads is set: column defaults apply only at the INSERT.
-        row = {"id": new_id(), "run_id": run.id, "task_id": task_id, "kind": TaskKind.TASK,
-               "position": position, "status": TaskStatus.PENDING.value, "attempts": 0,
-               "retry_base": 0}
-        if start and not plan.upstream[task_id]:
-            first.append(TaskRun(**row))
-        else:
-            others.append(row)
-    run.tasks = first
-    session.add(run)
-    state.log_started(session, run, definition.name)
-    if start:
-        advance.decide_first(session, run, plan, first)
-    session.flush()  # the run before its task rows
+    decided: list[tuple[Run, dsl.WorkflowDefinition, list[TaskRun]]] = []
+    for run, definition, start in runs:
+        run.id = run.id or new_id()
+        run.status = RunStatus.QUEUED.value
+        plan = plan_of(definition)
+        first: list[TaskRun] = []
+        for position, task_id in enumerate(dsl.topological_order(definition)):
+            # Every column the engine reads is set: column defaults apply only at the
+            # INSERT.
+            row = {"id": new_id(), "run_id": run.id, "task_id": task_id,
+                   "kind": TaskKind.TASK, "position": position,
+                   "status": TaskStatus.PENDING.value, "attempts": 0, "retry_base": 0}
+            if start and not plan.upstream[task_id]:
+                first.append(TaskRun(**row))
+            else:
+                others.append(row)
+        run.tasks = first
+        session.add(run)
+        state.log_started(session, run, definition.name)
+        if start:
+            advance.decide_first(session, run, plan, first)
+        decided.append((run, definition, first))
+    session.flush()  # the runs before their task rows
     if others:
-        _insert_tasks(session, run.id, others)
-    # The collection holds the first tasks only: it is read again, whole, when asked.
-    session.expire(run, ["tasks"])
-    if start and any(t.status in dsl.FINISHED_TASK_STATUSES for t in first):
-        advance.advance(session, run, definition, admit=True)
+        _insert_tasks(session, others)
+    for run, definition, first in decided:
+        # The collection holds the first tasks only: it is read again, whole, when asked.
+        session.expire(run, ["tasks"])
+        if any(t.status in dsl.FINISHED_TASK_STATUSES for t in first):
+            advance.advance(session, run, definition, admit=True)
 
 
 _INSERT_TASKS = insert(TaskRun)
-# On PostgreSQL the rows are made by the server from three arrays: an executemany of
-# 1,000 rows spent ~8 ms in Python on 8,000 bound parameters (SQLAlchemy's
-# insertmanyvalues), for a statement whose server time is mostly the foreign-key checks.
+# On PostgreSQL the rows are made by the server from arrays: an executemany of 1,000
+# rows spent ~8 ms in Python on 8,000 bound parameters (SQLAlchemy's insertmanyvalues),
+# for a statement whose server time is mostly the foreign-key checks.
 _UNNEST_TASKS = text(
     f"INSERT INTO {TaskRun.__tablename__} (id, run_id, task_id, kind, position, status, "
-    "attempts, retry_base) SELECT t.id, :run_id, t.task_id, :kind, t.position, :status, 0, 0 "
-    "FROM unnest(CAST(:ids AS varchar[]), CAST(:task_ids AS varchar[]), "
-    "CAST(:positions AS integer[])) AS t(id, task_id, position)")
+    "attempts, retry_base) SELECT t.id, t.run_id, t.task_id, :kind, t.position, :status, 0, 0 "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:run_ids AS varchar[]), "
+    "CAST(:task_ids AS varchar[]), CAST(:positions AS integer[])) "
+    "AS t(id, run_id, task_id, position)")
 
 
-def _insert_tasks(session: DbSession, run_id: str, rows: list[dict[str, Any]]) -> None:
-    """Pending task rows of a new run (``open_run``), in one statement."""
+def _insert_tasks(session: DbSession, rows: list[dict[str, Any]]) -> None:
+    """Pending task rows of new runs (``open_runs``), in one statement."""
     conn = session.connection()
     if conn.dialect.name != "postgresql":
         conn.execute(_INSERT_TASKS, rows)
         return
     conn.execute(_UNNEST_TASKS, {
-        "run_id": run_id, "kind": TaskKind.TASK.value, "status": TaskStatus.PENDING.value,
-        "ids": [r["id"] for r in rows], "task_ids": [r["task_id"] for r in rows],
-        "positions": [r["position"] for r in rows]})
+        "kind": TaskKind.TASK.value, "status": TaskStatus.PENDING.value,
+        "ids": [r["id"] for r in rows], "run_ids": [r["run_id"] for r in rows],
+        "task_ids": [r["task_id"] for r in rows], "positions": [r["position"] for r in rows]})
 
 
 class Again(NamedTuple):

@@ -40,18 +40,30 @@ def check_start(session: DbSession, team: Team, settings: EngineSettings) -> Non
     """Refuse a start by (or on behalf of) a client when the team is at a quota. Call it
     in the transaction that creates the run: it holds the team's row until the commit,
     so two starts at once cannot both take the last place."""
+    _, refused = admit(session, team, settings, 1)
+    if refused is not None:
+        raise refused
+
+
+def admit(session: DbSession, team: Team, settings: EngineSettings,
+          wanted: int) -> tuple[int, TooManyRequests | None]:
+    """How many of ``wanted`` starts of the team the quotas admit now, and the refusal
+    of the others (None when all are admitted). The same lock and counts as one start:
+    a scheduler starting many runs at once counts once."""
     max_active, rate = settings.team_max_active_runs, settings.team_run_rate
     if max_active <= 0 and rate <= 0:
-        return
+        return wanted, None
     # FOR NO KEY UPDATE: it serialises the starts of one team, while rows that merely
     # reference the team (the engine's sub-workflow runs, new workflows) go on.
     session.execute(select(Team.id).where(Team.id == team.id).with_for_update(key_share=True))
+    admitted, refused = wanted, None
     if max_active > 0:
         active = session.execute(select(func.count()).select_from(Run).where(
             Run.team_id == team.id, Run.status.in_(UNFINISHED))).scalar_one()
-        if active >= max_active:
-            raise TooManyRequests(
-                f"Team {team.name} has {active} active runs, its quota "
+        if active + admitted > max_active:
+            admitted = max(0, max_active - active)
+            refused = TooManyRequests(
+                f"Team {team.name} has {max(active, max_active)} active runs, its quota "
                 f"(TEAM_MAX_ACTIVE_RUNS = {max_active}): start more once some have finished",
                 ACTIVE_RETRY_AFTER)
     if rate > 0:
@@ -60,12 +72,16 @@ def check_start(session: DbSession, team: Team, settings: EngineSettings) -> Non
         started, oldest = session.execute(select(func.count(), func.min(Run.created_at)).where(
             Run.team_id == team.id, Run.created_at >= since, Run.trigger != ENGINE_TRIGGER,
         )).one()
-        if started >= rate:
-            # The oldest start in the window leaves it first.
-            wait = max(1, math.ceil(WINDOW_SECONDS - (now - _aware(oldest)).total_seconds()))
-            raise TooManyRequests(
-                f"Team {team.name} started {started} runs in the last minute, its quota "
-                f"(TEAM_RUN_RATE = {rate} a minute): try again in {wait}s", wait)
+        if started + admitted > rate:
+            admitted = max(0, min(admitted, rate - started))
+            # The oldest start in the window leaves it first (the starts admitted now,
+            # when none is older).
+            wait = WINDOW_SECONDS if oldest is None else max(1, math.ceil(
+                WINDOW_SECONDS - (now - _aware(oldest)).total_seconds()))
+            refused = TooManyRequests(
+                f"Team {team.name} started {max(started, rate)} runs in the last minute, its "
+                f"quota (TEAM_RUN_RATE = {rate} a minute): try again in {wait}s", wait)
+    return admitted, refused
 
 
 def _aware(at: dt.datetime) -> dt.datetime:

@@ -4,8 +4,6 @@ is sent after the commit (``engine.outbox``)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from dataclasses import replace
 from typing import Any
 
@@ -14,18 +12,18 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.recorder import build_event, record
-from app.errors import Conflict, Forbidden, NotFound, ServiceError, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.security.actor import SYSTEM, Actor
 from app.security.roles import AUTHOR, OPERATOR
 from app.security.scope import scoped
 from app.times import iso
 from capability import dsl, service
-from capability.engine import controls, outbox, runner, snapshot, state, subruns
+from capability.engine import controls, outbox, snapshot, state, subruns
 from capability.engine.decide import controls_over, unknown_queues
 from capability.engine.dispatch import Dispatcher
 from capability.models import Run, TaskItem, TaskKind, TaskRun, Workflow
-from capability.runs import quotas
+from capability.runs import starts
 
 # Who may ask for a run (``Run.trigger``); the engine's own sub-workflow runs say
 # "workflow".
@@ -94,7 +92,7 @@ def start_run(
             if existing is not None:
                 outbox.rollback(session)
                 return existing, False
-        run = _open(session, actor, dispatcher, workflow, version, definition, resolved,
+        run = _open(session, actor, dispatcher, workflow, version, resolved,
                     trigger=trigger, key=key)
         box = outbox.commit(session, deliver=False)
     except IntegrityError:
@@ -117,91 +115,16 @@ def _lock(session: DbSession, workflow: Workflow) -> None:
 
 
 def _open(session: DbSession, actor: Actor, dispatcher: Dispatcher, workflow: Workflow,
-          version: Any, definition: dsl.WorkflowDefinition, params: dict[str, Any], *,
-          trigger: str, key: str | None = None, source: tuple[str, str] | None = None,
-          scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
-          depth: int = 0, payload: Any = None) -> Run:
-    """The run, in the caller's transaction (the workflow's row locked, quotas checked)."""
-    quotas.check_start(session, workflow.team, dispatcher.settings)
-    starts = state.below_limit(session, workflow.id, definition.max_active_runs)
-    run = Run(
-        workflow_id=workflow.id, version_id=version.id, workflow_version=version.version,
-        team_id=workflow.team_id, params=params, trigger=trigger,
-        idempotency_key=key, created_by=actor.username,
-        trigger_source_type=source[0] if source else None,
-        trigger_source_id=source[1] if source else None, scheduled_for=scheduled_for,
-        delivery_id=delivery_id, depth=depth,
-        trigger_payload=_masked(session, dispatcher, workflow.team_id, payload),
-    )
-    runner.open_run(session, run, definition, starts)
-    # Written now, not at the commit: the audit trail's lock (taken at the commit) is
-    # then held for its own rows only.
-    session.flush()
-    after: dict[str, Any] = {"workflow": workflow.name, "version": version.version,
-                             "trigger": trigger}
-    if source:
-        after["trigger_source"] = {"type": source[0], "id": source[1]}
-    record(session, build_event(actor, "start", "run", run.id, team=workflow.team.name,
-                                tenant=workflow.team.tenant.name, after=after))
-    return run
-
-
-def _masked(session: DbSession, dispatcher: Dispatcher, team_id: str, payload: Any) -> Any:
-    """A trigger's payload as stored: every value of the team's secrets masked, as in
-    anything else the engine keeps."""
-    if payload is None:
-        return None
-    from capability.secrets import vault
-
-    settings = dispatcher.settings
-    try:
-        found = vault.values_for(session, settings.secrets_key, settings.secret_key, team_id,
-                                 None)
-    except vault.SecretsKeyError:
-        found = {}
-    values = [v for v in found.values() if v]
-    masked = dsl.mask_secrets(payload, values) if values else payload
-    # As a task's output: at most TASK_OUTPUT_MAX_BYTES kept (a run-finished trigger's
-    # payload holds the upstream's outputs); over it, its size and why, not the value.
-    size = len(json.dumps(masked, default=str))
-    if settings.output_max_bytes and size > settings.output_max_bytes:
-        return {"cut": True, "size": size,
-                "reason": f"over TASK_OUTPUT_MAX_BYTES ({settings.output_max_bytes})"}
-    return masked
-
-
-class NotStarted(Exception):
-    """A trigger's run that cannot start (its params are no longer valid, a quota):
-    the trigger records why, no run is made."""
-
-
-def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
-                   params: dict[str, Any], *, trigger: str, source: tuple[str, str],
-                   scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
-                   who: str = "scheduler", depth: int = 0, key: str | None = None,
-                   payload: Any = None) -> Run:
-    """A run started by a trigger, inside the caller's transaction (its ``outbox`` begun):
-    the trigger's own record (a tick, a delivery) commits with it, or neither does.
-    Params are validated against the workflow's current version again, now."""
-    version = service.version_of(session, workflow)
-    definition = state.definition_of(version)
-    resolved, errors = dsl.validate_params(definition, params)
-    errors = list(errors) + unknown_queues(definition, dispatcher.settings.queues)
-    if errors:
-        raise NotStarted("params are not valid for the workflow's current version: " + "; ".join(
-            f"{e.get('path') or 'params'}: {e['message']}" for e in errors))
-    _lock(session, workflow)
-    if key is not None:
-        existing = _by_key(session, workflow.id, key)
-        if existing is not None:  # the same event again: its run, not a second one
-            return existing
-    try:
-        return _open(session, replace(SYSTEM, username=who), dispatcher, workflow, version,
-                     definition, resolved, trigger=trigger, source=source,
-                     scheduled_for=scheduled_for, delivery_id=delivery_id, depth=depth,
-                     key=key, payload=payload)
-    except ServiceError as exc:  # a team quota: recorded on the trigger, not raised
-        raise NotStarted(exc.message) from exc
+          version: Any, resolved: dict[str, Any], *, trigger: str,
+          key: str | None = None) -> Run:
+    """A person's run, in the caller's transaction (the workflow's row locked): a
+    refusal by a team quota is raised (429)."""
+    out = starts.open_many(session, dispatcher, [starts.Start(
+        workflow, resolved, trigger, actor=actor, key=key, resolved=resolved,
+        version=version)], locked=True)[0]
+    if isinstance(out, starts.NotStarted):
+        raise out.cause or Conflict(str(out))
+    return out
 
 
 def cancel_for_trigger(session: DbSession, run_id: str, who: str) -> None:

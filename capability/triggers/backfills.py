@@ -185,7 +185,7 @@ def _room(session: DbSession, backfill: Backfill, workflow: Workflow) -> int:
 
 def advance(session: DbSession, dispatcher: Dispatcher) -> int:
     """Start the next runs of every running backfill (a scheduler's pass); how many."""
-    from capability.runs import service as runs
+    from capability.runs import starts as runs
 
     started = 0
     ids = list(session.execute(select(Backfill.id).where(Backfill.status == "running"))

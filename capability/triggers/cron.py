@@ -21,11 +21,13 @@ policy applies to schedules at fixed hours. Two ticks that land on the same inst
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = dt.UTC
@@ -68,6 +70,7 @@ def zone(name: str) -> ZoneInfo:
                         "'Europe/Berlin' or 'UTC')") from exc
 
 
+@functools.lru_cache(maxsize=1024)
 def check(expr: str) -> str:
     """The expression, normalised (single spaces); CronError saying what is wrong."""
     text = " ".join(str(expr or "").split())
@@ -155,7 +158,7 @@ def ticks(expr: str, timezone: str, after: dt.datetime, missing: str = "shift",
     time the zone's offset is the same over the next days (DST changes are months
     apart): then each wall time is one instant at that offset, yielded as croniter gives
     it. Only a window holding a change goes the careful way (``_around_change``)."""
-    from croniter import CroniterBadDateError, croniter
+    from croniter import CroniterBadDateError
 
     text = check(expr)
     tz = zone(timezone)
@@ -167,8 +170,7 @@ def ticks(expr: str, timezone: str, after: dt.datetime, missing: str = "shift",
             careful = _around_change(text, tz, after, six, missing, repeated)
         else:
             careful = None
-            walls = croniter(text, after.astimezone(tz).replace(tzinfo=None),
-                             second_at_beginning=six)
+            walls = _walls(text, after.astimezone(tz).replace(tzinfo=None), six)
         while True:
             try:
                 if careful is not None:
@@ -188,15 +190,30 @@ def ticks(expr: str, timezone: str, after: dt.datetime, missing: str = "shift",
                 yield tick
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str, six: bool) -> Any:
+    from croniter import croniter
+
+    return croniter(text, dt.datetime(2000, 1, 1), second_at_beginning=six)
+
+
+def _walls(text: str, start: dt.datetime, six: bool) -> Any:
+    """A croniter over ``text`` from the wall time ``start``: a copy of one parsed once
+    (parsing is most of a tick's cost when a thousand schedules fall due at once)."""
+    walls = copy.copy(_parsed(text, six))
+    walls.set_current(start, force=True)
+    return walls
+
+
 def _around_change(text: str, tz: ZoneInfo, after: dt.datetime, six: bool, missing: str,
                    repeated: str) -> Iterator[Tick]:
     """The ticks after ``after`` near a DST change: wall times from a little before, each
     placed by ``_place`` and held until no later wall time can land before it."""
-    from croniter import CroniterBadDateError, croniter
+    from croniter import CroniterBadDateError
 
     frequent = _frequent(text)
     start = (after.astimezone(tz) - _LOOKBACK).replace(tzinfo=None)
-    walls = croniter(text, start, second_at_beginning=six)
+    walls = _walls(text, start, six)
     pending: list[Tick] = []
     last: dt.datetime | None = None
     while True:

@@ -196,7 +196,7 @@ def _start_all(session: DbSession, dispatcher: Dispatcher, max_depth: int, depth
                planned: list[tuple[EventTrigger, dict[str, Any] | None, str | None]],
                key: str | None, event: str, who: str, payload: Any = None) -> list[str]:
     """Inside the caller's transaction: a run per trigger, or its refusal recorded."""
-    from capability.runs import service as runs
+    from capability.runs import starts as runs
 
     started = []
     for trigger, params, problem in planned:

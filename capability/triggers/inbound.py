@@ -215,7 +215,7 @@ def _seen(session: DbSession, webhook_id: str, delivery_id: str,
 def _start(session: DbSession, dispatcher: Dispatcher, limits: Limits, webhook: Webhook,
            workflow: Workflow, delivery: Delivery, delivery_id: str | None,
            params: Any, body: Any) -> Answer:
-    from capability.runs import service as runs
+    from capability.runs import starts as runs
 
     definition = state.definition_of(service.version_of(session, workflow))
     errors = dsl.validate_params(definition, params if isinstance(params, dict) else {})[1]

@@ -39,3 +39,12 @@ def run_all(session: DbSession, dispatcher: Dispatcher, now: dt.datetime,
             log.exception("triggers: a pass over %s failed", what)
             session.rollback()
     return report
+
+
+def warm() -> None:
+    """Load what a pass uses ahead of due work (its modules are imported lazily, so
+    that a scheduler with nothing due stays small): the first tick of a busy second is
+    not kept waiting by imports."""
+    import croniter  # noqa: F401
+
+    from capability.runs import service, starts  # noqa: F401

@@ -50,7 +50,7 @@ def reset_database(url: str) -> str:
 
 
 def build_app(db_url: str, redis_url: str, instance: Path, live: bool,
-              pre_ping: bool = True) -> Any:
+              pre_ping: bool = True, migrate: bool = True) -> Any:
     from flask_migrate import upgrade
 
     from app import create_app, sync_security
@@ -61,6 +61,8 @@ def build_app(db_url: str, redis_url: str, instance: Path, live: bool,
               "APG_SYNC_SECURITY": False, "APG_LIVE_UPDATES": live, "LOG_LEVEL": "WARNING"}
     if not pre_ping:
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}
+    if not migrate:  # a second process on a database another has migrated
+        return create_app(config)
     first = create_app(config)
     with first.app_context():
         upgrade()

@@ -108,6 +108,11 @@ def plan_for(session: DbSession, run: Run) -> Plan:
 
 
 def plan_for_version(session: DbSession, version_id: str) -> Plan:
+    return plan_of(definition_for_version(session, version_id))
+
+
+def definition_for_version(session: DbSession, version_id: str) -> dsl.WorkflowDefinition:
+    """The definition of a version (immutable once saved): read once per process."""
     with _BY_VERSION_LOCK:
         definition = _BY_VERSION.get(version_id)
         if definition is not None:
@@ -120,7 +125,7 @@ def plan_for_version(session: DbSession, version_id: str) -> Plan:
             _BY_VERSION[version_id] = definition
             while len(_BY_VERSION) > 256:
                 _BY_VERSION.popitem(last=False)
-    return plan_of(definition)
+    return definition
 
 
 # -- what an attempt is given and gives back ------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,12 +19,12 @@ from typing import Any
 from sqlalchemy import select
 
 from app.audit.recorder import build_event, record
-from app.errors import ServiceError
+from app.errors import NotFound, ServiceError
 from app.extensions import DbSession
 from app.ids import new_id
 from app.models import Team
 from app.security.actor import SYSTEM, Actor
-from capability import dsl, service
+from capability import dsl
 from capability.engine import runner, state
 from capability.engine.decide import unknown_queues
 from capability.engine.dispatch import Dispatcher
@@ -61,22 +63,57 @@ class Start:
     run_id: str | None = None
     resolved: dict[str, Any] | None = None
     version: WorkflowVersion | None = None
+    masks: list[str] | None = None  # the team's secret values, when the caller read them
 
 
 def open_triggered(session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
                    params: dict[str, Any], *, trigger: str, source: tuple[str, str],
                    scheduled_for: dt.datetime | None = None, delivery_id: str | None = None,
                    who: str = "scheduler", depth: int = 0, key: str | None = None,
-                   payload: Any = None) -> Run:
+                   payload: Any = None, version: WorkflowVersion | None = None,
+                   run_id: str | None = None, masks: list[str] | None = None) -> Run:
     """A run started by a trigger, inside the caller's transaction (its ``outbox`` begun):
     the trigger's own record (a tick, a delivery) commits with it, or neither does.
-    Params are validated against the workflow's current version again, now."""
+    Params are validated against the workflow's current version again, now
+    (``version``: the current one, when the caller read it already)."""
     out = open_many(session, dispatcher, [Start(
         workflow, params, trigger, who=who, source=source, scheduled_for=scheduled_for,
-        delivery_id=delivery_id, depth=depth, key=key, payload=payload)])[0]
+        delivery_id=delivery_id, depth=depth, key=key, payload=payload, version=version,
+        run_id=run_id, masks=masks)])[0]
     if isinstance(out, NotStarted):
         raise out
     return out
+
+
+# (workflow id, version number) -> the version's id: versions never change once saved,
+# so a start reads the current one's id once per process, and its definition from
+# ``state``'s cache (a webhook's delivery or a scheduler's tick saves a statement).
+_VERSION_IDS: OrderedDict[tuple[str, int], str] = OrderedDict()
+_VERSION_IDS_LOCK = threading.Lock()
+
+
+def _current_version_id(session: DbSession, workflow: Workflow) -> str:
+    key = (workflow.id, workflow.current_version)
+    with _VERSION_IDS_LOCK:
+        found = _VERSION_IDS.get(key)
+    if found is not None:
+        return found
+    found = session.execute(select(WorkflowVersion.id).where(
+        WorkflowVersion.workflow_id == workflow.id,
+        WorkflowVersion.version == workflow.current_version)).scalar()
+    if found is None:
+        raise NotFound(f"version {workflow.current_version} of workflow {workflow.id} "
+                       "not found")
+    with _VERSION_IDS_LOCK:
+        _VERSION_IDS[key] = found
+        while len(_VERSION_IDS) > 1024:
+            _VERSION_IDS.popitem(last=False)
+    return found
+
+
+def current_definition(session: DbSession, workflow: Workflow) -> dsl.WorkflowDefinition:
+    """The definition of the workflow's current version (read once per process)."""
+    return state.definition_for_version(session, _current_version_id(session, workflow))
 
 
 class _Workflow:
@@ -85,8 +122,13 @@ class _Workflow:
     def __init__(self, session: DbSession, dispatcher: Dispatcher, workflow: Workflow,
                  version: WorkflowVersion | None) -> None:
         self.workflow = workflow
-        self.version = version or service.version_of(session, workflow)
-        self.definition = state.definition_of(self.version)
+        if version is not None:
+            self.version_id, self.number = version.id, version.version
+            self.definition = state.definition_of(version)
+        else:
+            self.version_id = _current_version_id(session, workflow)
+            self.number = workflow.current_version
+            self.definition = state.definition_for_version(session, self.version_id)
         self.queue_errors = unknown_queues(self.definition, dispatcher.settings.queues)
         self._checked: dict[str, tuple[dict[str, Any], str | None]] = {}
 
@@ -227,10 +269,11 @@ class _Payloads:
             self._values[team_id] = [v for v in found.values() if v]
         return self._values[team_id]
 
-    def masked(self, team_id: str, payload: Any) -> Any:
+    def masked(self, team_id: str, payload: Any, values: list[str] | None) -> Any:
         if payload is None:
             return None
-        values = self._secrets(team_id)
+        if values is None:
+            values = self._secrets(team_id)
         masked = dsl.mask_secrets(payload, values) if values else payload
         # As a task's output: at most TASK_OUTPUT_MAX_BYTES kept (a run-finished
         # trigger's payload holds the upstream's outputs); over it, its size and why.
@@ -246,21 +289,21 @@ def _actor(start: Start) -> Actor:
 
 
 def _run(start: Start, one: _Workflow, payloads: _Payloads) -> Run:
-    workflow, version, source = start.workflow, one.version, start.source
+    workflow, source = start.workflow, start.source
     return Run(
-        id=start.run_id or new_id(), workflow_id=workflow.id, version_id=version.id,
-        workflow_version=version.version, team_id=workflow.team_id, params=start.resolved,
+        id=start.run_id or new_id(), workflow_id=workflow.id, version_id=one.version_id,
+        workflow_version=one.number, team_id=workflow.team_id, params=start.resolved,
         trigger=start.trigger, idempotency_key=start.key, created_by=_actor(start).username,
         trigger_source_type=source[0] if source else None,
         trigger_source_id=source[1] if source else None, scheduled_for=start.scheduled_for,
         delivery_id=start.delivery_id, depth=start.depth,
-        trigger_payload=payloads.masked(workflow.team_id, start.payload),
+        trigger_payload=payloads.masked(workflow.team_id, start.payload, start.masks),
     )
 
 
 def _audit(session: DbSession, start: Start, run: Run, one: _Workflow) -> None:
     workflow = start.workflow
-    after: dict[str, Any] = {"workflow": workflow.name, "version": one.version.version,
+    after: dict[str, Any] = {"workflow": workflow.name, "version": one.number,
                              "trigger": start.trigger}
     if start.source:
         after["trigger_source"] = {"type": start.source[0], "id": start.source[1]}

@@ -15,18 +15,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from app.audit.recorder import build_event, record
 from app.extensions import DbSession
+from app.ids import new_id
 from app.security.actor import Actor
-from capability import dsl, service
-from capability.engine import outbox, state
+from capability import dsl
+from capability.engine import outbox
 from capability.engine.dispatch import Dispatcher
 from capability.models import Workflow
 from capability.secrets.vault import SecretsKeyError, values_for
@@ -78,6 +80,12 @@ def _caller(delivery: Delivery, webhook: Webhook) -> Actor:
     return Actor(username=f"webhook:{webhook.name}", ip=delivery.ip)
 
 
+# When this process last pruned each webhook's log: at most once a minute, rather than
+# a DELETE with every delivery.
+_pruned: dict[str, float] = {}
+PRUNE_EVERY = 60.0
+
+
 def _record(session: DbSession, webhook: Webhook, limits: Limits, outcome: str, status: int,
             delivery_id: str | None = None, run_id: str | None = None,
             reason: str | None = None) -> None:
@@ -86,6 +94,9 @@ def _record(session: DbSession, webhook: Webhook, limits: Limits, outcome: str, 
     session.add(WebhookDelivery(webhook_id=webhook.id, received_at=now, outcome=outcome,
                                 status_code=status, delivery_id=delivery_id, run_id=run_id,
                                 reason=reason))
+    if time.monotonic() - _pruned.get(webhook.id, -PRUNE_EVERY) < PRUNE_EVERY:
+        return
+    _pruned[webhook.id] = time.monotonic()
     session.execute(delete(WebhookDelivery).where(
         WebhookDelivery.webhook_id == webhook.id,
         WebhookDelivery.received_at < now - dt.timedelta(days=limits.log_days)))
@@ -140,12 +151,23 @@ def _parse(delivery: Delivery) -> tuple[Any, str | None]:
         return None, "the body is not UTF-8 text"
 
 
-def _signing_secret(session: DbSession, webhook: Webhook, limits: Limits) -> str | None:
-    if not webhook.secret_name:
-        return ""
-    found = values_for(session, limits.secrets_key, limits.secret_key, webhook.team_id,
-                       [webhook.secret_name])
-    return found.get(webhook.secret_name)
+def _signing_secret(session: DbSession, webhook: Webhook,
+                    limits: Limits) -> tuple[str | None, list[str] | None]:
+    """The signing secret ("" for none; None: the team has no secret of that name), and
+    the team's secret values read with it, which the stored payload is masked with
+    (``runs.starts``; None: read them there). One statement for both."""
+    try:
+        found = values_for(session, limits.secrets_key, limits.secret_key, webhook.team_id,
+                           None)
+    except SecretsKeyError:
+        # Some other secret of the team does not decrypt: this one may (raises if not).
+        if not webhook.secret_name:
+            return "", None
+        named = values_for(session, limits.secrets_key, limits.secret_key, webhook.team_id,
+                           [webhook.secret_name])
+        return named.get(webhook.secret_name), None
+    masks = [v for v in found.values() if v]
+    return (found.get(webhook.secret_name) if webhook.secret_name else ""), masks
 
 
 def receive(session: DbSession, dispatcher: Dispatcher, limits: Limits, token: str,
@@ -162,7 +184,7 @@ def receive(session: DbSession, dispatcher: Dispatcher, limits: Limits, token: s
         return _refuse(session, webhook, limits, delivery, "too_large", 413,
                        f"the body is over WEBHOOK_MAX_BYTES ({limits.max_bytes} bytes)")
     try:
-        secret = _signing_secret(session, webhook, limits)
+        secret, masks = _signing_secret(session, webhook, limits)
     except SecretsKeyError as exc:
         return _refuse(session, webhook, limits, delivery, "denied", 401, str(exc))
     if secret is None:
@@ -201,7 +223,7 @@ def receive(session: DbSession, dispatcher: Dispatcher, limits: Limits, token: s
         return _refuse(session, webhook, limits, delivery, "invalid", 422, str(exc),
                        delivery_id)
     return _start(session, dispatcher, limits, webhook, workflow, delivery, delivery_id,
-                  params, body)
+                  params, body, masks)
 
 
 def _seen(session: DbSession, webhook_id: str, delivery_id: str,
@@ -214,19 +236,20 @@ def _seen(session: DbSession, webhook_id: str, delivery_id: str,
 
 def _start(session: DbSession, dispatcher: Dispatcher, limits: Limits, webhook: Webhook,
            workflow: Workflow, delivery: Delivery, delivery_id: str | None,
-           params: Any, body: Any) -> Answer:
+           params: Any, body: Any, masks: list[str] | None) -> Answer:
     from capability.runs import starts as runs
 
-    definition = state.definition_of(service.version_of(session, workflow))
+    definition = runs.current_definition(session, workflow)
     errors = dsl.validate_params(definition, params if isinstance(params, dict) else {})[1]
     if not isinstance(params, dict) or errors:
         found = errors or [{"path": "params", "message": "must render to an object"}]
         return _refuse(session, webhook, limits, delivery, "invalid", 422,
                        "; ".join(f"{e.get('path') or 'params'}: {e['message']}" for e in found),
                        delivery_id)
+    run_id = new_id()  # named by the claim of its delivery id, made in the same commit
     outbox.begin(session, dispatcher)
     try:
-        if delivery_id and not _claim(session, webhook.id, delivery_id, limits):
+        if delivery_id and not _claim(session, webhook.id, delivery_id, run_id, limits):
             outbox.rollback(session)
             first = session.get(WebhookSeen, (webhook.id, delivery_id))
             _record(session, webhook, limits, "duplicate", 200, delivery_id,
@@ -235,11 +258,8 @@ def _start(session: DbSession, dispatcher: Dispatcher, limits: Limits, webhook: 
             return Answer(200, {"run_id": first.run_id if first else None, "duplicate": True})
         run = runs.open_triggered(session, dispatcher, workflow, params, trigger="webhook",
                                   source=("webhook", webhook.id), delivery_id=delivery_id,
-                                  who=f"webhook:{webhook.name}", payload=body)
-        if delivery_id:
-            session.execute(update(WebhookSeen).where(
-                WebhookSeen.webhook_id == webhook.id, WebhookSeen.delivery_id == delivery_id
-            ).values(run_id=run.id))
+                                  who=f"webhook:{webhook.name}", payload=body,
+                                  run_id=run_id, masks=masks)
         _record(session, webhook, limits, "accepted", 202, delivery_id, run.id)
         box = outbox.commit(session, deliver=False)
     except runs.NotStarted as exc:
@@ -250,10 +270,11 @@ def _start(session: DbSession, dispatcher: Dispatcher, limits: Limits, webhook: 
         outbox.rollback(session)
         raise
     box.deliver(tolerant=True)
-    return Answer(202, {"run_id": run.id})
+    return Answer(202, {"run_id": run_id})  # not run.id: expired by the commit
 
 
-def _claim(session: DbSession, webhook_id: str, delivery_id: str, limits: Limits) -> bool:
+def _claim(session: DbSession, webhook_id: str, delivery_id: str, run_id: str,
+           limits: Limits) -> bool:
     """Claim the delivery id in this transaction; False when another delivery holds it
     within the window (a claim older than the window is taken over)."""
     from sqlalchemy.dialects import postgresql, sqlite
@@ -262,7 +283,7 @@ def _claim(session: DbSession, webhook_id: str, delivery_id: str, limits: Limits
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     now = clock.now()
     done = conn.execute(insert(WebhookSeen).values(
-        webhook_id=webhook_id, delivery_id=delivery_id, received_at=now
+        webhook_id=webhook_id, delivery_id=delivery_id, received_at=now, run_id=run_id
     ).on_conflict_do_nothing())
     if done.rowcount:
         return True
@@ -271,6 +292,6 @@ def _claim(session: DbSession, webhook_id: str, delivery_id: str, limits: Limits
     ).with_for_update()).scalar()
     if row is None or row.received_at >= now - limits.dedupe_window:
         return False
-    row.received_at, row.run_id = now, None
+    row.received_at, row.run_id = now, run_id
     return True
 

@@ -47,8 +47,9 @@ def _schedules(client: FlaskClient, op: dict[str, Any], wid: str, n: int,
     return out
 
 
-def _pass(app: Flask, now: dt.datetime) -> tuple[ticker.PassReport, int]:
-    """One pass at ``now``, and the SQL statements it sent."""
+def _pass(app: Flask, now: dt.datetime, ids: list[str]) -> tuple[ticker.PassReport, int]:
+    """The pass's decision over these schedules at ``now`` (one chunk: the database
+    holds other tests' schedules too), and the SQL statements it sent."""
     sent = [0]
 
     def count(*_: Any) -> None:
@@ -58,7 +59,8 @@ def _pass(app: Flask, now: dt.datetime) -> tuple[ticker.PassReport, int]:
         engine = db.engine
         event.listen(engine, "before_cursor_execute", count)
         try:
-            report = ticker.run_pass(db.session, dispatcher_for(app), now)
+            report = ticker.PassReport()
+            ticker.decide(db.session, dispatcher_for(app), ids, now, 100, report)
         finally:
             event.remove(engine, "before_cursor_execute", count)
             db.session.remove()
@@ -78,7 +80,7 @@ def test_forty_due_schedules_take_a_few_statements_not_a_dozen_each(
         app: Flask, client: FlaskClient, op: dict[str, Any]) -> None:
     """Before the batch, each tick cost 12 statements (480 here)."""
     ids = _schedules(client, op, make(client, op, NOOP), 40)
-    report, statements = _pass(app, DUE)
+    report, statements = _pass(app, DUE, ids)
     assert report.outcomes == {"fired": 40}
     ticks = _ticks(app, ids)
     assert len(ticks) == 40 and all(o == "fired" and r for o, r, _ in ticks)
@@ -90,7 +92,7 @@ def test_forty_due_schedules_take_a_few_statements_not_a_dozen_each(
     assert {at for _, at in runs} == {DUE}
     assert statements <= 30, statements
     # The next pass at the same instant finds nothing: every schedule moved on.
-    assert _pass(app, DUE)[0].schedules == 0
+    assert _pass(app, DUE, ids)[0].schedules == 0
 
 
 def test_a_batch_stays_within_the_teams_quota(app: Flask, client: FlaskClient,
@@ -99,7 +101,7 @@ def test_a_batch_stays_within_the_teams_quota(app: Flask, client: FlaskClient,
     try:
         ids = _schedules(client, op, make(client, op, NOOP), 4)
         ids += _schedules(client, op, make(client, op, NOOP), 2)
-        report, _ = _pass(app, DUE)
+        report, _ = _pass(app, DUE, ids)
     finally:
         app.config["TEAM_MAX_ACTIVE_RUNS"] = 0
     assert report.outcomes == {"fired": 3, "failed": 3}
@@ -116,7 +118,7 @@ def test_a_batch_stays_within_the_teams_quota(app: Flask, client: FlaskClient,
 def test_a_batch_admits_what_max_active_runs_allows_and_queues_the_rest(
         app: Flask, client: FlaskClient, op: dict[str, Any]) -> None:
     ids = _schedules(client, op, make(client, op, NOOP, max_active_runs=2), 4)
-    report, _ = _pass(app, DUE)
+    report, _ = _pass(app, DUE, ids)
     assert report.outcomes == {"fired": 4}
     runs = [r for _, r, _ in _ticks(app, ids)]
     first = [client.get(f"/api/v1/runs/{r}", headers=op["h"]).get_json()["result"]["tasks"][0]
@@ -156,10 +158,25 @@ def test_a_scheduler_waits_for_a_tick_due_within_the_second(
     """``blueprint._tick`` (each scheduler loop): a tick due 0.3 s ahead is waited for
     and decided when its instant comes, not at the next loop; with the clock standing
     still it gives up after ``WAKE_AHEAD``."""
-    from capability.blueprint import WAKE_AHEAD, _tick
+    from sqlalchemy import delete, update
 
+    from capability.blueprint import WAKE_AHEAD, _tick
+    from capability.models import RunEvent
+    from capability.triggers.models import Backfill
+
+    # Years before any other test's schedules; no other trigger work pending (earlier
+    # tests' ended runs and backfills would make the work due now).
+    early = dt.datetime(2019, 5, 3, 12, 0, 30, tzinfo=UTC)
+    due = early.replace(minute=1, second=0)
+    clock.set_override(early)
+    with app.app_context():
+        db.session.execute(delete(RunEvent))
+        db.session.execute(update(Backfill).where(Backfill.status == "running")
+                           .values(status="cancelled"))
+        db.session.commit()
+        db.session.remove()
     [sid] = _schedules(client, op, make(client, op, NOOP), 1)
-    clock.set_override(DUE - dt.timedelta(seconds=0.3))
+    clock.set_override(due - dt.timedelta(seconds=0.3))
     started = time.monotonic()
     with app.app_context():
         _tick(app)  # the clock stands still: nothing is decided
@@ -169,7 +186,7 @@ def test_a_scheduler_waits_for_a_tick_due_within_the_second(
 
     def later() -> None:
         time.sleep(0.2)
-        clock.set_override(DUE)
+        clock.set_override(due)
 
     mover = threading.Thread(target=later)
     mover.start()
@@ -179,7 +196,7 @@ def test_a_scheduler_waits_for_a_tick_due_within_the_second(
     mover.join()
     [(outcome, run_id, _)] = _ticks(app, [sid])
     assert outcome == "fired" and run_id
-    clock.set_override(DUE + dt.timedelta(seconds=5))
+    clock.set_override(due + dt.timedelta(seconds=5))
     started = time.monotonic()
     with app.app_context():
         _tick(app)  # the next tick is a minute away: no wait at all

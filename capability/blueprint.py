@@ -94,10 +94,14 @@ def _tick(app: Any) -> None:
 
 
 def register(reg: Registrar) -> None:
+    from capability.connectors import registry as connectors
     from capability.engine import reaper
     from capability.secrets.cli import secrets_group
     from capability.transport.cli import reap_command
 
+    # Connectors become task types now, in every process (the web validates definitions
+    # with their models, workers run them); one that cannot load stops the start.
+    connectors.install()
     reg.on_ready(_install_publisher)
     reg.on_ready(_check_egress)
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.

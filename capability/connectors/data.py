@@ -1,0 +1,103 @@
+"""``validate`` and ``jsonpath``: connectors that need no connection (CONNECTORS.md,
+"Built-in connectors")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from capability.connectors.sdk import Connector, ConnectorError, Context, Templated, With
+
+
+class ValidateWith(With):
+    """Checks value against a JSON Schema (2020-12). Output: value, when valid; else the
+    task fails, not retried, listing every violation with its JSON path."""
+
+    value: Any = None
+    schema_: Templated[dict[str, Any]] = Field(alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _a_schema(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as exc:
+                where = "/".join(str(p) for p in exc.path) or "(root)"
+                raise ValueError(f"not a valid JSON Schema at {where}: {exc.message}") from None
+        return value
+
+
+def _path(parts: Any) -> str:
+    """``$.items[2].name`` from jsonschema's ``absolute_path``."""
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+class ValidateConnector(Connector):
+    type = "validate"
+    With = ValidateWith
+    example = {"value": "{{ tasks.fetch.output.json }}",
+               "schema": {"type": "object", "required": ["id"],
+                          "properties": {"id": {"type": "integer"}}}}
+
+    def execute(self, context: Context) -> Any:
+        from jsonschema import Draft202012Validator
+
+        with_: ValidateWith = context.with_
+        validator = Draft202012Validator(with_.schema_)
+        errors = sorted(validator.iter_errors(with_.value),
+                        key=lambda e: (list(map(str, e.absolute_path)), e.message))
+        if errors:
+            lines = [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
+            raise ConnectorError(f"value does not match the schema ({len(errors)} "
+                                 f"violation{'s' if len(errors) > 1 else ''}): "
+                                 + "; ".join(lines))
+        return with_.value
+
+
+class JsonPathWith(With):
+    """Queries input with a JSONPath expression. Output: the list of matches, or with
+    first: true the first match (null when none)."""
+
+    input: Any = None
+    path: str = Field(min_length=1)
+    first: Templated[bool] = False
+
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        if "{{" in value or "{%" in value:
+            return value  # a template: checked once rendered
+        from jsonpath_ng.ext import parse
+
+        try:
+            parse(value)
+        except Exception as exc:  # the library raises several types for bad syntax
+            raise ValueError(f"not a JSONPath expression: {exc}") from None
+        return value
+
+
+class JsonPathConnector(Connector):
+    type = "jsonpath"
+    With = JsonPathWith
+    example = {"input": "{{ tasks.fetch.output.json }}", "path": "$.items[*].id"}
+
+    def execute(self, context: Context) -> Any:
+        from jsonpath_ng.ext import parse
+
+        with_: JsonPathWith = context.with_
+        try:
+            expression = parse(with_.path)
+        except Exception as exc:
+            raise ConnectorError(f"with.path: not a JSONPath expression: {exc}") from None
+        matches = [m.value for m in expression.find(with_.input)]
+        if with_.first:
+            return matches[0] if matches else None
+        return matches

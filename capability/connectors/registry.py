@@ -28,6 +28,7 @@ from capability import dsl
 from capability.connectors.sdk import Connector, ConnectorError, Context
 from capability.dsl.fields import RENDERED
 from capability.dsl.types import TYPE_NAME_PATTERN
+from capability.engine import masking
 from capability.engine.executors import EXECUTORS, Executor, register_task_type
 from capability.engine.settings import EngineSettings
 from capability.engine.state import AttemptContext, Outcome
@@ -120,6 +121,19 @@ def _describe(connector: Connector) -> str:
     return " ".join(text.split())
 
 
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def _logger(ctx: AttemptContext) -> Any:
+    """``context.log``: a line in the worker's log naming the run, task and attempt,
+    with every secret the task could read masked."""
+    def write(level: str, message: str) -> None:
+        log.log(_LEVELS.get(str(level).lower(), logging.INFO), "run %s task %s attempt %s: %s",
+                ctx.run_id, ctx.task.id, ctx.number, masking.text(str(message), ctx.scope))
+    return write
+
+
 def _executor(connector: Connector) -> Executor:
     def run(params: dict[str, Any], ctx: AttemptContext, settings: EngineSettings) -> Outcome:
         try:
@@ -128,7 +142,8 @@ def _executor(connector: Connector) -> Executor:
             return Outcome.failure(f"with: {exc}", retriable=False)
         limit = ctx.timeout or settings.task_default_timeout
         context = Context(with_=with_, attempt_id=ctx.attempt_id,
-                          deadline=time.monotonic() + limit)
+                          deadline=time.monotonic() + limit, log=_logger(ctx),
+                          cancelled=interrupt.stop_pending)
         try:
             output = connector.execute(context)
         except (JobTimeoutException, interrupt.JobStopped):

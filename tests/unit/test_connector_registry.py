@@ -94,9 +94,9 @@ def test_a_bad_connector_refuses_the_whole_batch(cleanup: None, bad: Any, says: 
     assert "test_echo" not in EXECUTORS and "test_other" not in EXECUTORS
 
 
-def _attempt() -> AttemptContext:
+def _attempt(task_type: str = "test_echo") -> AttemptContext:
     definition = dsl.validate_definition({"name": "w", "tasks": [
-        {"id": "a", "type": "test_echo", "with": {"text": "x"}}]}).definition
+        {"id": "a", "type": task_type, "with": {"text": "x"}}]}).definition
     assert definition is not None
     return AttemptContext(attempt_id="att-1", number=1, run_id="run-1",
                           task=definition.tasks[0], definition=definition)
@@ -137,3 +137,26 @@ def test_the_built_in_connectors_are_task_types() -> None:
 def _installs() -> bool:
     registry.install()
     return {"validate", "jsonpath"} <= set(registry.installed())
+
+
+class Chatty(Connector):
+    type = "test_chatty"
+    With = EchoWith
+
+    def execute(self, context: Context) -> Any:
+        context.log("warning", f"calling with {context.with_.text}")
+        return {"cancelled": context.cancelled(), "left": context.remaining() > 0}
+
+
+def test_log_lines_name_the_attempt_and_mask_secrets(cleanup: None,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    registry.install([Chatty])
+    ctx = _attempt("test_chatty")
+    ctx.scope = {"secrets": {"token": "s3cr3t-value"}}
+    with caplog.at_level(logging.WARNING, logger="capability.connectors"):
+        out = EXECUTORS["test_chatty"]({"text": "s3cr3t-value"}, ctx, EngineSettings())
+    assert out.ok and out.output == {"cancelled": False, "left": True}
+    [line] = [r.getMessage() for r in caplog.records if r.name == "capability.connectors"]
+    assert line == "run run-1 task a attempt 1: calling with ***"

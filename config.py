@@ -89,6 +89,9 @@ TASK_OUTPUT_MAX_BYTES = _int("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)
 # runs excluded): a start over either is refused with 429 and Retry-After.
 TEAM_MAX_ACTIVE_RUNS = _int("TEAM_MAX_ACTIVE_RUNS", 1000)
 TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
+# Connections (CONNECTORS.md): where a `sqlite` connection's file may be (a path outside
+# this directory is refused: a connection must not read the app's own database).
+CONNECTION_FILES_DIR = os.environ.get("CONNECTION_FILES_DIR") or str(INSTANCE_DIR / "files")
 # Schedules (TRIGGERS.md): after downtime, at most this many missed ticks of one
 # schedule are caught up per scheduler pass.
 SCHEDULE_CATCHUP_MAX = _int("SCHEDULE_CATCHUP_MAX", 100)

@@ -11,6 +11,7 @@ from app.security.roles import AUTHOR, OPERATOR, VIEWER
 
 # Imported here, not in register(): Alembic must see these tables even when a start
 # fails to register the capability.
+from capability.connections.models import Connection
 from capability.models import EventTrigger, Secret, Workflow
 
 
@@ -93,15 +94,26 @@ def _tick(app: Any) -> None:
                    int(app.config.get("EVENT_MAX_DEPTH") or 10))
 
 
+def _rotate_connections(session: Any, config: Any) -> int:
+    from capability.connections import service as connections
+    from capability.engine.settings import EngineSettings
+
+    return connections.rotate(session, EngineSettings.from_config(config))
+
+
 def register(reg: Registrar) -> None:
+    from capability.connections import resolve as connection_store
     from capability.connectors import registry as connectors
     from capability.engine import reaper
-    from capability.secrets.cli import secrets_group
+    from capability.secrets.cli import ROTATE_ALSO, secrets_group
     from capability.transport.cli import reap_command
 
     # Connectors become task types now, in every process (the web validates definitions
     # with their models, workers run them); one that cannot load stops the start.
     connectors.install()
+    connectors.use_resolver(connection_store.for_run)
+    if _rotate_connections not in [f for _, f in ROTATE_ALSO]:
+        ROTATE_ALSO.append(("connection(s)", _rotate_connections))
     reg.on_ready(_install_publisher)
     reg.on_ready(_check_egress)
     # Workers and schedulers run the reaper; `flask --app app reap` runs one pass.
@@ -150,8 +162,15 @@ def register(reg: Registrar) -> None:
         AuditSpec(target_type="event_trigger", exclude=frozenset({"updated_at", "created_at"}),
                   team_of=_team, tenant_of=_tenant),
     )
+    # The secret fields are one ciphertext: the trail says it changed, never its value.
+    reg.audited(
+        Connection,
+        AuditSpec(target_type="connection", exclude=frozenset({"updated_at", "created_at"}),
+                  redact=frozenset({"ciphertext"}), team_of=_team, tenant_of=_tenant),
+    )
     from capability import live_web
     from capability.api import WorkflowApi
+    from capability.connections.api import ConnectionApi
     from capability.runs.api import RunApi
     from capability.runs.views import FailedTaskView, RunView, install_template_helpers
     from capability.secrets.api import SecretApi
@@ -178,6 +197,7 @@ def register(reg: Registrar) -> None:
     reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
                  category_icon="fa-sitemap")
     reg.add_api(RunApi)
+    reg.add_api(ConnectionApi)
     reg.add_api(ScheduleApi)
     reg.add_api(WebhookApi)
     reg.add_api(EventTriggerApi)
@@ -223,13 +243,15 @@ capability = Capability.build(
     depends_on=("platform",),
     role_permissions={
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
+                 ("Connections", "can_read|can_write"),
                  ("Schedules", "can_read|can_write|can_control"),
                  ("Webhooks|EventTriggers", "can_read|can_write"), ("Events", "can_post"),
                  _trigger_menus),
         OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus,
+                   ("Connections", "can_read"),
                    ("Schedules", "can_read|can_control"), ("Webhooks|EventTriggers", "can_read"),
                    ("Events", "can_post"), _trigger_menus),
-        VIEWER: (_read, _runs, _menu, _run_menus,
+        VIEWER: (_read, _runs, _menu, _run_menus, ("Connections", "can_read"),
                  ("Schedules|Webhooks|EventTriggers", "can_read"), _trigger_menus),
     },
     menus=("Workflows", "Triggers", "Security"),

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -25,9 +25,10 @@ from rq.timeouts import JobTimeoutException
 
 from app.runtime import interrupt
 from capability import dsl
-from capability.connectors.sdk import Connector, ConnectorError, Context
+from capability.connectors.sdk import ConnectionType, Connector, ConnectorError, Context
 from capability.dsl.fields import RENDERED
 from capability.dsl.types import TYPE_NAME_PATTERN
+from capability.egress import EgressRefused
 from capability.engine import masking
 from capability.engine.executors import EXECUTORS, Executor, register_task_type
 from capability.engine.settings import EngineSettings
@@ -38,6 +39,11 @@ log = logging.getLogger("capability.connectors")
 GROUP = "apg.connectors"
 _NAME = re.compile(TYPE_NAME_PATTERN)
 _installed: dict[str, Connector] = {}
+# (run id, connection name, settings) -> the connection's type, fields and secret values,
+# or None: set by the connections package (``use_resolver``), which imports this one.
+Resolver = Callable[[str, str, EngineSettings], Any]
+_resolver: Resolver | None = None
+_types: dict[str, ConnectionType] = {}
 _lock = threading.Lock()
 
 
@@ -45,15 +51,18 @@ class ConnectorRefused(Exception):
     """A connector that cannot be registered; the message names it and says why."""
 
 
-def builtins() -> list[type[Connector]]:
+def builtins() -> list[type[Any]]:
     from capability.connectors.data import JsonPathConnector, ValidateConnector
+    from capability.connectors.sql import MysqlType, PostgresType, SqlConnector, SqliteType
 
-    return [ValidateConnector, JsonPathConnector]
+    return [ValidateConnector, JsonPathConnector, PostgresType, MysqlType, SqliteType,
+            SqlConnector]
 
 
-def discovered() -> list[type[Connector]]:
-    """The classes the ``apg.connectors`` entry points name (an entry point that does not
-    load refuses the whole batch: a half-installed plug-in is a broken deployment)."""
+def discovered() -> list[type[Any]]:
+    """The classes the ``apg.connectors`` entry points name, connectors and connection
+    types (an entry point that does not load refuses the whole batch: a half-installed
+    plug-in is a broken deployment)."""
     found = []
     for point in entry_points(group=GROUP):
         try:
@@ -64,52 +73,106 @@ def discovered() -> list[type[Connector]]:
     return found
 
 
-def _check(cls: Any, taken: set[str]) -> Connector:
+def _model(owner: str, attr: str, model: Any, optional: bool = False) -> None:
+    if optional and model is None:
+        return
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ConnectorRefused(f"{owner}: {attr} must be a pydantic model")
+
+
+def _check_type(cls: Any, taken: set[str]) -> ConnectionType:
+    name = getattr(cls, "type", None)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConnectorRefused(f"{cls.__qualname__}: connection type {name!r} is not a name "
+                               "(lowercase letters, digits and '_', starting with a letter)")
+    if name in taken:
+        raise ConnectorRefused(f"{cls.__qualname__}: connection type {name!r} is already taken")
+    _model(f"connection type {name!r}", "Config", getattr(cls, "Config", None))
+    _model(f"connection type {name!r}", "Secret", getattr(cls, "Secret", None), optional=True)
+    if cls.test is ConnectionType.test:
+        raise ConnectorRefused(f"connection type {name!r}: test(context) is not implemented")
+    return cls()  # type: ignore[no-any-return]
+
+
+def _check(cls: Any, taken: set[str], types: set[str]) -> Connector:
     label = getattr(cls, "__qualname__", repr(cls))
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
         raise ConnectorRefused(f"{label}: not a subclass of capability.connectors.sdk."
-                               "Connector")
+                               "Connector or ConnectionType")
     name = getattr(cls, "type", None)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConnectorRefused(f"{label}: type {name!r} is not a task type name (lowercase "
                                "letters, digits and '_', starting with a letter)")
     if name in taken:
         raise ConnectorRefused(f"{label}: task type {name!r} is already taken")
-    for attr in ("With", "Connection", "Secret"):
-        model = getattr(cls, attr, None)
-        if attr != "With" and model is None:
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise ConnectorRefused(f"connector {name!r}: {attr} must be a pydantic model")
+    _model(f"connector {name!r}", "With", getattr(cls, "With", None))
     if cls.execute is Connector.execute:
         raise ConnectorRefused(f"connector {name!r}: execute(context) is not implemented")
+    unknown = [t for t in cls.connection_types if t not in types]
+    if unknown:
+        raise ConnectorRefused(f"connector {name!r}: connection type {unknown[0]!r} is not "
+                               "registered")
+    if cls.connection_types and "connection" not in cls.With.model_fields:
+        raise ConnectorRefused(f"connector {name!r}: With needs a connection field (the "
+                               "name of a connection of the run's team)")
     try:
         return cls()  # type: ignore[no-any-return]
     except Exception as exc:
         raise ConnectorRefused(f"connector {name!r}: cannot be created: {exc}") from exc
 
 
-def install(classes: Iterable[type[Connector]] | None = None) -> list[str]:
-    """Register the built-in and discovered connectors (or ``classes``) as task types, all
-    or nothing; the names registered now (none on a second call in the process)."""
+def install(classes: Iterable[type[Any]] | None = None) -> list[str]:
+    """Register the built-in and discovered connectors and connection types (or
+    ``classes``), all or nothing; the names registered now (none on a second call in
+    the process). Connection types come first: a connector names those it uses."""
     with _lock:
         batch = list(builtins()) + discovered() if classes is None else list(classes)
+        batch = [c for c in batch if not _has(c)]
+        type_names = set(_types)
+        types: list[ConnectionType] = []
+        for cls in batch:
+            if isinstance(cls, type) and issubclass(cls, ConnectionType):
+                checked_type = _check_type(cls, type_names)
+                type_names.add(checked_type.type)
+                types.append(checked_type)
         taken = {t.name for t in dsl.registry} | set(EXECUTORS)
         checked: list[Connector] = []
         for cls in batch:
-            if getattr(cls, "type", None) in _installed and \
-                    type(_installed[cls.type]) is cls:
-                continue  # this process has it already
-            connector = _check(cls, taken)
+            if isinstance(cls, type) and issubclass(cls, ConnectionType):
+                continue
+            connector = _check(cls, taken, type_names)
             taken.add(connector.type)
             checked.append(connector)
+        for connection_type in types:
+            _types[connection_type.type] = connection_type
         for connector in checked:
             register_task_type(dsl.TaskType(connector.type, connector.With,
                                             _describe(connector)), _executor(connector))
             _installed[connector.type] = connector
-    if checked:
-        log.debug("connectors registered: %s", ", ".join(c.type for c in checked))
-    return [c.type for c in checked]
+    names = [t.type for t in types] + [c.type for c in checked]
+    if names:
+        log.debug("connectors registered: %s", ", ".join(names))
+    return names
+
+
+def _has(cls: Any) -> bool:
+    """Whether this process registered this very class already."""
+    name = getattr(cls, "type", None)
+    if not isinstance(name, str):
+        return False
+    is_type = isinstance(cls, type) and issubclass(cls, ConnectionType)
+    known: dict[str, Any] = _types if is_type else _installed
+    return name in known and type(known[name]) is cls
+
+
+def use_resolver(resolver: Resolver) -> None:
+    """How a task's ``with.connection`` is found (``connections.resolve.for_run``)."""
+    global _resolver
+    _resolver = resolver
+
+
+def connection_types() -> dict[str, ConnectionType]:
+    return dict(_types)
 
 
 def installed() -> dict[str, Connector]:
@@ -125,12 +188,15 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
-def _logger(ctx: AttemptContext) -> Any:
+def _logger(ctx: AttemptContext, masks: list[str]) -> Any:
     """``context.log``: a line in the worker's log naming the run, task and attempt,
-    with every secret the task could read masked."""
+    with every secret the task could read masked (the team's, the connection's)."""
     def write(level: str, message: str) -> None:
+        text = masking.text(str(message), ctx.scope) or ""
+        if masks:
+            text = dsl.mask_text(text, masks) or ""
         log.log(_LEVELS.get(str(level).lower(), logging.INFO), "run %s task %s attempt %s: %s",
-                ctx.run_id, ctx.task.id, ctx.number, masking.text(str(message), ctx.scope))
+                ctx.run_id, ctx.task.id, ctx.number, text)
     return write
 
 
@@ -140,20 +206,54 @@ def _executor(connector: Connector) -> Executor:
             with_ = connector.With.model_validate(params, context={RENDERED: True})
         except ValidationError as exc:
             return Outcome.failure(f"with: {exc}", retriable=False)
-        limit = ctx.timeout or settings.task_default_timeout
-        context = Context(with_=with_, attempt_id=ctx.attempt_id,
-                          deadline=time.monotonic() + limit, log=_logger(ctx),
-                          cancelled=interrupt.stop_pending)
-        try:
-            output = connector.execute(context)
-        except (JobTimeoutException, interrupt.JobStopped):
-            raise  # the engine's: a timeout or a cancel of the attempt
-        except ConnectorError as exc:
-            return Outcome.failure(exc.message, retriable=exc.retriable)
-        except Exception as exc:  # the connector's own classing decides
-            return Outcome.failure(f"{type(exc).__name__}: {exc}",
-                                   retriable=bool(connector.retriable(exc)))
-        return Outcome.success(output)
+        masks: list[str] = []
+        connection = None
+        if connector.connection_types:
+            name = str(getattr(with_, "connection", ""))
+            found = _resolver(ctx.run_id, name, settings) if _resolver else None
+            if found is None:
+                return Outcome.failure(f"unknown connection {name!r}", retriable=False)
+            if found.type not in connector.connection_types:
+                return Outcome.failure(
+                    f"connection {name!r} is a {found.type} connection; {connector.type} "
+                    f"takes {' or '.join(connector.connection_types)}", retriable=False)
+            connection, masks = found.fields, found.secrets
+        outcome = _call(connector, context_for(ctx, settings, with_, connection, masks))
+        if masks:
+            outcome.output = dsl.mask_secrets(outcome.output, masks)
+            outcome.error = dsl.mask_text(outcome.error, masks) if outcome.error else None
+        return outcome
 
     run.__name__ = f"connector_{connector.type}"
     return run
+
+
+def context_for(ctx: AttemptContext | None, settings: EngineSettings, with_: Any,
+                connection: dict[str, Any] | None, masks: list[str],
+                timeout: float | None = None) -> Context:
+    """What ``execute`` (or a connection type's ``test``, without an attempt) is given."""
+    limit = timeout or (ctx.timeout if ctx else None) or settings.task_default_timeout
+
+    def endpoint(host: str, port: int) -> str:
+        return str(settings.egress.addresses(host, int(port))[0])
+
+    return Context(with_=with_, attempt_id=ctx.attempt_id if ctx else "test",
+                   deadline=time.monotonic() + limit, connection=connection,
+                   log=_logger(ctx, masks) if ctx else (lambda level, message: None),
+                   cancelled=interrupt.stop_pending, endpoint=endpoint,
+                   files_dir=settings.files_dir)
+
+
+def _call(connector: Connector, context: Context) -> Outcome:
+    try:
+        output = connector.execute(context)
+    except (JobTimeoutException, interrupt.JobStopped):
+        raise  # the engine's: a timeout or a cancel of the attempt
+    except ConnectorError as exc:
+        return Outcome.failure(exc.message, retriable=exc.retriable)
+    except EgressRefused as exc:
+        return Outcome.failure(str(exc), retriable=False)
+    except Exception as exc:  # the connector's own classing decides
+        return Outcome.failure(f"{type(exc).__name__}: {exc}",
+                               retriable=bool(connector.retriable(exc)))
+    return Outcome.success(output)

@@ -1,11 +1,12 @@
 """The connector SDK (CONNECTORS.md, "SDK"): what a connector is, and what it is given.
 
 A connector is a class with ``type`` (its task type's name), ``With`` (the pydantic
-model of its ``with``), optionally ``Connection`` and ``Secret`` (the models of the
-connection type it uses, named ``connection_type``), ``retriable(exc)`` and
-``execute(context) -> output``. Built-in connectors and those of other packages (the
-``apg.connectors`` entry-point group) are registered the same way
-(``connectors.registry``); ``docs/developer_guide.md`` ("Connectors") walks through one.
+model of its ``with``), optionally ``connection_types`` (the kinds of connection it
+talks through, each a ``ConnectionType``: its ``Config`` and ``Secret`` models and a
+``test``), ``retriable(exc)`` and ``execute(context) -> output``. Built-in connectors
+and those of other packages (the ``apg.connectors`` entry-point group) are registered
+the same way (``connectors.registry``); ``docs/connector_development.md`` walks through
+one.
 
 Kept free of the engine: a connector package imports this module and pydantic only.
 """
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from capability.dsl.fields import Templated
 
-__all__ = ["Connector", "ConnectorError", "Context", "Templated", "With"]
+__all__ = ["ConnectionType", "Connector", "ConnectorError", "Context", "Templated", "With"]
 
 
 class With(BaseModel):
@@ -56,7 +57,11 @@ class Context:
     connector without one); ``log(level, message)``: a line of the attempt's log;
     ``attempt_id``: a stable id of this attempt, to pass on as an idempotency key;
     ``deadline``: ``time.monotonic()`` value by which the work must end; ``cancelled()``:
-    whether the attempt was cancelled (long loops check it between steps)."""
+    whether the attempt was cancelled (long loops check it between steps);
+    ``endpoint(host, port)``: the address to connect to, checked by the egress policy;
+    ``files_dir``: where local files (a SQLite database) may be.
+
+    A connection type's ``test`` gets one too, with ``connection`` set and no ``with_``."""
 
     with_: Any
     attempt_id: str
@@ -64,11 +69,32 @@ class Context:
     connection: dict[str, Any] | None = None
     log: Callable[[str, str], None] = field(default=lambda level, message: None)
     cancelled: Callable[[], bool] = field(default=lambda: False)
+    # The address to connect to for (host, port), checked by the egress policy: raises
+    # when the policy denies it. Connect to what it returns, never to the name again.
+    endpoint: Callable[[str, int], str] = field(default=lambda host, port: host)
+    # The directory local files may be read and written in (CONNECTION_FILES_DIR).
+    files_dir: str = ""
 
     def remaining(self) -> float:
         """Seconds left before ``deadline`` (never below 0.1: a timeout of 0 means none
         to most client libraries)."""
         return max(0.1, self.deadline - time.monotonic())
+
+
+class ConnectionType:
+    """A kind of connection a team can save (CONNECTIONS: ``postgres``, ``smtp``...):
+    ``Config`` (the fields shown to everyone who may see the connection) and ``Secret``
+    (write-only fields, encrypted at rest, never shown again), both pydantic models, and
+    ``test``: a real round trip (connect and a cheap no-op) that returns what it saw, or
+    raises ``ConnectorError`` with the service's own message."""
+
+    type: ClassVar[str]
+    Config: ClassVar[builtins.type[BaseModel]]
+    Secret: ClassVar[builtins.type[BaseModel] | None] = None
+    description: ClassVar[str] = ""
+
+    def test(self, context: Context) -> str:
+        raise NotImplementedError
 
 
 class Connector:
@@ -78,9 +104,9 @@ class Connector:
     type: ClassVar[str]
     With: ClassVar[builtins.type[BaseModel]]
     description: ClassVar[str] = ""
-    connection_type: ClassVar[str | None] = None
-    Connection: ClassVar[builtins.type[BaseModel] | None] = None
-    Secret: ClassVar[builtins.type[BaseModel] | None] = None
+    # The connection types ``with.connection`` may name (a connector with any has a
+    # ``connection: str`` field in ``With``); () for one that needs no connection.
+    connection_types: ClassVar[tuple[str, ...]] = ()
     # An example of ``with`` for the editor's help and the task palette.
     example: ClassVar[dict[str, Any]] = {}
 

@@ -31,6 +31,7 @@ class EngineSettings:
     # TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE (starts a minute): run starts' quotas, 0 = none
     team_max_active_runs: int = 0
     team_run_rate: int = 0
+    files_dir: str = ""  # CONNECTION_FILES_DIR: where local-file connections may point
 
     @property
     def expression_budget(self) -> Budget:
@@ -51,4 +52,5 @@ class EngineSettings:
             output_max_bytes=int(config.get("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)),
             team_max_active_runs=int(config.get("TEAM_MAX_ACTIVE_RUNS") or 0),
             team_run_rate=int(config.get("TEAM_RUN_RATE") or 0),
+            files_dir=str(config.get("CONNECTION_FILES_DIR") or ""),
         )

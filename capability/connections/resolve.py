@@ -1,0 +1,49 @@
+"""The connection a task names, read for one attempt (CONNECTORS.md, "Using a connection
+in a task"): a connection of the run's own team, or none at all: another team's name
+is as unknown as a name no team has."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from app.extensions import db
+from capability.connections.models import Connection
+from capability.engine.settings import EngineSettings
+from capability.models import Run
+from capability.secrets import vault
+
+
+@dataclass(frozen=True)
+class Resolved:
+    type: str
+    fields: dict[str, Any]  # config and secret fields together, ``type`` too
+    secrets: list[str]  # the secret values: masked in whatever the attempt leaves behind
+
+
+def secret_fields(ciphertext: str | None, settings: EngineSettings) -> dict[str, Any]:
+    if not ciphertext:
+        return {}
+    value = json.loads(vault.decrypt(settings.secrets_key, settings.secret_key, ciphertext))
+    return value if isinstance(value, dict) else {}
+
+
+def fields_of(kind: str, config: dict[str, Any], secret: dict[str, Any]) -> Resolved:
+    values = [v for v in secret.values() if isinstance(v, str) and v]
+    return Resolved(kind, {**config, **secret, "type": kind}, values)
+
+
+def for_run(run_id: str, name: str, settings: EngineSettings) -> Resolved | None:
+    """The connection ``name`` of the run's team, decrypted; None when it has none. Read
+    on a connection of its own: the attempt's session is the engine's."""
+    query = (select(Connection.type, Connection.config, Connection.ciphertext)
+             .join(Run, Run.team_id == Connection.team_id)
+             .where(Run.id == run_id, Connection.name == name))
+    with db.engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    return fields_of(row.type, dict(row.config or {}), secret_fields(row.ciphertext, settings))

@@ -1,0 +1,280 @@
+"""``sql`` on PostgreSQL, MySQL/MariaDB and SQLite (CONNECTORS.md): bound parameters
+only, a row limit, a statement timeout, and failures classed (refused connections,
+timeouts, deadlocks and serialisation failures are retried; bad SQL and bad
+credentials are not).
+
+Each attempt opens its own connection (a worker runs tasks of many teams; pooling
+across them would share sessions) through SQLAlchemy Core, whose ``text()`` binds
+``:name`` parameters for every driver: a value is always data, never SQL. Network
+connections go to the address the egress policy checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from capability.connectors.sdk import (
+    ConnectionType,
+    Connector,
+    ConnectorError,
+    Context,
+    Templated,
+    With,
+)
+
+# SQLSTATEs (PostgreSQL) and error numbers (MySQL) worth a retry: deadlocks,
+# serialisation failures, lock waits, a server going away.
+RETRIABLE_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57014"}
+RETRIABLE_MYSQL = {1205, 1213, 2002, 2003, 2006, 2013}
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Config):
+    host: str = Field(min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    database: str = Field(min_length=1, max_length=128)
+    username: str = Field(min_length=1, max_length=128)
+    options: dict[str, str] = Field(default_factory=dict, description=(
+        "driver options, e.g. {\"sslmode\": \"require\"}"))
+
+
+class PasswordSecret(_Config):
+    password: str = Field(default="", max_length=4096)
+
+
+class SqliteConfig(_Config):
+    path: str = Field(min_length=1, max_length=1024, description=(
+        "a file under CONNECTION_FILES_DIR (relative paths are taken from there)"))
+
+
+def sqlite_file(path: str, files_dir: str) -> Path:
+    """The file of a SQLite connection: inside ``files_dir`` or refused (a connection
+    must not open the app's own database, or any other file of the machine)."""
+    if not files_dir:
+        raise ConnectorError("sqlite connections are off: CONNECTION_FILES_DIR is not set")
+    base = Path(files_dir).resolve()
+    target = (base / path).resolve()
+    if target != base and base not in target.parents:
+        raise ConnectorError(f"path {path!r} is outside CONNECTION_FILES_DIR ({base})")
+    return target
+
+
+def _url(kind: str, connection: dict[str, Any], context: Context) -> Any:
+    from sqlalchemy.engine import URL
+
+    if kind == "sqlite":
+        target = sqlite_file(str(connection["path"]), context.files_dir)
+        if not target.exists():
+            raise ConnectorError(f"no SQLite database at {connection['path']!r}")
+        return URL.create("sqlite", database=str(target))
+    default_port = 5432 if kind == "postgres" else 3306
+    port = int(connection.get("port") or default_port)
+    address = context.endpoint(str(connection["host"]), port)
+    driver = "postgresql+psycopg2" if kind == "postgres" else "mysql+pymysql"
+    return URL.create(driver, username=connection["username"],
+                      password=connection.get("password") or None, host=address, port=port,
+                      database=connection["database"],
+                      query=dict(connection.get("options") or {}))
+
+
+def _engine(kind: str, connection: dict[str, Any], context: Context) -> Any:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    timeout = max(1, int(context.remaining()))
+    args: dict[str, Any] = {}
+    if kind == "postgres":
+        args = {"connect_timeout": min(timeout, 30),
+                "options": f"-c statement_timeout={timeout * 1000}"}
+    elif kind == "mysql":
+        args = {"connect_timeout": min(timeout, 30), "read_timeout": timeout,
+                "write_timeout": timeout}
+    else:
+        args = {"timeout": min(timeout, 30)}
+    return create_engine(_url(kind, connection, context), poolclass=NullPool,
+                         connect_args=args)
+
+
+# What a driver says when it could not reach the server, or lost it: worth a retry.
+TRANSIENT = ("connection refused", "timeout expired", "timed out", "could not connect",
+             "server closed the connection", "database is locked", "connection reset",
+             "could not translate host name")
+
+
+def classify(exc: Exception) -> bool:
+    """Whether a database error is worth a retry."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return isinstance(exc, (ConnectionError, TimeoutError))
+    orig = exc.orig
+    code = getattr(orig, "pgcode", None)
+    if code:
+        return code in RETRIABLE_SQLSTATES
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in RETRIABLE_MYSQL
+    if exc.connection_invalidated:
+        return True
+    text = str(orig).lower()
+    return any(words in text for words in TRANSIENT)
+
+
+def _message(exc: Exception) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        text = str(exc.orig).strip().splitlines()
+        return f"{type(exc.orig).__name__}: {' '.join(line.strip() for line in text)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _ServerType(ConnectionType):
+    Config = ServerConfig
+    Secret = PasswordSecret
+
+    def test(self, context: Context) -> str:
+        from sqlalchemy import text
+
+        assert context.connection is not None
+        try:
+            with _engine(self.type, context.connection, context).connect() as conn:
+                version = conn.execute(text("SELECT version()")).scalar()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(_message(exc), retriable=classify(exc)) from None
+        return f"connected: {version}"
+
+
+class PostgresType(_ServerType):
+    type = "postgres"
+    description = "A PostgreSQL database (the sql connector)."
+
+
+class MysqlType(_ServerType):
+    type = "mysql"
+    description = "A MySQL or MariaDB database (the sql connector)."
+
+
+class SqliteType(ConnectionType):
+    type = "sqlite"
+    Config = SqliteConfig
+    description = "A SQLite file under CONNECTION_FILES_DIR (the sql connector)."
+
+    def test(self, context: Context) -> str:
+        from sqlalchemy import text
+
+        assert context.connection is not None
+        try:
+            with _engine("sqlite", context.connection, context).connect() as conn:
+                version = conn.execute(text("SELECT sqlite_version()")).scalar()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(_message(exc), retriable=classify(exc)) from None
+        return f"opened: SQLite {version}"
+
+
+class SqlWith(With):
+    """Runs one SQL statement on a postgres, mysql or sqlite connection, with params bound
+    (never interpolated). Output: {rows: [{column: value}], rowcount, columns}."""
+
+    connection: str = Field(min_length=1, max_length=63)
+    query: str = Field(min_length=1, max_length=100_000)
+    params: Templated[dict[str, Any] | list[Any]] = Field(default_factory=dict)
+    fetch: Literal["all", "one", "none"] = "all"
+    max_rows: Templated[int] = Field(default=1000, ge=1, le=100_000)
+    timeout: Templated[float | None] = Field(default=None, gt=0, description=(
+        "seconds the statement may run (default: what is left of the task's timeout)"))
+
+
+class SqlConnector(Connector):
+    type = "sql"
+    With = SqlWith
+    connection_types = ("postgres", "mysql", "sqlite")
+    example = {"connection": "warehouse",
+               "query": "SELECT id, total FROM orders WHERE day = :day",
+               "params": {"day": "{{ params.day }}"}}
+
+    def retriable(self, exc: Exception) -> bool:
+        return classify(exc)
+
+    def execute(self, context: Context) -> Any:
+        from sqlalchemy import text
+
+        with_: SqlWith = context.with_
+        assert context.connection is not None
+        kind = str(context.connection["type"])
+        if with_.timeout is not None:
+            context.deadline = min(context.deadline, _now() + float(with_.timeout))
+        statement = text(with_.query)
+        params = with_.params
+        if isinstance(params, list):
+            raise ConnectorError("with.params: give named parameters ({\"day\": ...}, used "
+                                 "as :day in the query)")
+        try:
+            with _engine(kind, context.connection, context).connect() as conn:
+                if kind == "sqlite":
+                    _sqlite_deadline(conn, context)
+                result = conn.execute(statement, params)
+                columns = list(result.keys()) if result.returns_rows else []
+                rows: list[dict[str, Any]] = []
+                if result.returns_rows and with_.fetch != "none":
+                    limit = 1 if with_.fetch == "one" else with_.max_rows
+                    fetched = result.fetchmany(limit + 1)
+                    if len(fetched) > limit and with_.fetch == "all":
+                        raise ConnectorError(f"the query returned more than max_rows "
+                                             f"({limit}) rows: add a LIMIT, or raise max_rows")
+                    rows = [_jsonable(dict(zip(columns, row, strict=True)))
+                            for row in fetched[:limit]]
+                rowcount = result.rowcount
+                conn.commit()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(_message(exc), retriable=classify(exc)) from None
+        context.log("info", f"{kind}: {len(rows)} rows, rowcount {rowcount}")
+        if with_.fetch == "one":
+            return {"row": rows[0] if rows else None, "rowcount": rowcount, "columns": columns}
+        return {"rows": rows, "rowcount": rowcount, "columns": columns}
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _sqlite_deadline(conn: Any, context: Context) -> None:
+    """SQLite has no statement timeout: a progress handler stops the statement at the
+    deadline (or when the attempt is cancelled)."""
+    raw = conn.connection.driver_connection
+    raw.set_progress_handler(
+        lambda: 1 if _now() > context.deadline or context.cancelled() else 0, 10_000)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    import datetime as dt
+    import decimal
+    import uuid
+
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, decimal.Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        elif isinstance(value, (dt.datetime, dt.date, dt.time)):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            value = bytes(value).hex()
+        out[key] = value
+    return out
+

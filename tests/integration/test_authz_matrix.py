@@ -54,6 +54,11 @@ def world(app) -> dict[str, Any]:
             "workflow_id": workflows[key]["id"], "name": "hook"})
         assert made.status_code == 201, made.get_json()
         workflows[key]["webhook"] = made.get_json()["id"]
+        made = client.post("/api/v1/connections/", headers=admin_h, json={
+            "team": f"{team['tenant']}/{team['name']}", "name": "conn", "type": "sqlite",
+            "config": {"path": "conn.db"}})
+        assert made.status_code == 201, made.get_json()
+        workflows[key]["connection"] = made.get_json()["id"]
     return {"own": own, "other": other, "foreign": foreign, "users": users, "tokens": tokens,
             "foreign_event": foreign_event, "wf": workflows}
 
@@ -194,6 +199,32 @@ CASES = [
      _roles(202, 202, 202, 403, 403)),
     ("event post other team", "POST", "/api/v1/events/e.x", {"team": "@otherteam"},
      _roles(202, 422, 422, 403, 403)),
+    ("connections list", "GET", "/api/v1/connections/", None, _expect(200, 200, 403)),
+    ("connection types", "GET", "/api/v1/connections/types", None, _expect(200, 200, 403)),
+    ("connection get own", "GET", "/api/v1/connections/{cn_own}", None,
+     _expect(200, 200, 403)),
+    ("connection get other team", "GET", "/api/v1/connections/{cn_other}", None,
+     _expect(200, 404, 403)),
+    ("connection get other tenant", "GET", "/api/v1/connections/{cn_foreign}", None,
+     _expect(200, 404, 403)),
+    ("connection create own", "POST", "/api/v1/connections/",
+     {"team": "@ownteam", "name": "@new", "type": "sqlite", "config": {"path": "a.db"}},
+     _roles(201, 201, 403, 403, 403)),
+    ("connection create other team", "POST", "/api/v1/connections/",
+     {"team": "@otherteam", "name": "@new", "type": "sqlite", "config": {"path": "a.db"}},
+     _roles(201, 422, 403, 403, 403)),
+    ("connection update own", "PUT", "/api/v1/connections/{cn_own}",
+     {"config": {"path": "b.db"}}, _roles(200, 200, 403, 403, 403)),
+    ("connection update other team", "PUT", "/api/v1/connections/{cn_other}",
+     {"config": {"path": "b.db"}}, _roles(200, 404, 403, 403, 403)),
+    ("connection test own", "POST", "/api/v1/connections/{cn_own}/test", None,
+     _roles(200, 200, 403, 403, 403)),
+    ("connection test other tenant", "POST", "/api/v1/connections/{cn_foreign}/test", None,
+     _roles(200, 404, 403, 403, 403)),
+    ("connection delete own", "DELETE", "/api/v1/connections/@fresh_connection_own", None,
+     _roles(200, 200, 403, 403, 403)),
+    ("connection delete other team", "DELETE", "/api/v1/connections/@fresh_connection_other",
+     None, _roles(200, 404, 403, 403, 403)),
     ("capabilities", "GET", "/api/v1/capabilities/", None, _expect(200, 403, 403)),
     ("workers", "GET", "/api/v1/workers/", None, _expect(200, 403, 403)),
     ("security users", "GET", "/api/v1/security/users/", None, _expect(200, 403, 403)),
@@ -241,6 +272,14 @@ def _fill(app, world, role, text: str) -> str:
                 "workflow_id": world["wf"][key]["id"], "cron": "@daily"},
                 headers=auth(world["tokens"]["Admin"]))
             text = text.replace(marker, r.get_json()["id"])
+        marker = f"@fresh_connection_{key}"
+        if marker in text:
+            team = world[key]
+            r = app.test_client().post("/api/v1/connections/", json={
+                "team": f"{team['tenant']}/{team['name']}", "name": unique("fresh"),
+                "type": "sqlite", "config": {"path": "fresh.db"}},
+                headers=auth(world["tokens"]["Admin"]))
+            text = text.replace(marker, r.get_json()["id"])
         marker = f"@fresh_webhook_{key}"
         if marker in text:
             r = app.test_client().post("/api/v1/webhooks/", json={
@@ -258,6 +297,7 @@ def _fill(app, world, role, text: str) -> str:
         text = text.replace("{run_" + key + "}", world["wf"][key]["run"])
         text = text.replace("{sch_" + key + "}", world["wf"][key]["schedule"])
         text = text.replace("{wh_" + key + "}", world["wf"][key]["webhook"])
+        text = text.replace("{cn_" + key + "}", world["wf"][key]["connection"])
     return (
         text.replace("{own}", world["own"]["id"])
         .replace("{other}", world["other"]["id"])
@@ -292,6 +332,7 @@ def test_api_matrix_anonymous(app, client, world, case):
     for key in ("own", "other", "foreign"):
         path = path.replace(f"@fresh_run_{key}", "x").replace(f"@fresh_schedule_{key}", "x")
         path = path.replace(f"@fresh_webhook_{key}", "x")
+        path = path.replace(f"@fresh_connection_{key}", "x")
     path = _fill(app, world, "anonymous", path)
     r = client.open(path, method=method, json=body)
     assert r.status_code == 401

@@ -92,6 +92,10 @@ TEAM_RUN_RATE = _int("TEAM_RUN_RATE", 600)
 # Connections (CONNECTORS.md): where a `sqlite` connection's file may be (a path outside
 # this directory is refused: a connection must not read the app's own database).
 CONNECTION_FILES_DIR = os.environ.get("CONNECTION_FILES_DIR") or str(INSTANCE_DIR / "files")
+# A connection's circuit breaker: this many connection failures in a row (0: never)
+# make its tasks fail fast for this many seconds, then one attempt probes it.
+CONNECTION_BREAKER_FAILURES = _int("CONNECTION_BREAKER_FAILURES", 5)
+CONNECTION_BREAKER_COOLDOWN = _int("CONNECTION_BREAKER_COOLDOWN", 60)
 # Schedules (TRIGGERS.md): after downtime, at most this many missed ticks of one
 # schedule are caught up per scheduler pass.
 SCHEDULE_CATCHUP_MAX = _int("SCHEDULE_CATCHUP_MAX", 100)

@@ -4,12 +4,15 @@ back as ``"***"``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, current_app
 from flask_appbuilder.api import BaseApi, expose, protect, safe
 
 from app.api_support import call_service, json_body
 from app.errors import parse
 from app.extensions import db
+from app.runtime.redis_conn import get_redis
 from app.security.actor import Actor
 from capability.connections import service as connections
 from capability.engine.settings import EngineSettings
@@ -17,6 +20,10 @@ from capability.engine.settings import EngineSettings
 
 def _settings() -> EngineSettings:
     return EngineSettings.from_config(current_app.config)
+
+
+def _redis() -> Any:
+    return get_redis(current_app)
 
 
 class ConnectionApi(BaseApi):
@@ -41,8 +48,7 @@ class ConnectionApi(BaseApi):
 
         def run(actor: Actor) -> Response:
             found = connections.list_connections(db.session, actor)
-            return self.response(200, count=len(found),
-                                 result=[connections.connection_dict(c) for c in found])
+            return self.response(200, count=len(found), result=connections.shown(_redis(), found))
 
         return call_service("read", "connection", None, run)
 
@@ -72,8 +78,8 @@ class ConnectionApi(BaseApi):
             404: {description: not found}
         """
         return call_service("read", "connection", pk, lambda actor: self.response(
-            200, id=pk, result=connections.connection_dict(
-                connections.get_connection(db.session, actor, pk))))
+            200, id=pk, result=connections.shown(
+                _redis(), [connections.get_connection(db.session, actor, pk)])[0]))
 
     @expose("/", methods=["POST"])
     @protect()
@@ -91,7 +97,7 @@ class ConnectionApi(BaseApi):
         def run(actor: Actor) -> Response:
             data = parse(connections.ConnectionIn, json_body())
             made = connections.create_connection(db.session, actor, _settings(), data)
-            return self.response(201, id=made.id, result=connections.connection_dict(made))
+            return self.response(201, id=made.id, result=connections.shown(_redis(), [made])[0])
 
         return call_service("create", "connection", None, run)
 
@@ -113,7 +119,7 @@ class ConnectionApi(BaseApi):
         def run(actor: Actor) -> Response:
             data = parse(connections.ConnectionUpdate, json_body())
             found = connections.update_connection(db.session, actor, _settings(), pk, data)
-            return self.response(200, id=pk, result=connections.connection_dict(found))
+            return self.response(200, id=pk, result=connections.shown(_redis(), [found])[0])
 
         return call_service("update", "connection", pk, run)
 

@@ -19,6 +19,8 @@ from capability.secrets import vault
 
 @dataclass(frozen=True)
 class Resolved:
+    id: str
+    name: str
     type: str
     fields: dict[str, Any]  # config and secret fields together, ``type`` too
     secrets: list[str]  # the secret values: masked in whatever the attempt leaves behind
@@ -31,19 +33,22 @@ def secret_fields(ciphertext: str | None, settings: EngineSettings) -> dict[str,
     return value if isinstance(value, dict) else {}
 
 
-def fields_of(kind: str, config: dict[str, Any], secret: dict[str, Any]) -> Resolved:
+def fields_of(connection_id: str, name: str, kind: str, config: dict[str, Any],
+              secret: dict[str, Any]) -> Resolved:
     values = [v for v in secret.values() if isinstance(v, str) and v]
-    return Resolved(kind, {**config, **secret, "type": kind}, values)
+    return Resolved(connection_id, name, kind, {**config, **secret, "type": kind}, values)
 
 
 def for_run(run_id: str, name: str, settings: EngineSettings) -> Resolved | None:
     """The connection ``name`` of the run's team, decrypted; None when it has none. Read
     on a connection of its own: the attempt's session is the engine's."""
-    query = (select(Connection.type, Connection.config, Connection.ciphertext)
+    query = (select(Connection.id, Connection.name, Connection.type, Connection.config,
+                    Connection.ciphertext)
              .join(Run, Run.team_id == Connection.team_id)
              .where(Run.id == run_id, Connection.name == name))
     with db.engine.connect() as conn:
         row = conn.execute(query).first()
     if row is None:
         return None
-    return fields_of(row.type, dict(row.config or {}), secret_fields(row.ciphertext, settings))
+    return fields_of(row.id, row.name, row.type, dict(row.config or {}),
+                     secret_fields(row.ciphertext, settings))

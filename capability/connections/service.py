@@ -30,7 +30,7 @@ from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability.connections import resolve
 from capability.connections.models import Connection
-from capability.connectors import registry
+from capability.connectors import breaker, registry
 from capability.connectors.sdk import ConnectionType, ConnectorError
 from capability.egress import EgressRefused
 from capability.engine.settings import EngineSettings
@@ -200,7 +200,8 @@ def test_connection(session: DbSession, actor: Actor, settings: EngineSettings,
     connection = get_connection(session, actor, connection_id)
     _require(actor, connection.team_id, "test connections")
     kind = kind_of(connection.type)
-    found = resolve.fields_of(connection.type, dict(connection.config),
+    found = resolve.fields_of(connection.id, connection.name, connection.type,
+                              dict(connection.config),
                               resolve.secret_fields(connection.ciphertext, settings))
     session.rollback()  # no transaction held while the outside system answers
     context = registry.context_for(None, settings, None, found.fields, found.secrets,
@@ -221,9 +222,15 @@ def test_connection(session: DbSession, actor: Actor, settings: EngineSettings,
             else message, "took_ms": took}
 
 
-def connection_dict(connection: Connection) -> dict[str, Any]:
+def shown(redis: Any, found: list[Connection]) -> list[dict[str, Any]]:
+    """Connections as the API shows them, each with its breaker (read from Redis)."""
+    return [connection_dict(c, breaker.state(redis, c.id)) for c in found]
+
+
+def connection_dict(connection: Connection,
+                    breaker_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """A connection as the API shows it to anyone who may see it: the secret fields by
-    name, each ``"***"``."""
+    name, each ``"***"``; ``breaker``: ``{state, failures, open_until}``."""
     return {
         "id": connection.id, "team": connection.team.name, "name": connection.name,
         "type": connection.type, "description": connection.description,
@@ -231,6 +238,7 @@ def connection_dict(connection: Connection) -> dict[str, Any]:
         "secret": dict.fromkeys(connection.secret_fields or [], MASK),
         "created_by": connection.created_by, "updated_by": connection.updated_by,
         "created_at": iso(connection.created_at), "updated_at": iso(connection.updated_at),
+        **({"breaker": breaker_state} if breaker_state is not None else {}),
     }
 
 

@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
+from flask import current_app
 from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
 from app.runtime import interrupt
+from app.runtime.redis_conn import get_redis
 from capability import dsl
+from capability.connectors import breaker
 from capability.connectors.sdk import ConnectionType, Connector, ConnectorError, Context
 from capability.dsl.fields import RENDERED
 from capability.dsl.types import TYPE_NAME_PATTERN
@@ -208,6 +211,7 @@ def _executor(connector: Connector) -> Executor:
             return Outcome.failure(f"with: {exc}", retriable=False)
         masks: list[str] = []
         connection = None
+        breaker_of: str | None = None  # the connection whose breaker this attempt moves
         if connector.connection_types:
             name = str(getattr(with_, "connection", ""))
             found = _resolver(ctx.run_id, name, settings) if _resolver else None
@@ -217,8 +221,15 @@ def _executor(connector: Connector) -> Executor:
                 return Outcome.failure(
                     f"connection {name!r} is a {found.type} connection; {connector.type} "
                     f"takes {' or '.join(connector.connection_types)}", retriable=False)
-            connection, masks = found.fields, found.secrets
+            connection, masks, breaker_of = found.fields, found.secrets, found.id
+            redis = get_redis(current_app)
+            allowed, why = breaker.admit(redis, found.id, settings.breaker_cooldown)
+            if not allowed:
+                return Outcome.failure(f"circuit open for connection {name!r} {why}")
         outcome = _call(connector, context_for(ctx, settings, with_, connection, masks))
+        if breaker_of is not None:
+            breaker.record(redis, breaker_of, not outcome.ok and outcome.retriable,
+                           settings.breaker_failures, settings.breaker_cooldown)
         if masks:
             outcome.output = dsl.mask_secrets(outcome.output, masks)
             outcome.error = dsl.mask_text(outcome.error, masks) if outcome.error else None

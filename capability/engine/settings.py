@@ -32,6 +32,9 @@ class EngineSettings:
     team_max_active_runs: int = 0
     team_run_rate: int = 0
     files_dir: str = ""  # CONNECTION_FILES_DIR: where local-file connections may point
+    # CONNECTION_BREAKER_FAILURES in a row open a connection's breaker for _COOLDOWN s
+    breaker_failures: int = 5
+    breaker_cooldown: float = 60.0
 
     @property
     def expression_budget(self) -> Budget:
@@ -53,4 +56,6 @@ class EngineSettings:
             team_max_active_runs=int(config.get("TEAM_MAX_ACTIVE_RUNS") or 0),
             team_run_rate=int(config.get("TEAM_RUN_RATE") or 0),
             files_dir=str(config.get("CONNECTION_FILES_DIR") or ""),
+            breaker_failures=int(config.get("CONNECTION_BREAKER_FAILURES", 5)),
+            breaker_cooldown=float(config.get("CONNECTION_BREAKER_COOLDOWN", 60)),
         )

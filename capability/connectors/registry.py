@@ -56,10 +56,11 @@ class ConnectorRefused(Exception):
 
 def builtins() -> list[type[Any]]:
     from capability.connectors.data import JsonPathConnector, ValidateConnector
+    from capability.connectors.kv import RedisConnector, RedisType
     from capability.connectors.sql import MysqlType, PostgresType, SqlConnector, SqliteType
 
     return [ValidateConnector, JsonPathConnector, PostgresType, MysqlType, SqliteType,
-            SqlConnector]
+            SqlConnector, RedisType, RedisConnector]
 
 
 def discovered() -> list[type[Any]]:

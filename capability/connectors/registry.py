@@ -58,9 +58,18 @@ def builtins() -> list[type[Any]]:
     from capability.connectors.data import JsonPathConnector, ValidateConnector
     from capability.connectors.kv import RedisConnector, RedisType
     from capability.connectors.sql import MysqlType, PostgresType, SqlConnector, SqliteType
+    from capability.connectors.web import (
+        HttpType,
+        SlackConnector,
+        SlackType,
+        TeamsConnector,
+        TeamsType,
+        WebhookConnector,
+    )
 
     return [ValidateConnector, JsonPathConnector, PostgresType, MysqlType, SqliteType,
-            SqlConnector, RedisType, RedisConnector]
+            SqlConnector, RedisType, RedisConnector, HttpType, SlackType, TeamsType,
+            WebhookConnector, SlackConnector, TeamsConnector]
 
 
 def discovered() -> list[type[Any]]:
@@ -213,8 +222,9 @@ def _executor(connector: Connector) -> Executor:
         masks: list[str] = []
         connection = None
         breaker_of: str | None = None  # the connection whose breaker this attempt moves
-        if connector.connection_types:
-            name = str(getattr(with_, "connection", ""))
+        named = getattr(with_, "connection", None)  # None: a connector it is optional for
+        if connector.connection_types and named is not None:
+            name = str(named)
             found = _resolver(ctx.run_id, name, settings) if _resolver else None
             if found is None:
                 return Outcome.failure(f"unknown connection {name!r}", retriable=False)
@@ -249,8 +259,17 @@ def context_for(ctx: AttemptContext | None, settings: EngineSettings, with_: Any
     def endpoint(host: str, port: int) -> str:
         return str(settings.egress.addresses(host, int(port))[0])
 
+    deadline = time.monotonic() + limit
+
+    def http(method: str, url: str, **fields: Any) -> Any:
+        from capability.egress import http as egress_http
+
+        timeout = max(0.1, min(deadline - time.monotonic(), settings.http_timeout))
+        return egress_http.request(settings.egress, method.upper(), url, timeout=timeout,
+                                   **fields)
+
     return Context(with_=with_, attempt_id=ctx.attempt_id if ctx else "test",
-                   deadline=time.monotonic() + limit, connection=connection,
+                   deadline=deadline, connection=connection, http=http,
                    log=_logger(ctx, masks) if ctx else (lambda level, message: None),
                    cancelled=interrupt.stop_pending, endpoint=endpoint,
                    files_dir=settings.files_dir)

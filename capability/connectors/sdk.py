@@ -59,7 +59,8 @@ class Context:
     ``deadline``: ``time.monotonic()`` value by which the work must end; ``cancelled()``:
     whether the attempt was cancelled (long loops check it between steps);
     ``endpoint(host, port)``: the address to connect to, checked by the egress policy;
-    ``files_dir``: where local files (a SQLite database) may be.
+    ``files_dir``: where local files (a SQLite database) may be; ``http(method, url,
+    headers=, json=, data=, params=, auth=)``: an HTTP call under the egress policy.
 
     A connection type's ``test`` gets one too, with ``connection`` set and no ``with_``."""
 
@@ -74,6 +75,9 @@ class Context:
     endpoint: Callable[[str, int], str] = field(default=lambda host, port: host)
     # The directory local files may be read and written in (CONNECTION_FILES_DIR).
     files_dir: str = ""
+    # ``http(method, url, **requests_fields) -> requests.Response``: an HTTP call under
+    # the egress policy (every hop checked, no proxy), timed out at the deadline.
+    http: Callable[..., Any] = field(default=lambda *a, **k: None)
 
     def remaining(self) -> float:
         """Seconds left before ``deadline`` (never below 0.1: a timeout of 0 means none

@@ -1,0 +1,325 @@
+"""Connectors that post over HTTP (CONNECTORS.md): ``webhook`` (with Standard Webhooks or
+HMAC-SHA256 signing), ``slack`` and ``teams``; and the ``http``, ``slack`` and ``teams``
+connection types. Every call goes through ``context.http``: the egress policy checks
+each hop, the deadline bounds it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from capability.connectors.sdk import (
+    ConnectionType,
+    Connector,
+    ConnectorError,
+    Context,
+    Templated,
+    With,
+)
+
+RETRIABLE_STATUS = {429} | set(range(500, 600))
+
+
+def _http_url(value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError("an http:// or https:// URL")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpConfig(_Model):
+    base_url: str = Field(min_length=1, max_length=2048)
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["none", "basic", "bearer", "api_key"] = "none"
+    username: str | None = Field(default=None, max_length=256, description="basic")
+    api_key_header: str = Field(default="X-API-Key", max_length=128, description="api_key")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class HttpSecret(_Model):
+    password: str = Field(default="", max_length=4096, description="basic")
+    token: str = Field(default="", max_length=8192, description="bearer")
+    api_key: str = Field(default="", max_length=4096, description="api_key")
+
+
+class SlackConfig(_Model):
+    channel: str | None = Field(default=None, max_length=128, description=(
+        "a channel id or #name, for a bot token"))
+    api_url: str = Field(default="https://slack.com/api", max_length=2048)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class SlackSecret(_Model):
+    webhook_url: str = Field(default="", max_length=2048, description="an incoming webhook")
+    token: str = Field(default="", max_length=4096, description="a bot token (xoxb-...)")
+
+    @model_validator(mode="after")
+    def _one(self) -> SlackSecret:
+        if bool(self.webhook_url) == bool(self.token):
+            raise ValueError("give webhook_url or token (one of them)")
+        if self.webhook_url:
+            _http_url(self.webhook_url)
+        return self
+
+
+class TeamsConfig(_Model):
+    pass
+
+
+class TeamsSecret(_Model):
+    webhook_url: str = Field(min_length=1, max_length=2048)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+def _retriable(exc: Exception) -> bool:
+    import requests
+
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+
+
+def _check(response: Any, what: str) -> None:
+    if response.status_code >= 400:
+        raise ConnectorError(f"{what}: HTTP {response.status_code}: {response.text[:500]}",
+                             retriable=response.status_code in RETRIABLE_STATUS)
+
+
+def _auth_headers(connection: dict[str, Any]) -> tuple[dict[str, str], Any]:
+    headers = dict(connection.get("headers") or {})
+    auth = connection.get("auth") or "none"
+    basic = None
+    if auth == "basic":
+        basic = (str(connection.get("username") or ""), str(connection.get("password") or ""))
+    elif auth == "bearer":
+        headers["Authorization"] = f"Bearer {connection.get('token', '')}"
+    elif auth == "api_key":
+        headers[str(connection.get("api_key_header") or "X-API-Key")] = str(
+            connection.get("api_key") or "")
+    return headers, basic
+
+
+class HttpType(ConnectionType):
+    type = "http"
+    Config = HttpConfig
+    Secret = HttpSecret
+    description = "An HTTP API: its base URL, default headers and authentication."
+
+    def test(self, context: Context) -> str:
+        assert context.connection is not None
+        headers, basic = _auth_headers(context.connection)
+        response = context.http("GET", str(context.connection["base_url"]), headers=headers,
+                                auth=basic)
+        _check(response, "GET base_url")
+        return f"HTTP {response.status_code} from {context.connection['base_url']}"
+
+
+class SlackType(ConnectionType):
+    type = "slack"
+    Config = SlackConfig
+    Secret = SlackSecret
+    description = "Slack: an incoming-webhook URL, or a bot token and a channel."
+
+    def test(self, context: Context) -> str:
+        assert context.connection is not None
+        if context.connection.get("token"):
+            reply = _slack_api(context, "auth.test", {})
+            return f"connected as {reply.get('user')} to {reply.get('team')}"
+        return "an incoming webhook: it is called when a task posts (nothing to test)"
+
+
+class TeamsType(ConnectionType):
+    type = "teams"
+    Config = TeamsConfig
+    Secret = TeamsSecret
+    description = "Microsoft Teams: an incoming-webhook (workflow) URL."
+
+    def test(self, context: Context) -> str:
+        return "an incoming webhook: it is called when a task posts (nothing to test)"
+
+
+def _slack_api(context: Context, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    assert context.connection is not None
+    base = str(context.connection.get("api_url") or "https://slack.com/api").rstrip("/")
+    response = context.http("POST", f"{base}/{method}", json=body, headers={
+        "Authorization": f"Bearer {context.connection['token']}"})
+    _check(response, f"slack {method}")
+    reply = response.json()
+    if not reply.get("ok"):
+        error = reply.get("error") or "not ok"
+        raise ConnectorError(f"slack {method}: {error}", retriable=error == "ratelimited")
+    return dict(reply)
+
+
+# -- webhook --------------------------------------------------------------------------
+
+class Signing(_Model):
+    scheme: Literal["standard-webhooks", "hmac-sha256"]
+    secret: str = Field(min_length=1, max_length=4096, description=(
+        "usually {{ secrets.<name> }}; standard-webhooks: whsec_<base64>"))
+    header: str = Field(default="X-Signature", max_length=128, description="hmac-sha256")
+
+
+class WebhookWith(With):
+    """Posts JSON to a URL (or a connection's base URL), optionally signed (Standard
+    Webhooks, or an HMAC-SHA256 header). Output: {status, json?}."""
+
+    connection: str | None = Field(default=None, max_length=63)
+    url: str | None = Field(default=None, max_length=2048)
+    json_: Any = Field(default=None, alias="json")
+    headers: Templated[dict[str, str]] = Field(default_factory=dict)
+    signing: Signing | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> WebhookWith:
+        if not self.connection and not self.url:
+            raise ValueError("give url, or connection (an http connection)")
+        return self
+
+
+def sign(signing: Signing, body: bytes, message_id: str) -> dict[str, str]:
+    """The headers of a signed delivery (what ``triggers.signatures`` verifies)."""
+    if signing.scheme == "hmac-sha256":
+        return {signing.header: hmac.new(signing.secret.encode(), body,
+                                         hashlib.sha256).hexdigest()}
+    try:
+        key = base64.b64decode(signing.secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ConnectorError("with.signing.secret: a Standard Webhooks secret is "
+                             "whsec_ and base64") from None
+    ts = str(int(time.time()))
+    digest = hmac.new(key, f"{message_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {"webhook-id": message_id, "webhook-timestamp": ts,
+            "webhook-signature": "v1," + base64.b64encode(digest).decode()}
+
+
+class WebhookConnector(Connector):
+    type = "webhook"
+    With = WebhookWith
+    connection_types = ("http",)
+    example = {"url": "https://hooks.example.com/orders", "json": {"id": "{{ run.id }}"},
+               "signing": {"scheme": "standard-webhooks", "secret": "{{ secrets.hook }}"}}
+
+    def retriable(self, exc: Exception) -> bool:
+        return _retriable(exc)
+
+    def execute(self, context: Context) -> Any:
+        with_: WebhookWith = context.with_
+        headers: dict[str, str] = {"Content-Type": "application/json"}
+        basic = None
+        url = with_.url or ""
+        if context.connection is not None:
+            auth_headers, basic = _auth_headers(context.connection)
+            headers.update(auth_headers)
+            base = str(context.connection["base_url"])
+            url = base if not url else base.rstrip("/") + "/" + url.lstrip("/")
+        headers.update(with_.headers)
+        body = json.dumps(with_.json_, separators=(",", ":")).encode()
+        # The attempt's id: a receiver drops a repeat of the same attempt.
+        headers.setdefault("Idempotency-Key", context.attempt_id)
+        if with_.signing is not None:
+            headers.update(sign(with_.signing, body, f"msg_{context.attempt_id}"))
+        response = context.http("POST", url, data=body, headers=headers, auth=basic)
+        _check(response, f"POST {url}")
+        try:
+            reply = response.json()
+        except ValueError:
+            reply = None
+        return {"status": response.status_code, "json": reply}
+
+
+# -- slack, teams ---------------------------------------------------------------------
+
+class SlackWith(With):
+    """Posts a message to Slack through a slack connection (an incoming webhook, or a bot
+    token and channel). Output: {ok, ts?}."""
+
+    connection: str = Field(min_length=1, max_length=63)
+    text: str = Field(min_length=1, max_length=40_000)
+    blocks: Templated[list[dict[str, Any]] | None] = None
+    channel: str | None = Field(default=None, max_length=128, description=(
+        "overrides the connection's channel (bot token)"))
+
+
+class SlackConnector(Connector):
+    type = "slack"
+    With = SlackWith
+    connection_types = ("slack",)
+    example = {"connection": "alerts", "text": "Run {{ run.id }} finished"}
+
+    def retriable(self, exc: Exception) -> bool:
+        return _retriable(exc)
+
+    def execute(self, context: Context) -> Any:
+        with_: SlackWith = context.with_
+        assert context.connection is not None
+        body: dict[str, Any] = {"text": with_.text}
+        if with_.blocks is not None:
+            body["blocks"] = with_.blocks
+        if context.connection.get("token"):
+            channel = with_.channel or context.connection.get("channel")
+            if not channel:
+                raise ConnectorError("with.channel: a bot token needs a channel (on the "
+                                     "task or the connection)")
+            reply = _slack_api(context, "chat.postMessage", {**body, "channel": channel})
+            return {"ok": True, "ts": reply.get("ts")}
+        response = context.http("POST", str(context.connection["webhook_url"]), json=body)
+        _check(response, "slack webhook")
+        return {"ok": True}
+
+
+class TeamsWith(With):
+    """Posts a message to Microsoft Teams through a teams connection: text, or an
+    Adaptive Card. Output: {ok}."""
+
+    connection: str = Field(min_length=1, max_length=63)
+    text: str | None = Field(default=None, max_length=28_000)
+    card: Templated[dict[str, Any] | None] = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TeamsWith:
+        if (self.text is None) == (self.card is None):
+            raise ValueError("give text or card (one of them)")
+        return self
+
+
+class TeamsConnector(Connector):
+    type = "teams"
+    With = TeamsWith
+    connection_types = ("teams",)
+    example = {"connection": "ops-channel", "text": "Nightly load done: {{ run.id }}"}
+
+    def retriable(self, exc: Exception) -> bool:
+        return _retriable(exc)
+
+    def execute(self, context: Context) -> Any:
+        with_: TeamsWith = context.with_
+        assert context.connection is not None
+        if with_.card is not None:
+            body: dict[str, Any] = {"type": "message", "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": with_.card}]}
+        else:
+            body = {"text": with_.text}
+        response = context.http("POST", str(context.connection["webhook_url"]), json=body)
+        _check(response, "teams webhook")
+        return {"ok": True}

@@ -109,7 +109,8 @@ def _checked(kind: ConnectionType, config: dict[str, Any],
             out.append({})
             continue
         try:
-            out.append(model.model_validate(data).model_dump(mode="json", exclude_none=True))
+            out.append(model.model_validate(data).model_dump(mode="json", exclude_none=True,
+                                                             by_alias=True))
         except ValidationError as exc:
             for err in exc.errors(include_input=False):
                 message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]

@@ -57,6 +57,7 @@ class ConnectorRefused(Exception):
 def builtins() -> list[type[Any]]:
     from capability.connectors.data import JsonPathConnector, ValidateConnector
     from capability.connectors.kv import RedisConnector, RedisType
+    from capability.connectors.mail import EmailConnector, SmtpType
     from capability.connectors.sql import MysqlType, PostgresType, SqlConnector, SqliteType
     from capability.connectors.web import (
         HttpType,
@@ -69,7 +70,7 @@ def builtins() -> list[type[Any]]:
 
     return [ValidateConnector, JsonPathConnector, PostgresType, MysqlType, SqliteType,
             SqlConnector, RedisType, RedisConnector, HttpType, SlackType, TeamsType,
-            WebhookConnector, SlackConnector, TeamsConnector]
+            WebhookConnector, SlackConnector, TeamsConnector, SmtpType, EmailConnector]
 
 
 def discovered() -> list[type[Any]]:

@@ -58,6 +58,14 @@ def builtins() -> list[type[Any]]:
     from capability.connectors.data import JsonPathConnector, ValidateConnector
     from capability.connectors.kv import RedisConnector, RedisType
     from capability.connectors.mail import EmailConnector, SmtpType
+    from capability.connectors.messaging import (
+        AmqpConnector,
+        AmqpType,
+        MqttConnector,
+        MqttType,
+        NatsConnector,
+        NatsType,
+    )
     from capability.connectors.sql import MysqlType, PostgresType, SqlConnector, SqliteType
     from capability.connectors.web import (
         HttpType,
@@ -70,7 +78,8 @@ def builtins() -> list[type[Any]]:
 
     return [ValidateConnector, JsonPathConnector, PostgresType, MysqlType, SqliteType,
             SqlConnector, RedisType, RedisConnector, HttpType, SlackType, TeamsType,
-            WebhookConnector, SlackConnector, TeamsConnector, SmtpType, EmailConnector]
+            WebhookConnector, SlackConnector, TeamsConnector, SmtpType, EmailConnector,
+            AmqpType, AmqpConnector, MqttType, MqttConnector, NatsType, NatsConnector]
 
 
 def discovered() -> list[type[Any]]:

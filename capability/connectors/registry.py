@@ -67,6 +67,7 @@ def builtins() -> list[type[Any]]:
         NatsType,
     )
     from capability.connectors.sql import MysqlType, PostgresType, SqlConnector, SqliteType
+    from capability.connectors.storage import S3Connector, S3Type
     from capability.connectors.web import (
         HttpType,
         SlackConnector,
@@ -79,7 +80,8 @@ def builtins() -> list[type[Any]]:
     return [ValidateConnector, JsonPathConnector, PostgresType, MysqlType, SqliteType,
             SqlConnector, RedisType, RedisConnector, HttpType, SlackType, TeamsType,
             WebhookConnector, SlackConnector, TeamsConnector, SmtpType, EmailConnector,
-            AmqpType, AmqpConnector, MqttType, MqttConnector, NatsType, NatsConnector]
+            AmqpType, AmqpConnector, MqttType, MqttConnector, NatsType, NatsConnector,
+            S3Type, S3Connector]
 
 
 def discovered() -> list[type[Any]]:

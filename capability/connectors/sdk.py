@@ -17,6 +17,7 @@ import builtins
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -78,6 +79,17 @@ class Context:
     # ``http(method, url, **requests_fields) -> requests.Response``: an HTTP call under
     # the egress policy (every hop checked, no proxy), timed out at the deadline.
     http: Callable[..., Any] = field(default=lambda *a, **k: None)
+
+    def file(self, path: str) -> Path:
+        """The file ``path`` names under ``files_dir`` (relative paths are taken from
+        it); ``ConnectorError`` for a path outside it, or when it is not set."""
+        if not self.files_dir:
+            raise ConnectorError("local files are off: CONNECTION_FILES_DIR is not set")
+        base = Path(self.files_dir).resolve()
+        target = (base / path).resolve()
+        if target != base and base not in target.parents:
+            raise ConnectorError(f"path {path!r} is outside CONNECTION_FILES_DIR ({base})")
+        return target
 
     def remaining(self) -> float:
         """Seconds left before ``deadline`` (never below 0.1: a timeout of 0 means none

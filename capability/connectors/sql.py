@@ -11,7 +11,6 @@ connections go to the address the egress policy checked.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,23 +52,11 @@ class SqliteConfig(_Config):
         "a file under CONNECTION_FILES_DIR (relative paths are taken from there)"))
 
 
-def sqlite_file(path: str, files_dir: str) -> Path:
-    """The file of a SQLite connection: inside ``files_dir`` or refused (a connection
-    must not open the app's own database, or any other file of the machine)."""
-    if not files_dir:
-        raise ConnectorError("sqlite connections are off: CONNECTION_FILES_DIR is not set")
-    base = Path(files_dir).resolve()
-    target = (base / path).resolve()
-    if target != base and base not in target.parents:
-        raise ConnectorError(f"path {path!r} is outside CONNECTION_FILES_DIR ({base})")
-    return target
-
-
 def _url(kind: str, connection: dict[str, Any], context: Context) -> Any:
     from sqlalchemy.engine import URL
 
     if kind == "sqlite":
-        target = sqlite_file(str(connection["path"]), context.files_dir)
+        target = context.file(str(connection["path"]))
         if not target.exists():
             raise ConnectorError(f"no SQLite database at {connection['path']!r}")
         return URL.create("sqlite", database=str(target))

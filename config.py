@@ -96,6 +96,9 @@ CONNECTION_FILES_DIR = os.environ.get("CONNECTION_FILES_DIR") or str(INSTANCE_DI
 # make its tasks fail fast for this many seconds, then one attempt probes it.
 CONNECTION_BREAKER_FAILURES = _int("CONNECTION_BREAKER_FAILURES", 5)
 CONNECTION_BREAKER_COOLDOWN = _int("CONNECTION_BREAKER_COOLDOWN", 60)
+# The `llm` connector's prices, to turn token usage into cost: JSON, per model, per
+# 1,000 tokens, e.g. {"gpt-4o-mini": {"prompt": 0.00015, "completion": 0.0006}}.
+LLM_PRICES = os.environ.get("LLM_PRICES") or "{}"
 # Schedules (TRIGGERS.md): after downtime, at most this many missed ticks of one
 # schedule are caught up per scheduler pass.
 SCHEDULE_CATCHUP_MAX = _int("SCHEDULE_CATCHUP_MAX", 100)

@@ -57,6 +57,7 @@ class ConnectorRefused(Exception):
 def builtins() -> list[type[Any]]:
     from capability.connectors.data import JsonPathConnector, ValidateConnector
     from capability.connectors.kv import RedisConnector, RedisType
+    from capability.connectors.llm import LlmConnector, OpenAiType
     from capability.connectors.mail import EmailConnector, SmtpType
     from capability.connectors.messaging import (
         AmqpConnector,
@@ -81,7 +82,7 @@ def builtins() -> list[type[Any]]:
             SqlConnector, RedisType, RedisConnector, HttpType, SlackType, TeamsType,
             WebhookConnector, SlackConnector, TeamsConnector, SmtpType, EmailConnector,
             AmqpType, AmqpConnector, MqttType, MqttConnector, NatsType, NatsConnector,
-            S3Type, S3Connector]
+            S3Type, S3Connector, OpenAiType, LlmConnector]
 
 
 def discovered() -> list[type[Any]]:
@@ -284,7 +285,8 @@ def context_for(ctx: AttemptContext | None, settings: EngineSettings, with_: Any
                    deadline=deadline, connection=connection, http=http,
                    log=_logger(ctx, masks) if ctx else (lambda level, message: None),
                    cancelled=interrupt.stop_pending, endpoint=endpoint,
-                   files_dir=settings.files_dir)
+                   files_dir=settings.files_dir,
+                   settings={"llm_prices": settings.llm_prices})
 
 
 def _call(connector: Connector, context: Context) -> Outcome:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,6 +79,8 @@ class Context:
     # ``http(method, url, **requests_fields) -> requests.Response``: an HTTP call under
     # the egress policy (every hop checked, no proxy), timed out at the deadline.
     http: Callable[..., Any] = field(default=lambda *a, **k: None)
+    # Deployment settings a connector may read: "llm_prices" (LLM_PRICES).
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def file(self, path: str) -> Path:
         """The file ``path`` names under ``files_dir`` (relative paths are taken from

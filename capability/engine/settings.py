@@ -7,6 +7,7 @@ a request and a test drive the same code with the settings they were given.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ class EngineSettings:
     # CONNECTION_BREAKER_FAILURES in a row open a connection's breaker for _COOLDOWN s
     breaker_failures: int = 5
     breaker_cooldown: float = 60.0
+    # LLM_PRICES: per model, per 1,000 tokens ({"prompt": 0.1, "completion": 0.3})
+    llm_prices: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def expression_budget(self) -> Budget:
@@ -58,4 +61,17 @@ class EngineSettings:
             files_dir=str(config.get("CONNECTION_FILES_DIR") or ""),
             breaker_failures=int(config.get("CONNECTION_BREAKER_FAILURES", 5)),
             breaker_cooldown=float(config.get("CONNECTION_BREAKER_COOLDOWN", 60)),
+            llm_prices=_prices(config.get("LLM_PRICES")),
         )
+
+
+def _prices(raw: Any) -> Mapping[str, Any]:
+    """``LLM_PRICES`` as a mapping (JSON text from the environment, or a dict)."""
+    if isinstance(raw, Mapping):
+        return raw
+    if not raw:
+        return {}
+    value = json.loads(str(raw))
+    if not isinstance(value, dict):
+        raise ValueError("LLM_PRICES must be a JSON object: {model: {prompt, completion}}")
+    return value

@@ -262,8 +262,10 @@ def _assert_operator_log(text: str, up: Up) -> None:
         r"INFO app\.runtime\.up: stopped",
     ):
         assert re.search(expected, text), (expected, text)
-    # 40 pages, files and polls and a run: a couple of dozen lines, not hundreds.
-    assert len(text.splitlines()) < 30, text
+    # 40 pages, files and polls and a run: a dozen or so lines, not hundreds (besides one
+    # line per migration on a fresh database, which grows with the schema).
+    lines = [line for line in text.splitlines() if "alembic.runtime.migration" not in line]
+    assert len(lines) < 20, text
 
 
 def test_up_logs_what_an_operator_needs_without_warnings_or_request_lines(tmp_path):

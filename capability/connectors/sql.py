@@ -3,14 +3,17 @@ only, a row limit, a statement timeout, and failures classed (refused connection
 timeouts, deadlocks and serialisation failures are retried; bad SQL and bad
 credentials are not).
 
-Each attempt opens its own connection (a worker runs tasks of many teams; pooling
-across them would share sessions) through SQLAlchemy Core, whose ``text()`` binds
-``:name`` parameters for every driver: a value is always data, never SQL. Network
-connections go to the address the egress policy checked.
+Each connection (a team's) has a pool per worker process, reused by its tasks; pools
+are never shared between connections. SQLAlchemy Core's ``text()`` binds ``:name``
+parameters for every driver: a value is always data, never SQL. Network connections go
+to the address the egress policy checked (checked again at every attempt).
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,22 +73,93 @@ def _url(kind: str, connection: dict[str, Any], context: Context) -> Any:
                       query=dict(connection.get("options") or {}))
 
 
+# Engines (each with its connection pool) by connection settings, kept per worker
+# process: a task reuses the connections of the tasks before it on the same connection
+# (no new TCP connection, no new login, per task). A pool holds connections of one
+# team's connection only; a change of its settings (or of the address its name resolves
+# to) makes a new engine, and the oldest beyond POOLS are closed.
+_ENGINES: OrderedDict[str, Any] = OrderedDict()
+_ENGINES_LOCK = threading.Lock()
+POOLS = 32
+MYSQL_READ_TIMEOUT = 3600  # the longest a statement may run there (per statement: below)
+
+
 def _engine(kind: str, connection: dict[str, Any], context: Context) -> Any:
     from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
 
-    timeout = max(1, int(context.remaining()))
+    url = _url(kind, connection, context)
+    key = hashlib.sha256(url.render_as_string(hide_password=False).encode()).hexdigest()
+    with _ENGINES_LOCK:
+        found = _ENGINES.get(key)
+        if found is not None:
+            _ENGINES.move_to_end(key)
+            return found
     args: dict[str, Any] = {}
     if kind == "postgres":
-        args = {"connect_timeout": min(timeout, 30),
-                "options": f"-c statement_timeout={timeout * 1000}"}
+        args = {"connect_timeout": 10}
     elif kind == "mysql":
-        args = {"connect_timeout": min(timeout, 30), "read_timeout": timeout,
-                "write_timeout": timeout}
+        args = {"connect_timeout": 10, "read_timeout": MYSQL_READ_TIMEOUT,
+                "write_timeout": MYSQL_READ_TIMEOUT}
     else:
-        args = {"timeout": min(timeout, 30)}
-    return create_engine(_url(kind, connection, context), poolclass=NullPool,
-                         connect_args=args)
+        args = {"timeout": 10}
+    made = create_engine(url, pool_size=2, max_overflow=4, pool_pre_ping=True,
+                         pool_recycle=300, connect_args=args)
+    with _ENGINES_LOCK:
+        _ENGINES[key] = made
+        while len(_ENGINES) > POOLS:
+            _ENGINES.popitem(last=False)[1].dispose()
+    return made
+
+
+def _statement_deadline(conn: Any, kind: str, context: Context) -> None:
+    """The statement's timeout, from what is left of the attempt: per transaction on
+    PostgreSQL, per session on MariaDB (``max_statement_time``, seconds), a progress
+    handler on SQLite (which also stops on cancel)."""
+    from sqlalchemy import text
+
+    left = max(1, int(context.remaining()))
+    if kind == "postgres":
+        conn.execute(text(f"SET LOCAL statement_timeout = {left * 1000}"))
+    elif kind == "mysql":
+        try:
+            conn.execute(text(f"SET SESSION max_statement_time = {left}"))
+        except Exception:  # MySQL has no such variable; the read timeout still holds
+            conn.rollback()
+    else:
+        raw = conn.connection.driver_connection
+        raw.set_progress_handler(
+            lambda: 1 if _now() > context.deadline or context.cancelled() else 0, 10_000)
+
+
+def _interruptible(conn: Any, kind: str, work: Any) -> Any:
+    """Run ``work()`` (a statement) so that a cancel or a timeout of the attempt (raised
+    in this, the main, thread) reaches the server: the statement runs in a helper
+    thread while this one waits, and on anything raised here PostgreSQL is asked to
+    cancel it (``pg_cancel_backend`` from the client's side)."""
+    if kind != "postgres":
+        return work()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="apg-sql", daemon=True).start()
+    try:
+        while not done.wait(0.05):
+            pass
+    except BaseException:
+        conn.connection.dbapi_connection.cancel()
+        done.wait(10)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 # What a driver says when it could not reach the server, or lost it: worth a retry.
@@ -208,9 +282,8 @@ class SqlConnector(Connector):
                                  "as :day in the query)")
         try:
             with _engine(kind, context.connection, context).connect() as conn:
-                if kind == "sqlite":
-                    _sqlite_deadline(conn, context)
-                result = conn.execute(statement, params)
+                _statement_deadline(conn, kind, context)
+                result = _interruptible(conn, kind, lambda: conn.execute(statement, params))
                 columns = list(result.keys()) if result.returns_rows else []
                 rows: list[dict[str, Any]] = []
                 if result.returns_rows and with_.fetch != "none":
@@ -237,14 +310,6 @@ def _now() -> float:
     import time
 
     return time.monotonic()
-
-
-def _sqlite_deadline(conn: Any, context: Context) -> None:
-    """SQLite has no statement timeout: a progress handler stops the statement at the
-    deadline (or when the attempt is cancelled)."""
-    raw = conn.connection.driver_connection
-    raw.set_progress_handler(
-        lambda: 1 if _now() > context.deadline or context.cancelled() else 0, 10_000)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -101,17 +101,27 @@ def _rotate_connections(session: Any, config: Any) -> int:
     return connections.rotate(session, EngineSettings.from_config(config))
 
 
-def register(reg: Registrar) -> None:
+def _install_connectors() -> None:
     from capability.connections import resolve as connection_store
     from capability.connectors import registry as connectors
+
+    connectors.install()
+    connectors.use_resolver(connection_store.for_run)
+
+
+def register(reg: Registrar) -> None:
+    from capability.dsl import extensions as dsl_extensions
     from capability.engine import reaper
     from capability.secrets.cli import ROTATE_ALSO, secrets_group
     from capability.transport.cli import reap_command
 
-    # Connectors become task types now, in every process (the web validates definitions
-    # with their models, workers run them); one that cannot load stops the start.
-    connectors.install()
-    connectors.use_resolver(connection_store.for_run)
+    # Connectors become task types in every process: in the web now (it validates
+    # definitions with their models; one that cannot load stops the start), in a worker
+    # when it first runs a task (a scheduler that never does stays small).
+    if reg.web:
+        _install_connectors()
+    else:
+        dsl_extensions.on_registry(_install_connectors)
     if _rotate_connections not in [f for _, f in ROTATE_ALSO]:
         ROTATE_ALSO.append(("connection(s)", _rotate_connections))
     reg.on_ready(_install_publisher)

@@ -92,7 +92,7 @@ class LlmWith(With):
     prompt: str | None = None
     system: str | None = None
     temperature: Templated[float | None] = Field(default=None, ge=0, le=2)
-    max_tokens: Templated[int | None] = Field(default=None, ge=1, le=1_000_000)
+    max_tokens: Templated[int | None] = Field(default=None, ge=1, le=200_000)
     response_schema: Templated[dict[str, Any] | None] = None
 
     @model_validator(mode="after")

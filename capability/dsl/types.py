@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from capability.dsl import extensions
 from capability.dsl.fields import RENDERED
 
 __all__ = ["TYPE_NAME_PATTERN", "TaskType", "TaskTypeRegistry", "UnknownTaskType", "registry"]
@@ -114,3 +115,5 @@ def _builtin_registry() -> TaskTypeRegistry:
 
 # The process-wide registry: built-in types now, connector types when their package loads.
 registry = _builtin_registry()
+# Types that join when the registry is first used (connectors: ``dsl.extensions``).
+extensions.run_pending()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from capability import callables
-from capability.dsl import TaskType, parse_duration, registry
+from capability.dsl import TaskType, extensions, parse_duration, registry
 from capability.egress import EgressRefused
 from capability.egress import http as egress_http
 from capability.engine import isolation
@@ -134,3 +134,7 @@ def register_task_type(task_type: TaskType, executor: Executor, *,
         raise ValueError(f"task type {task_type.name!r} is already registered")
     registry.register(task_type, replace=replace)  # checks the name and model, or raises
     EXECUTORS[task_type.name] = executor
+
+
+# Types that join when the executors are first used (connectors: ``dsl.extensions``).
+extensions.run_pending()

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from app.runtime.redis_conn import get_redis
 from capability.connectors import breaker
-from tests.integration.test_connections import SECRET
+from tests.support.connections import SECRET
 from tests.support.runs import run_to_end
 
 THRESHOLD = 3

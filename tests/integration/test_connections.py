@@ -4,7 +4,6 @@ teams, and the key rotation re-encrypting them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,28 +14,12 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from capability.connections.models import Connection
-from tests.support.app import LOOPBACK_PEERS, Factory, api_token, auth
+from tests.support.app import Factory, api_token, auth
+from tests.support.connections import SECRET, own_postgres, postgres_body
 
-SECRET = "pw-SECRET-4f7a9c"
+__all__ = ["own_postgres"]  # a fixture, used by name
+
 BASE = "/api/v1/connections/"
-
-
-@pytest.fixture()
-def own_postgres(app: Flask) -> Iterator[None]:
-    """The tests' PostgreSQL is on loopback, maybe the app's own endpoint, which the
-    egress policy denies unless allowed by port."""
-    before = app.config["EGRESS_ALLOW"]
-    app.config["EGRESS_ALLOW"] = f"{LOOPBACK_PEERS} 127.0.0.1:5432"
-    yield
-    app.config["EGRESS_ALLOW"] = before
-
-
-def postgres_body(op: dict[str, Any], name: str = "warehouse",
-                  database: str = "postgres") -> dict[str, Any]:
-    return {"team": op["team"]["name"], "name": name, "type": "postgres",
-            "config": {"host": "127.0.0.1", "port": 5432, "database": database,
-                       "username": "postgres"},
-            "secret": {"password": SECRET}, "description": "the warehouse"}
 
 
 def _create(client: FlaskClient, op: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.integration.test_connections import postgres_body
 from tests.support.app import LOOPBACK_PEERS
+from tests.support.connections import postgres_body
 from tests.support.runs import make, start
 
 MARK = "apg_cancel_probe"

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.integration.test_connections import SECRET, own_postgres, postgres_body
 from tests.support.app import Factory, api_token, auth
+from tests.support.connections import SECRET, own_postgres, postgres_body
 from tests.support.runs import run_to_end
 
 __all__ = ["own_postgres"]  # a fixture, used by name

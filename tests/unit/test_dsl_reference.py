@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from capability import dsl
+from capability.connectors import registry as connectors
 from capability.dsl.durations import DURATION_PATTERN
 from capability.dsl.fields import TEMPLATE_JSON_SCHEMA
 from capability.engine.decide import Verdict, trigger_verdict
@@ -39,6 +40,9 @@ from capability.engine.decide import Verdict, trigger_verdict
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "dsl_reference.md"
 TEXT = REFERENCE.read_text(encoding="utf-8")
 LINES = TEXT.splitlines()
+# Every task type the application registers is documented, the connectors' too: they
+# join at the application's start, so this module registers them before reading.
+connectors.install()
 SCHEMA = dsl.definition_json_schema()
 TEMPLATE_PATTERN = TEMPLATE_JSON_SCHEMA["pattern"]
 NOT_SET = "—"
@@ -135,13 +139,15 @@ def _example_id(block: Block) -> str:
 
 
 def _deref(node: dict[str, Any]) -> dict[str, Any]:
-    """Follow ``$ref``, and from an ``anyOf`` the branch that is an object."""
+    """Follow ``$ref``, and from an ``anyOf`` the branch that is an object (or a list of
+    objects: ``attachments[]``)."""
     while True:
         if "$ref" in node:
             node = SCHEMA["$defs"][node["$ref"].rsplit("/", 1)[-1]]
         elif "anyOf" in node and "properties" not in node:
             objects = [branch for branch in node["anyOf"]
-                       if "$ref" in branch or "properties" in branch or "anyOf" in branch]
+                       if "$ref" in branch or "properties" in branch or "anyOf" in branch
+                       or (branch.get("type") == "array" and "$ref" in branch.get("items", {}))]
             assert objects, f"no object in {node}"
             node = objects[0]
         else:

@@ -56,8 +56,8 @@ def test_unknown_types_list_the_known_ones():
     known = ", ".join(dsl.registry.names())
     assert errors_of(tasks({"id": "a", "type": "htp"})) == [
         ("tasks[0].type", f"unknown task type 'htp' (did you mean 'http'?); known types: {known}")]
-    assert errors_of(tasks(noop("a", compensate={"type": "rollback"}))) == [
-        ("tasks[0].compensate.type", f"unknown task type 'rollback'; known types: {known}")]
+    assert errors_of(tasks(noop("a", compensate={"type": "undo_it_all"}))) == [
+        ("tasks[0].compensate.type", f"unknown task type 'undo_it_all'; known types: {known}")]
 
 
 def test_with_is_checked_against_its_type():

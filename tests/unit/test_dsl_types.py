@@ -16,8 +16,11 @@ def with_errors(type_name: str, data: dict, *, rendered: bool = False) -> list[t
 
 
 def test_the_built_in_types_are_registered():
-    assert dsl.registry.names() == [
-        "approval", "delay", "fail", "http", "noop", "python", "transform", "workflow"]
+    from capability.connectors import registry as connectors
+
+    builtins = {"approval", "delay", "fail", "http", "noop", "python", "transform", "workflow"}
+    connectors.install()  # what every application process registers at its start
+    assert set(dsl.registry.names()) == builtins | set(connectors.installed())
     assert all(task_type.description for task_type in dsl.registry)
 
 
@@ -145,30 +148,31 @@ class SqlWith(BaseModel):
 
 def test_more_types_register_and_validate_like_the_built_ins():
     registry = dsl.registry.copy()
-    registry.register(dsl.TaskType("sql", SqlWith, "runs a query"))
-    assert "sql" in registry and "sql" not in dsl.registry
+    registry.register(dsl.TaskType("query_x", SqlWith, "runs a query"))
+    assert "query_x" in registry and "query_x" not in dsl.registry
     data = {"name": "wf", "tasks": [
-        {"id": "q", "type": "sql", "with": {"query": "select 1", "rows": "{{ params.n }}"}}]}
+        {"id": "q", "type": "query_x", "with": {"query": "select 1",
+                                                 "rows": "{{ params.n }}"}}]}
     assert dsl.validate_definition(data, registry).errors == [
         {"path": "tasks[0].with.rows", "message": "unknown parameter 'n' (declared: none)"}]
     data["tasks"][0]["with"] = {"rows": "many"}
     assert [e["path"] for e in dsl.validate_definition(data, registry).errors] == [
         "tasks[0].with.query", "tasks[0].with.rows"]
-    assert "sql" in str(dsl.definition_json_schema(registry)["$defs"]["TaskSpec"]["allOf"])
+    assert "query_x" in str(dsl.definition_json_schema(registry)["$defs"]["TaskSpec"]["allOf"])
 
 
 def test_registration_is_all_or_nothing():
     registry = dsl.registry.copy()
     size = len(registry)
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(dsl.TaskType("sql", SqlWith), dsl.TaskType("http", SqlWith))
+        registry.register(dsl.TaskType("query_x", SqlWith), dsl.TaskType("http", SqlWith))
     with pytest.raises(ValueError, match="appears twice"):
-        registry.register(dsl.TaskType("sql", SqlWith), dsl.TaskType("sql", SqlWith))
+        registry.register(dsl.TaskType("query_x", SqlWith), dsl.TaskType("query_x", SqlWith))
     with pytest.raises(ValueError, match="invalid task type name"):
-        registry.register(dsl.TaskType("sql", SqlWith), dsl.TaskType("Bad Name", SqlWith))
+        registry.register(dsl.TaskType("query_x", SqlWith), dsl.TaskType("Bad Name", SqlWith))
     with pytest.raises(TypeError, match="pydantic model"):
         registry.register(dsl.TaskType("odd", dict))  # type: ignore[arg-type]
-    assert len(registry) == size and "sql" not in registry
+    assert len(registry) == size and "query_x" not in registry
     registry.register(dsl.TaskType("http", SqlWith), replace=True)
     assert registry.get("http").with_model is SqlWith
     registry.unregister("http")

@@ -30,8 +30,11 @@ QUIET = (
     "rq.scheduler",            # "Acquired scheduler lock for high" per queue
     "alembic.runtime.plugins",  # "setup plugin alembic.autogenerate..." at every start
 )
-# Never below WARNING: at DEBUG, SQLAlchemy's engine logger would print every statement.
-ALWAYS_QUIET = ("sqlalchemy",)
+# Never below WARNING: at DEBUG, SQLAlchemy's engine logger would print every statement,
+# and the clients connectors use would print request lines, headers and payloads, where
+# a connection's secret is (a webhook URL's path, a token).
+ALWAYS_QUIET = ("sqlalchemy", "urllib3", "botocore", "boto3", "s3transfer", "pika", "nats",
+                "paho")
 # python-socketio and python-engineio give a logger without a level a handler of their
 # own (each line would be printed twice) and the level ERROR (logger=False). Setting the
 # level here keeps their handler out. ERROR as they would: their warnings are about

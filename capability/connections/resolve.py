@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -33,10 +34,27 @@ def secret_fields(ciphertext: str | None, settings: EngineSettings) -> dict[str,
     return value if isinstance(value, dict) else {}
 
 
+def masks_of(secret: dict[str, Any]) -> list[str]:
+    """What to mask of the secret fields: each value, and of a URL (a Slack or Teams
+    webhook) also its path and query, the part that is the credential, which a peer
+    echoing the request path would show without the host."""
+    out: list[str] = []
+    for value in secret.values():
+        if not isinstance(value, str) or not value:
+            continue
+        out.append(value)
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            tail = parts.path + (f"?{parts.query}" if parts.query else "")
+            if len(tail) >= 8:
+                out.append(tail)
+    return out
+
+
 def fields_of(connection_id: str, name: str, kind: str, config: dict[str, Any],
               secret: dict[str, Any]) -> Resolved:
-    values = [v for v in secret.values() if isinstance(v, str) and v]
-    return Resolved(connection_id, name, kind, {**config, **secret, "type": kind}, values)
+    return Resolved(connection_id, name, kind, {**config, **secret, "type": kind},
+                    masks_of(secret))
 
 
 def for_run(run_id: str, name: str, settings: EngineSettings) -> Resolved | None:

@@ -22,19 +22,22 @@ def _key(connection_id: str) -> str:
     return f"{PREFIX}{connection_id}"
 
 
-def admit(redis: Any, connection_id: str, cooldown: float) -> tuple[bool, str | None]:
+def admit(redis: Any, connection_id: str, cooldown: float) -> tuple[bool, str | None, bool]:
     """Whether an attempt may use the connection now; the reason when not (the end of
-    the open period). Past it, the first caller gets the probe, the others wait."""
-    raw = redis.hget(_key(connection_id), "open_until")
+    the open period); and whether the breaker has anything recorded (nothing to reset
+    after a success when not). Past the open period, the first caller gets the probe,
+    the others wait."""
+    found = redis.hmget(_key(connection_id), "open_until", "failures")
+    raw, failures = found[0], found[1]
     if raw is None:
-        return True, None
+        return True, None, failures is not None
     open_until = float(raw)
     now = time.time()
     if now < open_until:
-        return False, f"until {_iso(open_until)}"
+        return False, f"until {_iso(open_until)}", True
     if redis.set(f"{_key(connection_id)}:probe", "1", nx=True, ex=max(1, int(cooldown))):
-        return True, None  # half-open: this attempt is the probe
-    return False, "while one attempt probes it"
+        return True, None, True  # half-open: this attempt is the probe
+    return False, "while one attempt probes it", True
 
 
 def record(redis: Any, connection_id: str, failed: bool, threshold: int,

@@ -235,6 +235,7 @@ def _executor(connector: Connector) -> Executor:
         masks: list[str] = []
         connection = None
         breaker_of: str | None = None  # the connection whose breaker this attempt moves
+        recorded = False
         named = getattr(with_, "connection", None)  # None: a connector it is optional for
         if connector.connection_types and named is not None:
             name = str(named)
@@ -247,13 +248,14 @@ def _executor(connector: Connector) -> Executor:
                     f"takes {' or '.join(connector.connection_types)}", retriable=False)
             connection, masks, breaker_of = found.fields, found.secrets, found.id
             redis = get_redis(current_app)
-            allowed, why = breaker.admit(redis, found.id, settings.breaker_cooldown)
+            allowed, why, recorded = breaker.admit(redis, found.id, settings.breaker_cooldown)
             if not allowed:
                 return Outcome.failure(f"circuit open for connection {name!r} {why}")
         outcome = _call(connector, context_for(ctx, settings, with_, connection, masks))
-        if breaker_of is not None:
-            breaker.record(redis, breaker_of, not outcome.ok and outcome.retriable,
-                           settings.breaker_failures, settings.breaker_cooldown)
+        failed = not outcome.ok and outcome.retriable
+        if breaker_of is not None and (failed or recorded):  # a success on a clean one: no-op
+            breaker.record(redis, breaker_of, failed, settings.breaker_failures,
+                           settings.breaker_cooldown)
         if masks:
             outcome.output = dsl.mask_secrets(outcome.output, masks)
             outcome.error = dsl.mask_text(outcome.error, masks) if outcome.error else None

@@ -102,8 +102,11 @@ def _engine(kind: str, connection: dict[str, Any], context: Context) -> Any:
                 "write_timeout": MYSQL_READ_TIMEOUT}
     else:
         args = {"timeout": 10}
-    made = create_engine(url, pool_size=2, max_overflow=4, pool_pre_ping=True,
-                         pool_recycle=300, connect_args=args)
+    # No ping before each checkout (a round trip per task): a connection the server
+    # dropped fails the statement, which is retried (``classify``: a lost server), and
+    # the pool drops it; connections older than 5 minutes are replaced anyway.
+    made = create_engine(url, pool_size=2, max_overflow=4, pool_recycle=300,
+                         connect_args=args)
     with _ENGINES_LOCK:
         _ENGINES[key] = made
         while len(_ENGINES) > POOLS:

@@ -12,6 +12,8 @@ to, which a proxy would hide.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin, urlsplit
 
@@ -71,22 +73,15 @@ def _send(policy: EgressPolicy, prepared: requests.PreparedRequest,
     adapter = requests.adapters.HTTPAdapter()
     last: Exception | None = None
     for address in policy.addresses(host, port):
-        pool_options: dict[str, Any] = {
-            "host": str(address), "port": port, "maxsize": 1, "retries": False,
-            "timeout": urllib3.Timeout(connect=timeout, read=timeout)}
-        if scheme == "https":
-            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-                **pool_options, server_hostname=host, assert_hostname=host,
-                cert_reqs="CERT_REQUIRED", ca_certs=_ca_bundle())
-        else:
-            pool = urllib3.HTTPConnectionPool(**pool_options)
+        pool = _pool(scheme, str(address), port, host)
         try:
             raw = pool.urlopen(prepared.method or "GET", url.request_uri,
                                body=cast(Any, prepared.body), headers=headers,
                                redirect=False, assert_same_host=False,
-                               preload_content=False, decode_content=False)
+                               preload_content=False, decode_content=False,
+                               timeout=urllib3.Timeout(connect=timeout, read=timeout))
             response = adapter.build_response(prepared, raw)
-            _ = response.content  # read it all before the pool goes
+            _ = response.content  # read it all: the connection goes back to its pool
             return response
         except NewConnectionError as exc:
             last = exc  # the next checked address, as a resolver's caller would
@@ -98,9 +93,42 @@ def _send(policy: EgressPolicy, prepared: requests.PreparedRequest,
             raise requests.exceptions.SSLError(exc, request=prepared) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise requests.ConnectionError(exc, request=prepared) from exc
-        finally:
-            pool.close()
     raise requests.ConnectionError(last, request=prepared)
+
+
+# Connection pools by (scheme, checked address, port, host name, trust store), kept per
+# process: a task's call reuses the keep-alive connection of the call before it to the
+# same server (no new TCP connection and TLS handshake per task). A pool is bound to the
+# address the policy checked, so reusing it never bypasses the policy; HTTP keeps no
+# state between requests on a connection (no cookies here), so tasks of different teams
+# may share it. The least recently used beyond POOLS are closed.
+_POOLS: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+_POOLS_LOCK = threading.Lock()
+POOLS = 64
+
+
+def _pool(scheme: str, address: str, port: int, host: str) -> Any:
+    import urllib3
+
+    ca = _ca_bundle() if scheme == "https" else ""
+    key = (scheme, address, str(port), host, ca)
+    with _POOLS_LOCK:
+        found = _POOLS.get(key)
+        if found is not None:
+            _POOLS.move_to_end(key)
+            return found
+        options: dict[str, Any] = {"host": address, "port": port, "maxsize": 4,
+                                   "block": False, "retries": False}
+        if scheme == "https":
+            made: Any = urllib3.HTTPSConnectionPool(
+                **options, server_hostname=host, assert_hostname=host,
+                cert_reqs="CERT_REQUIRED", ca_certs=ca)
+        else:
+            made = urllib3.HTTPConnectionPool(**options)
+        _POOLS[key] = made
+        while len(_POOLS) > POOLS:
+            _POOLS.popitem(last=False)[1].close()
+        return made
 
 
 def _next_hop(prepared: requests.PreparedRequest,

@@ -299,12 +299,25 @@ async def _nats(connection: dict[str, Any], context: Context, subject: str | Non
         await client.close()
 
 
-def _nats_run(connection: dict[str, Any], context: Context, subject: str | None,
-              payload: bytes, jetstream: bool) -> int | None:
+def run_async(coroutine: Any) -> Any:
+    """Run a coroutine to its end from synchronous code: here when no event loop runs in
+    this thread (a worker's job), else on a thread of its own (a host that runs a loop
+    in this thread cannot run another in it)."""
     import asyncio
+    import concurrent.futures
 
     try:
-        return asyncio.run(_nats(connection, context, subject, payload, jetstream))
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _nats_run(connection: dict[str, Any], context: Context, subject: str | None,
+              payload: bytes, jetstream: bool) -> int | None:
+    try:
+        return run_async(_nats(connection, context, subject, payload, jetstream))
     except ConnectorError:
         raise
     except Exception as exc:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import uuid
@@ -13,6 +12,7 @@ import pika
 from flask import Flask
 from flask.testing import FlaskClient
 
+from capability.connectors.messaging import run_async
 from tests.support.runs import run_to_end
 
 
@@ -98,7 +98,7 @@ def test_nats_jetstream_publish_is_in_the_stream(app: Flask, client: FlaskClient
             await nc.jetstream().delete_stream(stream)
             await nc.close()
 
-    asyncio.run(make())
+    run_async(make())
     _connection(client, op, type="nats", config={"servers": ["nats://127.0.0.1:4222"]})
     run = run_to_end(app, client, op, [
         {"id": "js", "type": "nats", "with": {"connection": "broker", "subject": subject,
@@ -109,4 +109,4 @@ def test_nats_jetstream_publish_is_in_the_stream(app: Flask, client: FlaskClient
     out = run["by_task"]["js"]["output"]
     assert out["published"] is True and out["seq"] == 1
     assert run["by_task"]["core"]["output"] == {"published": True}
-    assert json.loads(asyncio.run(read(out["seq"]))) == {"id": 7}
+    assert json.loads(run_async(read(out["seq"]))) == {"id": 7}

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from capability.connectors.fields import PasswordSecret, service_url
 from capability.connectors.sdk import (
     ConnectionType,
     Connector,
@@ -26,18 +27,7 @@ class RedisConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError("a redis:// or rediss:// URL with a host")
-        if parts.password:
-            raise ValueError("put the password in the secret field, not in the URL")
-        return value
-
-
-class RedisSecret(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    password: str = Field(default="", max_length=4096)
+        return service_url(value, ("redis", "rediss"))
 
 
 def _client(connection: dict[str, Any], context: Context) -> Any:
@@ -63,7 +53,7 @@ def _retriable(exc: Exception) -> bool:
 class RedisType(ConnectionType):
     type = "redis"
     Config = RedisConfig
-    Secret = RedisSecret
+    Secret = PasswordSecret
     description = "A Redis server and database number (the redis connector)."
 
     def test(self, context: Context) -> str:

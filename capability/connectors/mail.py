@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from capability.connectors.fields import PasswordSecret
 from capability.connectors.sdk import (
     ConnectionType,
     Connector,
@@ -43,12 +44,6 @@ class SmtpConfig(BaseModel):
         if self.ssl and self.starttls:
             raise ValueError("choose ssl (port 465) or starttls (port 587), not both")
         return self
-
-
-class SmtpSecret(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    password: str = Field(default="", max_length=4096)
 
 
 class _Smtp:
@@ -110,7 +105,7 @@ def _retriable(exc: Exception) -> bool:
 class SmtpType(ConnectionType):
     type = "smtp"
     Config = SmtpConfig
-    Secret = SmtpSecret
+    Secret = PasswordSecret
     description = "A mail server (SMTP): host, port, STARTTLS or SSL, login, sender."
 
     def test(self, context: Context) -> str:

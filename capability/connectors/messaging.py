@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from capability.connectors.fields import PasswordSecret, service_url
 from capability.connectors.sdk import (
     ConnectionType,
     Connector,
@@ -33,10 +34,6 @@ def _payload(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-class PasswordSecret(_Model):
-    password: str = Field(default="", max_length=4096)
-
-
 # -- AMQP -----------------------------------------------------------------------------
 
 class AmqpConfig(_Model):
@@ -45,12 +42,7 @@ class AmqpConfig(_Model):
     @field_validator("url")
     @classmethod
     def _amqp(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise ValueError("an amqp:// or amqps:// URL with a host")
-        if parts.password:
-            raise ValueError("put the password in the secret field, not in the URL")
-        return value
+        return service_url(value, ("amqp", "amqps"))
 
 
 def _amqp_parameters(connection: dict[str, Any], context: Context) -> Any:

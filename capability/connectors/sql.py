@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from capability.connectors.fields import PasswordSecret
 from capability.connectors.sdk import (
     ConnectionType,
     Connector,
@@ -44,10 +45,6 @@ class ServerConfig(_Config):
     username: str = Field(min_length=1, max_length=128)
     options: dict[str, str] = Field(default_factory=dict, description=(
         "driver options, e.g. {\"sslmode\": \"require\"}"))
-
-
-class PasswordSecret(_Config):
-    password: str = Field(default="", max_length=4096)
 
 
 class SqliteConfig(_Config):

@@ -57,6 +57,8 @@ def test_secret_fields_are_encrypted_and_never_shown(app: Flask, client: FlaskCl
     ({"config": {"host": "h", "database": "d", "username": "u", "port": 70000}}, "config.port"),
     ({"secret": {"passwd": SECRET}}, "secret.passwd"),
     ({"name": "Bad Name"}, "name"),
+    ({"type": "redis", "config": {"url": "redis://u:in-the-url@h:6379/0"}}, "config.url"),
+    ({"type": "amqp", "config": {"url": "http://broker/"}}, "config.url"),
 ])
 def test_bad_input_names_the_field_and_saves_nothing(client: FlaskClient, op: dict[str, Any],
                                                      change: dict[str, Any], path: str) -> None:

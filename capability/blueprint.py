@@ -181,6 +181,7 @@ def register(reg: Registrar) -> None:
     from capability import live_web
     from capability.api import WorkflowApi
     from capability.connections.api import ConnectionApi
+    from capability.connections.views import ConnectionView
     from capability.runs.api import RunApi
     from capability.runs.views import FailedTaskView, RunView, install_template_helpers
     from capability.secrets.api import SecretApi
@@ -218,6 +219,7 @@ def register(reg: Registrar) -> None:
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
+    reg.add_view(ConnectionView, "Connections", icon="fa-plug", category="Workflows")
     reg.add_view(ScheduleView, "Schedules", icon="fa-clock-o", category="Triggers",
                  category_icon="fa-bolt")
     reg.add_view(WebhookView, "Webhooks", icon="fa-plug", category="Triggers")
@@ -240,7 +242,8 @@ _read = ("Workflows", "can_read")
 _menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its list entry
 _runs = ("Runs", "can_read")
 _control = ("Runs", "can_read|can_control")
-_run_menus = ("Runs|Failed tasks", "menu_access")  # "Workflows" -> "Runs", "Failed tasks"
+# "Workflows" -> "Runs", "Failed tasks", "Connections"
+_run_menus = ("Runs|Failed tasks|Connections", "menu_access")
 _trigger_menus = ("Triggers|Schedules|Webhooks|Event triggers", "menu_access")
 
 capability = Capability.build(

@@ -371,6 +371,8 @@ UI_CASES = [
     ("capabilities", "/capabilities/", _expect(200, 403, 403)),
     ("workers", "/workers/", _expect(200, 403, 403)),
     ("users", "/users/list/", _expect(200, 403, 403)),
+    ("connections", "/connections/", _expect(200, 200, 403)),
+    ("connection form", "/connections/new?type=sqlite", _roles(200, 200, 403, 403, 403)),
 ]
 
 

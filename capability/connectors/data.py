@@ -32,12 +32,20 @@ class ValidateWith(With):
         return value
 
 
-def _path(parts: Any) -> str:
-    """``$.items[2].name`` from jsonschema's ``absolute_path``."""
-    out = "$"
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
+def violations(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Every way ``value`` breaks the JSON Schema (2020-12), each with its JSON path
+    (``$.items[2].name: 'x' is not of type 'integer'``), in path order."""
+    from jsonschema import Draft202012Validator
+
+    def where(parts: Any) -> str:
+        out = "$"
+        for part in parts:
+            out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        return out
+
+    found = sorted(Draft202012Validator(schema).iter_errors(value),
+                   key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [f"{where(e.absolute_path)}: {e.message}" for e in found]
 
 
 class ValidateConnector(Connector):
@@ -48,16 +56,11 @@ class ValidateConnector(Connector):
                           "properties": {"id": {"type": "integer"}}}}
 
     def execute(self, context: Context) -> Any:
-        from jsonschema import Draft202012Validator
-
         with_: ValidateWith = context.with_
-        validator = Draft202012Validator(with_.schema_)
-        errors = sorted(validator.iter_errors(with_.value),
-                        key=lambda e: (list(map(str, e.absolute_path)), e.message))
-        if errors:
-            lines = [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
-            raise ConnectorError(f"value does not match the schema ({len(errors)} "
-                                 f"violation{'s' if len(errors) > 1 else ''}): "
+        lines = violations(with_.value, with_.schema_)
+        if lines:
+            raise ConnectorError(f"value does not match the schema ({len(lines)} "
+                                 f"violation{'s' if len(lines) > 1 else ''}): "
                                  + "; ".join(lines))
         return with_.value
 

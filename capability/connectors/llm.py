@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from capability.connectors.data import violations
 from capability.connectors.sdk import (
     ConnectionType,
     Connector,
@@ -113,19 +114,6 @@ def _cost(prices: Any, model: str, usage: dict[str, Any]) -> float | None:
     return round(total / 1000, 8)
 
 
-def _violations(value: Any, schema: dict[str, Any]) -> list[str]:
-    from jsonschema import Draft202012Validator
-
-    def where(parts: Any) -> str:
-        out = "$"
-        for part in parts:
-            out += f"[{part}]" if isinstance(part, int) else f".{part}"
-        return out
-
-    return [f"{where(e.absolute_path)}: {e.message}" for e in sorted(
-        Draft202012Validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path)))]
-
-
 class LlmConnector(Connector):
     type = "llm"
     With = LlmWith
@@ -181,7 +169,7 @@ class LlmConnector(Connector):
             except ValueError as exc:
                 raise ConnectorError(f"llm: the reply is not JSON ({exc})",
                                      retriable=True) from None
-            problems = _violations(value, with_.response_schema)
+            problems = violations(value, with_.response_schema)
             if problems:
                 raise ConnectorError("llm: the reply does not match response_schema: "
                                      + "; ".join(problems), retriable=True)

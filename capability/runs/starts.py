@@ -156,7 +156,8 @@ def open_many(session: DbSession, dispatcher: Dispatcher, starts: Sequence[Start
     ``max_active_runs`` or carries a key, so that concurrent starts agree; shared
     otherwise, which only keeps the workflow from changing under the start), in id
     order so two schedulers cannot deadlock; then each team's (``quotas.admit``).
-    ``locked``: the caller holds the workflows' rows already."""
+    ``locked``: the caller holds the workflows' rows already, and has looked up the
+    idempotency key of its one start under that lock (``service.start_run``)."""
     out: list[Run | NotStarted | None] = [None] * len(starts)
     groups: dict[str, list[int]] = {}
     shared: dict[str, _Workflow] = {}
@@ -172,11 +173,12 @@ def open_many(session: DbSession, dispatcher: Dispatcher, starts: Sequence[Start
         groups.setdefault(wid, []).append(i)
     aliases: dict[int, int] = {}
     for wid in sorted(groups):
-        if not locked:
-            exclusive = bool(shared[wid].definition.max_active_runs) or any(
-                starts[i].key for i in groups[wid])
-            query = select(Workflow.id).where(Workflow.id == wid)
-            session.execute(query.with_for_update(read=not exclusive))
+        if locked:  # the caller holds the lock, and has looked its key up under it
+            continue
+        exclusive = bool(shared[wid].definition.max_active_runs) or any(
+            starts[i].key for i in groups[wid])
+        query = select(Workflow.id).where(Workflow.id == wid)
+        session.execute(query.with_for_update(read=not exclusive))
         groups[wid] = _without_known_keys(session, wid, starts, groups[wid], out, aliases)
     _admit(session, dispatcher, starts, groups, out)
     opened: list[tuple[Run, dsl.WorkflowDefinition, bool]] = []

@@ -90,6 +90,13 @@ def test_create_test_edit_and_delete_a_connection(app: Flask, page: Any, factory
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], width
     page.screenshot(path=str(screenshots / "phone_connections.png"), full_page=True)
+    for path, shot in (("/connections/new", "phone_connection_types.png"),
+                       ("/connections/new?type=smtp", "phone_connection_form.png")):
+        page.goto(path)
+        settle(page)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], (path, width)
+        page.screenshot(path=str(screenshots / shot), full_page=True)
     assert_no_csp_errors(console)
 
     page.context.clear_cookies()

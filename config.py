@@ -84,6 +84,9 @@ EGRESS_ALLOW = os.environ.get("EGRESS_ALLOW", "")
 EXPRESSION_TIMEOUT = float(os.environ.get("EXPRESSION_TIMEOUT") or 2)
 # The largest output (bytes of its JSON) a task attempt may store; past it the task fails.
 TASK_OUTPUT_MAX_BYTES = _int("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)
+# Lines an attempt's log keeps (what its connector or python callable wrote); the rest
+# are counted as `truncated`.
+TASK_LOG_MAX_LINES = _int("TASK_LOG_MAX_LINES", 2000)
 # Per-team quotas on run starts (0 = no limit). Runs not finished (queued, running,
 # paused; sub-workflow runs included) and runs started in the last minute (sub-workflow
 # runs excluded): a start over either is refused with 429 and Retry-After.

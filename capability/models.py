@@ -335,6 +335,22 @@ class TaskAttempt(Model):
     item: Mapped[TaskItem | None] = relationship()
 
 
+class TaskLog(Model):
+    """The log lines of one attempt (CONNECTORS.md, "Task logs"): what its connector or
+    ``python`` callable wrote, masked and bounded. A row only for an attempt that wrote
+    something: the engine's own lines (start, retry decision, timeout, cancel) are read
+    from the attempt's row (``capability.runs.logs``). While the attempt runs, its lines
+    are in Redis (``engine.tasklog``), for whoever follows them."""
+
+    __tablename__ = "apg_task_log"
+
+    attempt_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apg_task_attempt.id", ondelete="CASCADE"), primary_key=True
+    )
+    lines: Mapped[list[Any]] = mapped_column(JSON, nullable=False)  # [{at, level, message}]
+    truncated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
 class EventTrigger(TeamScoped, Model):
     """Starts a run of ``workflow_id`` when a run of ``on_workflow_id`` ends in one of
     ``on_statuses``, or when the team's named event ``on_event`` is posted."""

@@ -32,7 +32,6 @@ from capability.connectors.sdk import ConnectionType, Connector, ConnectorError,
 from capability.dsl.fields import RENDERED
 from capability.dsl.types import TYPE_NAME_PATTERN
 from capability.egress import EgressRefused
-from capability.engine import masking
 from capability.engine.executors import EXECUTORS, Executor, register_task_type
 from capability.engine.settings import EngineSettings
 from capability.engine.state import AttemptContext, Outcome
@@ -210,20 +209,14 @@ def _describe(connector: Connector) -> str:
     return " ".join(text.split())
 
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
-
-
-def _logger(ctx: AttemptContext, masks: list[str]) -> Any:
-    """``context.log``: a line in the worker's log naming the run, task and attempt,
-    with every secret the task could read masked (the team's, the connection's)."""
-    def write(level: str, message: str) -> None:
-        text = masking.text(str(message), ctx.scope) or ""
-        if masks:
-            text = dsl.mask_text(text, masks) or ""
-        log.log(_LEVELS.get(str(level).lower(), logging.INFO), "run %s task %s attempt %s: %s",
-                ctx.run_id, ctx.task.id, ctx.number, text)
-    return write
+def _logger(ctx: AttemptContext | None, masks: list[str]) -> Any:
+    """``context.log``: a line of the attempt's log (``engine.tasklog``), with the
+    connection's secrets masked as well as the team's the task could read."""
+    writer = ctx.log if ctx is not None else None
+    if writer is None:
+        return lambda level, message: None
+    writer.add_masks(masks)
+    return writer
 
 
 def _executor(connector: Connector) -> Executor:
@@ -285,7 +278,7 @@ def context_for(ctx: AttemptContext | None, settings: EngineSettings, with_: Any
 
     return Context(with_=with_, attempt_id=ctx.attempt_id if ctx else "test",
                    deadline=deadline, connection=connection, http=http,
-                   log=_logger(ctx, masks) if ctx else (lambda level, message: None),
+                   log=_logger(ctx, masks),
                    cancelled=interrupt.stop_pending, endpoint=endpoint,
                    files_dir=settings.files_dir,
                    settings={"llm_prices": settings.llm_prices})

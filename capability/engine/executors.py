@@ -52,7 +52,8 @@ def python(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> O
         func = callables.resolve(str(params.get("callable", "")), settings.python_prefixes)
     except callables.CallableRefused as exc:
         return Outcome.failure(f"with.callable: {exc}", retriable=False)
-    result = isolation.call(func, dict(params.get("kwargs") or {}))
+    result = isolation.call(func, dict(params.get("kwargs") or {}), ctx.log,
+                            settings.log_max_lines)
     if result.ok:
         return Outcome.success(result.output)
     return Outcome.failure(result.error or "failed", retriable=result.retriable)

@@ -16,6 +16,7 @@ from functools import partial
 from typing import TypeVar
 
 from flask import current_app
+from redis import Redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -34,6 +35,7 @@ from capability.engine import (
     runner,
     state,
     subruns,
+    tasklog,
 )
 from capability.engine import instant as instant_path
 from capability.engine.dispatch import JOB_PREFIX, Dispatcher, Send, dispatcher_for
@@ -70,10 +72,16 @@ def _worker_name() -> str | None:
     return getattr(job, "worker_name", None) if job is not None else None
 
 
-def execute(ctx: AttemptContext, settings: EngineSettings) -> Outcome:
+def execute(ctx: AttemptContext, settings: EngineSettings, live: Redis | None = None
+            ) -> Outcome:
     """Render the task's templates and run its type, inside its per-attempt timeout;
     every secret the task could read is masked in what comes back (``masking``), and an
-    output over ``TASK_OUTPUT_MAX_BYTES`` fails the attempt (``outputs``)."""
+    output over ``TASK_OUTPUT_MAX_BYTES`` fails the attempt (``outputs``). What the type
+    writes to its log is in ``ctx.log`` (sent to ``live`` as it is written)."""
+    if ctx.log is None:
+        scope = ctx.scope
+        ctx.log = tasklog.Writer(ctx.attempt_id, settings.log_max_lines,
+                                 lambda message: masking.text(message, scope) or "", live)
     outcome = _execute(ctx, settings)
     if masking.values(ctx.scope):
         outcome.output = masking.mask(outcome.output, ctx.scope)
@@ -221,7 +229,7 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
     what executes the attempt (default ``execute`` with the dispatcher's settings)."""
     if run is None:
         def run(ctx: AttemptContext) -> Outcome:
-            return execute(ctx, dispatcher.settings)
+            return execute(ctx, dispatcher.settings, dispatcher.conn)
     execute_it = run
     if instant:
         # Database work only, and deterministic: the whole hop may run again.
@@ -252,17 +260,44 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
         step = partial(runner.record_expansion, session, attempt_id, made)
     else:
         gate = gates.when_outcome(session, ctx, dispatcher.settings)
-        outcome = run(ctx) if gate is None else gate  # the task's own work: never repeated
+        try:
+            outcome = run(ctx) if gate is None else gate  # the task's own work: never repeated
+        except interrupt.JobStopped:  # cancelled: what it wrote until then is kept
+            _keep_log(session, dispatcher, ctx.log)
+            raise
         step = partial(_record, session, attempt_id, outcome, dispatcher.settings)
+    written = ctx.log
 
     def record() -> outbox.Outbox | None:
         outbox.begin(session, dispatcher)
         if step():
+            tasklog.store(session, written)
             return outbox.commit(session, deliver=False)
         outbox.rollback(session)  # a late or duplicate result: the first one counted
         return None
 
-    return retried(session, record, f"the record of attempt {attempt_id}")
+    box = retried(session, record, f"the record of attempt {attempt_id}")
+    if box is None:
+        _keep_log(session, dispatcher, written)  # its run went on without it: kept all the same
+    else:
+        tasklog.drop_live(dispatcher.conn, written)
+    return box
+
+
+def _keep_log(session: DbSession, dispatcher: Dispatcher, written: tasklog.Writer | None
+              ) -> None:
+    """Store an attempt's log in a transaction of its own, when no record of its outcome
+    carried it (a cancel, a late result). A failure here loses the lines, never more."""
+    if written is None or not (written.lines or written.truncated):
+        return
+    try:
+        session.rollback()
+        tasklog.store(session, written)
+        session.commit()
+        tasklog.drop_live(dispatcher.conn, written)
+    except DBAPIError as exc:
+        session.rollback()
+        log.warning("engine: the log of attempt %s was not stored: %s", written.attempt_id, exc)
 
 
 def _instant(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: str | None,
@@ -287,6 +322,7 @@ def _instant(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker
         outbox.commit(session)
         return ctx
     if _record(session, attempt_id, run(ctx), dispatcher.settings):
+        tasklog.store(session, ctx.log)
         return outbox.commit(session, deliver=False)
     outbox.rollback(session)  # a late or duplicate result: the first one counted
     return None

@@ -29,6 +29,7 @@ class EngineSettings:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     expression_timeout: float = 2.0  # EXPRESSION_TIMEOUT: one evaluation's time budget
     output_max_bytes: int = 1024 * 1024  # TASK_OUTPUT_MAX_BYTES: an attempt's stored output
+    log_max_lines: int = 2000  # TASK_LOG_MAX_LINES: lines an attempt's log keeps
     # TEAM_MAX_ACTIVE_RUNS, TEAM_RUN_RATE (starts a minute): run starts' quotas, 0 = none
     team_max_active_runs: int = 0
     team_run_rate: int = 0
@@ -56,6 +57,7 @@ class EngineSettings:
             egress=EgressPolicy.from_config(config),
             expression_timeout=float(config.get("EXPRESSION_TIMEOUT") or 2.0),
             output_max_bytes=int(config.get("TASK_OUTPUT_MAX_BYTES", 1024 * 1024)),
+            log_max_lines=int(config.get("TASK_LOG_MAX_LINES", 2000)),
             team_max_active_runs=int(config.get("TEAM_MAX_ACTIVE_RUNS") or 0),
             team_run_rate=int(config.get("TEAM_RUN_RATE") or 0),
             files_dir=str(config.get("CONNECTION_FILES_DIR") or ""),

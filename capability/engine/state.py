@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import lazyload
@@ -34,6 +34,9 @@ from capability.engine import masking, outbox
 from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.engine.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from capability.engine.tasklog import Writer
 from capability.models import (
     AttemptStatus,
     EventTrigger,
@@ -168,6 +171,8 @@ class AttemptContext:
     # The attempt that makes a for_each task's elements (``foreach.evaluate``, then
     # ``runner.record_expansion``): it runs nothing of the task's type.
     expands: bool = False
+    # The attempt's log (``engine.tasklog``), made when its type runs (``jobs.execute``).
+    log: Writer | None = None
 
 
 # -- the run's lock and what expressions see ------------------------------------------

@@ -14,11 +14,13 @@ from pydantic import BaseModel, Field
 from app.api_support import UuidModelApi, call_service, json_body, json_error
 from app.errors import parse
 from app.extensions import db
+from app.runtime.redis_conn import get_redis
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
 from capability.dsl import RunStatus
 from capability.engine.dispatch import dispatcher_for
 from capability.models import Run
+from capability.runs import logs as task_logs
 from capability.runs import service as runs
 from capability.runs.filters import RunArgsFilter
 
@@ -29,6 +31,10 @@ TRIGGERS = (*runs.TRIGGERS, "workflow")
 
 class OutputIn(BaseModel):
     item: int | None = Field(default=None, ge=0)
+
+
+class LogsIn(OutputIn):
+    attempt: int | None = Field(default=None, ge=1)
 
 
 def _args(*names: str) -> dict[str, str]:
@@ -50,11 +56,11 @@ class RunApi(ScopedMixin, UuidModelApi):
     method_permission_name = {
         "get_list": "read", "get": "read", "info": "read", "cancel": "control",
         "pause": "control", "resume": "control", "retry": "control", "approve": "control",
-        "reject": "control", "task": "read", "output": "read",
+        "reject": "control", "task": "read", "output": "read", "logs": "read",
     }
     allow_browser_login = True
     include_route_methods = {"get_list", "get", "info", "cancel", "pause", "resume", "retry",
-                             "approve", "reject", "task", "output"}
+                             "approve", "reject", "task", "output", "logs"}
     list_columns = ["id", "workflow_id", "workflow.name", "workflow_version", "team.name",
                     "status", "trigger", "trigger_source_type", "trigger_source_id",
                     "scheduled_for", "params", "created_by", "created_at", "started_at",
@@ -162,6 +168,37 @@ class RunApi(ScopedMixin, UuidModelApi):
             output = runs.task_output(db.session, found, task_id, item)
             return self.response(200, id=pk, result={"task_id": task_id, "item": item,
                                                      "output": output})
+
+        return call_service("read", "run", pk, run)
+
+    @expose("/<pk>/tasks/<task_id>/logs", methods=["GET"])
+    @protect()
+    @safe
+    def logs(self, pk: str, task_id: str) -> Response:
+        """An attempt's log: the engine's lines and what the task wrote (masked, at most
+        ``TASK_LOG_MAX_LINES``; the rest counted in ``truncated``). ``live``: the attempt
+        still runs (ask again for more).
+        ---
+        get:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          - {in: query, name: attempt, schema: {type: integer, minimum: 1},
+             description: "the attempt's number; default the latest"}
+          - {in: query, name: item, schema: {type: integer, minimum: 0},
+             description: "a for_each task's element"}
+          responses:
+            200: {description: "{lines: [{at, level, message}], truncated, attempt,
+              attempts, status, live}"}
+            404: {description: "no such run, task, element or attempt, or not in your teams"}
+            422: {description: a bad attempt or item}
+        """
+
+        def run(actor: Actor) -> Response:
+            args = parse(LogsIn, _args("attempt", "item"))
+            found = runs.get_run(db.session, actor, pk)
+            return self.response(200, id=pk, result=task_logs.task_log(
+                db.session, get_redis(current_app), found, task_id, args.attempt, args.item))
 
         return call_service("read", "run", pk, run)
 

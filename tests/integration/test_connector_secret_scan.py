@@ -123,6 +123,10 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
     responses.append(client.get(f"/api/v1/runs/{run['id']}", headers=op["h"])
                      .get_data(as_text=True))
     responses.append(client.get("/api/v1/connections/", headers=op["h"]).get_data(as_text=True))
+    for task_id in tasks:  # every attempt's log, as the run page shows it
+        logs = client.get(f"/api/v1/runs/{run['id']}/tasks/{task_id}/logs", headers=op["h"])
+        assert logs.status_code == 200, logs.get_json()
+        responses.append(logs.get_data(as_text=True))
     admin = auth(api_token(client, factory.user("Admin")["username"]))
     responses.append(client.get("/api/v1/audit/?page_size=500", headers=admin)
                      .get_data(as_text=True))
@@ -130,6 +134,7 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
         stored = []
         for table, columns in (("apg_task_run", "output, error"),
                                ("apg_task_attempt", "error"),
+                               ("apg_task_log", "lines"),
                                ("apg_run", "params, trigger_payload, error"),
                                ("apg_connection", "config, ciphertext"),
                                ("apg_audit_event", "*")):

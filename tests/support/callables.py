@@ -96,3 +96,32 @@ def encodings(value: str, prefix: str = "user:") -> dict[str, str]:
 def blob(size: int) -> str:
     """An output of ``size`` characters."""
     return "x" * size
+
+
+def chatty(lines: int, secret: str = "", fail: bool = False) -> dict[str, Any]:
+    """Writes ``lines`` log lines with Python's ``logging`` (the attempt's log); the
+    first names ``secret``, the second is a warning; then fails when ``fail``."""
+    import logging
+
+    log = logging.getLogger("chatty")
+    for n in range(lines):
+        if n == 0:
+            log.info("connecting with %s", secret)
+        elif n == 1:
+            log.warning("line %d: slow answer", n)
+        else:
+            log.info("line %d", n)
+    log.debug("not kept: below INFO")
+    if fail:
+        raise RuntimeError("chatty failed on purpose")
+    return {"lines": lines}
+
+
+def chatty_then_sleep(key: str, seconds: float) -> str:
+    """Logs a line, then sleeps (a test follows the log live, or cancels)."""
+    import logging
+
+    logging.getLogger("chatty").info("working on %s", key)
+    time.sleep(seconds)
+    logging.getLogger("chatty").info("done with %s", key)
+    return "woke"

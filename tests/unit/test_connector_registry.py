@@ -148,15 +148,15 @@ class Chatty(Connector):
         return {"cancelled": context.cancelled(), "left": context.remaining() > 0}
 
 
-def test_log_lines_name_the_attempt_and_mask_secrets(cleanup: None,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
-    import logging
+def test_log_lines_go_to_the_attempt_s_log_with_secrets_masked(cleanup: None) -> None:
+    from capability.engine import masking, tasklog
 
     registry.install([Chatty])
     ctx = _attempt("test_chatty")
     ctx.scope = {"secrets": {"token": "s3cr3t-value"}}
-    with caplog.at_level(logging.WARNING, logger="capability.connectors"):
-        out = EXECUTORS["test_chatty"]({"text": "s3cr3t-value"}, ctx, EngineSettings())
+    scope = ctx.scope
+    ctx.log = tasklog.Writer(ctx.attempt_id, 10, lambda m: masking.text(m, scope) or "")
+    out = EXECUTORS["test_chatty"]({"text": "s3cr3t-value"}, ctx, EngineSettings())
     assert out.ok and out.output == {"cancelled": False, "left": True}
-    [line] = [r.getMessage() for r in caplog.records if r.name == "capability.connectors"]
-    assert line == "run run-1 task a attempt 1: calling with ***"
+    [line] = ctx.log.lines
+    assert line["message"] == "calling with ***" and line["level"] == "warning"

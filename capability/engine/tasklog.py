@@ -1,0 +1,124 @@
+"""An attempt's log while it runs (CONNECTORS.md, "Task logs").
+
+What a connector writes through ``context.log`` and what a ``python`` callable writes
+with ``logging`` goes to the attempt's ``Writer``: each line masked (the team's secrets
+the task could read, the connection's), cut at ``MESSAGE_MAX`` characters, and kept up
+to ``TASK_LOG_MAX_LINES``; past that, lines are only counted (``truncated``). Each line
+is also pushed to a Redis list while the attempt runs, so the run page can follow it
+live; when the attempt ends its lines are stored with it (``store``: a ``TaskLog`` row,
+in the transaction that records the outcome) and the list is dropped.
+
+A task that writes nothing costs nothing: no Redis call, no row. The engine's own lines
+(start, retry decision, timeout, cancel) are not written here: they are read from the
+attempt's row when the log is shown (``capability.runs.logs``), so they can never
+disagree with what the engine recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import delete, insert
+
+from app.extensions import DbSession
+from capability.models import TaskLog
+
+LIVE_PREFIX = "apg:tasklog:"
+# A list outlives an attempt whose worker died before storing it, but not for ever.
+LIVE_TTL = 24 * 3600
+MESSAGE_MAX = 8000
+LEVELS = ("debug", "info", "warning", "error")
+
+log = logging.getLogger(__name__)
+
+
+def level_of(value: Any) -> str:
+    """A line's level: one of ``LEVELS`` (Python's names and numbers are understood)."""
+    if isinstance(value, int):
+        return ("debug" if value < logging.INFO else "info" if value < logging.WARNING
+                else "warning" if value < logging.ERROR else "error")
+    name = str(value).lower()
+    name = {"warn": "warning", "critical": "error", "fatal": "error"}.get(name, name)
+    return name if name in LEVELS else "info"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+class Writer:
+    """The log of one attempt, as it is written. ``mask``: what makes a message safe to
+    keep (the engine's masking of the task's secrets); ``masks``: more values to mask,
+    added by whoever learns them (a connection's secret fields)."""
+
+    def __init__(self, attempt_id: str, limit: int, mask: Callable[[str], str],
+                 live: Redis | None = None) -> None:
+        self.attempt_id = attempt_id
+        self.limit = max(0, limit)
+        self.lines: list[dict[str, str]] = []
+        self.truncated = 0
+        self._mask = mask
+        self._extra: list[str] = []
+        self._live = live
+
+    def add_masks(self, values: list[str]) -> None:
+        self._extra.extend(v for v in values if v)
+
+    def masked(self, message: str) -> str:
+        from capability import dsl
+
+        text = self._mask(message)
+        return (dsl.mask_text(text, self._extra) or "") if self._extra else text
+
+    def write(self, level: Any, message: Any, at: str | None = None) -> None:
+        if len(self.lines) >= self.limit:
+            self.truncated += 1
+            return
+        line = {"at": at or now_iso(), "level": level_of(level),
+                "message": self.masked(str(message))[:MESSAGE_MAX]}
+        self.lines.append(line)
+        if self._live is not None:
+            key = LIVE_PREFIX + self.attempt_id
+            try:
+                pipe = self._live.pipeline(transaction=False)
+                pipe.rpush(key, json.dumps(line))
+                pipe.expire(key, LIVE_TTL)
+                pipe.execute()
+            except RedisError as exc:  # following live is a convenience; the log is kept
+                log.debug("task log of attempt %s not sent live: %s", self.attempt_id, exc)
+
+    def __call__(self, level: Any, message: Any) -> None:
+        self.write(level, message)
+
+
+def store(session: DbSession, writer: Writer | None) -> None:
+    """Keep what ``writer`` holds with its attempt, in the caller's transaction (the
+    one recording the outcome, or one of its own when that one recorded nothing: a
+    cancelled attempt's lines are kept too). Written again, it replaces the lines."""
+    if writer is None or not (writer.lines or writer.truncated):
+        return
+    session.execute(delete(TaskLog).where(TaskLog.attempt_id == writer.attempt_id))
+    session.execute(insert(TaskLog).values(attempt_id=writer.attempt_id, lines=writer.lines,
+                                           truncated=writer.truncated))
+
+
+def drop_live(redis: Redis | None, writer: Writer | None) -> None:
+    """After ``store`` committed: the lines are in the database now."""
+    if redis is None or writer is None or not writer.lines:
+        return
+    try:
+        redis.delete(LIVE_PREFIX + writer.attempt_id)
+    except RedisError:
+        pass  # it expires
+
+
+def live_lines(redis: Redis, attempt_id: str) -> list[dict[str, Any]]:
+    """The lines a running attempt has written so far."""
+    found = cast(list[bytes], redis.lrange(LIVE_PREFIX + attempt_id, 0, -1))
+    return [json.loads(raw) for raw in found]

@@ -18,6 +18,7 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from app.api_support import UuidModelApi, call_service, json_body
 from app.errors import ValidationFailed, parse
 from app.extensions import db
+from app.runtime.redis_conn import get_redis
 from app.security.actor import Actor
 from app.security.scope import ScopedMixin
 from capability import dsl, service
@@ -25,11 +26,12 @@ from capability.engine.dispatch import dispatcher_for
 from capability.filters import LiveOnly
 from capability.models import Workflow
 from capability.runs import service as runs
+from capability.steps import service as steps
 
 PERMISSIONS = {
     "get_list": "read", "get": "read", "info": "read", "versions": "read", "schema": "read",
     "validate": "read", "post": "write", "put": "write", "delete": "write", "rollback": "write",
-    "start_run": "run",
+    "start_run": "run", "test_step": "write",
 }
 
 
@@ -243,6 +245,42 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
                                                       with_tasks=False))
 
         return call_service("start", "run", pk, run)
+
+    @expose("/<pk>/tasks/<task_id>/test", methods=["POST"])
+    @protect()
+    @safe
+    def test_step(self, pk: str, task_id: str) -> Response:
+        """Run one task of the workflow's current version on a worker, with the given
+        params and upstream outputs, without making a run (Author); audited.
+        ---
+        post:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    params: {type: object}
+                    upstream: {type: object, description: "{task_id: {output: ...}}"}
+                    item: {description: "a for_each task's element (default the first)"}
+          responses:
+            200: {description: "{status, output, error, logs, took_ms}"}
+            403: {description: not an Author of the workflow's team}
+            404: {description: "no such workflow or task, or not in your teams"}
+            422: {description: "params or upstream not valid, or a type that needs a run"}
+            504: {description: no worker answered in time}
+        """
+
+        def run(actor: Actor) -> Response:
+            body = parse(steps.StepTestIn, json_body())
+            result = steps.test_step(db.session, actor, get_redis(current_app), pk, task_id,
+                                     body)
+            return self.response(200, id=pk, result=result)
+
+        return call_service("test_step", "workflow", pk, run)
 
     @expose("/validate", methods=["POST"])
     @protect()

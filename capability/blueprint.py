@@ -106,7 +106,7 @@ def _install_connectors() -> None:
     from capability.connectors import registry as connectors
 
     connectors.install()
-    connectors.use_resolver(connection_store.for_run)
+    connectors.use_resolver(connection_store.for_attempt)
 
 
 def register(reg: Registrar) -> None:

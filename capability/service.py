@@ -135,7 +135,7 @@ def _callable_issues(definition: dsl.WorkflowDefinition) -> list[dict[str, Any]]
     return found
 
 
-def _require_author(actor: Actor, team_id: str) -> None:
+def require_author(actor: Actor, team_id: str) -> None:
     if actor.is_admin:
         return
     if AUTHOR not in actor.roles or team_id not in actor.team_ids:
@@ -203,7 +203,7 @@ def _commit(session: DbSession, name: str) -> None:
 
 def create_workflow(session: DbSession, actor: Actor, team_name: str, source: Source) -> Workflow:
     team = team_by_name(session, actor, team_name)
-    _require_author(actor, team.id)
+    require_author(actor, team.id)
     definition = check_definition(source)
     if _name_taken(session, team.id, definition.name):
         raise _name_conflict(definition.name)
@@ -286,14 +286,14 @@ def _new_version(
 
 def update_workflow(session: DbSession, actor: Actor, workflow_id: str, source: Source) -> Workflow:
     workflow = get_workflow(session, actor, workflow_id)
-    _require_author(actor, workflow.team_id)
+    require_author(actor, workflow.team_id)
     definition = check_definition(source)
     return _new_version(session, actor, workflow, definition, source, "update")
 
 
 def rollback(session: DbSession, actor: Actor, workflow_id: str, body: RollbackIn) -> Workflow:
     workflow = get_workflow(session, actor, workflow_id)
-    _require_author(actor, workflow.team_id)
+    require_author(actor, workflow.team_id)
     number = body.version
     try:
         target = get_version(session, actor, workflow_id, number)
@@ -314,7 +314,7 @@ def rollback(session: DbSession, actor: Actor, workflow_id: str, body: RollbackI
 def delete_workflow(session: DbSession, actor: Actor, workflow_id: str) -> None:
     """Soft delete: the workflow disappears from lists, its versions and runs stay."""
     workflow = get_workflow(session, actor, workflow_id)
-    _require_author(actor, workflow.team_id)
+    require_author(actor, workflow.team_id)
     with acting_as(actor), update_action("delete"):
         workflow.deleted_at = utcnow()
         session.commit()

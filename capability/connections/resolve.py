@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app.extensions import db
 from capability.connections.models import Connection
 from capability.engine.settings import EngineSettings
+from capability.engine.state import AttemptContext
 from capability.models import Run
 from capability.secrets import vault
 
@@ -57,13 +58,31 @@ def fields_of(connection_id: str, name: str, kind: str, config: dict[str, Any],
                     masks_of(secret))
 
 
+def for_attempt(ctx: AttemptContext, name: str, settings: EngineSettings) -> Resolved | None:
+    """The connection ``name`` an attempt may use: of its run's team, or for a step
+    tested without a run (``engine.steptest``), of the team it was tested for."""
+    if ctx.team_id is not None:
+        return for_team(ctx.team_id, name, settings)
+    return for_run(ctx.run_id, name, settings)
+
+
+_COLUMNS = (Connection.id, Connection.name, Connection.type, Connection.config,
+            Connection.ciphertext)
+
+
+def for_team(team_id: str, name: str, settings: EngineSettings) -> Resolved | None:
+    return _read(select(*_COLUMNS).where(Connection.team_id == team_id,
+                                         Connection.name == name), settings)
+
+
 def for_run(run_id: str, name: str, settings: EngineSettings) -> Resolved | None:
-    """The connection ``name`` of the run's team, decrypted; None when it has none. Read
-    on a connection of its own: the attempt's session is the engine's."""
-    query = (select(Connection.id, Connection.name, Connection.type, Connection.config,
-                    Connection.ciphertext)
-             .join(Run, Run.team_id == Connection.team_id)
-             .where(Run.id == run_id, Connection.name == name))
+    """The connection ``name`` of the run's team, decrypted; None when it has none."""
+    return _read(select(*_COLUMNS).join(Run, Run.team_id == Connection.team_id)
+                 .where(Run.id == run_id, Connection.name == name), settings)
+
+
+def _read(query: Any, settings: EngineSettings) -> Resolved | None:
+    """Read on a connection of its own: the attempt's session is the engine's."""
     with db.engine.connect() as conn:
         row = conn.execute(query).first()
     if row is None:

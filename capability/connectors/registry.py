@@ -43,7 +43,7 @@ _NAME = re.compile(TYPE_NAME_PATTERN)
 _installed: dict[str, Connector] = {}
 # (run id, connection name, settings) -> the connection's type, fields and secret values,
 # or None: set by the connections package (``use_resolver``), which imports this one.
-Resolver = Callable[[str, str, EngineSettings], Any]
+Resolver = Callable[[AttemptContext, str, EngineSettings], Any]
 _resolver: Resolver | None = None
 _types: dict[str, ConnectionType] = {}
 _lock = threading.Lock()
@@ -232,7 +232,7 @@ def _executor(connector: Connector) -> Executor:
         named = getattr(with_, "connection", None)  # None: a connector it is optional for
         if connector.connection_types and named is not None:
             name = str(named)
-            found = _resolver(ctx.run_id, name, settings) if _resolver else None
+            found = _resolver(ctx, name, settings) if _resolver else None
             if found is None:
                 return Outcome.failure(f"unknown connection {name!r}", retriable=False)
             if found.type not in connector.connection_types:

@@ -173,6 +173,8 @@ class AttemptContext:
     expands: bool = False
     # The attempt's log (``engine.tasklog``), made when its type runs (``jobs.execute``).
     log: Writer | None = None
+    # Set for a step tested without a run (``engine.steptest``): whose connections it uses.
+    team_id: str | None = None
 
 
 # -- the run's lock and what expressions see ------------------------------------------

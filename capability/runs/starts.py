@@ -92,7 +92,7 @@ _VERSION_IDS: OrderedDict[tuple[str, int], str] = OrderedDict()
 _VERSION_IDS_LOCK = threading.Lock()
 
 
-def _current_version_id(session: DbSession, workflow: Workflow) -> str:
+def current_version_id(session: DbSession, workflow: Workflow) -> str:
     key = (workflow.id, workflow.current_version)
     with _VERSION_IDS_LOCK:
         found = _VERSION_IDS.get(key)
@@ -113,7 +113,7 @@ def _current_version_id(session: DbSession, workflow: Workflow) -> str:
 
 def current_definition(session: DbSession, workflow: Workflow) -> dsl.WorkflowDefinition:
     """The definition of the workflow's current version (read once per process)."""
-    return state.definition_for_version(session, _current_version_id(session, workflow))
+    return state.definition_for_version(session, current_version_id(session, workflow))
 
 
 class _Workflow:
@@ -126,7 +126,7 @@ class _Workflow:
             self.version_id, self.number = version.id, version.version
             self.definition = state.definition_of(version)
         else:
-            self.version_id = _current_version_id(session, workflow)
+            self.version_id = current_version_id(session, workflow)
             self.number = workflow.current_version
             self.definition = state.definition_for_version(session, self.version_id)
         self.queue_errors = unknown_queues(self.definition, dispatcher.settings.queues)

@@ -144,6 +144,13 @@ CASES = [
     ("run get other team", "GET", "/api/v1/runs/{run_other}", None, _expect(200, 404, 403)),
     ("run get other tenant", "GET", "/api/v1/runs/{run_foreign}", None,
      _expect(200, 404, 403)),
+    # A scope with an unknown upstream task: 422 for whoever may test (no worker needed).
+    ("test step own", "POST", "/api/v1/workflows/{wf_own}/tasks/only/test",
+     {"upstream": {"nope": {"output": 1}}}, _roles(422, 422, 403, 403, 403)),
+    ("test step other team", "POST", "/api/v1/workflows/{wf_other}/tasks/only/test",
+     {"upstream": {"nope": {"output": 1}}}, _roles(422, 404, 403, 403, 403)),
+    ("test step other tenant", "POST", "/api/v1/workflows/{wf_foreign}/tasks/only/test",
+     {"upstream": {"nope": {"output": 1}}}, _roles(422, 404, 403, 403, 403)),
     ("run task logs own", "GET", "/api/v1/runs/{run_own}/tasks/only/logs", None,
      _expect(200, 200, 403)),
     ("run task logs other team", "GET", "/api/v1/runs/{run_other}/tasks/only/logs", None,

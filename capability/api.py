@@ -77,6 +77,7 @@ class WorkflowApi(ScopedMixin, UuidModelApi):
         def run(actor: Actor) -> Response:
             version = service.get_version(db.session, actor, pk)
             result = service.workflow_dict(version.workflow, version)
+            result["cost"] = service.workflow_cost(db.session, pk)
             return self.response(200, id=pk, result=result)
 
         return call_service("read", "workflow", pk, run)

@@ -25,6 +25,7 @@ from flask_appbuilder.models.sqla import Model
 from sqlalchemy import (
     JSON,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -178,6 +179,9 @@ class Run(TeamScoped, Model):
     # What expressions read as trigger.payload: a webhook's body, an event's payload
     # (secrets of the team masked); read only by runs that have one.
     trigger_payload: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # What its attempts cost (an `llm` task's `cost`, LLM_PRICES), summed as each ends
+    # (each element of a for_each task too). Null when none had a cost.
+    cost: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(

@@ -26,7 +26,7 @@ from app.security.roles import AUTHOR
 from app.security.scope import scoped
 from app.times import iso, utcnow
 from capability import callables, dsl
-from capability.models import Workflow, WorkflowVersion
+from capability.models import Run, Workflow, WorkflowVersion
 
 # A team as ``name`` or ``tenant/name`` (64 characters each).
 MAX_TEAM = 129
@@ -337,6 +337,13 @@ def workflow_dict(workflow: Workflow, version: WorkflowVersion | None = None) ->
         out["source"] = version.source
         out["source_format"] = version.source_format
     return out
+
+
+def workflow_cost(session: DbSession, workflow_id: str) -> float | None:
+    """CONNECTORS.md: what the workflow's runs cost, summed (null when none had a cost)."""
+    total = session.execute(select(func.sum(Run.cost)).where(
+        Run.workflow_id == workflow_id)).scalar()
+    return round(float(total), 8) if total is not None else None
 
 
 def version_dict(version: WorkflowVersion) -> dict[str, Any]:

@@ -318,6 +318,13 @@ def record_expansion(session: DbSession, attempt_id: str, made: foreach.Expansio
     return True
 
 
+def _add_cost(run: Run, output: Any) -> None:
+    """CONNECTORS.md: a run's ``cost`` is what its attempts' outputs say they cost."""
+    cost = output.get("cost") if isinstance(output, dict) else None
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        run.cost = round((run.cost or 0.0) + float(cost), 8)
+
+
 def complete_attempt(session: DbSession, attempt_id: str, outcome: Outcome) -> bool:
     """Record an attempt's result exactly once and advance the run. False when nothing
     was recorded (a late or duplicate completion: the first one counted; the owner
@@ -332,6 +339,7 @@ def complete_attempt(session: DbSession, attempt_id: str, outcome: Outcome) -> b
         return False
     attempt.finished_at = state.now()
     outbox.of(session).touch(run.id)
+    _add_cost(run, outcome.output)
     if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
         attempt.status = AttemptStatus.CANCELLED
         return True

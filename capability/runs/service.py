@@ -316,10 +316,8 @@ def run_dict(session: DbSession, run: Run, actor: Actor | None = None,
                               if kind == TaskKind.TASK}
         return out
     out["tasks"] = [_task_dict(run.id, t) for t in reads if t.row.kind == TaskKind.TASK]
-    # CONNECTORS.md: what its llm tasks cost (LLM_PRICES), summed; null when none did.
-    costs = [t["output"]["cost"] for t in out["tasks"] if isinstance(t.get("output"), dict)
-             and isinstance(t["output"].get("cost"), int | float)]
-    out["cost"] = round(sum(costs), 8) if costs else None
+    # CONNECTORS.md: what its attempts cost (LLM_PRICES), summed; null when none did.
+    out["cost"] = run.cost
     # The undo steps that ran because the run failed, in the order they ran.
     out["compensations"] = [
         _task_dict(run.id, t) for t in reads if t.row.kind == TaskKind.COMPENSATION

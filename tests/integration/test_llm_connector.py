@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from tests.support.engine import drain
 from tests.support.runs import run_to_end
 
 API_KEY = "sk-SECRET-llm-key-5d4c"
@@ -70,6 +71,12 @@ def test_a_prompt_its_usage_and_its_cost(app: Flask, client: FlaskClient, op: di
     assert out["usage"] == {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
     assert out["cost"] == pytest.approx((42 * 0.15 + 7 * 0.6) / 1000)
     assert run["cost"] == out["cost"]
+    # The workflow sums its runs' costs.
+    again = client.post(f"/api/v1/workflows/{run['workflow_id']}/runs", headers=op["h"], json={})
+    assert drain(app, again.get_json()["id"]) == "succeeded"
+    workflow = client.get(f"/api/v1/workflows/{run['workflow_id']}", headers=op["h"])
+    assert workflow.get_json()["result"]["cost"] == pytest.approx(2 * out["cost"])
+    seen.pop()
     [request] = seen
     assert request["auth"] == f"Bearer {API_KEY}" and request["model"] == "gpt-4o-mini"
     assert request["messages"] == [{"role": "system", "content": "Answer in one word."},

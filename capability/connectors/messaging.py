@@ -107,7 +107,8 @@ class AmqpWith(With):
 
     connection: str = Field(min_length=1, max_length=63, description=(
         "an amqp connection of the run's team"))
-    exchange: str = Field(default="", max_length=255, description="'' is the default exchange")
+    exchange: str = Field(default="", max_length=255, description=(
+        'the exchange; "" is the default one, which routes by queue name'))
     routing_key: str = Field(default="", max_length=255, description="the routing key")
     body: Any = Field(default=None, description=(
         "the message: text as it is, anything else as JSON"))

@@ -32,7 +32,7 @@ class TaskType:
 
     ``example`` (a ``with`` that validates) and ``connection_types`` (what
     ``with.connection`` may name) are for the people writing definitions: the task
-    palette and the editor's help (``dsl.help``) show them, the validator ignores them.
+    palette and the editor's help (``dsl.type_help``) show them, the validator ignores them.
     """
 
     name: str

@@ -1,4 +1,4 @@
-"""The help of task types (``dsl.help``): what the task palette and the editor's help
+"""The help of task types (``dsl.type_help``): what the task palette and the editor's help
 panel show, made from each type's registration; and every type's example, which must
 validate so that none can be wrong."""
 
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from capability import dsl
 from capability.connectors import registry as connectors
-from capability.dsl import help as task_help
+from capability.dsl import type_help as task_help
 from capability.dsl.expressions import find_expressions, referenced_keys
 
 # Every type the application registers, the connectors' too (they join at its start).
@@ -103,11 +103,11 @@ def test_a_field_row_says_its_type_requirement_default_and_templating(
 
 
 def test_a_field_row_lists_allowed_values_and_pattern_rules():
-    assert _row("sql", "fetch")["values"] == ["all", "one", "none"]
-    assert _row("http", "auth.type")["values"] == ["basic", "bearer"]
+    assert _row("sql", "fetch")["choices"] == ["all", "one", "none"]
+    assert _row("http", "auth.type")["choices"] == ["basic", "bearer"]
     assert _row("python", "callable")["rules"] == [
         'must name a function literally, as "package.module:function"']
-    assert _row("sql", "query")["values"] == [] and _row("sql", "query")["rules"] == []
+    assert _row("sql", "query")["choices"] == [] and _row("sql", "query")["rules"] == []
 
 
 class _Target(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -38,8 +39,17 @@ def palette(registry: TaskTypeRegistry | None = None) -> list[dict[str, Any]]:
 
 
 def task_type_help(task_type: TaskType) -> dict[str, Any]:
-    """``{name, description, fields, connection_types, example}``; ``example`` is the
-    YAML of a task using the type ("" when the type declares none)."""
+    """``{name, description, fields, connection_types, example}``, each field ``{name,
+    type, required, default, templated, description, choices, rules}``; ``example`` is the
+    YAML of a task using the type ("" when the type declares none). Shared: read it,
+    never change it."""
+    # Made once per registered type (the editor shows every type's help on each load):
+    # keyed by the object too, since a TaskType compares without its example.
+    return _help(task_type, id(task_type))
+
+
+@lru_cache(maxsize=512)
+def _help(task_type: TaskType, _identity: int) -> dict[str, Any]:
     schema = task_type.with_model.model_json_schema()
     task = example_task(task_type)
     return {
@@ -93,7 +103,7 @@ def _fields(node: dict[str, Any], defs: dict[str, Any], prefix: str,
             "default": None if prop.get("default") is None else json.dumps(prop["default"]),
             "templated": _templated(prop, defs),
             "description": " ".join(str(prop.get("description", "")).split()),
-            "values": [v if isinstance(v, str) else json.dumps(v) for v in values],
+            "choices": [v if isinstance(v, str) else json.dumps(v) for v in values],
             "rules": [PATTERN_MESSAGES.get(p, f"must match {p}") for p in patterns],
         }
         if depth + 1 < _MAX_DEPTH:

@@ -192,7 +192,7 @@ class HttpWith(_With):
     method: Templated[Method] = Field(default="GET", description="the HTTP method, in upper case")
     url: Templated[Url] = Field(description="an http:// or https:// URL")
     headers: Templated[dict[str, Templated[Text]]] = Field(default_factory=dict, description=(
-        "header name -> text; an Idempotency-Key with the attempt's id is added unless set"))
+        "sent as text; an Idempotency-Key with the attempt's id is added unless set"))
     params: Templated[dict[str, QueryValue]] = Field(
         default_factory=dict, description="the query string; a list repeats the name"
     )

@@ -220,6 +220,9 @@ def register(reg: Registrar) -> None:
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
     reg.add_view(ConnectionView, "Connections", icon="fa-plug", category="Workflows")
+    # A page of WorkflowView (can_read on Workflows): the link adds its menu entry.
+    reg.add_link("Task types", href="WorkflowView.task_types", icon="fa-puzzle-piece",
+                 category="Workflows")
     reg.add_view(ScheduleView, "Schedules", icon="fa-clock-o", category="Triggers",
                  category_icon="fa-bolt")
     reg.add_view(WebhookView, "Webhooks", icon="fa-plug", category="Triggers")
@@ -242,8 +245,8 @@ _read = ("Workflows", "can_read")
 _menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its list entry
 _runs = ("Runs", "can_read")
 _control = ("Runs", "can_read|can_control")
-# "Workflows" -> "Runs", "Failed tasks", "Connections"
-_run_menus = ("Runs|Failed tasks|Connections", "menu_access")
+# "Workflows" -> "Runs", "Failed tasks", "Connections", "Task types"
+_run_menus = ("Runs|Failed tasks|Connections|Task types", "menu_access")
 _trigger_menus = ("Triggers|Schedules|Webhooks|Event triggers", "menu_access")
 
 capability = Capability.build(

@@ -33,6 +33,7 @@ from app.security.scope import ScopedMixin
 from app.tenancy.service import list_teams
 from app.times import when
 from capability import dsl, service
+from capability.dsl import type_help
 from capability.engine import state
 from capability.filters import LiveOnly
 from capability.models import Workflow, WorkflowVersion
@@ -44,6 +45,7 @@ T = TypeVar("T")
 
 PERMISSIONS = {
     "list": "read", "page": "read", "diff": "read", "check": "read", "reference": "read",
+    "task_types": "read",
     "new": "write", "change": "write", "rollback": "write", "remove": "write",
     "run": "run",
 }
@@ -138,7 +140,7 @@ class WorkflowView(ScopedMixin, ModelView):
         context.setdefault("message", "")
         page = self.render_template(
             "workflows/editor.html", check_url=url_for(".check"), task_types=dsl.registry.names(),
-            **context,
+            task_help=type_help.palette(), **context,
         )
         return page, status
 
@@ -212,6 +214,13 @@ class WorkflowView(ScopedMixin, ModelView):
         except OSError:
             abort(404)
         return Response(text, mimetype="text/plain")
+
+    @expose("/task-types")
+    @has_access
+    def task_types(self) -> str:
+        """Menu "Task types": every registered task type with its fields and an example,
+        the same help the editor shows for the task under the cursor."""
+        return self.render_template("workflows/task_types.html", types=type_help.palette())
 
     @expose("/<pk>/run", methods=["POST"])
     @has_access

@@ -14,8 +14,9 @@ class ValidateWith(With):
     """Checks value against a JSON Schema (2020-12). Output: value, when valid; else the
     task fails, not retried, listing every violation with its JSON path."""
 
-    value: Any = None
-    schema_: Templated[dict[str, Any]] = Field(alias="schema")
+    value: Any = Field(default=None, description="what to check")
+    schema_: Templated[dict[str, Any]] = Field(alias="schema", description=(
+        "a JSON Schema (2020-12), checked when the workflow is saved"))
 
     @field_validator("schema_")
     @classmethod
@@ -69,9 +70,11 @@ class JsonPathWith(With):
     """Queries input with a JSONPath expression. Output: the list of matches, or with
     first: true the first match (null when none)."""
 
-    input: Any = None
-    path: str = Field(min_length=1)
-    first: Templated[bool] = False
+    input: Any = Field(default=None, description="the data to query")
+    path: str = Field(min_length=1, description=(
+        "a JSONPath expression, checked when saved (unless it is a template)"))
+    first: Templated[bool] = Field(default=False, description=(
+        "the first match (null when none) instead of the list"))
 
     @field_validator("path")
     @classmethod

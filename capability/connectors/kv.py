@@ -78,13 +78,20 @@ class RedisWith(With):
     """Runs one Redis command (get set incr delete lpush rpop hset hgetall publish
     expire) on a redis connection. Output: {result}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    command: Command
-    key: str | None = Field(default=None, max_length=1024)
-    value: Any = None
-    ttl: Templated[int | None] = Field(default=None, ge=1, description="seconds (set, expire)")
-    field: str | None = Field(default=None, max_length=1024, description="hset")
-    channel: str | None = Field(default=None, max_length=1024, description="publish")
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "a redis connection of the run's team"))
+    command: Command = Field(description="the command")
+    key: str | None = Field(default=None, max_length=1024, description=(
+        "the key (every command but publish)"))
+    value: Any = Field(default=None, description=(
+        "set, lpush (a list pushes each item), hset, publish; incr: the increment "
+        "(default 1); objects and lists are stored as JSON text"))
+    ttl: Templated[int | None] = Field(default=None, ge=1, description=(
+        "seconds: an expiry for set, required by expire"))
+    field: str | None = Field(default=None, max_length=1024, description=(
+        "the hash field (hset)"))
+    channel: str | None = Field(default=None, max_length=1024, description=(
+        "the channel (publish)"))
 
     @model_validator(mode="after")
     def _needs(self) -> RedisWith:

@@ -77,8 +77,8 @@ class OpenAiType(ConnectionType):
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant"] = Field(description="who says it")
+    content: str = Field(description="what is said")
 
 
 class LlmWith(With):
@@ -87,14 +87,20 @@ class LlmWith(With):
     validated (invalid: the attempt fails, retriable, with the reasons). Output: {text,
     json?, model, usage: {prompt_tokens, completion_tokens, total_tokens}, cost?}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    model: str | None = Field(default=None, max_length=128)
-    messages: Templated[list[Message] | None] = None
-    prompt: str | None = None
-    system: str | None = None
-    temperature: Templated[float | None] = Field(default=None, ge=0, le=2)
-    max_tokens: Templated[int | None] = Field(default=None, ge=1, le=200_000)
-    response_schema: Templated[dict[str, Any] | None] = None
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "an openai connection of the run's team"))
+    model: str | None = Field(default=None, max_length=128, description=(
+        "the model; default the connection's"))
+    messages: Templated[list[Message] | None] = Field(default=None, description=(
+        "the conversation; give messages, or prompt"))
+    prompt: str | None = Field(default=None, description="the user's message")
+    system: str | None = Field(default=None, description="a system message, with prompt")
+    temperature: Templated[float | None] = Field(default=None, ge=0, le=2, description=(
+        "sampling temperature"))
+    max_tokens: Templated[int | None] = Field(default=None, ge=1, le=200_000, description=(
+        "the longest reply"))
+    response_schema: Templated[dict[str, Any] | None] = Field(default=None, description=(
+        "a JSON Schema the reply must match (its JSON is then the output's json)"))
 
     @model_validator(mode="after")
     def _one(self) -> LlmWith:

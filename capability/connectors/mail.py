@@ -122,9 +122,10 @@ class SmtpType(ConnectionType):
 class Attachment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    content_base64: str
-    content_type: str = Field(default="application/octet-stream", max_length=127)
+    name: str = Field(min_length=1, max_length=255, description="the file name")
+    content_base64: str = Field(description="the content, base64")
+    content_type: str = Field(default="application/octet-stream", max_length=127,
+                              description="its MIME type")
 
 
 Addresses = Templated[list[str]]
@@ -134,13 +135,15 @@ class EmailWith(With):
     """Sends an email through an smtp connection: text and/or HTML, cc, attachments
     (base64). Output: {message_id, accepted: [addresses]}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    to: Addresses = Field(min_length=1)
-    cc: Addresses = Field(default_factory=list)
-    subject: str = Field(min_length=1, max_length=998)
-    text: str | None = None
-    html: str | None = None
-    attachments: Templated[list[Attachment]] = Field(default_factory=list)
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "an smtp connection of the run's team"))
+    to: Addresses = Field(min_length=1, description="the recipients")
+    cc: Addresses = Field(default_factory=list, description="copies")
+    subject: str = Field(min_length=1, max_length=998, description="the subject")
+    text: str | None = Field(default=None, description=(
+        "the plain-text body; give text, html or both"))
+    html: str | None = Field(default=None, description="the HTML body")
+    attachments: Templated[list[Attachment]] = Field(default_factory=list, description="files")
 
     @model_validator(mode="after")
     def _a_body(self) -> EmailWith:

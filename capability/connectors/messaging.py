@@ -105,12 +105,17 @@ class AmqpWith(With):
     """Publishes one message to an AMQP exchange (RabbitMQ), confirmed by the broker.
     Output: {published: true}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    exchange: str = Field(default="", max_length=255, description="'' is the default exchange")
-    routing_key: str = Field(default="", max_length=255)
-    body: Any = None
-    headers: Templated[dict[str, Any]] = Field(default_factory=dict)
-    persistent: Templated[bool] = True
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "an amqp connection of the run's team"))
+    exchange: str = Field(default="", max_length=255, description=(
+        'the exchange; "" is the default one, which routes by queue name'))
+    routing_key: str = Field(default="", max_length=255, description="the routing key")
+    body: Any = Field(default=None, description=(
+        "the message: text as it is, anything else as JSON"))
+    headers: Templated[dict[str, Any]] = Field(default_factory=dict, description=(
+        "message headers"))
+    persistent: Templated[bool] = Field(default=True, description=(
+        "ask the broker to keep it on disk"))
     mandatory: Templated[bool] = Field(default=True, description=(
         "fail when no queue receives it"))
 
@@ -212,11 +217,13 @@ class MqttType(ConnectionType):
 class MqttWith(With):
     """Publishes one message to an MQTT topic. Output: {published: true}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    topic: str = Field(min_length=1, max_length=65535)
-    payload: Any = None
-    qos: Templated[int] = Field(default=1, ge=0, le=2)
-    retain: Templated[bool] = False
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "an mqtt connection of the run's team"))
+    topic: str = Field(min_length=1, max_length=65535, description="the topic")
+    payload: Any = Field(default=None, description="text as it is, anything else as JSON")
+    qos: Templated[int] = Field(default=1, ge=0, le=2, description="quality of service")
+    retain: Templated[bool] = Field(default=False, description=(
+        "keep it as the topic's last message"))
 
 
 class MqttConnector(Connector):
@@ -336,10 +343,12 @@ class NatsWith(With):
     """Publishes one message to a NATS subject; with jetstream: true, to the stream that
     holds the subject, acknowledged. Output: {published: true, seq?}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    subject: str = Field(min_length=1, max_length=255)
-    payload: Any = None
-    jetstream: Templated[bool] = False
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "a nats connection of the run's team"))
+    subject: str = Field(min_length=1, max_length=255, description="the subject")
+    payload: Any = Field(default=None, description="text as it is, anything else as JSON")
+    jetstream: Templated[bool] = Field(default=False, description=(
+        "publish to JetStream and wait for its acknowledgement"))
 
 
 class NatsConnector(Connector):

@@ -171,8 +171,10 @@ def install(classes: Iterable[type[Any]] | None = None) -> list[str]:
         for connection_type in types:
             _types[connection_type.type] = connection_type
         for connector in checked:
-            register_task_type(dsl.TaskType(connector.type, connector.With,
-                                            _describe(connector)), _executor(connector))
+            register_task_type(dsl.TaskType(
+                connector.type, connector.With, _describe(connector),
+                example=dict(connector.example), connection_types=tuple(connector.connection_types),
+            ), _executor(connector))
             _installed[connector.type] = connector
     names = [t.type for t in types] + [c.type for c in checked]
     if names:

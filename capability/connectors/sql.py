@@ -247,11 +247,16 @@ class SqlWith(With):
     """Runs one SQL statement on a postgres, mysql or sqlite connection, with params bound
     (never interpolated). Output: {rows: [{column: value}], rowcount, columns}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    query: str = Field(min_length=1, max_length=100_000)
-    params: Templated[dict[str, Any] | list[Any]] = Field(default_factory=dict)
-    fetch: Literal["all", "one", "none"] = "all"
-    max_rows: Templated[int] = Field(default=1000, ge=1, le=100_000)
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "a postgres, mysql or sqlite connection of the run's team"))
+    query: str = Field(min_length=1, max_length=100_000, description=(
+        "one statement; parameters written :name"))
+    params: Templated[dict[str, Any] | list[Any]] = Field(default_factory=dict, description=(
+        "the values of the :name parameters: always bound, never pasted into the SQL"))
+    fetch: Literal["all", "one", "none"] = Field(default="all", description=(
+        "which rows to return"))
+    max_rows: Templated[int] = Field(default=1000, ge=1, le=100_000, description=(
+        "more rows fail the task (add a LIMIT)"))
     timeout: Templated[float | None] = Field(default=None, gt=0, description=(
         "seconds the statement may run (default: what is left of the task's timeout)"))
 

@@ -106,18 +106,23 @@ class S3With(With):
     {body (text) or body_base64, size, etag, content_type}; put {etag, size}; list
     {keys}; delete {deleted}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    operation: Literal["get", "put", "list", "delete"]
-    bucket: str = Field(min_length=3, max_length=63)
-    key: str | None = Field(default=None, min_length=1, max_length=1024)
-    prefix: str = Field(default="", max_length=1024, description="list")
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "an s3 connection of the run's team"))
+    operation: Literal["get", "put", "list", "delete"] = Field(description="what to do")
+    bucket: str = Field(min_length=3, max_length=63, description="the bucket")
+    key: str | None = Field(default=None, min_length=1, max_length=1024, description=(
+        "the object's key (every operation but list)"))
+    prefix: str = Field(default="", max_length=1024, description=(
+        "list: only keys starting with it"))
     body: Any = Field(default=None, description="put: text, or JSON for anything else")
     body_base64: str | None = Field(default=None, description="put: bytes, base64")
     file: str | None = Field(default=None, max_length=1024, description=(
         "put: the object's content from this file; get: the object written to it (a path "
         "under CONNECTION_FILES_DIR; for objects too large for an output)"))
-    content_type: str | None = Field(default=None, max_length=255)
-    max_keys: Templated[int] = Field(default=1000, ge=1, le=10_000, description="list")
+    content_type: str | None = Field(default=None, max_length=255, description=(
+        "put: its MIME type"))
+    max_keys: Templated[int] = Field(default=1000, ge=1, le=10_000, description=(
+        "list: at most this many keys"))
 
     @model_validator(mode="after")
     def _needs(self) -> S3With:

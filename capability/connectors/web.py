@@ -173,21 +173,27 @@ def _slack_api(context: Context, method: str, body: dict[str, Any]) -> dict[str,
 # -- webhook --------------------------------------------------------------------------
 
 class Signing(_Model):
-    scheme: Literal["standard-webhooks", "hmac-sha256"]
+    scheme: Literal["standard-webhooks", "hmac-sha256"] = Field(description=(
+        "standard-webhooks (webhook-id, -timestamp, -signature headers) or hmac-sha256 "
+        "(the hex HMAC of the body in header)"))
     secret: str = Field(min_length=1, max_length=4096, description=(
         "usually {{ secrets.<name> }}; standard-webhooks: whsec_<base64>"))
-    header: str = Field(default="X-Signature", max_length=128, description="hmac-sha256")
+    header: str = Field(default="X-Signature", max_length=128, description=(
+        "hmac-sha256: the header that carries it"))
 
 
 class WebhookWith(With):
     """Posts JSON to a URL (or a connection's base URL), optionally signed (Standard
     Webhooks, or an HMAC-SHA256 header). Output: {status, json?}."""
 
-    connection: str | None = Field(default=None, max_length=63)
-    url: str | None = Field(default=None, max_length=2048)
-    json_: Any = Field(default=None, alias="json")
-    headers: Templated[dict[str, str]] = Field(default_factory=dict)
-    signing: Signing | None = None
+    connection: str | None = Field(default=None, max_length=63, description=(
+        "an http connection of the run's team (optional)"))
+    url: str | None = Field(default=None, max_length=2048, description=(
+        "the URL; with connection, a path under its base URL"))
+    json_: Any = Field(default=None, alias="json", description="the body, sent as JSON")
+    headers: Templated[dict[str, str]] = Field(default_factory=dict, description=(
+        "more headers"))
+    signing: Signing | None = Field(default=None, description="sign the body")
 
     @model_validator(mode="after")
     def _where(self) -> WebhookWith:
@@ -253,9 +259,12 @@ class SlackWith(With):
     """Posts a message to Slack through a slack connection (an incoming webhook, or a bot
     token and channel). Output: {ok, ts?}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    text: str = Field(min_length=1, max_length=40_000)
-    blocks: Templated[list[dict[str, Any]] | None] = None
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "a slack connection of the run's team"))
+    text: str = Field(min_length=1, max_length=40_000, description=(
+        "the message (Slack's mrkdwn)"))
+    blocks: Templated[list[dict[str, Any]] | None] = Field(default=None, description=(
+        "Block Kit blocks"))
     channel: str | None = Field(default=None, max_length=128, description=(
         "overrides the connection's channel (bot token)"))
 
@@ -291,9 +300,12 @@ class TeamsWith(With):
     """Posts a message to Microsoft Teams through a teams connection: text, or an
     Adaptive Card. Output: {ok}."""
 
-    connection: str = Field(min_length=1, max_length=63)
-    text: str | None = Field(default=None, max_length=28_000)
-    card: Templated[dict[str, Any] | None] = None
+    connection: str = Field(min_length=1, max_length=63, description=(
+        "a teams connection of the run's team"))
+    text: str | None = Field(default=None, max_length=28_000, description=(
+        "the message; give text or card, not both"))
+    card: Templated[dict[str, Any] | None] = Field(default=None, description=(
+        "an Adaptive Card (its JSON)"))
 
     @model_validator(mode="after")
     def _one(self) -> TeamsWith:

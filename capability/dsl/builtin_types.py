@@ -129,19 +129,20 @@ JsonPath = Annotated[str, AfterValidator(_jsonpath)]
 class NoopWith(_With):
     """Does nothing. Output: with.value (any templated structure), or null."""
 
-    value: Any = None
+    value: Any = Field(default=None, description="the task's output")
 
 
 class FailWith(_With):
     """Never succeeds: fails with the message (to test failure paths and compensation)."""
 
-    message: str
+    message: str = Field(description="the task's error")
 
 
 class DelayWith(_With):
     """Waits for seconds (a number, or a duration like 30s) without holding a worker."""
 
-    seconds: Templated[Duration]
+    seconds: Templated[Duration] = Field(description=(
+        'how long to wait: 30, "30s", "5m" or "{{ params.wait }}"'))
 
 
 _SECRET_HINT = 'must come from a secret, e.g. "{{ secrets.api_token }}"'
@@ -150,10 +151,14 @@ _SECRET_HINT = 'must come from a secret, e.g. "{{ secrets.api_token }}"'
 class HttpAuth(_With):
     """basic (username and password) or bearer (token); credentials come from secrets."""
 
-    type: Literal["basic", "bearer"]
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
+    type: Literal["basic", "bearer"] = Field(description=(
+        "basic takes username and password; bearer takes token"))
+    username: str | None = Field(default=None, description="basic only (required there)")
+    password: str | None = Field(default=None, description=(
+        'basic only (required there); from a secret: "{{ secrets.<name> }}"'))
+    token: str | None = Field(default=None, description=(
+        "bearer only (required there), sent as Authorization: Bearer <token>; from a "
+        "secret"))
 
     @field_validator("password", "token")
     @classmethod
@@ -184,21 +189,24 @@ class HttpWith(_With):
     Connection errors, timeouts, 429 and 5xx are retried; other unexpected statuses fail.
     """
 
-    method: Templated[Method] = "GET"
-    url: Templated[Url]
-    headers: Templated[dict[str, Templated[Text]]] = Field(default_factory=dict)
+    method: Templated[Method] = Field(default="GET", description="the HTTP method, in upper case")
+    url: Templated[Url] = Field(description="an http:// or https:// URL")
+    headers: Templated[dict[str, Templated[Text]]] = Field(default_factory=dict, description=(
+        "sent as text; an Idempotency-Key with the attempt's id is added unless set"))
     params: Templated[dict[str, QueryValue]] = Field(
-        default_factory=dict, description="query string parameters"
+        default_factory=dict, description="the query string; a list repeats the name"
     )
     json_: Any = Field(default=None, alias="json", description="a JSON body (not with data)")
     data: Templated[FormData | None] = Field(
         default=None, description="a form or text body (not with json)"
     )
-    timeout: Templated[PositiveDuration | None] = None
+    timeout: Templated[PositiveDuration | None] = Field(default=None, description=(
+        "time limit of the request; default the task's timeout, else 30 s"))
     expect_status: Templated[ExpectStatus | None] = Field(
         default=None, description="accepted statuses; default any 2xx"
     )
-    auth: Templated[HttpAuth | None] = None
+    auth: Templated[HttpAuth | None] = Field(default=None, description=(
+        "basic or bearer authentication"))
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpWith:
@@ -210,9 +218,10 @@ class HttpWith(_With):
 class TransformWith(_With):
     """Output: value (any templated structure), or the matches of jsonpath in input."""
 
-    value: Any = None
-    jsonpath: Templated[JsonPath | None] = None
-    input: Any = None
+    value: Any = Field(default=None, description="the output (not with jsonpath or input)")
+    jsonpath: Templated[JsonPath | None] = Field(default=None, description=(
+        "a JSONPath query of input"))
+    input: Any = Field(default=None, description="the data jsonpath queries")
 
     @model_validator(mode="after")
     def _one_form(self) -> TransformWith:
@@ -232,32 +241,54 @@ class PythonWith(_With):
     """Calls a function named "package.module:function" with kwargs; only functions under
     the configured allowed prefixes may run. Output: its (JSON-serialisable) return value."""
 
-    callable: str = Field(pattern=CALLABLE_PATTERN)
-    kwargs: Templated[dict[str, Any]] = Field(default_factory=dict)
+    callable: str = Field(pattern=CALLABLE_PATTERN, description=(
+        "the function, written literally as package.module:function"))
+    kwargs: Templated[dict[str, Any]] = Field(default_factory=dict, description=(
+        "its keyword arguments"))
 
 
 class ApprovalWith(_With):
     """Waits in waiting_approval until a user with the approvers role approves (output:
     {approved_by, comment}) or rejects (the task fails)."""
 
-    message: str
-    approvers: str | None = Field(default=None, description="role name; default: any approver")
+    message: str = Field(description="what the approver is asked")
+    approvers: str | None = Field(default=None, description=(
+        "the role that may answer; default anyone who may control the run"))
 
 
 class WorkflowWith(_With):
     """Runs another workflow of the same team with params. Output: the child run's task
     outputs. Fails if the child run fails; nesting deeper than 10 fails."""
 
-    workflow: Templated[WorkflowName]
-    params: Templated[dict[str, Any]] = Field(default_factory=dict)
+    workflow: Templated[WorkflowName] = Field(description="the child workflow's name")
+    params: Templated[dict[str, Any]] = Field(default_factory=dict, description=(
+        "the child run's parameters"))
 
 
 def _summary(model: type[BaseModel]) -> str:
     return " ".join((model.__doc__ or "").split())
 
 
-BUILTINS: tuple[tuple[str, type[BaseModel], str], ...] = tuple(
-    (name, model, _summary(model))
+# Each type's example ``with``, shown by the task palette and the editor's help; a test
+# validates every one in a workflow (tests/unit/test_task_help.py).
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "noop": {"value": {"ready": True, "run": "{{ run.id }}"}},
+    "fail": {"message": "Nothing to load today: stopping here"},
+    "delay": {"seconds": "5m"},
+    "http": {"method": "POST", "url": "https://api.example.com/v1/orders",
+             "json": {"order": "{{ run.id }}"}, "expect_status": [200, 201],
+             "auth": {"type": "bearer", "token": "{{ secrets.api_token }}"}},
+    "transform": {"jsonpath": "$.items[*].id", "input": "{{ tasks.fetch.output.json }}"},
+    "python": {"callable": "reports.daily:summarise",
+               "kwargs": {"rows": "{{ tasks.load.output.rows }}"}},
+    "approval": {"message": "Publish the report of run {{ run.id }}?",
+                 "approvers": "Operator"},
+    "workflow": {"workflow": "send-report", "params": {"day": "{{ params.day }}"}},
+}
+
+# (name, with model, description, example): ``dsl.types`` makes them the first task types.
+BUILTINS: tuple[tuple[str, type[BaseModel], str, dict[str, Any]], ...] = tuple(
+    (name, model, _summary(model), _EXAMPLES[name])
     for name, model in (
         ("noop", NoopWith),
         ("fail", FailWith),

@@ -7,8 +7,8 @@ accepts, so the API, the UI and the workers validate ``with`` the same way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,11 +28,18 @@ class UnknownTaskType(KeyError):
 
 @dataclass(frozen=True)
 class TaskType:
-    """A task type. ``with_model`` forbids unknown fields and accepts templates (``Templated``)."""
+    """A task type. ``with_model`` forbids unknown fields and accepts templates (``Templated``).
+
+    ``example`` (a ``with`` that validates) and ``connection_types`` (what
+    ``with.connection`` may name) are for the people writing definitions: the task
+    palette and the editor's help (``dsl.type_help``) show them, the validator ignores them.
+    """
 
     name: str
     with_model: type[BaseModel]
     description: str = ""
+    example: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    connection_types: tuple[str, ...] = ()
 
     def validate_with(self, data: Any, *, rendered: bool = False) -> BaseModel:
         """Check ``with``: at save time (templates pass) or after rendering (all values typed).

@@ -177,6 +177,8 @@
       document.getElementById("save").disabled = true;
     });
     errors.fromPage();
+    // The help of the task type under the cursor (task_help.js, on the editor only).
+    if (window.APGTaskHelp) window.APGTaskHelp.attach(cm);
   }
 
   function initViewer(textarea) {

@@ -386,6 +386,7 @@ UI_CASES = [
     ("users", "/users/list/", _expect(200, 403, 403)),
     ("connections", "/connections/", _expect(200, 200, 403)),
     ("connection form", "/connections/new?type=sqlite", _roles(200, 200, 403, 403, 403)),
+    ("task types", "/workflows/task-types", _expect(200, 200, 403)),
 ]
 
 

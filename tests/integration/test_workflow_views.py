@@ -94,7 +94,8 @@ def versions(app: Flask, workflow_id: str) -> list[WorkflowVersion]:
 
 
 # -- who sees what -------------------------------------------------------------------
-READ_PAGES = ["/workflows/list/", "/workflows/{own}", "/workflows/{own}/diff"]
+READ_PAGES = ["/workflows/list/", "/workflows/{own}", "/workflows/{own}/diff",
+              "/workflows/task-types"]
 
 
 @pytest.mark.parametrize("role", [*MEMBERS, "Auditor"])
@@ -127,6 +128,36 @@ def test_list_shows_own_live_workflows_with_links(app, world):
     assert 'id="new-workflow"' in author.get("/workflows/list/").get_data(as_text=True)
     found = author.get("/workflows/list/", query_string={"_flt_0_name": own["name"][:6]})
     assert own["name"] in found.get_data(as_text=True)
+
+
+def test_task_palette_lists_every_type_and_the_menu_links_it(app, world):
+    from capability import dsl
+
+    client = login(app, world["users"]["Viewer"])
+    page = client.get("/workflows/task-types").get_data(as_text=True)
+    names = dsl.registry.names()
+    assert {"noop", "http", "workflow", "sql", "email", "llm"} <= set(names)
+    for name in names:
+        assert f'id="type-{name}"' in page, name
+    sql = re.search(r'id="type-sql".*?</section>', page, re.S).group(0)
+    assert "max_rows" in sql and "1 to 100000" in sql and "<code>1000</code>" in sql
+    assert 'href="/connections/"' in sql and "<code>postgres</code>" in sql
+    assert "id: my_sql" in sql and "type: sql" in sql
+    assert 'href="/workflows/task-types"' in client.get("/workflows/list/").get_data(as_text=True)
+    auditor = login(app, world["users"]["Auditor"])
+    assert auditor.get("/workflows/task-types").status_code == 403
+    assert "/workflows/task-types" not in auditor.get("/").get_data(as_text=True)
+
+
+def test_the_editor_carries_the_help_of_every_type(app, world):
+    from capability import dsl
+
+    client = login(app, world["users"]["Author"])
+    page = client.get("/workflows/new").get_data(as_text=True)
+    for name in dsl.registry.names():
+        assert f'<template id="task-help-{name}" data-type="{name}">' in page, name
+    assert 'id="task-help"' in page and 'data-palette-url="/workflows/task-types"' in page
+    assert "js/task_help.js" in page
 
 
 def test_fab_forms_for_workflows_do_not_exist(app, world):

@@ -16,7 +16,8 @@ With ``with.connection`` (an ``http`` connection of the run's team):
   is sent once more with a new one.
 
 With ``with.paginate``, the pages are requested one after the other, each checked like
-a single request (a failing page fails the task, its number in the error), and the
+a single request (a failing page fails the task, its number in the error; a page after
+the first has an ``Idempotency-Key`` of its own, ``<attempt id>.<page>``), and the
 output is ``{pages, items}``: ``items`` gathers each page's items, read with
 ``items_path`` (a JSONPath; one match that is a list gives its elements, so ``$.data``
 and ``$.data[*]`` are the same), else the page's JSON itself: the elements of a list,
@@ -66,7 +67,7 @@ def execute(params: dict[str, Any], ctx: AttemptContext, settings: EngineSetting
     except ValidationError as exc:
         return Outcome.failure(f"with: {exc}", retriable=False)
     try:
-        sender = _Sender(params, with_, ctx, settings, context)
+        sender = _Sender(params, ctx, settings, context)
         if with_.paginate is None:
             return sender.send(sender.url, sender.query)
         return _paginated(sender, with_.paginate, settings, context)
@@ -110,8 +111,8 @@ def _merged(*layers: dict[str, Any]) -> dict[str, Any]:
 class _Sender:
     """One request of the task, as many times as pages and token renewals need."""
 
-    def __init__(self, params: dict[str, Any], with_: HttpWith, ctx: AttemptContext,
-                 settings: EngineSettings, context: Context) -> None:
+    def __init__(self, params: dict[str, Any], ctx: AttemptContext, settings: EngineSettings,
+                 context: Context) -> None:
         self.params, self.ctx, self.settings, self.context = params, ctx, settings, context
         self.url = str(params["url"])
         self.query: dict[str, Any] = dict(params.get("params") or {})
@@ -135,26 +136,31 @@ class _Sender:
             headers = _merged(*layers, headers)
         self.headers = headers
 
-    def send(self, url: str, query: dict[str, Any]) -> Outcome:
+    def send(self, url: str, query: dict[str, Any], page: int = 1) -> Outcome:
         request = {**self.params, "url": url, "params": query, "auth": self.auth,
-                   "headers": self._headers(fresh=False)}
+                   "headers": self._headers(page, fresh=False)}
         outcome = one_request(request, self.ctx, self.settings)
         if self.oauth and _status(outcome) == 401:
             # The cached token was revoked or expired early: a new one, and once more.
             oauth.forget(self.context)
             self.context.log("info", f"HTTP 401 from {url}: a new access token, and the "
                                      "request once more")
-            request["headers"] = self._headers(fresh=True)
+            request["headers"] = self._headers(page, fresh=True)
             outcome = one_request(request, self.ctx, self.settings)
         return outcome
 
-    def _headers(self, *, fresh: bool) -> dict[str, Any]:
+    def _headers(self, page: int, *, fresh: bool) -> dict[str, Any]:
+        headers = self.headers
+        if page > 1 and not any(name.lower() == "idempotency-key" for name in headers):
+            # Each page is a request of its own: a receiver that keeps the attempt's key
+            # (the first page's) must not answer the next page with the first one.
+            headers = {**headers, "Idempotency-Key": f"{self.ctx.attempt_id}.{page}"}
         if not self.oauth:
-            return self.headers
+            return headers
         # Over the connection's headers; with.headers has no Authorization here (or the
         # token would not be asked for).
         bearer = {"Authorization": f"Bearer {oauth.token(self.context, fresh=fresh)}"}
-        return _merged(self.headers, bearer)
+        return _merged(headers, bearer)
 
 
 def _status(outcome: Outcome) -> int | None:
@@ -169,8 +175,8 @@ def _paginated(sender: _Sender, spec: HttpPaginate, settings: EngineSettings,
     items: list[Any] = []
     size = pages = 0
     while True:
-        outcome = sender.send(url, query)
         pages += 1
+        outcome = sender.send(url, query, pages)
         if not outcome.ok:
             if pages > 1 and outcome.error:
                 outcome.error = f"{outcome.error} (page {pages})"

@@ -304,6 +304,10 @@ def test_pages_by_link_header_and_by_cursor(app: Flask, client: FlaskClient,
         "c2", "c3", None]
     cursors = [r.args.get("after") for r, _ in httpserver.log if r.path == "/api/people"]
     assert cursors == [None, "c2", "c3"] * 3
+    # Each page has an idempotency key of its own, the first the attempt's.
+    first, second, third = [r.headers["Idempotency-Key"] for r, _ in httpserver.log
+                            if r.path == "/api/items"][:3]
+    assert (second, third) == (f"{first}.2", f"{first}.3")
 
 
 def test_a_failing_page_fails_the_task_and_a_link_elsewhere_is_not_followed(

@@ -386,3 +386,23 @@ def test_testing_an_oauth2_connection_asks_for_a_token(client: FlaskClient,
     assert wrong["ok"] is False
     assert wrong["message"] == (f"token endpoint {httpserver.url_for('/oauth/token')}"
                                           ": HTTP 401: invalid_client")
+
+
+def test_a_webhook_through_an_oauth2_connection_renews_a_refused_token(
+        app: Flask, client: FlaskClient, op: dict[str, Any], httpserver: HTTPServer) -> None:
+    endpoint = TokenEndpoint()
+    httpserver.expect_request("/oauth/token", method="POST").respond_with_handler(endpoint)
+    accepted = {f"AT-1-{ACCESS}"}
+    seen: list[str] = []
+    httpserver.expect_request("/api/events", method="POST").respond_with_handler(
+        _api(lambda: accepted, seen))
+    _connection(client, op, "oauth", _oauth2(httpserver), {"client_secret": CLIENT_SECRET})
+    task = {"id": "post", "type": "webhook", "with": {"connection": "oauth", "url": "events",
+                                                      "json": {"n": 1}}}
+    first = run_to_end(app, client, op, [task])
+    accepted = {f"AT-2-{ACCESS}"}
+    second = run_to_end(app, client, op, [task])
+    assert first["status"] == second["status"] == "succeeded", _errors(second)
+    assert seen == [f"AT-1-{ACCESS}", f"AT-1-{ACCESS}", f"AT-2-{ACCESS}"]
+    assert second["by_task"]["post"]["output"]["json"]["you_sent"] == "Bearer ***"
+    assert len(endpoint.requests) == 2

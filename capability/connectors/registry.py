@@ -8,6 +8,11 @@ definitions' validation and JSON Schema, the editor's list) with an executor tha
 renders nothing itself (the engine has rendered ``with``), validates ``with`` with the
 connector's model, calls ``execute`` and classes what it raised. A connector that
 fails a check stops the start, naming itself; none of the batch is registered.
+
+The built-in ``http`` type is no connector, but it may name an ``http`` connection:
+its executor is replaced here by one that resolves it the same way (the run's team,
+the breaker, the masks: ``through_connection``) and leaves a plain request to the
+engine's own (``connectors.http_task``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ definitions' validation and JSON Schema, the editor's list) with an executor tha
 renders nothing itself (the engine has rendered ``with``), validates ``with`` with the
 connector's model, calls ``execute`` and classes what it raised. A connector that
 fails a check stops the start, naming itself; none of the batch is registered.
+
+The built-in ``http`` type is no connector, but it may name an ``http`` connection:
+its executor is replaced here by one that resolves it the same way (the run's team,
+the breaker, the masks: ``through_connection``) and leaves a plain request to the
+engine's own (``connectors.http_task``).
 """
 
 from __future__ import annotations
@@ -176,6 +181,8 @@ def install(classes: Iterable[type[Any]] | None = None) -> list[str]:
                 example=dict(connector.example), connection_types=tuple(connector.connection_types),
             ), _executor(connector))
             _installed[connector.type] = connector
+        if EXECUTORS.get("http") is not _http:
+            register_task_type(dsl.registry.get("http"), _http, replace=True)
     names = [t.type for t in types] + [c.type for c in checked]
     if names:
         log.debug("connectors registered: %s", ", ".join(names))
@@ -227,43 +234,81 @@ def _executor(connector: Connector) -> Executor:
             with_ = connector.With.model_validate(params, context={RENDERED: True})
         except ValidationError as exc:
             return Outcome.failure(f"with: {exc}", retriable=False)
-        masks: list[str] = []
-        connection = None
-        breaker_of: str | None = None  # the connection whose breaker this attempt moves
-        recorded = False
-        named = getattr(with_, "connection", None)  # None: a connector it is optional for
-        if connector.connection_types and named is not None:
-            name = str(named)
-            found = _resolver(ctx, name, settings) if _resolver else None
-            if found is None:
-                return Outcome.failure(f"unknown connection {name!r}", retriable=False)
-            if found.type not in connector.connection_types:
-                return Outcome.failure(
-                    f"connection {name!r} is a {found.type} connection; {connector.type} "
-                    f"takes {' or '.join(connector.connection_types)}", retriable=False)
-            connection, masks, breaker_of = found.fields, found.secrets, found.id
-            redis = get_redis(current_app)
-            allowed, why, recorded = breaker.admit(redis, found.id, settings.breaker_cooldown)
-            if not allowed:
-                return Outcome.failure(f"circuit open for connection {name!r} {why}")
-        outcome = _call(connector, context_for(ctx, settings, with_, connection, masks))
-        failed = not outcome.ok and outcome.retriable
-        if breaker_of is not None and (failed or recorded):  # a success on a clean one: no-op
-            breaker.record(redis, breaker_of, failed, settings.breaker_failures,
-                           settings.breaker_cooldown)
-        if masks:
-            outcome.output = dsl.mask_secrets(outcome.output, masks)
-            outcome.error = dsl.mask_text(outcome.error, masks) if outcome.error else None
-        return outcome
+
+        def work(found: Any, masks: list[str]) -> Outcome:
+            return _call(connector, context_for(
+                ctx, settings, with_, found.fields if found else None, masks,
+                connection_id=found.id if found else None))
+
+        # None: a connector that needs no connection, or one it is optional for
+        named = getattr(with_, "connection", None) if connector.connection_types else None
+        return through_connection(ctx, settings, connector.type, connector.connection_types,
+                                  named, work)
 
     run.__name__ = f"connector_{connector.type}"
     return run
 
 
+# (the resolved connection or None, the values to mask) -> the attempt's outcome
+Work = Callable[[Any, list[str]], Outcome]
+
+
+def through_connection(ctx: AttemptContext, settings: EngineSettings, task_type: str,
+                       types: tuple[str, ...], named: Any, work: Work) -> Outcome:
+    """Run ``work`` with the connection ``named`` (None: without one): resolved for the
+    run's team, of one of ``types``, admitted by its breaker, which the outcome moves;
+    its secrets, and whatever ``work`` adds to the list it is given, masked in the
+    outcome."""
+    masks: list[str] = []
+    found = None
+    recorded = False
+    if named is not None:
+        name = str(named)
+        found = _resolver(ctx, name, settings) if _resolver else None
+        if found is None:
+            return Outcome.failure(f"unknown connection {name!r}", retriable=False)
+        if found.type not in types:
+            return Outcome.failure(
+                f"connection {name!r} is a {found.type} connection; {task_type} "
+                f"takes {' or '.join(types)}", retriable=False)
+        masks = list(found.secrets)  # a copy: run-time credentials join it
+        redis = get_redis(current_app)
+        allowed, why, recorded = breaker.admit(redis, found.id, settings.breaker_cooldown)
+        if not allowed:
+            return Outcome.failure(f"circuit open for connection {name!r} {why}")
+    outcome = work(found, masks)
+    failed = not outcome.ok and outcome.retriable
+    if found is not None and (failed or recorded):  # a success on a clean one: no-op
+        breaker.record(redis, found.id, failed, settings.breaker_failures,
+                       settings.breaker_cooldown)
+    if masks:
+        outcome.output = dsl.mask_secrets(outcome.output, masks)
+        outcome.error = dsl.mask_text(outcome.error, masks) if outcome.error else None
+    return outcome
+
+
+def _http(params: dict[str, Any], ctx: AttemptContext, settings: EngineSettings) -> Outcome:
+    """The built-in ``http`` task, which may name an ``http`` connection (resolved,
+    breaker and masks as a connector's) and paginate (``connectors.http_task``)."""
+    from capability.connectors import http_task
+    from capability.engine.executors import http as plain
+
+    def work(found: Any, masks: list[str]) -> Outcome:
+        if found is None and not params.get("paginate"):
+            return plain(params, ctx, settings)  # the engine's request, as it always was
+        return http_task.execute(params, ctx, settings, context_for(
+            ctx, settings, None, found.fields if found else None, masks,
+            connection_id=found.id if found else None))
+
+    return through_connection(ctx, settings, "http", http_task.CONNECTION_TYPES,
+                              params.get("connection"), work)
+
+
 def context_for(ctx: AttemptContext | None, settings: EngineSettings, with_: Any,
                 connection: dict[str, Any] | None, masks: list[str],
-                timeout: float | None = None) -> Context:
-    """What ``execute`` (or a connection type's ``test``, without an attempt) is given."""
+                timeout: float | None = None, connection_id: str | None = None) -> Context:
+    """What ``execute`` (or a connection type's ``test``, without an attempt) is given.
+    ``masks`` is the caller's list: ``context.mask`` adds to it."""
     limit = timeout or (ctx.timeout if ctx else None) or settings.task_default_timeout
 
     def endpoint(host: str, port: int) -> str:
@@ -278,12 +323,17 @@ def context_for(ctx: AttemptContext | None, settings: EngineSettings, with_: Any
         return egress_http.request(settings.egress, method.upper(), url, timeout=timeout,
                                    **fields)
 
+    def mask(value: str) -> None:
+        if isinstance(value, str) and value and value not in masks:
+            masks.append(value)
+
     return Context(with_=with_, attempt_id=ctx.attempt_id if ctx else "test",
                    deadline=deadline, connection=connection, http=http,
                    log=_logger(ctx, masks),
                    cancelled=interrupt.stop_pending, endpoint=endpoint,
                    files_dir=settings.files_dir,
-                   settings={"llm_prices": settings.llm_prices})
+                   settings={"llm_prices": settings.llm_prices},
+                   connection_id=connection_id, mask=mask)
 
 
 def _call(connector: Connector, context: Context) -> Outcome:

@@ -61,7 +61,10 @@ class Context:
     whether the attempt was cancelled (long loops check it between steps);
     ``endpoint(host, port)``: the address to connect to, checked by the egress policy;
     ``files_dir``: where local files (a SQLite database) may be; ``http(method, url,
-    headers=, json=, data=, params=, auth=)``: an HTTP call under the egress policy.
+    headers=, json=, data=, params=, auth=)``: an HTTP call under the egress policy;
+    ``connection_id``: the connection's id (a key for what is cached per connection);
+    ``mask(value)``: a credential obtained at run time (an OAuth2 access token), masked
+    from then on like the connection's secrets.
 
     A connection type's ``test`` gets one too, with ``connection`` set and no ``with_``."""
 
@@ -81,6 +84,10 @@ class Context:
     http: Callable[..., Any] = field(default=lambda *a, **k: None)
     # Deployment settings a connector may read: "llm_prices" (LLM_PRICES).
     settings: Mapping[str, Any] = field(default_factory=dict)
+    connection_id: str | None = None
+    # A value that is no stored secret but must be masked like one in the attempt's
+    # output, error and log lines (a token a connector obtained with the connection).
+    mask: Callable[[str], None] = field(default=lambda value: None)
 
     def file(self, path: str) -> Path:
         """The file ``path`` names under ``files_dir`` (relative paths are taken from

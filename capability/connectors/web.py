@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from capability.connectors import oauth
 from capability.connectors.sdk import (
     ConnectionType,
     Connector,
@@ -36,23 +37,52 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+HttpAuth = Literal["none", "basic", "bearer", "api_key", "oauth2_client_credentials",
+                   "oauth2_refresh_token"]
+
+
 class HttpConfig(_Model):
     base_url: str = Field(min_length=1, max_length=2048)
     headers: dict[str, str] = Field(default_factory=dict)
-    auth: Literal["none", "basic", "bearer", "api_key"] = "none"
+    auth: HttpAuth = "none"
     username: str | None = Field(default=None, max_length=256, description="basic")
     api_key_header: str = Field(default="X-API-Key", max_length=128, description="api_key")
+    token_url: str | None = Field(default=None, max_length=2048, description=(
+        "oauth2: the token endpoint"))
+    client_id: str | None = Field(default=None, max_length=512, description="oauth2")
+    scopes: list[str] = Field(default_factory=list, description=(
+        "oauth2: the scopes asked for (sent space-separated)"))
+    client_auth: Literal["basic", "body"] = Field(default="basic", description=(
+        "oauth2: client_id and client_secret as HTTP Basic (RFC 6749 2.3.1) or in the "
+        "form body"))
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _http_url(value)
 
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _oauth2(self) -> HttpConfig:
+        if self.auth.startswith("oauth2_") and not self.token_url:
+            raise ValueError(f"auth {self.auth} needs token_url")
+        if self.auth == "oauth2_client_credentials" and not self.client_id:
+            raise ValueError("auth oauth2_client_credentials needs client_id")
+        return self
+
 
 class HttpSecret(_Model):
     password: str = Field(default="", max_length=4096, description="basic")
     token: str = Field(default="", max_length=8192, description="bearer")
     api_key: str = Field(default="", max_length=4096, description="api_key")
+    client_secret: str = Field(default="", max_length=4096, description=(
+        "oauth2 (required by client credentials)"))
+    refresh_token: str = Field(default="", max_length=8192, description=(
+        "oauth2_refresh_token"))
 
 
 class SlackConfig(_Model):
@@ -104,29 +134,46 @@ def _check(response: Any, what: str) -> None:
                              retriable=response.status_code in RETRIABLE_STATUS)
 
 
-def _auth_headers(connection: dict[str, Any]) -> tuple[dict[str, str], Any]:
-    headers = dict(connection.get("headers") or {})
+def credentials(context: Context, *, fresh: bool = False) -> tuple[dict[str, str], Any]:
+    """An http connection's authentication: (headers to add, HTTP Basic credentials or
+    None). OAuth2: a bearer token, the cached one unless ``fresh`` (``oauth``)."""
+    connection = context.connection or {}
     auth = connection.get("auth") or "none"
-    basic = None
     if auth == "basic":
-        basic = (str(connection.get("username") or ""), str(connection.get("password") or ""))
-    elif auth == "bearer":
-        headers["Authorization"] = f"Bearer {connection.get('token', '')}"
-    elif auth == "api_key":
-        headers[str(connection.get("api_key_header") or "X-API-Key")] = str(
-            connection.get("api_key") or "")
-    return headers, basic
+        return {}, (str(connection.get("username") or ""),
+                    str(connection.get("password") or ""))
+    if auth == "bearer":
+        return {"Authorization": f"Bearer {connection.get('token', '')}"}, None
+    if auth == "api_key":
+        return {str(connection.get("api_key_header") or "X-API-Key"): str(
+            connection.get("api_key") or "")}, None
+    if auth in oauth.GRANTS:
+        return {"Authorization": f"Bearer {oauth.token(context, fresh=fresh)}"}, None
+    return {}, None
+
+
+def uses_oauth(context: Context) -> bool:
+    return (context.connection or {}).get("auth") in oauth.GRANTS
+
+
+def _auth_headers(context: Context, *, fresh: bool = False) -> tuple[dict[str, str], Any]:
+    """The connection's headers with its authentication added."""
+    assert context.connection is not None
+    added, basic = credentials(context, fresh=fresh)
+    return {**dict(context.connection.get("headers") or {}), **added}, basic
 
 
 class HttpType(ConnectionType):
     type = "http"
     Config = HttpConfig
     Secret = HttpSecret
-    description = "An HTTP API: its base URL, default headers and authentication."
+    description = ("An HTTP API: its base URL, default headers and authentication (basic, "
+                   "bearer, an API key header, OAuth2 client credentials or refresh token).")
 
     def test(self, context: Context) -> str:
         assert context.connection is not None
-        headers, basic = _auth_headers(context.connection)
+        # OAuth2: a token is asked for (Test has no connection id: never a cached one).
+        headers, basic = _auth_headers(context)
         response = context.http("GET", str(context.connection["base_url"]), headers=headers,
                                 auth=basic)
         _check(response, "GET base_url")
@@ -234,7 +281,7 @@ class WebhookConnector(Connector):
         basic = None
         url = with_.url or ""
         if context.connection is not None:
-            auth_headers, basic = _auth_headers(context.connection)
+            auth_headers, basic = _auth_headers(context)
             headers.update(auth_headers)
             base = str(context.connection["base_url"])
             url = base if not url else base.rstrip("/") + "/" + url.lstrip("/")
@@ -245,6 +292,14 @@ class WebhookConnector(Connector):
         if with_.signing is not None:
             headers.update(sign(with_.signing, body, f"msg_{context.attempt_id}"))
         response = context.http("POST", url, data=body, headers=headers, auth=basic)
+        if response.status_code == 401 and uses_oauth(context) and not any(
+                name.lower() == "authorization" for name in with_.headers):
+            # A cached token the server no longer takes: once more with a new one (a 401
+            # means the delivery was not taken).
+            oauth.forget(context)
+            fresh, _ = credentials(context, fresh=True)
+            response = context.http("POST", url, data=body, auth=basic,
+                                    headers={**headers, **fresh})
         _check(response, f"POST {url}")
         try:
             reply = response.json()

@@ -33,8 +33,8 @@ from capability.dsl.fields import (
 )
 
 __all__ = [
-    "BUILTINS", "ApprovalWith", "DelayWith", "FailWith", "HttpAuth",
-    "HttpWith", "NoopWith", "PythonWith", "TransformWith", "WorkflowWith",
+    "BUILTINS", "ApprovalWith", "DelayWith", "FailWith", "HttpAuth", "HttpCursor",
+    "HttpPaginate", "HttpWith", "NoopWith", "PythonWith", "TransformWith", "WorkflowWith",
 ]
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -51,6 +51,21 @@ def _upper(value: Any) -> Any:
 def _http_url(value: str) -> str:
     if not re.match(r"^https?://[^\s/?#]+", value, re.IGNORECASE):
         raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+
+
+def _url_or_path(value: str, info: ValidationInfo) -> str:
+    # With a connection, a path joined to its base URL; `connection` is declared before
+    # `url`, so it has been read when this runs.
+    if not info.data.get("connection"):
+        return _http_url(value)
+    if (_SCHEME.match(value) or value.startswith("//")) and not re.match(
+            r"^https?://[^\s/?#]+", value, re.IGNORECASE):
+        raise ValueError("must be an http:// or https:// URL, or a path under the"
+                         " connection's base_url")
     return value
 
 
@@ -103,7 +118,7 @@ def _jsonpath(value: str) -> str:
 
 
 Method = Annotated[HttpMethod, BeforeValidator(_upper)]
-Url = Annotated[str, AfterValidator(_http_url)]
+UrlOrPath = Annotated[str, AfterValidator(_url_or_path)]
 Text = Annotated[str, BeforeValidator(_scalar_text)]
 QueryValue = Annotated[
     str | list[str],
@@ -124,6 +139,18 @@ ExpectStatus = Annotated[
     ),
 ]
 JsonPath = Annotated[str, AfterValidator(_jsonpath)]
+
+
+def _cursor_path(value: str) -> str:
+    if value.startswith("$"):
+        return _jsonpath(value)
+    if not value or any(not part for part in value.split(".")):
+        raise ValueError("must be a JSONPath ($.meta.next) or a dotted path (meta.next)")
+    return value
+
+
+CursorPath = Annotated[str, AfterValidator(_cursor_path)]
+MaxPages = Annotated[int, Field(ge=1, le=1000)]
 
 
 class NoopWith(_With):
@@ -183,16 +210,47 @@ class HttpAuth(_With):
         return self
 
 
+class HttpCursor(_With):
+    """Where a page's JSON body gives the next page's cursor, and the query parameter
+    that sends it."""
+
+    path: Templated[CursorPath] = Field(description="a JSONPath or a dotted path")
+    param: str = Field(min_length=1, max_length=128)
+
+
+class HttpPaginate(_With):
+    """Follows the pages of a listing: the Link header's rel="next", or a cursor."""
+
+    type: Literal["link", "cursor"] | None = None
+    cursor: HttpCursor | None = None
+    max_pages: Templated[MaxPages] = 100
+    items_path: Templated[JsonPath | None] = Field(
+        default=None, description="a JSONPath to the items of each page")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> HttpPaginate:
+        if self.cursor is None and self.type != "link":
+            raise ValueError("give type: link (the Link header), or cursor: {path, param}")
+        if self.cursor is not None and self.type == "link":
+            raise ValueError("type link follows the Link header: it takes no cursor")
+        return self
+
+
 class HttpWith(_With):
-    """An HTTP request. Output: {status, headers, json, text}.
+    """An HTTP request, optionally through an http connection and over pages. Output:
+    {status, headers, json, text}; paginated: {pages, items}.
 
     Connection errors, timeouts, 429 and 5xx are retried; other unexpected statuses fail.
     """
 
+    connection: str | None = Field(default=None, min_length=1, max_length=63, description=(
+        "an http connection of the run's team: base URL, default headers, authentication"))
     method: Templated[Method] = Field(default="GET", description="the HTTP method, in upper case")
-    url: Templated[Url] = Field(description="an http:// or https:// URL")
+    url: Templated[UrlOrPath] = Field(description=(
+        "an http:// or https:// URL; with a connection, a path under its base URL"))
     headers: Templated[dict[str, Templated[Text]]] = Field(default_factory=dict, description=(
-        "sent as text; an Idempotency-Key with the attempt's id is added unless set"))
+        "sent as text, over the connection's; an Idempotency-Key with the attempt's id is "
+        "added unless set"))
     params: Templated[dict[str, QueryValue]] = Field(
         default_factory=dict, description="the query string; a list repeats the name"
     )
@@ -206,7 +264,9 @@ class HttpWith(_With):
         default=None, description="accepted statuses; default any 2xx"
     )
     auth: Templated[HttpAuth | None] = Field(default=None, description=(
-        "basic or bearer authentication"))
+        "basic or bearer authentication (without a connection)"))
+    paginate: Templated[HttpPaginate | None] = Field(default=None, description=(
+        "follow pages: a Link header's next, or a cursor from the body; output {pages, items}"))
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpWith:

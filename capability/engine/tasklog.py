@@ -64,17 +64,20 @@ class Writer:
         self.lines: list[dict[str, str]] = []
         self.truncated = 0
         self._mask = mask
-        self._extra: list[str] = []
+        self._extra: list[list[str]] = []
         self._live = live
 
     def add_masks(self, values: list[str]) -> None:
-        self._extra.extend(v for v in values if v)
+        """Mask ``values`` too: the list itself is kept, so a value added to it later (a
+        token a connector obtains while it runs) is masked from then on."""
+        self._extra.append(values)
 
     def masked(self, message: str) -> str:
         from capability import dsl
 
         text = self._mask(message)
-        return (dsl.mask_text(text, self._extra) or "") if self._extra else text
+        extra = [v for values in self._extra for v in values if v]
+        return (dsl.mask_text(text, extra) or "") if extra else text
 
     def write(self, level: Any, message: Any, at: str | None = None) -> None:
         if len(self.lines) >= self.limit:

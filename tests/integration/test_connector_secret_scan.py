@@ -24,6 +24,8 @@ from tests.support.app import LOOPBACK_PEERS, Factory, api_token, auth
 from tests.support.runs import run_to_end
 
 MARK = "SCAN-SECRET-7e3f1a"
+# An OAuth2 access token: no stored secret, obtained at run time, masked all the same.
+ACCESS = "SCAN-ACCESS-TOKEN-2c9d"
 
 
 @pytest.fixture()
@@ -64,6 +66,9 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
     httpserver.expect_request(f"/hook/{MARK}").respond_with_handler(_echo)
     httpserver.expect_request(f"/hook/{MARK}/fail").respond_with_handler(_echo)
     httpserver.expect_request("/api/events").respond_with_handler(_echo)
+    httpserver.expect_request("/api/events/fail").respond_with_handler(_echo)
+    httpserver.expect_request("/oauth/token", method="POST").respond_with_json(
+        {"access_token": ACCESS, "token_type": "bearer", "expires_in": 3600})
     httpserver.expect_request("/v1/chat/completions").respond_with_handler(_echo)
     team = op["team"]["name"]
     connections = [
@@ -75,6 +80,10 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
         {"name": "api", "type": "http", "config": {
             "base_url": httpserver.url_for("/api"), "auth": "bearer"},
          "secret": {"token": MARK}},
+        {"name": "oauth", "type": "http", "config": {
+            "base_url": httpserver.url_for("/api"), "auth": "oauth2_client_credentials",
+            "token_url": httpserver.url_for("/oauth/token"), "client_id": "scan"},
+         "secret": {"client_secret": MARK}},
         {"name": "chat", "type": "slack", "config": {"api_url": httpserver.url_for("/api")},
          "secret": {"token": MARK}},
         {"name": "room", "type": "teams",
@@ -105,6 +114,12 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
                                                   "key": "k"}},
         {"id": "hook", "type": "webhook", "with": {"connection": "api", "url": "events",
                                                    "json": {"x": 1}}},
+        {"id": "http", "type": "http", "with": {"connection": "api", "url": "events"}},
+        {"id": "oauth", "type": "http", "with": {"connection": "oauth", "url": "events"}},
+        {"id": "oauthbad", "type": "http", "with": {"connection": "oauth",
+                                                    "url": "events/fail"}},
+        {"id": "pages", "type": "http", "with": {"connection": "oauth", "url": "events",
+                                                 "paginate": {"type": "link"}}},
         {"id": "slack", "type": "slack", "with": {"connection": "chat", "text": "hi",
                                                   "channel": "#c"}},
         {"id": "teams", "type": "teams", "with": {"connection": "room", "text": "hi"}},
@@ -118,6 +133,9 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
     # own errors came back.
     assert tasks["sql"]["output"]["rows"] == [{"leaked": "***"}]
     assert "***" in json.dumps(tasks["hook"]["output"])
+    for task_id in ("http", "oauth", "pages"):
+        assert "Bearer ***" in json.dumps(tasks[task_id]["output"]), task_id
+    assert (tasks["oauthbad"]["error"] or "").startswith("HTTP 401 from")
     assert "***" in (tasks["teamsbad"]["error"] or "")
     responses.append(json.dumps(run))
     responses.append(client.get(f"/api/v1/runs/{run['id']}", headers=op["h"])
@@ -147,3 +165,4 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
     for where, text in (("API responses", "\n".join(responses)), ("stored rows",
                         "\n".join(stored)), ("log lines", logged)):
         assert MARK not in text, f"the secret is in clear in the {where}"
+        assert ACCESS not in text, f"the access token is in clear in the {where}"

@@ -214,16 +214,21 @@ class HttpCursor(_With):
     """Where a page's JSON body gives the next page's cursor, and the query parameter
     that sends it."""
 
-    path: Templated[CursorPath] = Field(description="a JSONPath or a dotted path")
-    param: str = Field(min_length=1, max_length=128)
+    path: Templated[CursorPath] = Field(description=(
+        "where the next cursor is in a page's JSON: a JSONPath or a dotted path"))
+    param: str = Field(min_length=1, max_length=128, description=(
+        "the query parameter the cursor is sent in"))
 
 
 class HttpPaginate(_With):
     """Follows the pages of a listing: the Link header's rel="next", or a cursor."""
 
-    type: Literal["link", "cursor"] | None = None
-    cursor: HttpCursor | None = None
-    max_pages: Templated[MaxPages] = 100
+    type: Literal["link", "cursor"] | None = Field(default=None, description=(
+        "link: follow the Link header's rel=\"next\"; cursor: give cursor"))
+    cursor: HttpCursor | None = Field(default=None, description=(
+        "the next page's cursor: where it is in the body, the parameter it is sent in"))
+    max_pages: Templated[MaxPages] = Field(default=100, description=(
+        "at most this many pages are requested; the output has their items"))
     items_path: Templated[JsonPath | None] = Field(
         default=None, description="a JSONPath to the items of each page")
 

@@ -34,7 +34,7 @@ from app.tenancy.service import list_teams
 from app.times import when
 from capability import dsl, service
 from capability.dsl import type_help
-from capability.engine import state
+from capability.engine import state, steptest
 from capability.filters import LiveOnly
 from capability.models import Workflow, WorkflowVersion
 from capability.runs import graph as run_graph
@@ -140,7 +140,7 @@ class WorkflowView(ScopedMixin, ModelView):
         context.setdefault("message", "")
         page = self.render_template(
             "workflows/editor.html", check_url=url_for(".check"), task_types=dsl.registry.names(),
-            task_help=type_help.palette(), **context,
+            task_help=type_help.palette(), needs_a_run=sorted(steptest.NEEDS_A_RUN), **context,
         )
         return page, status
 

@@ -166,6 +166,7 @@
     var typeChanged = (task && task.type) !== (this.shown || null);
     this.current = key;
     if (typeChanged) this.show(task);
+    this.panel.apgTask = task;  // for a listener that joins later
     this.panel.dispatchEvent(new CustomEvent("apg:task-focus", { detail: task }));
   };
 

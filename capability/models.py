@@ -334,25 +334,15 @@ class TaskAttempt(Model):
     )
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # Its log (CONNECTORS.md, "Task logs"): what its connector or ``python`` callable
+    # wrote, masked, [{at, level, message}], and how many lines past TASK_LOG_MAX_LINES
+    # were not kept; null when it wrote nothing. Written with its outcome, in the same
+    # UPDATE (``engine.tasklog``); deferred: read only where a log is shown.
+    log: Mapped[list[Any] | None] = mapped_column(JSON, deferred=True)
+    log_truncated: Mapped[int | None] = mapped_column(Integer, deferred=True)
 
     task_run: Mapped[TaskRun] = relationship()
     item: Mapped[TaskItem | None] = relationship()
-
-
-class TaskLog(Model):
-    """The log lines of one attempt (CONNECTORS.md, "Task logs"): what its connector or
-    ``python`` callable wrote, masked and bounded. A row only for an attempt that wrote
-    something: the engine's own lines (start, retry decision, timeout, cancel) are read
-    from the attempt's row (``capability.runs.logs``). While the attempt runs, its lines
-    are in Redis (``engine.tasklog``), for whoever follows them."""
-
-    __tablename__ = "apg_task_log"
-
-    attempt_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("apg_task_attempt.id", ondelete="CASCADE"), primary_key=True
-    )
-    lines: Mapped[list[Any]] = mapped_column(JSON, nullable=False)  # [{at, level, message}]
-    truncated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class EventTrigger(TeamScoped, Model):

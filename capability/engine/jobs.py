@@ -265,13 +265,13 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
         except interrupt.JobStopped:  # cancelled: what it wrote until then is kept
             _keep_log(session, dispatcher, ctx.log)
             raise
+        outcome.log = tasklog.kept(ctx.log)
         step = partial(_record, session, attempt_id, outcome, dispatcher.settings)
     written = ctx.log
 
     def record() -> outbox.Outbox | None:
         outbox.begin(session, dispatcher)
         if step():
-            tasklog.store(session, written)
             return outbox.commit(session, deliver=False)
         outbox.rollback(session)  # a late or duplicate result: the first one counted
         return None
@@ -292,7 +292,7 @@ def _keep_log(session: DbSession, dispatcher: Dispatcher, written: tasklog.Write
         return
     try:
         session.rollback()
-        tasklog.store(session, written)
+        tasklog.store(session, written.attempt_id, tasklog.kept(written))
         session.commit()
         tasklog.drop_live(dispatcher.conn, written)
     except DBAPIError as exc:
@@ -321,8 +321,9 @@ def _instant(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker
     if ctx.expands or state.evaluates(ctx.task):
         outbox.commit(session)
         return ctx
-    if _record(session, attempt_id, run(ctx), dispatcher.settings):
-        tasklog.store(session, ctx.log)
+    outcome = run(ctx)
+    outcome.log = tasklog.kept(ctx.log)
+    if _record(session, attempt_id, outcome, dispatcher.settings):
         return outbox.commit(session, deliver=False)
     outbox.rollback(session)  # a late or duplicate result: the first one counted
     return None
@@ -351,17 +352,20 @@ def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: 
 def _record(session: DbSession, attempt_id: str, outcome: Outcome,
             settings: EngineSettings) -> bool:
     """What an attempt's outcome asks for: a child run, a wait for approval, a delay's
-    wait, or its result. False when the attempt no longer runs."""
+    wait, or its result. False when the attempt no longer runs. Its log goes with it:
+    in the attempt's UPDATE of ``complete_attempt``, else a statement of its own."""
+    if (outcome.skipped is None and outcome.start_child is None
+            and not outcome.await_approval and outcome.defer is None):
+        return runner.complete_attempt(session, attempt_id, outcome)
+    tasklog.store(session, attempt_id, outcome.log)
     if outcome.skipped is not None:
         return advance.skip_gated(session, attempt_id, outcome.skipped)
     if outcome.start_child is not None:
         return subruns.start_child(session, attempt_id, outcome.start_child, settings.queues)
     if outcome.await_approval:
         return runner.await_approval(session, attempt_id, outcome.output or {})
-    if outcome.defer is not None:
-        runner.defer_attempt(session, attempt_id, outcome.defer)
-        return True
-    return runner.complete_attempt(session, attempt_id, outcome)
+    runner.defer_attempt(session, attempt_id, float(outcome.defer or 0))  # a delay's wait
+    return True
 
 
 def _follow(sends: list[Send], deadline: float, dispatcher: Dispatcher) -> Send | None:

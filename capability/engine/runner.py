@@ -338,6 +338,8 @@ def complete_attempt(session: DbSession, attempt_id: str, outcome: Outcome) -> b
             or owner.current_attempt_id != attempt.id):
         return False
     attempt.finished_at = state.now()
+    if outcome.log is not None:  # in the attempt's UPDATE: no statement of its own
+        attempt.log, attempt.log_truncated = outcome.log
     outbox.of(session).touch(run.id)
     _add_cost(run, outcome.output)
     if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):

@@ -145,6 +145,8 @@ class Outcome:
     await_approval: bool = False  # an `approval` task: wait for a person
     start_child: dict[str, Any] | None = None  # a `workflow` task: the rendered `with`
     skipped: str | None = None  # its `when` was false as it began: the reason
+    # What the attempt wrote to its log (``engine.tasklog.kept``): stored with its outcome.
+    log: tuple[list[dict[str, str]], int] | None = None
 
     @classmethod
     def skip(cls, reason: str) -> Outcome:

@@ -5,10 +5,11 @@ with ``logging`` goes to the attempt's ``Writer``: each line masked (the team's 
 the task could read, the connection's), cut at ``MESSAGE_MAX`` characters, and kept up
 to ``TASK_LOG_MAX_LINES``; past that, lines are only counted (``truncated``). Each line
 is also pushed to a Redis list while the attempt runs, so the run page can follow it
-live; when the attempt ends its lines are stored with it (``store``: a ``TaskLog`` row,
-in the transaction that records the outcome) and the list is dropped.
+live; when the attempt ends its lines are stored with it (``TaskAttempt.log``, in the
+UPDATE that records its outcome: ``Outcome.log``; ``store`` where no such UPDATE is
+made) and the list is dropped.
 
-A task that writes nothing costs nothing: no Redis call, no row. The engine's own lines
+A task that writes nothing costs nothing: no Redis call, no column written. The engine's own lines
 (start, retry decision, timeout, cancel) are not written here: they are read from the
 attempt's row when the log is shown (``capability.runs.logs``), so they can never
 disagree with what the engine recorded.
@@ -24,10 +25,10 @@ from typing import Any, cast
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, insert
+from sqlalchemy import update
 
 from app.extensions import DbSession
-from capability.models import TaskLog
+from capability.models import TaskAttempt
 
 LIVE_PREFIX = "apg:tasklog:"
 # A list outlives an attempt whose worker died before storing it, but not for ever.
@@ -100,15 +101,22 @@ class Writer:
         self.write(level, message)
 
 
-def store(session: DbSession, writer: Writer | None) -> None:
-    """Keep what ``writer`` holds with its attempt, in the caller's transaction (the
-    one recording the outcome, or one of its own when that one recorded nothing: a
-    cancelled attempt's lines are kept too). Written again, it replaces the lines."""
+def kept(writer: Writer | None) -> tuple[list[dict[str, str]], int] | None:
+    """What ``writer`` holds, to store with its attempt; None when it wrote nothing."""
     if writer is None or not (writer.lines or writer.truncated):
+        return None
+    return writer.lines, writer.truncated
+
+
+def store(session: DbSession, attempt_id: str,
+          log: tuple[list[dict[str, str]], int] | None) -> None:
+    """Keep ``log`` with its attempt in the caller's transaction: where no record of
+    the attempt's outcome carries it (a wait, a child run, a skip; a cancelled attempt
+    or a late result, in a transaction of their own)."""
+    if log is None:
         return
-    session.execute(delete(TaskLog).where(TaskLog.attempt_id == writer.attempt_id))
-    session.execute(insert(TaskLog).values(attempt_id=writer.attempt_id, lines=writer.lines,
-                                           truncated=writer.truncated))
+    session.execute(update(TaskAttempt).where(TaskAttempt.id == attempt_id)
+                    .values(log=log[0], log_truncated=log[1]))
 
 
 def drop_live(redis: Redis | None, writer: Writer | None) -> None:

@@ -4,7 +4,7 @@
 Three sources make one list of ``{at, level, message}``: the engine's lines, read from
 the attempt's row (it started, on which worker; it succeeded, failed (a timeout says
 so), was cancelled or lost; whether another attempt follows and when); what its
-connector or ``python`` callable wrote, stored with it when it ended (``TaskLog``) or,
+connector or ``python`` callable wrote, stored with it when it ended (``TaskAttempt.log``) or,
 while it runs, the Redis list it is written to (``engine.tasklog``). ``live`` says the
 attempt still runs: a reader asks again for more.
 """
@@ -26,7 +26,6 @@ from capability.models import (
     TaskAttempt,
     TaskItem,
     TaskKind,
-    TaskLog,
     TaskRun,
 )
 
@@ -110,10 +109,11 @@ def task_log(session: DbSession, redis: Redis, run: Run, task_id: str,
     if chosen is None:
         raise NotFound(f"attempt {number} of task {task_id} not found")
     following = next((a for a in attempts if a.number == chosen.number + 1), None)
-    stored = session.get(TaskLog, chosen.id)
+    stored = session.execute(select(TaskAttempt.log, TaskAttempt.log_truncated).where(
+        TaskAttempt.id == chosen.id)).first()
     live = chosen.status == AttemptStatus.RUNNING
-    if stored is not None:
-        written, truncated = list(stored.lines), stored.truncated
+    if stored is not None and stored.log is not None:
+        written, truncated = list(stored.log), int(stored.log_truncated or 0)
     elif chosen.started_at is not None:
         # Running: the lines so far. Cancelled: its worker is storing them. Lost: its
         # worker died before it could.

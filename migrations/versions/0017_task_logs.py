@@ -1,4 +1,4 @@
-"""task logs: the lines an attempt's connector or python callable wrote
+"""task logs: the lines an attempt's connector or python callable wrote, kept with it
 
 Revision ID: 0017
 Revises: 0016
@@ -14,15 +14,12 @@ depends_on = None
 
 
 def upgrade():
-    op.create_table(
-        'apg_task_log',
-        sa.Column('attempt_id', sa.String(length=36), nullable=False),
-        sa.Column('lines', sa.JSON(), nullable=False),
-        sa.Column('truncated', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['attempt_id'], ['apg_task_attempt.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('attempt_id'),
-    )
+    with op.batch_alter_table('apg_task_attempt', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('log', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('log_truncated', sa.Integer(), nullable=True))
 
 
 def downgrade():
-    op.drop_table('apg_task_log')
+    with op.batch_alter_table('apg_task_attempt', schema=None) as batch_op:
+        batch_op.drop_column('log_truncated')
+        batch_op.drop_column('log')

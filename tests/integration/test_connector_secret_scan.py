@@ -151,8 +151,7 @@ def test_no_secret_in_clear_anywhere(app: Flask, client: FlaskClient, factory: F
     with app.app_context():
         stored = []
         for table, columns in (("apg_task_run", "output, error"),
-                               ("apg_task_attempt", "error"),
-                               ("apg_task_log", "lines"),
+                               ("apg_task_attempt", "error, log"),
                                ("apg_run", "params, trigger_payload, error"),
                                ("apg_connection", "config, ciphertext"),
                                ("apg_audit_event", "*")):

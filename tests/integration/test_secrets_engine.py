@@ -31,7 +31,7 @@ def stored(app) -> str:
     """Everything the engine and the audit trail keep, as text (every row of their
     tables: no run may hold a secret in clear)."""
     tables = ("apg_run", "apg_task_run", "apg_task_attempt", "apg_task_item",
-              "apg_task_log", "apg_audit_event")
+              "apg_audit_event")
     with app.app_context():
         dumps = [json.dumps(list(row), default=str) for table in tables
                  for row in db.session.execute(text(f"SELECT * FROM {table}")).all()]

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from app.security.actor import SYSTEM
-from capability.models import TaskAttempt, TaskLog, TaskRun
+from capability.models import TaskAttempt, TaskRun
 from capability.secrets import service as secrets
 from tests.support.app import unique
 from tests.support.runs import make, run_to_end, start
@@ -178,12 +178,11 @@ def worker(app: Flask) -> Iterator[None]:
 
 
 def stored_lines(app: Flask, run_id: str) -> list[str]:
-    """The messages stored with the run's attempts (``TaskLog`` rows)."""
+    """The messages stored with the run's attempts (``TaskAttempt.log``)."""
     with app.app_context():
         rows = db.session.execute(
-            select(TaskLog.lines).join(TaskAttempt, TaskAttempt.id == TaskLog.attempt_id)
-            .join(TaskRun, TaskRun.id == TaskAttempt.task_run_id)
-            .where(TaskRun.run_id == run_id)).scalars().all()
+            select(TaskAttempt.log).join(TaskRun, TaskRun.id == TaskAttempt.task_run_id)
+            .where(TaskRun.run_id == run_id, TaskAttempt.log.is_not(None))).scalars().all()
         db.session.remove()
     return [line["message"] for lines in rows for line in lines]
 

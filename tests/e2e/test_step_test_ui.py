@@ -6,9 +6,6 @@ out; the panel fits a phone. A real Chromium against a live server with CSRF on.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from playwright.sync_api import expect
 
 from tests.support.app import api_token, auth, unique
 from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, settle
+from tests.support.workers import processes
 
 pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
@@ -45,17 +43,8 @@ tasks:
 
 @pytest.fixture()
 def worker(app: Flask) -> Iterator[None]:
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
-           "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.support.callables",
-           "EGRESS_ALLOW": app.config["EGRESS_ALLOW"]}
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield
-    proc.terminate()
-    proc.wait(timeout=30)
+    with processes(app):
+        yield
 
 
 def cursor_to(page: Any, line: int) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from flask.testing import FlaskClient
 
 from tests.support.runs import make, run_to_end, start
 from tests.support.slow_proxy import slow_proxy
+from tests.support.workers import processes, wait_for
 
 KEY_SECRET = "s3-stop-secret-5e1d"
 SIZE = 24 * 1024 * 1024
@@ -68,14 +67,6 @@ def _left_behind(peer: Any, bucket: str) -> tuple[list[str], list[str]]:
     return keys, uploads
 
 
-def _wait(check: Any, seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds}s")
 
 
 def upload(bucket: str, **extra: Any) -> list[dict[str, Any]]:
@@ -94,22 +85,13 @@ def test_a_timeout_stops_a_large_upload_and_aborts_it_on_the_server(
     assert task["status"] == "failed", task
     assert "timeout" in task["error"] or "timed out" in task["error"], task["error"]
     assert took < SIZE / RATE - 4, took  # stopped, not carried on to its end
-    assert _wait(lambda: _left_behind(peer, bucket) == ([], []), 15)
+    assert wait_for(lambda: _left_behind(peer, bucket) == ([], []), 15)
 
 
 @pytest.fixture()
 def worker(app: Flask) -> Iterator[None]:
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
-           "SECRET_KEY": app.config["SECRET_KEY"],
-           "CONNECTION_FILES_DIR": app.config["CONNECTION_FILES_DIR"],
-           "EGRESS_ALLOW": app.config["EGRESS_ALLOW"]}
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield
-    proc.terminate()
-    proc.wait(timeout=30)
+    with processes(app):
+        yield
 
 
 def test_a_cancel_stops_a_large_upload_and_aborts_it_on_the_server(
@@ -119,10 +101,10 @@ def test_a_cancel_stops_a_large_upload_and_aborts_it_on_the_server(
     wid = make(client, op, upload(bucket))
     run_id = start(client, op, wid).get_json()["id"]
     # The upload has begun on the server: a multipart upload is open.
-    _wait(lambda: _left_behind(peer, bucket)[1] == ["huge.bin"], 30)
+    wait_for(lambda: _left_behind(peer, bucket)[1] == ["huge.bin"], 30)
     t0 = time.monotonic()
     assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"]).status_code == 200
-    assert _wait(lambda: _left_behind(peer, bucket) == ([], []), 15)
+    assert wait_for(lambda: _left_behind(peer, bucket) == ([], []), 15)
     assert time.monotonic() - t0 < SIZE / RATE - 4
     got = client.get(f"/api/v1/runs/{run_id}", headers=op["h"]).get_json()["result"]
     assert got["status"] == "cancelled"

@@ -6,10 +6,7 @@ path."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from capability.secrets import service as secrets
 from capability.steps import service as steps
 from tests.support.app import api_token, auth, unique
 from tests.support.runs import make
+from tests.support.workers import processes
 
 SECRET = "tok-91c2e7-step-secret"
 
@@ -49,18 +47,8 @@ PARAMS = {"extra": {"type": "integer", "default": 1}}
 
 @pytest.fixture()
 def worker(app: Flask) -> Iterator[None]:
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
-           "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.support.callables",
-           "CONNECTION_FILES_DIR": app.config["CONNECTION_FILES_DIR"],
-           "EGRESS_ALLOW": app.config["EGRESS_ALLOW"]}
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield
-    proc.terminate()
-    proc.wait(timeout=30)
+    with processes(app):
+        yield
 
 
 def _test(client: FlaskClient, headers: dict[str, str], wid: str, task_id: str,

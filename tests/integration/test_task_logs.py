@@ -6,11 +6,7 @@ while the attempt runs."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from capability.models import TaskAttempt, TaskRun
 from capability.secrets import service as secrets
 from tests.support.app import unique
 from tests.support.runs import make, run_to_end, start
+from tests.support.workers import processes, wait_for
 
 SECRET = "pw-4a7c19e2-in-a-log-line"
 
@@ -164,17 +161,8 @@ def test_for_each_elements_have_their_own_logs(
 
 @pytest.fixture()
 def worker(app: Flask) -> Iterator[None]:
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-           "REDIS_URL": app.config["REDIS_URL"], "APG_SYNC_SECURITY": "0",
-           "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
-           "SECRET_KEY": app.config["SECRET_KEY"],
-           "PYTHON_TASK_PREFIXES": "tests.support.callables",
-           "EGRESS_ALLOW": app.config["EGRESS_ALLOW"]}
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield
-    proc.terminate()
-    proc.wait(timeout=30)
+    with processes(app):
+        yield
 
 
 def stored_lines(app: Flask, run_id: str) -> list[str]:
@@ -187,14 +175,6 @@ def stored_lines(app: Flask, run_id: str) -> list[str]:
     return [line["message"] for lines in rows for line in lines]
 
 
-def _until(check: Any, seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not seen within {seconds}s")
 
 
 def test_a_running_attempt_s_log_is_followed_live_then_kept(
@@ -208,14 +188,14 @@ def test_a_running_attempt_s_log_is_followed_live_then_kept(
         body = logs(client, op, run_id, "work").get_json()["result"]
         return body if body["live"] and "working on live-1" in messages(body) else None
 
-    body = _until(live_line, 30)
+    body = wait_for(live_line, 30)
     assert not any(m.startswith("succeeded") for m in messages(body))
 
     def ended() -> Any:
         body = logs(client, op, run_id, "work").get_json()["result"]
         return body if not body["live"] and body["status"] == "succeeded" else None
 
-    done = messages(_until(ended, 30))
+    done = messages(wait_for(ended, 30))
     assert done[1:3] == ["working on live-1", "done with live-1"]
     assert stored_lines(app, run_id) == done[1:3]
     with app.app_context():
@@ -228,7 +208,7 @@ def test_a_cancelled_attempt_keeps_what_it_wrote(
                              "with": {"callable": "tests.support.callables:chatty_then_sleep",
                                       "kwargs": {"key": "cancel-1", "seconds": 60}}}])
     run_id = start(client, op, wid).get_json()["id"]
-    _until(lambda: "working on cancel-1" in messages(
+    wait_for(lambda: "working on cancel-1" in messages(
         logs(client, op, run_id, "work").get_json()["result"]), 30)
     assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=op["h"]).status_code == 200
 
@@ -236,8 +216,8 @@ def test_a_cancelled_attempt_keeps_what_it_wrote(
         body = logs(client, op, run_id, "work").get_json()["result"]
         return body if body["status"] == "cancelled" and not body["live"] else None
 
-    got = messages(_until(kept, 30))
+    got = messages(wait_for(kept, 30))
     assert got[1] == "working on cancel-1"
     assert got[-1].startswith("cancelled")
     # The worker stored what it had written once it was stopped.
-    assert _until(lambda: stored_lines(app, run_id), 10) == ["working on cancel-1"]
+    assert wait_for(lambda: stored_lines(app, run_id), 10) == ["working on cancel-1"]

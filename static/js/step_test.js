@@ -21,11 +21,6 @@
     return value;
   }
 
-  function clock(iso) {
-    var d = new Date(iso);
-    return isNaN(d.getTime()) ? "" : d.toISOString().slice(11, 23);
-  }
-
   /* The upstream tasks the task's lines read (tasks.<id>...), each with an empty output. */
   function upstreamOf(cm, task) {
     var found = {}, re = /tasks\.([A-Za-z_][A-Za-z0-9_-]*)/g, match;
@@ -105,24 +100,7 @@
     error.textContent = result.error || "";
     error.hidden = !result.error;
     byId("step-test-error-label").hidden = !result.error;
-    var log = byId("step-test-log");
-    log.textContent = "";
-    (result.logs || []).forEach(function (line) {
-      var row = document.createElement("div");
-      row.className = "apg-log-line apg-log-" + line.level;
-      var at = document.createElement("time");
-      at.textContent = clock(line.at);
-      var level = document.createElement("span");
-      level.className = "apg-log-level";
-      level.textContent = line.level;
-      var message = document.createElement("span");
-      message.textContent = line.message;
-      row.appendChild(at);
-      row.appendChild(level);
-      row.appendChild(message);
-      log.appendChild(row);
-    });
-    if (!log.children.length) log.textContent = log.getAttribute("data-empty");
+    window.APGLogLines.render(byId("step-test-log"), result.logs);
   };
 
   StepTest.prototype.run = function () {
@@ -163,7 +141,7 @@
 
   function start(tries) {
     var root = byId("step-test"), panel = byId("task-help");
-    if (!root || !panel || !window.fetch) return;
+    if (!root || !panel || !window.fetch || !window.APGLogLines) return;
     var holder = document.querySelector(".CodeMirror");
     if (!holder || !holder.CodeMirror) {  // the editor is made by a script after this one
       if (tries < 100) setTimeout(function () { start(tries + 1); }, 50);

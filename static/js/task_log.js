@@ -7,15 +7,6 @@
 
   var FOLLOW_MS = 1000;
 
-  function pad(n, width) { n = String(n); while (n.length < width) n = "0" + n; return n; }
-
-  function clock(iso) {
-    var d = new Date(iso);
-    if (isNaN(d.getTime())) return iso || "";
-    return pad(d.getHours(), 2) + ":" + pad(d.getMinutes(), 2) + ":" + pad(d.getSeconds(), 2) +
-      "." + pad(d.getMilliseconds(), 3);
-  }
-
   function TaskLogs(root) {
     this.api = root.getAttribute("data-api");
     this.root = root;
@@ -83,25 +74,7 @@
       select.value = numbers.indexOf(chosen) >= 0 ? chosen : "";
     }
     var atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
-    box.textContent = "";
-    (log.lines || []).forEach(function (line) {
-      var row = document.createElement("div");
-      row.className = "apg-log-line apg-log-" + line.level;
-      var at = document.createElement("time");
-      at.setAttribute("datetime", line.at);
-      at.textContent = clock(line.at);
-      var level = document.createElement("span");
-      level.className = "apg-log-level";
-      level.textContent = line.level;
-      var message = document.createElement("span");
-      message.className = "apg-log-message";
-      message.textContent = line.message;
-      row.appendChild(at);
-      row.appendChild(level);
-      row.appendChild(message);
-      box.appendChild(row);
-    });
-    if (!box.children.length) box.textContent = box.getAttribute("data-empty");
+    window.APGLogLines.render(box, log.lines);
     if (atBottom) box.scrollTop = box.scrollHeight;  // follow, unless the reader scrolled up
     var cut = panel.querySelector(".apg-log-truncated");
     cut.hidden = !log.truncated;
@@ -113,7 +86,7 @@
 
   function start() {
     var root = document.querySelector("[data-run-id][data-api]");
-    if (!root || !window.fetch) return;
+    if (!root || !window.fetch || !window.APGLogLines) return;
     var logs = new TaskLogs(root);
     root.addEventListener("change", function (event) {
       var target = event.target;

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,21 +15,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.support.runs import run_to_end
+from tests.support.s3 import moto_server
 
 KEY_SECRET = "s3-SECRET-key-0a9b8c"
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _bucket(endpoint: str, name: str) -> Any:

@@ -6,7 +6,6 @@ upload aborted (no object, no upload left open) — what S3's protocol lets a cl
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.support.runs import make, run_to_end, start
+from tests.support.runs import make, run_to_end, start, wait_for
+from tests.support.s3 import moto_server
 from tests.support.slow_proxy import slow_proxy
-from tests.support.workers import processes, wait_for
+from tests.support.workers import processes
 
 KEY_SECRET = "s3-stop-secret-5e1d"
 SIZE = 24 * 1024 * 1024
@@ -28,15 +28,8 @@ RATE = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def moto_port() -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield port
-    server.stop()
+    with moto_server() as port:
+        yield port
 
 
 @pytest.fixture()

@@ -22,8 +22,8 @@ from app.security.actor import SYSTEM
 from capability.models import TaskAttempt, TaskRun
 from capability.secrets import service as secrets
 from tests.support.app import unique
-from tests.support.runs import make, run_to_end, start
-from tests.support.workers import processes, wait_for
+from tests.support.runs import make, run_to_end, start, wait_for
+from tests.support.workers import processes
 
 SECRET = "pw-4a7c19e2-in-a-log-line"
 

@@ -75,7 +75,8 @@ def reap_now(app, **kwargs: Any) -> reaper.ReapReport:
         return report
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float, what: str = "what was awaited",
+             step: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -1,20 +1,16 @@
 """Real worker processes for a test (``flask --app app worker``, and the scheduler when a
-retry's backoff must be served), on the test app's database, Redis and settings; and a
-wait for what they do."""
+retry's backoff must be served), on the test app's database, Redis and settings."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from flask import Flask
 
-T = TypeVar("T")
 
 def worker_env(app: Flask) -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
@@ -39,13 +35,3 @@ def processes(app: Flask, *commands: str) -> Iterator[None]:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
-
-def wait_for(check: Callable[[], T], seconds: float, every: float = 0.1) -> T:
-    """``check()``'s first truthy answer within ``seconds``; else the test fails."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"not seen within {seconds}s")

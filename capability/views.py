@@ -200,6 +200,7 @@ class WorkflowView(ScopedMixin, ModelView):
             "workflows/page.html", workflow=workflow, current=current, versions=versions,
             may_write=self._may_write(request_actor(), workflow.team_id), when=when,
             may_run=may_run, run_form=form, run_failed=status != 200,
+            cost=service.workflow_cost(db.session, workflow.id),
             graph=run_graph.graph_data(definition),
         )
         return page, status

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from tests.support import pages
 from tests.support.engine import drain
 from tests.support.runs import run_to_end
 
@@ -54,7 +55,8 @@ def _connection(client: FlaskClient, op: dict[str, Any], httpserver: HTTPServer)
 
 
 def test_a_prompt_its_usage_and_its_cost(app: Flask, client: FlaskClient, op: dict[str, Any],
-                                         httpserver: HTTPServer, priced: None) -> None:
+                                         httpserver: HTTPServer, priced: None,
+                                         factory: Any) -> None:
     _connection(client, op, httpserver)
     seen: list[dict[str, Any]] = []
 
@@ -76,6 +78,12 @@ def test_a_prompt_its_usage_and_its_cost(app: Flask, client: FlaskClient, op: di
     assert drain(app, again.get_json()["id"]) == "succeeded"
     workflow = client.get(f"/api/v1/workflows/{run['workflow_id']}", headers=op["h"])
     assert workflow.get_json()["result"]["cost"] == pytest.approx(2 * out["cost"])
+    # The run's and the workflow's pages say so too, to a Viewer of the team.
+    viewer = pages.login(app, factory.user("Viewer", teams=[op["team"]]))
+    run_page = viewer.get(f"/runs/{run['id']}").get_data(as_text=True)
+    assert f'id="run-cost">{out["cost"]:,.6f}' in run_page
+    workflow_page = viewer.get(f"/workflows/{run['workflow_id']}").get_data(as_text=True)
+    assert f'id="workflow-cost">{2 * out["cost"]:,.6f}' in workflow_page
     seen.pop()
     [request] = seen
     assert request["auth"] == f"Bearer {API_KEY}" and request["model"] == "gpt-4o-mini"

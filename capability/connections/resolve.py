@@ -1,17 +1,30 @@
 """The connection a task names, read for one attempt (CONNECTORS.md, "Using a connection
 in a task"): a connection of the run's own team, or none at all: another team's name
-is as unknown as a name no team has."""
+is as unknown as a name no team has.
+
+A worker keeps what it read (decrypted, keyed by team and name) while the connections'
+generation in Redis stays the same: every change through the service bumps it
+(``bump``), so the next attempt anywhere reads the connection again; an entry is also
+read again after ``CACHE_SECONDS``, for a change made around the service (SQL by hand).
+A lookup is then one Redis GET, not a pooled database connection, a query and a
+decryption."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import current_app, has_app_context
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from app.extensions import db
+from app.runtime.redis_conn import get_redis
 from capability.connections.models import Connection
 from capability.engine.settings import EngineSettings
 from capability.engine.state import AttemptContext
@@ -70,9 +83,43 @@ _COLUMNS = (Connection.id, Connection.name, Connection.type, Connection.config,
             Connection.ciphertext)
 
 
+GENERATION = "apg:connections:generation"
+CACHE_SECONDS = 30.0
+CACHE_SIZE = 1024
+_cache: OrderedDict[tuple[str, str], tuple[int, float, Resolved | None]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def bump() -> None:
+    """A connection changed (the service, after its commit): workers read it again."""
+    if not has_app_context():
+        return
+    try:
+        get_redis(current_app).incr(GENERATION)
+    except RedisError:
+        with _cache_lock:  # at least this process forgets; others within CACHE_SECONDS
+            _cache.clear()
+
+
 def for_team(team_id: str, name: str, settings: EngineSettings) -> Resolved | None:
-    return _read(select(*_COLUMNS).where(Connection.team_id == team_id,
-                                         Connection.name == name), settings)
+    query = select(*_COLUMNS).where(Connection.team_id == team_id, Connection.name == name)
+    try:
+        raw: Any = get_redis(current_app).get(GENERATION)
+        generation = int(raw or 0)
+    except RedisError:
+        return _read(query, settings)  # no way to know it is fresh: read it
+    key, now = (team_id, name), time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and hit[0] == generation and now - hit[1] < CACHE_SECONDS:
+        return hit[2]
+    found = _read(query, settings)
+    with _cache_lock:
+        _cache[key] = (generation, now, found)
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return found
 
 
 def for_run(run_id: str, name: str, settings: EngineSettings) -> Resolved | None:

@@ -149,6 +149,7 @@ def create_connection(session: DbSession, actor: Actor, settings: EngineSettings
         except IntegrityError as exc:
             session.rollback()
             raise _duplicate(team.name, data.name) from exc
+    resolve.bump()
     return connection
 
 
@@ -183,6 +184,7 @@ def update_connection(session: DbSession, actor: Actor, settings: EngineSettings
         connection.ciphertext = _seal(settings, secret)
         connection.updated_by, connection.updated_at = actor.username, utcnow()
         session.commit()
+    resolve.bump()
     return connection
 
 
@@ -192,6 +194,7 @@ def delete_connection(session: DbSession, actor: Actor, connection_id: str) -> N
     with acting_as(actor):
         session.delete(connection)
         session.commit()
+    resolve.bump()
 
 
 def test_connection(session: DbSession, actor: Actor, settings: EngineSettings,

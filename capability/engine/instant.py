@@ -119,7 +119,7 @@ def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
         return None  # the attempt that makes its elements (``runner.begin_attempt``)
     scope = state.scope_for(session, run, plan.reads(spec, "with"), plan.secrets(spec, "with"))
     ctx = AttemptContext(attempt_id, run.number, run.id, spec, plan.definition, scope,
-                         plan.timeouts[run.task_id])
+                         plan.timeouts[run.task_id], team_id=run.team_id)
     outcome = execute(ctx)
     at = state.now()
     current: Any = run

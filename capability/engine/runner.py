@@ -280,7 +280,7 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
     outbox.of(session).touch(run.id)
     return AttemptContext(
         attempt_id, row.number, run.id, spec, plan.definition, scope,
-        dsl.effective_timeout(spec, plan.definition.defaults), expands,
+        dsl.effective_timeout(spec, plan.definition.defaults), expands, team_id=run.team_id,
     )
 
 

@@ -175,7 +175,8 @@ class AttemptContext:
     expands: bool = False
     # The attempt's log (``engine.tasklog``), made when its type runs (``jobs.execute``).
     log: Writer | None = None
-    # Set for a step tested without a run (``engine.steptest``): whose connections it uses.
+    # The run's team (or, for a step tested without a run, ``engine.steptest``, the
+    # workflow's): whose connections the attempt may use.
     team_id: str | None = None
 
 

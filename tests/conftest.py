@@ -9,13 +9,17 @@ The schema is built by running the migrations, never by ``create_all``. Helpers 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.support.app import Factory, make_config, quiet_socketio_listener, reset_postgres
+from tests.support.engine import child_env, spawned
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,3 +67,11 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture()
 def factory(app: Flask) -> Factory:
     return Factory(app)
+
+
+@pytest.fixture()
+def processes(app: Flask, tmp_path: Any) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Starts `flask --app app <command>` processes; stops whatever is left at the end."""
+    with spawned(tmp_path, [sys.executable, "-m", "flask", "--app", "app"],
+                 child_env(app, APG_SYNC_SECURITY="0")) as spawn:
+        yield spawn

@@ -6,7 +6,6 @@ out; the panel fits a phone. A real Chromium against a live server with CSRF on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from playwright.sync_api import expect
 
 from tests.support.app import api_token, auth, unique
 from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, settle
-from tests.support.workers import processes
 
 pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
@@ -42,9 +40,8 @@ tasks:
 
 
 @pytest.fixture()
-def worker(app: Flask) -> Iterator[None]:
-    with processes(app):
-        yield
+def worker(processes: Any) -> None:
+    processes("worker")
 
 
 def cursor_to(page: Any, line: int) -> None:

@@ -6,7 +6,6 @@ fits a phone. A real Chromium against a live server with CSRF on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,15 @@ from playwright.sync_api import expect
 
 from tests.support.app import api_token, auth, unique
 from tests.support.browser import ConsoleLog, assert_no_csp_errors, login, settle
-from tests.support.workers import processes
 
 pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture()
-def worker(app: Flask) -> Iterator[None]:
-    # The scheduler too: a retry's backoff waits in RQ's scheduled registry.
-    with processes(app, "worker", "scheduler"):
-        yield
+def worker(processes: Any) -> None:
+    processes("worker")
+    processes("scheduler")  # a retry's backoff waits in RQ's scheduled registry
 
 
 def test_a_viewer_follows_a_task_s_log_live_and_reads_an_earlier_attempt(

@@ -19,7 +19,6 @@ from flask.testing import FlaskClient
 from tests.support.runs import make, run_to_end, start, wait_for
 from tests.support.s3 import moto_server
 from tests.support.slow_proxy import slow_proxy
-from tests.support.workers import processes
 
 KEY_SECRET = "s3-stop-secret-5e1d"
 SIZE = 24 * 1024 * 1024
@@ -82,9 +81,8 @@ def test_a_timeout_stops_a_large_upload_and_aborts_it_on_the_server(
 
 
 @pytest.fixture()
-def worker(app: Flask) -> Iterator[None]:
-    with processes(app):
-        yield
+def worker(processes: Any) -> None:
+    processes("worker")
 
 
 def test_a_cancel_stops_a_large_upload_and_aborts_it_on_the_server(

@@ -7,7 +7,6 @@ path."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from capability.secrets import service as secrets
 from capability.steps import service as steps
 from tests.support.app import api_token, auth, unique
 from tests.support.runs import make
-from tests.support.workers import processes
 
 SECRET = "tok-91c2e7-step-secret"
 
@@ -46,9 +44,8 @@ PARAMS = {"extra": {"type": "integer", "default": 1}}
 
 
 @pytest.fixture()
-def worker(app: Flask) -> Iterator[None]:
-    with processes(app):
-        yield
+def worker(processes: Any) -> None:
+    processes("worker")
 
 
 def _test(client: FlaskClient, headers: dict[str, str], wid: str, task_id: str,

@@ -7,7 +7,6 @@ while the attempt runs."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from capability.models import TaskAttempt, TaskRun
 from capability.secrets import service as secrets
 from tests.support.app import unique
 from tests.support.runs import make, run_to_end, start, wait_for
-from tests.support.workers import processes
 
 SECRET = "pw-4a7c19e2-in-a-log-line"
 
@@ -160,9 +158,8 @@ def test_for_each_elements_have_their_own_logs(
 
 
 @pytest.fixture()
-def worker(app: Flask) -> Iterator[None]:
-    with processes(app):
-        yield
+def worker(processes: Any) -> None:
+    processes("worker")
 
 
 def stored_lines(app: Flask, run_id: str) -> list[str]:

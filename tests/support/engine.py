@@ -103,4 +103,5 @@ def child_env(app: Flask, **extra: str) -> dict[str, str]:
             "REDIS_URL": app.config["REDIS_URL"], "APG_INSTANCE_DIR": app.config["INSTANCE_DIR"],
             "SECRET_KEY": app.config["SECRET_KEY"],
             "PYTHON_TASK_PREFIXES": "tests.support.callables",
+            "CONNECTION_FILES_DIR": str(app.config.get("CONNECTION_FILES_DIR") or ""),
             "EGRESS_ALLOW": str(app.config.get("EGRESS_ALLOW") or ""), **extra}

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import update
 
 from app.extensions import DbSession
+from capability import dsl
 from capability.models import TaskAttempt
 
 LIVE_PREFIX = "apg:tasklog:"
@@ -74,8 +75,6 @@ class Writer:
         self._extra.append(values)
 
     def masked(self, message: str) -> str:
-        from capability import dsl
-
         text = self._mask(message)
         extra = [v for values in self._extra for v in values if v]
         return (dsl.mask_text(text, extra) or "") if extra else text

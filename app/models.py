@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING
 
 from flask_appbuilder.models.sqla import Model
 from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, false, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql import ColumnElement
 
@@ -126,3 +135,32 @@ class UserCredentials(Model):
     changed_at: Mapped[dt.datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
     )
+
+
+class ApiKey(Model):
+    """A key a user made for a machine or an AI agent (``app.security.api_keys``): it
+    acts as its user, narrowed to its scopes and teams. Only a keyed hash of the secret
+    is kept; ``prefix`` names the key in lists and in the audit trail."""
+
+    __tablename__ = "apg_api_key"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    # Team ids; empty: every team of the user, as they are at each use.
+    teams: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    allowed_ips: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.now(), nullable=False
+    )
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_used_ip: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    user: Mapped[User] = relationship(User)

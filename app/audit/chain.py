@@ -36,8 +36,10 @@ GENESIS_HASH = "0" * 64
 HEAD_ID = 1
 HASHED_FIELDS = (
     "id", "seq", "at", "tenant", "actor", "action", "target_type", "target_id", "team",
-    "outcome", "ip", "request_id", "before", "after", "prev_hash",
+    "outcome", "ip", "request_id", "before", "after", "prev_hash", "via",
 )
+# Hashed only when set: events written before it existed keep their hashes.
+_OPTIONAL = frozenset({"via"})
 
 
 def _canonical_time(value: dt.datetime) -> str:
@@ -55,7 +57,8 @@ KEYED_TARGET = "audit_chain"
 def compute_hash(fields: dict[str, Any], key: bytes | None = None) -> str:
     """The event's HMAC-SHA256 under ``key``; without a key, the plain SHA-256 of the
     events written before the chain was keyed."""
-    material = {name: fields.get(name) for name in HASHED_FIELDS}
+    material = {name: fields.get(name) for name in HASHED_FIELDS
+                if name not in _OPTIONAL or fields.get(name) is not None}
     material["at"] = _canonical_time(fields["at"])
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     if key is None:

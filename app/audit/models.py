@@ -34,6 +34,8 @@ class AuditEvent(Model):
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)
     ip: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # What the actor acted through when not in person: ``api_key:<prefix>``, ``mcp:<tool>``.
+    via: Mapped[str | None] = mapped_column(String(128))
     before: Mapped[Any | None] = mapped_column(JSON)
     after: Mapped[Any | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -141,6 +141,7 @@ def build_event(
         "outcome": outcome,
         "ip": actor.ip,
         "request_id": actor.request_id,
+        "via": actor.via,
         "before": json_safe(before),
         "after": json_safe(after),
     }

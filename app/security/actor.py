@@ -24,6 +24,11 @@ class Actor:
     tenant_names: tuple[str, ...] = ()
     ip: str | None = None
     request_id: str | None = None
+    # Acting through an API key (app.security.api_keys): what it records in the audit
+    # trail (``api_key:<prefix>``, ``mcp:<tool>``) and the key's scopes. ``scopes`` None:
+    # not narrowed by a key (a person, a worker, the CLI).
+    via: str | None = None
+    scopes: frozenset[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -38,6 +43,10 @@ class Actor:
     def tenant(self) -> str | None:
         """The tenant an event without its own tenant is filed under."""
         return self.tenant_names[0] if self.tenant_names else None
+
+    def may(self, scope: str) -> bool:
+        """Whether the key this actor acts through (if any) has ``scope``."""
+        return self.scopes is None or scope in self.scopes
 
     def has_role(self, *names: str) -> bool:
         return self.is_admin or any(name in self.roles for name in names)

@@ -26,7 +26,11 @@ def test_a_standby_scheduler_takes_over_soon_after_the_holder_is_killed(app, pro
     def pid_of(name: str) -> int:
         return int(conn.hget(f"rq:scheduler:{name}", "pid") or 0)
 
-    first = wait_for(holder, 60, "no scheduler took every queue's lock")
+    ours = {p.pid for p in procs}
+    # An earlier test's killed scheduler may still own the locks until they expire:
+    # wait until one of ours holds them.
+    first = wait_for(lambda: (name := holder()) and pid_of(name) in ours and name, 60,
+                     "none of our schedulers took every queue's lock")
     victim = next(p for p in procs if p.pid == pid_of(first))
     standby = next(p for p in procs if p is not victim)
     wait_for(lambda: standby.poll() is None and any(

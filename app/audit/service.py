@@ -22,7 +22,7 @@ from app.security.scope import scoped
 
 EXPORT_COLUMNS = (
     "id", "seq", "at", "tenant", "actor", "action", "target_type", "target_id", "team",
-    "outcome", "ip", "request_id", "before", "after", "prev_hash", "hash",
+    "outcome", "ip", "request_id", "via", "before", "after", "prev_hash", "hash",
 )
 
 

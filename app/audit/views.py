@@ -31,16 +31,17 @@ class AuditTrailView(ScopedMixin, ModelView):
     list_title = "Audit trail"
     show_title = "Audit event"
     list_columns = ["seq", "at", "actor", "action", "target_type", "target_id", "team",
-                    "outcome", "ip"]
+                    "outcome", "ip", "via"]
     show_columns = list(service.EXPORT_COLUMNS)
     search_columns = ["actor", "action", "target_type", "target_id", "outcome", "at", "team",
                       "tenant"]
     label_columns = {"seq": "#", "target_type": "Target", "target_id": "Target id",
                      "at": "Time (UTC)", "ip": "IP", "request_id": "Request id",
-                     "prev_hash": "Previous hash"}
+                     "via": "Via", "prev_hash": "Previous hash"}
     formatters_columns = {
         "at": lambda at: at.strftime("%Y-%m-%d %H:%M:%S") if at else "",
-        **{name: _blank for name in ("team", "ip", "target_id", "tenant", "request_id")},
+        **{name: _blank for name in ("team", "ip", "target_id", "tenant", "request_id",
+                                       "via")},
     }
     base_order = ("seq", "desc")
     page_size = 50

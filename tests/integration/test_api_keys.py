@@ -263,3 +263,46 @@ def test_bad_key_bodies_are_422_with_paths(client, world):
         r = client.post("/api/v1/api-keys/", headers=h, json=body)
         assert r.status_code == 422, (path, r.get_json())
         assert any(e["path"] == path.strip() for e in r.get_json()["errors"]), r.get_json()
+
+
+# role -> scope -> what each call answers through a key of that single scope
+# (None: the key cannot be made, 422). Calls: list workflows, create one, start a run,
+# read another team's workflow (outside the key's teams; an Admin's key here names one
+# team), an Admin-only endpoint.
+MATRIX: dict[str, dict[str, tuple[int, ...] | None]] = {
+    "Viewer": {"read": (200, 403, 403, 404, 403), "run": None, "author": None},
+    "Operator": {"read": (200, 403, 403, 404, 403), "run": (403, 403, 201, 403, 403),
+                 "author": None},
+    "Author": {"read": (200, 403, 403, 404, 403), "run": (403, 403, 201, 403, 403),
+               "author": (403, 201, 403, 403, 403)},
+    "Admin": {"read": (200, 403, 403, 404, 403), "run": (403, 403, 201, 403, 403),
+              "author": (403, 201, 403, 403, 403)},
+}
+
+
+@pytest.mark.parametrize("role", list(MATRIX))
+def test_the_key_matrix_role_by_scope_by_endpoint(app, client, role):
+    f = Factory(app)
+    team, foreign = f.team(), f.team()
+    user = f.user(role, teams=[] if role == "Admin" else [team])
+    boss = f.user("Author", teams=[team, foreign])
+    boss_h = auth(api_token(client, boss["username"]))
+    wid = new_workflow(client, boss_h, team["name"]).get_json()["id"]
+    foreign_wid = new_workflow(client, boss_h, foreign["name"]).get_json()["id"]
+    user_h = auth(api_token(client, user["username"]))
+    for scope, expected in MATRIX[role].items():
+        r = client.post("/api/v1/api-keys/", headers=user_h,
+                        json={"name": scope, "scopes": [scope],
+                              **({"teams": [team["name"]]} if role == "Admin" else {})})
+        if expected is None:
+            assert r.status_code == 422, (role, scope)
+            continue
+        h = auth(r.get_json()["result"]["key"])
+        got = (
+            client.get("/api/v1/workflows/", headers=h).status_code,
+            new_workflow(client, h, team["name"]).status_code,
+            client.post(f"/api/v1/workflows/{wid}/runs", headers=h, json={}).status_code,
+            client.get(f"/api/v1/workflows/{foreign_wid}", headers=h).status_code,
+            client.get("/api/v1/workers/", headers=h).status_code,
+        )
+        assert got == expected, (role, scope, got)

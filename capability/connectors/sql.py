@@ -12,6 +12,8 @@ to the address the egress policy checked (checked again at every attempt).
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import threading
 from collections import OrderedDict
 from typing import Any, Literal
@@ -111,6 +113,9 @@ def _engine(kind: str, connection: dict[str, Any], context: Context) -> Any:
     return made
 
 
+_TIMEOUT_KEY = "apg_statement_timeout"
+
+
 def _statement_deadline(conn: Any, kind: str, context: Context) -> None:
     """The statement's timeout, from what is left of the attempt: per transaction on
     PostgreSQL, per session on MariaDB (``max_statement_time``, seconds), a progress
@@ -119,7 +124,16 @@ def _statement_deadline(conn: Any, kind: str, context: Context) -> None:
 
     left = max(1, int(context.remaining()))
     if kind == "postgres":
-        conn.execute(text(f"SET LOCAL statement_timeout = {left * 1000}"))
+        # Set for the session and remembered on the connection: a chain of tasks with
+        # the same timeout sends it once, not once a task (a round trip each). Kept
+        # while it is at most what is left and not much less (a failed statement's
+        # rollback may undo it: ``execute`` forgets it then).
+        info = conn.connection.info
+        kept = info.get(_TIMEOUT_KEY)
+        if kept is None or not left * 0.9 <= kept <= left:
+            conn.execute(text(f"SET statement_timeout = {left * 1000}"))
+            conn.commit()
+            info[_TIMEOUT_KEY] = left
     elif kind == "mysql":
         try:
             conn.execute(text(f"SET SESSION max_statement_time = {left}"))
@@ -131,6 +145,47 @@ def _statement_deadline(conn: Any, kind: str, context: Context) -> None:
             lambda: 1 if _now() > context.deadline or context.cancelled() else 0, 10_000)
 
 
+class _Helper:
+    """A daemon thread that runs statements for one calling thread, kept between tasks:
+    starting a thread per statement cost more than the statement (bench/connectors.py)."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._loop, name="apg-sql", daemon=True)
+        self.thread.start()
+
+    def usable(self) -> bool:
+        # A forked child inherits the object, not the thread.
+        return self.pid == os.getpid() and self.thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            work, box, done = job
+            try:
+                box["value"] = work()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+    def retire(self) -> None:
+        self.jobs.put(None)  # it ends after what it is running
+
+
+_helpers = threading.local()
+
+
+def _helper() -> _Helper:
+    helper: _Helper | None = getattr(_helpers, "helper", None)
+    if helper is None or not helper.usable():
+        helper = _helpers.helper = _Helper()
+    return helper
+
+
 def _interruptible(conn: Any, kind: str, work: Any) -> Any:
     """Run ``work()`` (a statement) so that a cancel or a timeout of the attempt (raised
     in this, the main, thread) reaches the server: the statement runs in a helper
@@ -140,22 +195,17 @@ def _interruptible(conn: Any, kind: str, work: Any) -> Any:
         return work()
     box: dict[str, Any] = {}
     done = threading.Event()
-
-    def run() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="apg-sql", daemon=True).start()
+    helper = _helper()
+    helper.jobs.put((work, box, done))
     try:
         while not done.wait(0.05):
             pass
     except BaseException:
         conn.connection.dbapi_connection.cancel()
-        done.wait(10)
+        if not done.wait(10):
+            # Still stuck: the next statement gets a helper of its own.
+            helper.retire()
+            _helpers.helper = None
         raise
     if "error" in box:
         raise box["error"]
@@ -285,8 +335,10 @@ class SqlConnector(Connector):
         if isinstance(params, list):
             raise ConnectorError("with.params: give named parameters ({\"day\": ...}, used "
                                  "as :day in the query)")
+        info: dict[str, Any] = {}
         try:
             with _engine(kind, context.connection, context).connect() as conn:
+                info = conn.connection.info
                 _statement_deadline(conn, kind, context)
                 result = _interruptible(conn, kind, lambda: conn.execute(statement, params))
                 columns = list(result.keys()) if result.returns_rows else []
@@ -302,8 +354,10 @@ class SqlConnector(Connector):
                 rowcount = result.rowcount
                 conn.commit()
         except ConnectorError:
+            info.pop(_TIMEOUT_KEY, None)
             raise
         except Exception as exc:
+            info.pop(_TIMEOUT_KEY, None)
             raise ConnectorError(_message(exc), retriable=classify(exc)) from None
         context.log("info", f"{kind}: {len(rows)} rows, rowcount {rowcount}")
         if with_.fetch == "one":

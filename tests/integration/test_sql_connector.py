@@ -114,8 +114,13 @@ def test_postgres(app: Flask, client: FlaskClient, op: dict[str, Any], pg_databa
         sql("many", "SELECT generate_series(1, 50) AS n", max_rows=10,
             retry={"max_attempts": 3, "delay": "50ms"}),
         sql("slow", "SELECT pg_sleep(5)", timeout=1, retry={"max_attempts": 1}),
+        # The same pooled connection after a 1 s statement: its timeout is the task's
+        # again (the session's setting is kept between tasks, never a shorter one).
+        {**sql("after", "SELECT 1 AS slept FROM pg_sleep(1.3)", fetch="one"),
+         "depends_on": ["slow"], "trigger_rule": "all_done"},
     ])
     tasks = run["by_task"]
+    assert tasks["after"]["output"]["row"] == {"slept": 1}, tasks["after"]
     assert tasks["count"]["output"]["row"] == {"n": 3}
     assert tasks["many"]["status"] == "failed" and tasks["many"]["attempts"] == 1
     assert "more than max_rows (10)" in tasks["many"]["error"]

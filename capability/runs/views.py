@@ -48,7 +48,7 @@ DONE = {"cancel": "Run {run} cancelled.", "pause": "Run {run} paused: running at
         "nothing new starts.", "resume": "Run {run} resumed.",
         "retry": "Run {run}: failed tasks queued again."}
 # Tasks worth opening first on a run's page.
-ATTENTION = ("waiting_approval", "failed", "running", "retrying")
+ATTENTION = ("waiting_input", "waiting_approval", "failed", "running", "retrying")
 
 
 def _call(action: str, target: str | None, fn: Callable[[Actor], T]) -> T:
@@ -203,10 +203,21 @@ def _pretty(value: Any) -> str:
 # The panel run_page.js copies for a task drawn on demand (its id is put in for this one).
 BLANK: dict[str, Any] = {
     "blank": True, "task_id": "__task__", "type": "", "status": "pending", "depends_on": [],
-    "is_approval": False, "started_at": None, "finished_at": None, "reason": None,
+    "is_approval": False, "is_agent": False, "started_at": None, "finished_at": None,
+    "reason": None,
     "items": [], "items_total": 0, "error": None, "attempt_history": [],
     "attempt_history_total": 0, "output_cut": None, "output_json": None,
 }
+
+
+def _agent_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+    """What the run page shows of a waiting agent step (empty before it waits)."""
+    return {"instructions": prompt.get("instructions") or "",
+            "model_hint": prompt.get("model_hint"),
+            "inputs_json": _pretty(prompt.get("inputs") or {}) if prompt else "",
+            "schema_json": _pretty(prompt.get("output_schema") or {}) if prompt else "",
+            "checks_json": _pretty(prompt["checks"]) if prompt.get("checks") else "",
+            "filled": bool(prompt)}
 
 
 def _output_text(task: dict[str, Any]) -> str | None:
@@ -238,6 +249,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
         spec = specs.get(task["task_id"])
         prompt = task.get("prompt") or {}
         is_approval = bool(spec and spec.type == "approval")
+        is_agent = bool(spec and spec.type == "agent")
         tasks.append({
             **task,
             "type": spec.type if spec else "",
@@ -247,6 +259,10 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
             "message": prompt.get("message"),
             "approvers": runs.who_may_answer(prompt.get("approvers"), run.team.name),
             "may_answer": is_approval and runs.may_answer(actor, run, task),
+            # An agent step: its rendered prompt, and whether this user may answer it.
+            "is_agent": is_agent,
+            "agent": _agent_prompt(prompt) if is_agent else None,
+            "may_complete": is_agent and runs.may_operate(actor, run.team_id),
             "output_json": _output_text(task),
         })
     graph = run_graph.graph_data(definition, {t["task_id"]: t for t in tasks})
@@ -257,7 +273,7 @@ def page_context(run: Run, actor: Actor) -> dict[str, Any]:
         (t["task_id"] for s in ATTENTION for t in tasks if t["status"] == s), first)
     # A 1,000-task run's page drew 1,000 panels (4 MB); the rest are built on demand.
     drawn = set(ids[:snapshot.PAGE]) | {selected} | {t["task_id"] for t in tasks
-                                                     if t["is_approval"]}
+                                                     if t["is_approval"] or t["is_agent"]}
     panels = [t for t in tasks if t["task_id"] in drawn] + [BLANK]
     return {
         "run": run, "data": data, "tasks": tasks, "graph": graph, "selected": selected,

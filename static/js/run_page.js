@@ -168,6 +168,7 @@
         reasonRow.querySelector(".apg-task-reason").textContent = task.reason || "";
       }
       show(panel.querySelector("[data-approval]"), live && task.status === "waiting_approval");
+      if (window.apgAgentStep) window.apgAgentStep.update(panel, task, live);
       if (self.more[task.task_id]) return;  // filled from its own page (fetchTask)
       self.items(panel, task, full);
       if (full) self.fill(panel, task);

@@ -136,11 +136,13 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture()
-def peers(app: Flask, httpserver: HTTPServer, s3_endpoint: str, peer_db: None) -> Iterator[dict[str, Any]]:
+def peers(app: Flask, httpserver: HTTPServer, s3_endpoint: str,
+          peer_db: None) -> Iterator[dict[str, Any]]:
     before = app.config["EGRESS_ALLOW"]
     app.config["EGRESS_ALLOW"] = f"{LOOPBACK_PEERS} 127.0.0.1:5432 127.0.0.1:6379"
     # Tables reset, not the database: the connector's pooled connections stay valid.
-    _sql(PEER_DB, "DROP TABLE IF EXISTS " + ", ".join(TABLES), "CREATE TABLE orders (id serial PRIMARY KEY, number text, region text, "
+    _sql(PEER_DB, "DROP TABLE IF EXISTS " + ", ".join(TABLES),
+         "CREATE TABLE orders (id serial PRIMARY KEY, number text, region text, "
                      "customer_id integer, total numeric(12, 2), created_at timestamptz, "
                      "updated_at timestamptz)",
          "INSERT INTO orders (number, region, customer_id, total, created_at, "

@@ -159,8 +159,9 @@ def export_bundle(session: DbSession, actor: Actor, workflow_id: str) -> dict[st
     used = _used_connections(version.definition)
     known = {c.name: c.type for c in session.execute(select(Connection).where(
         Connection.team_id == workflow.team_id, Connection.name.in_(list(used)))).scalars()}
-    connections = [{"name": n, "type": known.get(n) or sorted(
-        CONNECTION_TYPES.get(t, frozenset({t})))[0]} for n, t in sorted(used.items())]
+    # A name the team has no connection of yet: the type its task needs (sql: postgres).
+    connections = [{"name": n, "type": known.get(n) or ("postgres" if t == "sql" else sorted(
+        CONNECTION_TYPES.get(t, frozenset({t})))[0])} for n, t in sorted(used.items())]
     webhook_rows = list(found["webhooks"])
     secret_names = set(SECRET_NAME.findall(json.dumps(version.definition)))
     secret_names |= {w.secret_name for w in webhook_rows if w.secret_name}

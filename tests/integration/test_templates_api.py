@@ -109,7 +109,6 @@ def _workflow_with_triggers(client: FlaskClient, people: dict[str, Any]) -> str:
 
 def test_export_import_round_trip_and_conflicts(client: FlaskClient,
                                                 people: dict[str, Any]) -> None:
-    h = people["Author"]
     wid = _workflow_with_triggers(client, people)
     exported = client.get(f"/api/v1/workflows/{wid}/export", headers=people["Viewer"])
     assert exported.status_code == 200 and exported.mimetype == "application/yaml"

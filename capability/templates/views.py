@@ -65,7 +65,7 @@ class TemplateView(BaseView):
         context.setdefault("name", template["definition"]["name"])
         context.setdefault("message", "")
         context.setdefault("errors", [])
-        page = self.render_template("templates/page.html", template=template, graph=graph,
+        page = self.render_template("templates/page.html", item=template, graph=graph,
                                     teams=self._teams(actor), **context)
         return page, status
 

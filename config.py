@@ -159,6 +159,15 @@ AUTH_RATE_LIMIT = os.environ.get("AUTH_RATE_LIMIT", "10 per minute")
 RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
 RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
 RATELIMIT_HEADERS_ENABLED = True
+# API keys (app/security/api_keys.py): FAB's protect() hands `Authorization: Bearer apk_...`
+# to our security manager, which checks our own keys (FAB's key tables and API unused).
+FAB_API_KEY_ENABLED = True
+FAB_API_KEY_PREFIXES = ["apk_"]
+# Requests per key, shared by every web process (Redis); `limits` notation.
+API_KEY_RATE_LIMIT = os.environ.get("API_KEY_RATE_LIMIT", "600 per minute")
+# The server secret keys are hashed with; default: derived from SECRET_KEY. Changing
+# either invalidates every key.
+API_KEY_PEPPER = os.environ.get("API_KEY_PEPPER", "")
 FAB_PASSWORD_COMPLEXITY_ENABLED = _bool("FAB_PASSWORD_COMPLEXITY_ENABLED", True)
 # Failed logins (form and API together) counted per account and per client address in
 # Redis: past the threshold, logins are refused for LOGIN_LOCKOUT_SECONDS, doubling with

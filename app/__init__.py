@@ -254,6 +254,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if web:
         # After FAB's own before_request (which sets g.user), so error pages can draw the menu.
         _json_errors(app)
+        from app.security import api_keys_web
+
+        api_keys_web.init_app(app)  # a keyed API call acts as the key's user from here on
         from app.health import bp as health_bp
 
         app.register_blueprint(health_bp)

@@ -16,6 +16,7 @@ def register(reg: Registrar) -> None:
     from app.audit.api import AuditApi
     from app.audit.views import AuditTrailView
     from app.composition.api import CapabilityApi, CapabilityView
+    from app.security.api_keys_web import ApiKeyApi, ApiKeyView
     from app.tenancy.api import TeamApi, TenantApi
     from app.tenancy.views import TeamMembershipView, TeamView, TenantView
 
@@ -36,6 +37,8 @@ def register(reg: Registrar) -> None:
     reg.add_api(TeamApi)
     reg.add_api(AuditApi)
     reg.add_api(CapabilityApi)
+    reg.add_api(ApiKeyApi)
+    reg.add_view_no_menu(ApiKeyView)  # in the user menu (templates/appbuilder/navbar_right.html)
 
 
 _member_read = [*PERSONAL, ("Teams", "can_read")]

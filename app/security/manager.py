@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, make_response
+from flask import Flask, Response, current_app, g, has_request_context, jsonify, make_response
 from flask_appbuilder.security.sqla import apis as fab_apis
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
 from flask_login import LoginManager, user_logged_in
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from app.api_support import QueryExamplesMixin
@@ -98,6 +99,39 @@ class ApgSecurityManager(SecurityManager):
             return {}
         return {revocation.JWT_CLAIM: revocation.generation(self.session, user_id)}
 
+    # API keys (app.security.api_keys): the request hook signs a keyed call in first.
+    def validate_api_key(self, api_key_string: str) -> Any:
+        from app.security.api_keys_web import key_use
+
+        return g.user if key_use() is not None else None
+
+    def has_access(self, permission_name: str, view_name: str) -> bool:
+        """Through a key: only what the key's scopes reach and its capped roles hold
+        (so never an Admin-only endpoint); otherwise FAB's check."""
+        from app.security.api_keys_web import key_use
+
+        use = key_use() if has_request_context() else None
+        if use is None:
+            return bool(super().has_access(permission_name, view_name))
+        from app.security import api_keys
+        from app.security.request import request_actor
+
+        if not api_keys.permits(permission_name, view_name, use):
+            return False
+        roles = request_actor().roles
+        ids = [r.id for r in self.session.execute(
+            select(self.role_model).where(self.role_model.name.in_(sorted(roles)))).scalars()]
+        return bool(ids) and (permission_name, view_name) in access.roles_pairs(self.session, ids)
+
+    def register_views(self) -> None:
+        # FAB registers its own key API when keys are enabled; ours is ApiKeyApi.
+        enabled = current_app.config.get("FAB_API_KEY_ENABLED", False)
+        current_app.config["FAB_API_KEY_ENABLED"] = False
+        try:
+            self._register_views()
+        finally:
+            current_app.config["FAB_API_KEY_ENABLED"] = enabled
+
     # Fewer statements per request, same answers (app.security.access).
     def is_item_public(self, permission_name: str, view_name: str) -> bool:
         return (permission_name, view_name) in access.public_pairs(
@@ -148,7 +182,7 @@ class ApgSecurityManager(SecurityManager):
             wanted.add("menu_access")
         super().add_permissions_view(sorted(wanted), view_menu)
 
-    def register_views(self) -> None:
+    def _register_views(self) -> None:
         super().register_views()
         # FAB limits only the form login (AUTH_RATE_LIMITED); the API login is the
         # one scripts hammer, so it gets the same limit.

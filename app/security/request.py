@@ -94,5 +94,10 @@ def request_actor() -> Actor:
         actor = Actor(username="anonymous", ip=client_ip(), request_id=request_id())
     else:
         actor = actor_for_user(db.session, user, ip=client_ip(), request_id=request_id())
+        use = g.get("apg_key_use")
+        if use is not None and use.user_id == actor.user_id:
+            from app.security.api_keys import narrow
+
+            actor = narrow(db.session, actor, use)
     g._apg_actor = actor
     return actor

@@ -25,6 +25,8 @@ Rule = tuple[str, str]
 PERSONAL: list[Rule] = [
     (r"UserDBModelView", r"can_userinfo|resetmypassword|userinfoedit"),
     (r"UserInfoEditView|ResetMyPasswordView", r"can_this_form_(get|post)"),
+    # Their own API keys (app.security.api_keys); a key never reaches these.
+    (r"ApiKeys", r"can_read|can_write"),
 ]
 
 

@@ -21,9 +21,11 @@ from concurrent.futures import Future
 from io import BytesIO
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.test import run_wsgi_app
 
+from app.audit.recorder import build_event, record
+from app.audit.web import mark_audited
 from app.extensions import db
 from app.security import api_keys
 from app.security.actor import Actor
@@ -96,10 +98,22 @@ def _refused(status: int, message: str, **headers: str) -> Response:
     return response
 
 
-def _rate_headers(state: Any) -> dict[str, str]:
-    return {"X-RateLimit-Limit": str(state.limit),
-            "X-RateLimit-Remaining": str(state.remaining),
-            "X-RateLimit-Reset": str(state.reset)}
+def _denied(exc: api_keys.KeyRefused, ip: str | None) -> Response:
+    """401, recorded as the REST API records it: who tried is the key's user when the
+    key was genuine (``app.security.api_keys_web``)."""
+    db.session.rollback()
+    username = "anonymous"
+    if exc.user_id is not None:
+        user = current_app.appbuilder.sm.get_user_by_id(exc.user_id)  # type: ignore[attr-defined]
+        username = user.username if user is not None else username
+    actor = Actor(username=username, user_id=exc.user_id, ip=ip, request_id=request_id())
+    record(db.session, build_event(actor, "api_key_use", "api_key", exc.key_id,
+                                   outcome="denied",
+                                   after={"reason": exc.reason, "method": request.method,
+                                          "path": request.path}))
+    db.session.commit()
+    mark_audited()
+    return _refused(401, exc.reason)
 
 
 @mcp_web.route("/mcp", methods=["GET", "POST", "DELETE"])
@@ -113,10 +127,12 @@ def endpoint() -> Response:
         state = api_keys.check_rate(use)
         actor = api_keys.actor_for(db.session, use, ip, request_id())
     except api_keys.KeyRefused as exc:
-        return _refused(401, exc.reason)
+        return _denied(exc, ip)
     except api_keys.RateLimited as exc:
-        return _refused(429, "Too many requests for this API key",
-                        **{"Retry-After": str(exc.retry_after)})
+        g.apg_audited = True  # a flood of 429s is logged, not a trail of events
+        return _refused(429, f"Rate limit of this API key exceeded; retry in "
+                             f"{exc.retry_after} s",
+                        **exc.state.headers(), **{"Retry-After": str(exc.retry_after)})
     finally:
         db.session.remove()  # the tool runs on another thread, with its own session
     body = request.get_data(cache=True)
@@ -127,7 +143,7 @@ def endpoint() -> Response:
     chunks, status, headers = run_wsgi_app(bridge(app).wsgi,  # type: ignore[arg-type]
                                            environ, buffered=True)
     response = Response(chunks, status=status, headers=headers)
-    response.headers.update(_rate_headers(state))
+    response.headers.update(state.headers())
     return response
 
 

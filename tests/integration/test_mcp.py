@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from tests.support.app import Factory, unique
-from tests.support.mcp import make_key, revoke
+from tests.support.mcp import make_key, revoke, set_role
 
 HEADERS = {"Accept": "application/json, text/event-stream",
            "Content-Type": "application/json"}
@@ -93,7 +93,12 @@ def test_every_call_needs_a_valid_key_and_says_nothing_about_which_exist(
     # Revoked: refused at the next request, whatever it is.
     revoke(app, key_id)
     status, body = rpc(client, token, "tools/call", {"name": "workflow_list", "arguments": {}})
-    assert status == 401
+    assert status == 401 and body["message"].endswith("revoked")
+    with app.app_context():
+        denied = db.session.execute(select(AuditEvent).where(
+            AuditEvent.action == "api_key_use", AuditEvent.target_id == key_id)).scalars().all()
+        assert [e.outcome for e in denied] == ["denied"]
+        db.session.remove()
 
 
 def test_malformed_requests_unknown_tools_and_bad_arguments_are_json_rpc_errors(
@@ -170,11 +175,17 @@ def test_scopes_roles_and_teams_narrow_every_call(
             AuditEvent.actor == author["username"])).scalars().all()
         assert len(denied) == 1
         db.session.remove()
-    # A Viewer's key with every scope still cannot start: the role decides too.
-    viewer = factory.user("Viewer", [team])
-    _, viewer_key = make_key(app, viewer["id"], ["read", "run", "author"])
-    err = error(call(client, viewer_key, "run_start", workflow=name, params={"a": 1}))
+    # The user's roles now decide too: demoted to Viewer, the key's scopes no longer
+    # reach saving or starting.
+    demoted = factory.user("Author", [team])
+    _, demoted_key = make_key(app, demoted["id"], ["read", "run", "author"])
+    set_role(app, demoted["id"], "Viewer")
+    err = error(call(client, demoted_key, "run_start", workflow=name, params={"a": 1}))
     assert err["code"] == -32003
+    err = error(call(client, demoted_key, "workflow_save", team=team["name"],
+                     definition=WORKFLOW.format(name=name)))
+    assert err["code"] == -32003
+    assert result(call(client, demoted_key, "workflow_get", workflow=name))["name"] == name
     # Another team's workflow does not exist for this caller, by id or by name.
     other_team = factory.team()
     outsider = factory.user("Author", [other_team])

@@ -23,26 +23,50 @@ TRANSCRIPT = ROOT / "docs" / "mcp_transcript.md"
 
 def make_key(app: Flask, user_id: int, scopes: list[str],
              teams: list[str] | None = None, name: str = "mcp-test") -> tuple[str, str]:
-    """A new key of the user: ``(key id, apk_... token)``."""
+    """A new key the user makes in person: ``(key id, apk_... token)``; ``teams`` by
+    name (none: all of the user's teams)."""
+    from flask_appbuilder.security.sqla.models import User
+
     from app.extensions import db
     from app.security import api_keys
+    from app.security.request import actor_for_user
 
     with app.app_context():
-        key, token = api_keys.create_key(db.session, user_id, name, scopes, teams or [])
+        person = actor_for_user(db.session, db.session.get(User, user_id))
+        key, token = api_keys.create_key(db.session, person, api_keys.KeyIn(
+            name=name, scopes=scopes, teams=teams or []))
+        db.session.commit()
         key_id = key.id
         db.session.remove()
     return key_id, token
 
 
 def revoke(app: Flask, key_id: str) -> None:
+    """The key's user revokes it in person."""
+    from flask_appbuilder.security.sqla.models import User
+
     from app.extensions import db
     from app.models import ApiKey
-    from app.times import utcnow
+    from app.security import api_keys
+    from app.security.request import actor_for_user
 
     with app.app_context():
         key = db.session.get(ApiKey, key_id)
         assert key is not None
-        key.revoked_at = utcnow()
+        person = actor_for_user(db.session, db.session.get(User, key.user_id))
+        api_keys.revoke_key(db.session, person, key_id)
+        db.session.commit()
+        db.session.remove()
+
+
+def set_role(app: Flask, user_id: int, role: str) -> None:
+    from flask_appbuilder.security.sqla.models import User
+
+    from app.extensions import db
+
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        user.roles = [app.extensions["appbuilder"].sm.find_role(role)]
         db.session.commit()
         db.session.remove()
 

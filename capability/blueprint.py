@@ -189,6 +189,8 @@ def register(reg: Registrar) -> None:
     from capability.runs.views import FailedTaskView, RunView, install_template_helpers
     from capability.secrets.api import SecretApi
     from capability.secrets.views import SecretView
+    from capability.templates.api import TemplateApi, WorkflowBundleApi
+    from capability.templates.views import TemplateView
     from capability.transport.api import TransportApi
     from capability.transport.views import TransportView
     from capability.triggers import hooks_web
@@ -208,6 +210,8 @@ def register(reg: Registrar) -> None:
     reg.add_view(SecretView, "Secrets", icon="fa-lock", category="Security")
     reg.add_api(SecretApi)
     reg.add_api(WorkflowApi)
+    reg.add_api(WorkflowBundleApi)  # /api/v1/workflows/<id>/export, /import
+    reg.add_api(TemplateApi)
     reg.add_view(WorkflowView, "Workflows", icon="fa-sitemap", category="Workflows",
                  category_icon="fa-sitemap")
     reg.add_api(RunApi)
@@ -225,6 +229,7 @@ def register(reg: Registrar) -> None:
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")
     reg.add_view(ConnectionView, "Connections", icon="fa-plug", category="Workflows")
+    reg.add_view(TemplateView, "Templates", icon="fa-clone", category="Workflows")
     # A page of WorkflowView (can_read on Workflows): the link adds its menu entry.
     reg.add_link("Task types", href="WorkflowView.task_types", icon="fa-puzzle-piece",
                  category="Workflows")
@@ -251,7 +256,10 @@ _menu = ("Workflows", "menu_access")  # the "Workflows" menu category and its li
 _runs = ("Runs", "can_read")
 _control = ("Runs", "can_read|can_control")
 # "Workflows" -> "Runs", "Failed tasks", "Connections", "Task types"
-_run_menus = ("Runs|Failed tasks|Connections|Task types", "menu_access")
+_run_menus = ("Runs|Failed tasks|Connections|Task types|Templates", "menu_access")
+# The template library: every reader may browse it; using one creates a workflow, which
+# the workflow service allows to an Author of the team only.
+_templates = ("Templates", "can_read")
 _trigger_menus = ("Triggers|Schedules|Webhooks|Event triggers", "menu_access")
 
 capability = Capability.build(
@@ -264,15 +272,16 @@ capability = Capability.build(
     depends_on=("platform",),
     role_permissions={
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
+                 _templates,
                  ("Connections", "can_read|can_write"),
                  ("Schedules", "can_read|can_write|can_control"),
                  ("Webhooks|EventTriggers", "can_read|can_write"), ("Events", "can_post"),
                  _trigger_menus),
-        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus,
+        OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus, _templates,
                    ("Connections", "can_read"),
                    ("Schedules", "can_read|can_control"), ("Webhooks|EventTriggers", "can_read"),
                    ("Events", "can_post"), _trigger_menus),
-        VIEWER: (_read, _runs, _menu, _run_menus, ("Connections", "can_read"),
+        VIEWER: (_read, _runs, _menu, _run_menus, _templates, ("Connections", "can_read"),
                  ("Schedules|Webhooks|EventTriggers", "can_read"), _trigger_menus),
     },
     menus=("Workflows", "Triggers", "Security"),

@@ -215,6 +215,10 @@ class TemplateListOut(_Out):
     templates: list[dict[str, Any]]
 
 
+class TemplateUseOut(SaveOut):
+    template: str
+
+
 # -- handlers ---------------------------------------------------------------------------
 
 def workflow_list(call: Call, args: WorkflowListIn) -> dict[str, Any]:
@@ -257,6 +261,22 @@ def approval_answer(call: Call, args: ApprovalAnswerIn) -> dict[str, Any]:
                                args.task_id, args.decision == "approve",
                                runs.AnswerIn(comment=args.comment))
     return reads.run_brief(run)
+
+
+def template_list(call: Call, args: TemplateListIn) -> dict[str, Any]:
+    from capability.templates import service as templates
+
+    return {"templates": templates.list_templates(call.actor, args.category, args.search)}
+
+
+def template_use(call: Call, args: TemplateUseIn) -> dict[str, Any]:
+    from capability.templates import service as templates
+
+    made = templates.use_template(call.session, call.actor, args.slug, args.team, args.name,
+                                  args.params_defaults)
+    workflow = reads.find_workflow(call.session, call.actor, made["id"])
+    definition = service.version_of(call.session, workflow).definition
+    return {**reads.summary(workflow, definition), "created": True, "template": args.slug}
 
 
 # -- the table --------------------------------------------------------------------------
@@ -306,4 +326,13 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in (
     Tool("approval_answer", RUN,
          "Approve or reject an approval task waiting in a run.",
          ApprovalAnswerIn, RunOut, approval_answer, mutates=True),
+    Tool("template_list", READ,
+         "The template library (production-grade workflows to start from): slug, title, "
+         "category, description, params, the connection types it needs. Filter by "
+         "category or words.",
+         TemplateListIn, TemplateListOut, template_list),
+    Tool("template_use", AUTHOR,
+         "Create a workflow in a team from a template (optionally renamed, with other "
+         "params defaults).",
+         TemplateUseIn, TemplateUseOut, template_use, mutates=True),
 )}

@@ -231,3 +231,28 @@ def test_workflow_list_pages_with_a_cursor_and_filters_by_team(
     assert second["next_cursor"] is None
     err = error(call(client, token, "workflow_list", cursor="garbage"))
     assert err["code"] == -32002 and err["data"]["errors"][0]["path"] == "cursor"
+
+
+def test_templates_are_listed_and_used_into_a_team(
+        app: Flask, client: FlaskClient, team: dict[str, Any], author: dict[str, Any]) -> None:
+    _, reader = make_key(app, author["id"], ["read"])
+    _, token = make_key(app, author["id"], ["read", "author"])
+    everything = result(call(client, reader, "template_list"))["templates"]
+    assert len(everything) >= 20
+    chosen = everything[0]
+    found = result(call(client, reader, "template_list", category=chosen["category"],
+                        search=chosen["slug"]))["templates"]
+    assert [t["slug"] for t in found] == [chosen["slug"]]
+    err = error(call(client, reader, "template_use", slug=chosen["slug"], team=team["name"]))
+    assert err["code"] == -32003
+    name = unique("from-template")
+    made = result(call(client, token, "template_use", slug=chosen["slug"], team=team["name"],
+                       name=name))
+    assert made["name"] == name and made["version"] == 1 and made["template"] == chosen["slug"]
+    err = error(call(client, token, "template_use", slug="no-such-template", team=team["name"]))
+    assert err["code"] == -32001
+    with app.app_context():
+        event = db.session.execute(select(AuditEvent).where(
+            AuditEvent.target_id == made["id"])).scalar_one()
+        assert (event.action, event.via) == ("create", "mcp:template_use")
+        db.session.remove()

@@ -36,6 +36,8 @@ mcp_web = Blueprint("apg_mcp", __name__)
 EXTENSION = "apg_mcp"
 ACTOR = "apg.mcp.actor"  # the environ key (no client can set a key without HTTP_)
 STARTUP_SECONDS = 10.0
+# capability.mcp.server's codes (not imported: the SDK loads on the first /mcp request).
+NOT_ALLOWED, RETRY_LATER = -32003, -32000
 
 
 class Bridge:
@@ -90,7 +92,12 @@ def _from_environ(http_request: Any) -> Actor:
 
 
 def _refused(status: int, message: str, **headers: str) -> Response:
-    response = jsonify({"message": message})
+    """The refusal as a REST client reads it (``message``) and as an MCP client does
+    (a JSON-RPC error, which the SDK's client surfaces with this reason)."""
+    code = NOT_ALLOWED if status == 401 else RETRY_LATER
+    response = jsonify({"message": message, "jsonrpc": "2.0", "id": None,
+                        "error": {"code": code, "message": message,
+                                  "data": {"http_status": status}}})
     response.status_code = status
     response.headers.update(headers)
     if status == 401:

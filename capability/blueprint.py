@@ -206,7 +206,8 @@ def register(reg: Registrar) -> None:
         TransportView, "Workers & queues", icon="fa-server", category="Security",
     )
     reg.add_api(TransportApi)
-    # Admin only: no role rule below grants "Secrets" (Admin holds every permission).
+    # Authors write their teams' secrets; Operators and Viewers read the names (the
+    # role rules below; the service and the row scope keep each to its teams).
     reg.add_view(SecretView, "Secrets", icon="fa-lock", category="Security")
     reg.add_api(SecretApi)
     reg.add_api(WorkflowApi)
@@ -261,6 +262,8 @@ _run_menus = ("Runs|Failed tasks|Connections|Task types|Templates", "menu_access
 # the workflow service allows to an Author of the team only.
 _templates = ("Templates", "can_read")
 _trigger_menus = ("Triggers|Schedules|Webhooks|Event triggers", "menu_access")
+# "Security" -> "Secrets": the only entry of that menu a team member holds.
+_secret_menus = ("Security|Secrets", "menu_access")
 
 capability = Capability.build(
     register,
@@ -274,14 +277,16 @@ capability = Capability.build(
         AUTHOR: (("Workflows", "can_read|can_write|can_run"), _control, _menu, _run_menus,
                  _templates,
                  ("Connections", "can_read|can_write"),
+                 ("Secrets", "can_read|can_write"), _secret_menus,
                  ("Schedules", "can_read|can_write|can_control"),
                  ("Webhooks|EventTriggers", "can_read|can_write"), ("Events", "can_post"),
                  _trigger_menus),
         OPERATOR: (("Workflows", "can_read|can_run"), _control, _menu, _run_menus, _templates,
-                   ("Connections", "can_read"),
+                   ("Connections", "can_read"), ("Secrets", "can_read"), _secret_menus,
                    ("Schedules", "can_read|can_control"), ("Webhooks|EventTriggers", "can_read"),
                    ("Events", "can_post"), _trigger_menus),
         VIEWER: (_read, _runs, _menu, _run_menus, _templates, ("Connections", "can_read"),
+                 ("Secrets", "can_read"), _secret_menus,
                  ("Schedules|Webhooks|EventTriggers", "can_read"), _trigger_menus),
     },
     menus=("Workflows", "Triggers", "Security"),

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from capability.dsl.agent_steps import AgentWith
 from capability.dsl.expressions import referenced_names
 from capability.dsl.fields import (
     CALLABLE_PATTERN,
@@ -33,7 +34,7 @@ from capability.dsl.fields import (
 )
 
 __all__ = [
-    "BUILTINS", "ApprovalWith", "DelayWith", "FailWith", "HttpAuth", "HttpCursor",
+    "BUILTINS", "AgentWith", "ApprovalWith", "DelayWith", "FailWith", "HttpAuth", "HttpCursor",
     "HttpPaginate", "HttpWith", "NoopWith", "PythonWith", "TransformWith", "WorkflowWith",
 ]
 
@@ -349,6 +350,14 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
     "approval": {"message": "Publish the report of run {{ run.id }}?",
                  "approvers": "Operator"},
     "workflow": {"workflow": "send-report", "params": {"day": "{{ params.day }}"}},
+    "agent": {"instructions": "Read the ticket and classify it. Ticket: {{ params.ticket }}",
+              "inputs": {"ticket": "{{ params.ticket }}"},
+              "output_schema": {"type": "object", "required": ["category", "confidence"],
+                                "properties": {
+                                    "category": {"enum": ["bug", "question", "feature"]},
+                                    "confidence": {"type": "number"}}},
+              "model_hint": "fast",
+              "checks": [{"jsonpath": "$.confidence", "min": 0, "max": 1}]},
 }
 
 # (name, with model, description, example): ``dsl.types`` makes them the first task types.
@@ -363,5 +372,6 @@ BUILTINS: tuple[tuple[str, type[BaseModel], str, dict[str, Any]], ...] = tuple(
         ("python", PythonWith),
         ("approval", ApprovalWith),
         ("workflow", WorkflowWith),
+        ("agent", AgentWith),
     )
 )

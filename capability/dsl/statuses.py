@@ -24,6 +24,7 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     RETRYING = "retrying"
     WAITING_APPROVAL = "waiting_approval"
+    WAITING_INPUT = "waiting_input"  # an `agent` step: waits for an agent's output
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"

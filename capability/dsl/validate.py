@@ -124,10 +124,22 @@ class _Semantics:
                 )
             for path, text, item_ok in self._expressions(index, raw):
                 self._expression(path, text, item_ok)
+            self._waits_alone(index, raw)
             if raw.get("max_parallel") is not None and raw.get("for_each") is None:
                 self.add(f"tasks[{index}].max_parallel", "only applies to a task with for_each")
         self._cycles()
         return self.errors
+
+    def _waits_alone(self, index: int, raw: dict[str, Any]) -> None:
+        """An ``agent`` step waits for one output, of one task (AGENTS.md): it cannot fan
+        out per item, nor be an undo step (which runs while the run is ending)."""
+        if raw.get("type") == "agent" and raw.get("for_each") is not None:
+            self.add(f"tasks[{index}].for_each", "an agent step cannot have for_each: it "
+                     "waits for one output; give the agent the list in with.inputs instead")
+        compensate = raw.get("compensate")
+        if isinstance(compensate, dict) and compensate.get("type") == "agent":
+            self.add(f"tasks[{index}].compensate.type", "an undo step cannot be an agent "
+                     "step: compensation runs without waiting for anyone")
 
     def _params(self) -> None:
         for name, raw in self.params.items():

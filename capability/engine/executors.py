@@ -113,13 +113,22 @@ def approval(params: dict[str, Any], ctx: AttemptContext, settings: Settings) ->
     return Outcome(True, output=prompt, await_approval=True)
 
 
+def agent(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
+    # Rendered now and kept while it waits: what the agent is given (MCP workflow_next,
+    # the run page) and what its output is checked against.
+    prompt = {"instructions": params.get("instructions"), "inputs": params.get("inputs") or {},
+              "output_schema": params.get("output_schema") or {},
+              "model_hint": params.get("model_hint"), "checks": params.get("checks") or []}
+    return Outcome(True, output=prompt, await_input=True)
+
+
 def workflow(params: dict[str, Any], ctx: AttemptContext, settings: Settings) -> Outcome:
     return Outcome(True, start_child=params)
 
 
 EXECUTORS: dict[str, Executor] = {
     "noop": noop, "fail": fail, "delay": delay, "transform": transform, "python": python,
-    "http": http, "approval": approval, "workflow": workflow,
+    "http": http, "approval": approval, "workflow": workflow, "agent": agent,
 }
 
 

@@ -351,11 +351,13 @@ def _begin(session: DbSession, dispatcher: Dispatcher, attempt_id: str, worker: 
 
 def _record(session: DbSession, attempt_id: str, outcome: Outcome,
             settings: EngineSettings) -> bool:
-    """What an attempt's outcome asks for: a child run, a wait for approval, a delay's
+    """What an attempt's outcome asks for: a child run, a wait for approval or for an
+    agent's output, a delay's
     wait, or its result. False when the attempt no longer runs. Its log goes with it:
     in the attempt's UPDATE of ``complete_attempt``, else a statement of its own."""
     if (outcome.skipped is None and outcome.start_child is None
-            and not outcome.await_approval and outcome.defer is None):
+            and not outcome.await_approval and not outcome.await_input
+            and outcome.defer is None):
         return runner.complete_attempt(session, attempt_id, outcome)
     tasklog.store(session, attempt_id, outcome.log)
     if outcome.skipped is not None:
@@ -364,6 +366,8 @@ def _record(session: DbSession, attempt_id: str, outcome: Outcome,
         return subruns.start_child(session, attempt_id, outcome.start_child, settings.queues)
     if outcome.await_approval:
         return runner.await_approval(session, attempt_id, outcome.output or {})
+    if outcome.await_input:
+        return runner.await_input(session, attempt_id, outcome.output or {})
     runner.defer_attempt(session, attempt_id, float(outcome.defer or 0))  # a delay's wait
     return True
 

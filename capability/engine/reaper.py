@@ -22,7 +22,10 @@ live runs. One pass (``reap``):
    attempt still waits (``subruns.child_finished`` answers a waiting attempt once);
 5. stops again what a live worker runs while the database says it must stop (cancelled,
    lost, superseded: ``stops``), as a stop-job command lost in a Redis outage would
-   otherwise leave the attempt running to its end.
+   otherwise leave the attempt running to its end;
+6. fails an ``agent`` step that has waited for its output past its timeout (the task's
+   own, else the definition's default, else ``TASK_DEFAULT_TIMEOUT``), as a retriable
+   timeout (``engine.agents.expire``): its retry policy decides, as for any timeout.
 
 Everything is idempotent: two passes at once (two schedulers, a worker starting) may
 re-send the same attempt twice but never create an attempt or record a result twice.
@@ -64,7 +67,7 @@ from sqlalchemy import bindparam, or_, select
 from app.extensions import DbSession
 from app.runtime.worker import runtime_hooks
 from capability.dsl.durations import parse_duration
-from capability.dsl.statuses import FINISHED_RUN_STATUSES, RunStatus
+from capability.dsl.statuses import FINISHED_RUN_STATUSES, RunStatus, TaskStatus
 from capability.engine import outbox, stops
 from capability.engine.dispatch import Dispatcher, Send, dispatcher_for
 from capability.engine.rq_state import (
@@ -114,13 +117,14 @@ class ReapReport:
     lost: int = 0  # running attempts recorded as lost
     followups_resent: int = 0  # "your sub-workflow run ended" jobs sent again
     stopped: int = 0  # attempts a live worker ran that the database says must stop
+    timed_out: int = 0  # agent steps that waited for their output past their timeout
     dead_workers: list[str] = field(default_factory=list)
     skipped: bool = False  # another pass held the lock
 
     @property
     def acted(self) -> int:
         return (self.resent + self.ends_resent + self.lost + self.followups_resent
-                + self.stopped)
+                + self.stopped + self.timed_out)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,7 +135,8 @@ class ReapReport:
         dead = f" (dead workers: {', '.join(self.dead_workers)})" if self.dead_workers else ""
         return (f"checked {self.checked} live attempt(s): re-sent {self.resent}, delay ends "
                 f"re-sent {self.ends_resent}, sub-workflow follow-ups re-sent "
-                f"{self.followups_resent}, lost {self.lost}, stopped {self.stopped}{dead}")
+                f"{self.followups_resent}, lost {self.lost}, stopped {self.stopped}, agent "
+                f"steps timed out {self.timed_out}{dead}")
 
 
 @dataclass
@@ -280,6 +285,7 @@ def reap(session: DbSession, conn: Redis, dispatcher: Dispatcher,
     report = ReapReport()
     candidates = _candidates(session, dispatcher, now - dt.timedelta(seconds=grace))
     children = _finished_children(session, now, grace)
+    overdue = _overdue_agents(session, dispatcher, now)
     session.rollback()  # no read transaction held while recording (SQLite upgrades fail)
     for name in sorted(set(queues or []) | {c.queue for c in candidates}):
         StartedJobRegistry(name, connection=conn).cleanup()
@@ -306,6 +312,7 @@ def reap(session: DbSession, conn: Redis, dispatcher: Dispatcher,
                 view.discard(CHILD_JOB_PREFIX + child_id, queue)
                 sends.append(Send(parent_attempt_id, queue, child_run=child_id, front=True))
                 report.followups_resent += 1
+        report.timed_out = _expire_agents(session, dispatcher, overdue)
         try:
             report.stopped = stops.stop_again(session, conn, workers)
         except Exception:  # the recovery above must still be sent
@@ -318,6 +325,58 @@ def reap(session: DbSession, conn: Redis, dispatcher: Dispatcher,
         dispatcher.send(sends)
     report.dead_workers = sorted(workers.dead)
     return report
+
+
+# Agent steps waiting for their output (``waiting_input``), with what their timeout needs.
+_WAITING_AGENTS = (
+    select(TaskAttempt.id, TaskAttempt.started_at, TaskAttempt.created_at, TaskRun.task_id,
+           Run.id.label("run_id"), Run.version_id)
+    .join(TaskRun, TaskRun.current_attempt_id == TaskAttempt.id)
+    .join(Run, TaskRun.run_id == Run.id)
+    .where(TaskAttempt.status == AttemptStatus.WAITING,
+           TaskRun.status == TaskStatus.WAITING_INPUT.value, TaskRun.kind == TaskKind.TASK,
+           Run.status.in_((RunStatus.RUNNING.value, RunStatus.PAUSED.value)))
+)
+
+
+def _overdue_agents(session: DbSession, dispatcher: Dispatcher,
+                    now: dt.datetime) -> list[tuple[str, str, float]]:
+    """(run, attempt, timeout in seconds) of agent steps waiting past their timeout."""
+    rows = session.execute(_WAITING_AGENTS).all()
+    if not rows:
+        return []
+    versions = sorted({row.version_id for row in rows})
+    facts = {version_id: task_facts(definition or {}) for version_id, definition in
+             session.execute(_DEFINITIONS, {"ids": versions}).all()}
+    found = []
+    for row in rows:
+        fact = facts.get(row.version_id, {}).get(row.task_id)
+        timeout = float(fact[2]) if fact and fact[2] else (
+            dispatcher.settings.task_default_timeout)
+        began = row.started_at or row.created_at
+        if (now - began).total_seconds() > timeout:
+            found.append((row.run_id, row.id, timeout))
+    return found
+
+
+def _expire_agents(session: DbSession, dispatcher: Dispatcher,
+                   overdue: list[tuple[str, str, float]]) -> int:
+    if not overdue:
+        return 0
+    # The engine loads here, when a step is overdue: a scheduler that never has one
+    # never imports it.
+    from capability.engine import agents
+
+    count = 0
+    for run_id, attempt_id, timeout in overdue:
+        try:
+            if agents.expire(session, dispatcher, run_id, attempt_id, timeout):
+                log.warning("reaper: agent step attempt %s: %s", attempt_id,
+                            agents.timeout_message(timeout))
+                count += 1
+        except Exception:  # one odd step must not stop the others
+            log.exception("reaper: could not time out agent step attempt %s", attempt_id)
+    return count
 
 
 def _reap_one(session: DbSession, dispatcher: Dispatcher, view: RedisView, cand: _Candidate,

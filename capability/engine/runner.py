@@ -33,7 +33,8 @@ from capability.engine.dispatch import Send
 from capability.engine.state import AttemptContext, Outcome
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskKind, TaskRun
 
-__all__ = ["Again", "AttemptContext", "Outcome", "await_approval", "begin_attempt",
+__all__ = ["Again", "AttemptContext", "Outcome", "await_approval", "await_input",
+           "begin_attempt",
            "complete_attempt", "defer_attempt", "open_run", "record_expansion",
            "seconds_early"]
 
@@ -381,11 +382,23 @@ def await_approval(session: DbSession, attempt_id: str, prompt: dict[str, Any]) 
     """An `approval` task: the attempt waits for approve/reject, no worker is held;
     ``prompt``: its rendered message and approvers, kept for the page and the answer.
     False when the attempt no longer runs (the owner rolls back)."""
+    return _wait(session, attempt_id, prompt, TaskStatus.WAITING_APPROVAL)
+
+
+def await_input(session: DbSession, attempt_id: str, prompt: dict[str, Any]) -> bool:
+    """An `agent` task: the attempt waits for an agent's output (``engine.agents``), no
+    worker is held; ``prompt``: its rendered instructions, inputs, output schema, model
+    hint and checks. False when the attempt no longer runs (the owner rolls back)."""
+    return _wait(session, attempt_id, prompt, TaskStatus.WAITING_INPUT)
+
+
+def _wait(session: DbSession, attempt_id: str, prompt: dict[str, Any],
+          status: TaskStatus) -> bool:
     attempt = session.get(TaskAttempt, attempt_id)
     if attempt is None or attempt.status != AttemptStatus.RUNNING:
         return False
     attempt.status = AttemptStatus.WAITING
-    attempt.task_run.status = TaskStatus.WAITING_APPROVAL.value
+    attempt.task_run.status = status.value
     attempt.task_run.prompt = prompt
     outbox.of(session).touch(attempt.task_run.run_id)
     return True

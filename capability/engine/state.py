@@ -143,6 +143,7 @@ class Outcome:
     retriable: bool = True
     defer: float | None = None  # a `delay` task: finish after this many seconds
     await_approval: bool = False  # an `approval` task: wait for a person
+    await_input: bool = False  # an `agent` task: wait for an agent's output
     start_child: dict[str, Any] | None = None  # a `workflow` task: the rendered `with`
     skipped: str | None = None  # its `when` was false as it began: the reason
     # What the attempt wrote to its log (``engine.tasklog.kept``): stored with its outcome.

@@ -24,7 +24,7 @@ from capability.engine.dispatch import dispatcher_for
 from capability.engine.state import AttemptContext, Outcome
 
 # The types a test cannot run alone: each needs a run (an answer, a child run).
-NEEDS_A_RUN = frozenset({"approval", "workflow"})
+NEEDS_A_RUN = frozenset({"approval", "workflow", "agent"})
 
 
 def scope_of(request: dict[str, Any], secrets: Any) -> dict[str, Any]:

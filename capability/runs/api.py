@@ -1,5 +1,5 @@
 """``/api/v1/runs/`` (API.md, "Runs"): list and read runs of your teams, control them,
-answer their approvals. Thin over ``runs.service``."""
+answer their approvals and agent steps. Thin over ``runs.service`` and ``runs.agents``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from flask_appbuilder.hooks import before_request
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from pydantic import BaseModel, Field
 
-from app.api_support import UuidModelApi, call_service, json_body, json_error
-from app.errors import parse
+from app.api_support import UuidModelApi, audit_failure, call_service, json_body, json_error
+from app.audit.web import mark_audited
+from app.errors import NotFound, ServiceError, parse
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from app.security.actor import Actor
+from app.security.request import request_actor
 from app.security.scope import ScopedMixin
 from capability.dsl import RunStatus
 from capability.engine.dispatch import dispatcher_for
 from capability.models import Run
+from capability.runs import agents as agent_steps
 from capability.runs import logs as task_logs
 from capability.runs import service as runs
 from capability.runs.filters import RunArgsFilter
@@ -57,10 +60,11 @@ class RunApi(ScopedMixin, UuidModelApi):
         "get_list": "read", "get": "read", "info": "read", "cancel": "control",
         "pause": "control", "resume": "control", "retry": "control", "approve": "control",
         "reject": "control", "task": "read", "output": "read", "logs": "read",
+        "complete": "control", "fail": "control",
     }
     allow_browser_login = True
     include_route_methods = {"get_list", "get", "info", "cancel", "pause", "resume", "retry",
-                             "approve", "reject", "task", "output", "logs"}
+                             "approve", "reject", "task", "output", "logs", "complete", "fail"}
     list_columns = ["id", "workflow_id", "workflow.name", "workflow_version", "team.name",
                     "status", "trigger", "trigger_source_type", "trigger_source_id",
                     "scheduled_for", "params", "created_by", "created_at", "started_at",
@@ -317,3 +321,77 @@ class RunApi(ScopedMixin, UuidModelApi):
             409: {description: the task is not waiting for approval}
         """
         return self._answer(pk, task_id, False)
+
+    def _step(self, pk: str, task_id: str, action: str, model: type[BaseModel],
+              answer: Any) -> Response:
+        """An agent step's answer. ``runs.agents`` records its own refusals (the MCP
+        server calls it too): they are answered here without being recorded again; a
+        body refused before the service is recorded here."""
+        actor = request_actor()
+        try:
+            body = parse(model, json_body())
+        except ServiceError as exc:
+            audit_failure(actor, exc, action, "run", pk)
+            return json_error(exc.status, exc.message, exc.errors)
+        try:
+            result = answer(actor, body)
+        except NotFound:
+            mark_audited()
+            return json_error(404, "Not found")
+        except ServiceError as exc:
+            mark_audited()
+            return json_error(exc.status, exc.message, exc.errors)
+        return self.response(200, id=pk, result=result)
+
+    @expose("/<pk>/tasks/<task_id>/complete", methods=["POST"])
+    @protect()
+    @safe
+    def complete(self, pk: str, task_id: str) -> Response:
+        """Submit the output of an agent step waiting for it (status waiting_input).
+        ---
+        post:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: {type: object, required: [output], properties: {output: {}}}
+          responses:
+            200: {description: "accepted: {run_id, task_id, status, error, run_status}"}
+            404: {description: not found (or another team's run)}
+            409: {description: the task is not waiting for input}
+            422: {description: "refused: errors lists every violation of the step's
+              output_schema and checks ({path, message}); the step keeps waiting"}
+        """
+        return self._step(pk, task_id, "step_complete", agent_steps.CompleteIn,
+                          lambda actor, body: agent_steps.complete_step(
+                              db.session, actor, dispatcher_for(current_app), pk, task_id,
+                              body.output))
+
+    @expose("/<pk>/tasks/<task_id>/fail", methods=["POST"])
+    @protect()
+    @safe
+    def fail(self, pk: str, task_id: str) -> Response:
+        """Fail an agent step waiting for its output: the task fails with the error, not
+        retried.
+        ---
+        post:
+          parameters:
+          - {in: path, name: pk, schema: {type: string}}
+          - {in: path, name: task_id, schema: {type: string}}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: {type: object, required: [error], properties: {error: {type: string}}}
+          responses:
+            200: {description: "{run_id, task_id, status: failed, error, run_status}"}
+            404: {description: not found (or another team's run)}
+            409: {description: the task is not waiting for input}
+        """
+        return self._step(pk, task_id, "step_fail", agent_steps.FailIn,
+                          lambda actor, body: agent_steps.fail_step(
+                              db.session, actor, dispatcher_for(current_app), pk, task_id,
+                              body.error))

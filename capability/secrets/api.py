@@ -1,4 +1,8 @@
-"""``/api/v1/secrets/``: a team's workflow secrets, for Admins (API.md, roles).
+"""``/api/v1/secrets/``: a team's workflow secrets (AGENTS.md, "Team secrets").
+
+Authors of a team list, create, replace and delete its secrets; its Operators and
+Viewers list the names; another team's secret is 404 (the row scope, ``ScopedMixin``);
+Admin sees every team.
 
 Thin over ``secrets.service``. A secret in a response is its id, team, name and who
 saved it when: never its value nor the ciphertext, in no list, item, ``_info`` or
@@ -11,16 +15,13 @@ from typing import Any
 
 from flask import Response, current_app
 from flask_appbuilder.api import expose, protect, safe
-from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from marshmallow import Schema, fields
-from sqlalchemy import false
 
 from app.api_support import UuidModelApi, call_service, json_body
 from app.errors import parse
 from app.extensions import db
 from app.security.actor import Actor
-from app.security.request import request_actor
 from app.security.scope import ScopedMixin
 from capability.models import Secret
 from capability.secrets import service as secrets
@@ -32,17 +33,6 @@ COLUMNS = ["id", "team.name", "name", "created_by", "updated_by", "created_at", 
 VALUE = "the secret's value: stored encrypted, never shown again"
 DESCRIPTIONS = {"team": "team name, or tenant/team", "name": "^[a-z][a-z0-9_]{0,62}$",
                 "value": VALUE}
-
-
-class AdminOnly(BaseFilter):
-    """Secrets are the Admin's (the service says so too): a role granted ``can_read on
-    Secrets`` by hand still lists nothing."""
-
-    name = "Admin only"
-    arg_name = None
-
-    def apply(self, query: Any, value: Any) -> Any:
-        return query if request_actor().is_admin else query.filter(false())
 
 
 class SecretPostSchema(Schema):
@@ -77,7 +67,6 @@ class SecretApi(ScopedMixin, UuidModelApi):
     order_columns = ["name", "created_at", "updated_at"]
     search_columns = ["name", "team", "created_by", "updated_by"]
     base_order = ("name", "asc")
-    base_filters = [["id", AdminOnly, lambda: None]]
 
     def pre_get_list(self, data: dict[str, Any]) -> None:
         for item in data.get("result", []):

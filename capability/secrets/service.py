@@ -2,7 +2,10 @@
 ``{{ secrets.<name> }}`` (DSL.md), encrypted at rest (``vault``) and never shown after
 saving.
 
-Managing secrets is the Admin's (API.md, roles); the engine reads values through
+Authors manage the secrets of their own teams (list names, create, replace, delete;
+never read back); Operators and Viewers of a team see its secrets' names only; another
+team's secret is not found (404); Admin may do everything (AGENTS.md, "Team secrets").
+The engine reads values through
 ``vault.values_for`` for the run's own team, and masks them in everything it stores
 (``capability.engine.masking``). Every function that changes a secret takes the acting
 user; the audit trail records the change without the value (``blueprint``).
@@ -21,17 +24,19 @@ from sqlalchemy.exc import IntegrityError
 
 from app.audit.context import acting_as
 from app.audit.recorder import update_action
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import Conflict, Forbidden
 from app.extensions import DbSession
 from app.models import Team
 from app.security.actor import Actor
+from app.security.roles import AUTHOR
+from app.security.scope import get_scoped
 from app.times import iso, utcnow
 from capability.models import Secret
 from capability.secrets.vault import SecretsKeyError, cipher, encrypt
 from capability.service import team_by_name
 
 __all__ = ["SecretIn", "SecretValueIn", "SecretsKeyError", "create_secret", "delete_secret",
-           "get_secret", "rotate", "secret_dict", "update_secret"]
+           "get_secret", "may_manage", "rotate", "secret_dict", "update_secret"]
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_VALUE = 65536  # characters
@@ -66,17 +71,21 @@ def _encrypt(config: Any, value: str) -> str:
     return encrypt(str(config.get("SECRETS_KEY") or ""), config["SECRET_KEY"], value)
 
 
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise Forbidden("Only an Admin may manage secrets")
+def may_manage(actor: Actor, team_id: str) -> bool:
+    """Authors of the team (and Admin) create, replace and delete its secrets: the rule
+    the service enforces and the pages read (which buttons to show)."""
+    return actor.is_admin or (AUTHOR in actor.roles and team_id in actor.team_ids)
+
+
+def _require_manage(actor: Actor, team_id: str) -> None:
+    if not may_manage(actor, team_id):
+        raise Forbidden(f"Only an {AUTHOR} of the secret's team may manage its secrets")
 
 
 def get_secret(session: DbSession, actor: Actor, secret_id: str) -> Secret:
-    _require_admin(actor)
-    secret = session.get(Secret, secret_id)
-    if secret is None:
-        raise NotFound(f"secret {secret_id} not found")
-    return secret
+    """A secret of one of the actor's teams (its name, never its value); another team's
+    is not found, so its existence is not revealed."""
+    return get_scoped(session, Secret, secret_id, actor)
 
 
 def _duplicate(team: Team, name: str) -> Conflict:
@@ -86,8 +95,8 @@ def _duplicate(team: Team, name: str) -> Conflict:
 
 def create_secret(session: DbSession, actor: Actor, config: Any, data: SecretIn) -> Secret:
     """A new secret of the team named ``data.team`` (``name`` or ``tenant/name``)."""
-    _require_admin(actor)
     team = team_by_name(session, actor, data.team)
+    _require_manage(actor, team.id)
     taken = select(Secret.id).where(Secret.team_id == team.id, Secret.name == data.name)
     if session.execute(taken).first() is not None:
         raise _duplicate(team, data.name)
@@ -107,6 +116,7 @@ def update_secret(session: DbSession, actor: Actor, config: Any, secret_id: str,
                   data: SecretValueIn) -> Secret:
     """A new value (the name and team of a secret do not change: workflows name it)."""
     secret = get_secret(session, actor, secret_id)
+    _require_manage(actor, secret.team_id)
     with acting_as(actor):
         secret.ciphertext = _encrypt(config, data.value)
         secret.updated_by = actor.username
@@ -117,6 +127,7 @@ def update_secret(session: DbSession, actor: Actor, config: Any, secret_id: str,
 
 def delete_secret(session: DbSession, actor: Actor, secret_id: str) -> None:
     secret = get_secret(session, actor, secret_id)
+    _require_manage(actor, secret.team_id)
     with acting_as(actor):
         session.delete(secret)
         session.commit()

@@ -1,4 +1,6 @@
-"""Security -> Secrets: a team's workflow secrets, for Admins.
+"""Security -> Secrets: a team's workflow secrets. Authors of a team add, replace and
+delete its secrets; its Operators and Viewers see the list of names; the row scope
+(``ScopedMixin``) hides other teams' secrets.
 
 FAB's list, add, edit and delete pages; every change goes through ``secrets.service``
 (the functions ``/api/v1/secrets/`` calls) with the request's actor. A value is typed
@@ -26,7 +28,6 @@ from app.security.scope import ScopedMixin
 from app.times import when
 from capability.models import Secret
 from capability.secrets import service as secrets
-from capability.secrets.api import AdminOnly
 
 T = TypeVar("T")
 
@@ -83,7 +84,6 @@ class SecretView(AuditedFormsMixin, ScopedMixin, ModelView):
     search_columns = ["team", "name", "updated_by"]
     formatters_columns = {"updated_at": when}
     base_order = ("name", "asc")
-    base_filters = [["id", AdminOnly, lambda: None]]
     add_columns = ["team", "name", "value"]
     order_rel_fields = {"team": ("name", "asc")}
     add_form_extra_fields = {"value": _value_field()}

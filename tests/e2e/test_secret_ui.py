@@ -18,8 +18,10 @@ from tests.support.browser import (
     ConsoleLog,
     assert_no_csp_errors,
     login,
+    logout,
     menu_categories,
     open_add_form,
+    open_menu,
     settle,
 )
 
@@ -90,10 +92,16 @@ def test_admin_adds_a_secret_and_sees_it_listed(
     assert_no_csp_errors(console)
 
 
-def test_only_admin_has_the_secrets_menu_entry(page: Any, factory: Any,
-                                               console: ConsoleLog) -> None:
+def test_an_author_has_the_secrets_menu_entry_and_the_auditor_not(
+        page: Any, factory: Any, console: ConsoleLog) -> None:
     author = factory.user("Author", teams=[factory.team()])
     login(page, author["username"], author["password"])
+    open_menu(page, "Security", "Secrets")
+    assert "/secrets/list/" in page.url
+    assert not console.csp_violations(), console.csp_violations()
+    logout(page)
+    auditor = factory.user("Auditor")
+    login(page, auditor["username"], auditor["password"])
     assert page.locator(".navbar a[href='/secrets/list/']").count() == 0
     assert "Security" not in menu_categories(page)
     response = page.goto("/secrets/list/")

@@ -1,4 +1,5 @@
-"""``/api/v1/secrets/``: Admin-only CRUD, errors with paths, the value encrypted at rest
+"""``/api/v1/secrets/``: CRUD by Admins and by the Authors of a team (Operators and
+Viewers read names; another team's secret is 404), errors with paths, the value encrypted at rest
 and never in a response or an audit event, and key rotation (``secrets rotate``)."""
 
 from __future__ import annotations
@@ -268,59 +269,139 @@ def test_refused_changes_are_audited(app, client, world):
     assert "refused-value" not in text_
 
 
-# -- roles -----------------------------------------------------------------------------------
+# -- roles and teams -------------------------------------------------------------------------
 
 ENDPOINTS = [
     ("list", "GET", "/api/v1/secrets/", None),
     ("info", "GET", "/api/v1/secrets/_info", None),
     ("get", "GET", "/api/v1/secrets/{id}", None),
-    ("post", "POST", "/api/v1/secrets/", {"team": "@own", "name": "mine", "value": "v"}),
+    ("post", "POST", "/api/v1/secrets/", {"team": "@team", "name": "@name", "value": "v"}),
     ("put", "PUT", "/api/v1/secrets/{id}", {"value": "changed-by-a-member"}),
     ("delete", "DELETE", "/api/v1/secrets/{id}", None),
 ]
+WHOSE = ["own team", "other team", "other tenant"]
+READERS = {"Author", "Operator", "Viewer"}  # hold can_read on Secrets
+WRITES = {"post", "put", "delete"}
+
+
+def expected(role: str, endpoint: str, whose: str) -> int:
+    """AGENTS.md, "Team secrets": Authors manage their teams' secrets, Operators and
+    Viewers read the names, another team's secret is not found; the Auditor holds no
+    permission on Secrets."""
+    if role not in READERS or (endpoint in WRITES and role != "Author"):
+        return 403  # no permission on Secrets, or read only: refused before any row
+    if endpoint in ("list", "info"):
+        return 200
+    if whose != "own team":
+        # Another team is unknown: a body naming it is 422 (unknown team), an id 404.
+        return 422 if endpoint == "post" else 404
+    return {"post": 201}.get(endpoint, 200)
 
 
 @pytest.fixture(scope="module")
-def own_secret(app, world) -> str:
-    return str(create(app.test_client(), world, world["own"], "members-never-see-it")["id"])
+def other_team(app, world) -> dict[str, Any]:
+    """A team of the members' own tenant that they are not members of."""
+    from tests.support.app import Factory
+
+    return Factory(app).team(tenant=world["own"]["tenant"])
 
 
-@pytest.fixture(scope="module")
-def foreign_secret(app, world) -> str:
-    """A secret of a team of another tenant: no member sees it either."""
-    return str(create(app.test_client(), world, world["foreign"], "members-never-see-it")["id"])
+def listed_ids(client, token: str) -> set[str]:
+    r = client.get("/api/v1/secrets/", query_string={"q": "(page_size:100)"},
+                   headers=auth(token))
+    assert r.status_code == 200
+    body = r.get_json()
+    ids, page = set(body["ids"]), 0
+    while len(ids) < body["count"]:
+        page += 1
+        r = client.get("/api/v1/secrets/", query_string={"q": f"(page:{page},page_size:100)"},
+                       headers=auth(token))
+        ids |= set(r.get_json()["ids"])
+    return ids
 
 
 @pytest.mark.parametrize("role", MEMBERS)
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e[0] for e in ENDPOINTS])
-@pytest.mark.parametrize("whose", ["own team", "other tenant"])
-def test_only_admin_may_call_any_secrets_endpoint(app, client, world, own_secret,
-                                                  foreign_secret, role, endpoint, whose):
-    _, method, path, body = endpoint
-    team = world["own"] if whose == "own team" else world["foreign"]
-    secret_id = own_secret if whose == "own team" else foreign_secret
-    if body and body.get("team") == "@own":
-        body = {**body, "team": qualified(team)}
+@pytest.mark.parametrize("whose", WHOSE)
+def test_each_role_on_each_endpoint_of_each_team(app, client, world, other_team, role,
+                                                 endpoint, whose):
+    which, method, path, body = endpoint
+    team = {"own team": world["own"], "other team": other_team,
+            "other tenant": world["foreign"]}[whose]
+    secret = create(client, world, team, "members-never-see-it")
+    secret_id = secret["id"]
+    new_name = unique("mine").replace("-", "_")
+    if body and body.get("team") == "@team":
+        body = {**body, "team": qualified(team), "name": new_name}
     before = secret_count(app)
+    user = world["users"][role]
     r = client.open(path.format(id=secret_id), method=method, json=body,
                     headers=auth(world["tokens"][role]))
-    assert r.status_code == 403, r.get_data(as_text=True)
-    assert "members-never-see-it" not in r.get_data(as_text=True)
-    assert secret_count(app) == before
+    want = expected(role, which, whose)
+    assert r.status_code == want, (role, which, whose, r.get_data(as_text=True))
+    text_ = r.get_data(as_text=True)
+    assert "members-never-see-it" not in text_ and "gAAAA" not in text_
+    if want == 404:
+        assert r.get_json() == {"message": "Not found"}
+    # What changed: only an Author's writes to their own team.
+    changed = {("post", 201): 1, ("delete", 200): -1}.get((which, want), 0)
+    assert secret_count(app) == before + changed
     with app.app_context():
-        denied = db.session.execute(
-            select(AuditEvent).where(AuditEvent.actor == world["users"][role]["username"])
+        value = None if (which, want) == ("delete", 200) else decrypt(
+            app.config, ciphertext(app, secret_id))
+    if (which, want) == ("put", 200):
+        assert value == "changed-by-a-member"
+    elif value is not None:
+        assert value == "members-never-see-it"
+    if which == "list" and want == 200:
+        ids = listed_ids(client, world["tokens"][role])
+        assert (secret_id in ids) == (whose == "own team")
+    if which in ("get", "put") and want == 200:
+        assert set(r.get_json()["result"]) == FIELDS
+        assert r.get_json()["result"]["name"] == secret["result"]["name"]
+    with app.app_context():
+        last = db.session.execute(
+            select(AuditEvent).where(AuditEvent.actor == user["username"])
             .order_by(AuditEvent.seq.desc())
         ).scalars().first()
-        assert denied is not None and (denied.action, denied.outcome) == ("access", "denied")
         db.session.remove()
-    with app.app_context():
-        assert decrypt(app.config, ciphertext(app, secret_id)) == "members-never-see-it"
+    if want == 403:
+        assert last is not None and (last.action, last.outcome) == ("access", "denied")
+    elif which in WRITES:
+        assert last is not None and last.target_type == "secret"
+        outcome = "success" if want in (200, 201) else "error"
+        assert last.outcome == outcome, (last.action, last.outcome)
+        if want in (200, 201):
+            assert last.team == team["name"]
+            assert "members-never-see-it" not in json.dumps([last.before, last.after])
+
+
+def test_an_author_manages_the_secrets_of_their_teams_only(app, client, world, other_team):
+    """Admin sees every team's secrets; an Author only their teams'; a secret created by
+    an Author is theirs in the audit trail and reads back as names only."""
+    token = world["tokens"]["Author"]
+    name = unique("by_author").replace("-", "_")
+    r = client.post("/api/v1/secrets/", headers=auth(token), json={
+        "team": qualified(world["own"]), "name": name, "value": "authored-value"})
+    assert r.status_code == 201, r.get_json()
+    sid = r.get_json()["id"]
+    assert r.get_json()["result"]["created_by"] == world["users"]["Author"]["username"]
+    foreign = create(client, world, other_team, "not-the-authors")["id"]
+    assert sid in listed_ids(client, token) and foreign not in listed_ids(client, token)
+    assert {sid, foreign} <= listed_ids(client, world["tokens"]["Admin"])
+    for role in ("Operator", "Viewer"):
+        r = client.get(f"/api/v1/secrets/{sid}", headers=auth(world["tokens"][role]))
+        assert r.status_code == 200 and r.get_json()["result"]["name"] == name
+        assert "authored-value" not in r.get_data(as_text=True)
+    rows = events(app, sid)
+    assert [(e.action, e.outcome, e.actor) for e in rows] == [
+        ("create", "success", world["users"]["Author"]["username"])]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e[0] for e in ENDPOINTS])
-def test_anonymous_gets_401(app, client, own_secret, endpoint):
+def test_anonymous_gets_401(app, client, world, endpoint):
     _, method, path, body = endpoint
+    own_secret = create(client, world, world["own"], "anonymous-never-sees-it")["id"]
     r = client.open(path.format(id=own_secret), method=method, json=body)
     assert r.status_code == 401
     assert secret_count(app) >= 1

@@ -18,7 +18,8 @@ def with_errors(type_name: str, data: dict, *, rendered: bool = False) -> list[t
 def test_the_built_in_types_are_registered():
     from capability.connectors import registry as connectors
 
-    builtins = {"approval", "delay", "fail", "http", "noop", "python", "transform", "workflow"}
+    builtins = {"agent", "approval", "delay", "fail", "http", "noop", "python", "transform",
+                "workflow"}
     connectors.install()  # what every application process registers at its start
     assert set(dsl.registry.names()) == builtins | set(connectors.installed())
     assert all(task_type.description for task_type in dsl.registry)

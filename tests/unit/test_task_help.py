@@ -18,7 +18,7 @@ from capability.dsl.expressions import find_expressions, referenced_keys
 
 # Every type the application registers, the connectors' too (they join at its start).
 connectors.install()
-BUILT_IN = ["approval", "delay", "fail", "http", "noop", "python", "transform", "workflow"]
+BUILT_IN = ["agent", "approval", "delay", "fail", "http", "noop", "python", "transform", "workflow"]
 CONNECTORS = ["amqp", "email", "jsonpath", "llm", "mqtt", "nats", "redis", "s3", "slack",
               "sql", "teams", "validate", "webhook"]
 

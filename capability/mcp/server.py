@@ -127,7 +127,7 @@ def call(app: Flask, identify: Identify, request: Any, tool: Tool, args: Any) ->
         try:
             result = tool.handler(Call(db.session, tool.acting(actor), app), args)
         except ServiceError as exc:
-            if tool.mutates and not isinstance(exc, NotFound):
+            if tool.mutates and not tool.audits_refusals and not isinstance(exc, NotFound):
                 _audit(actor, tool, exc, "denied" if isinstance(exc, Forbidden) else "error")
             raise _error(exc) from None
         # A result always matches the schema published for it (clients check).

@@ -23,6 +23,7 @@ from app.security.actor import Actor
 from capability import service
 from capability.engine.dispatch import Dispatcher, dispatcher_for
 from capability.mcp import service as reads
+from capability.runs import agents
 from capability.runs import service as runs
 from capability.service import MAX_TEAM
 
@@ -207,6 +208,14 @@ class NextOut(_Out):
     approvals: list[dict[str, Any]]
 
 
+class StepOut(_Out):
+    run_id: str
+    task_id: str
+    status: str
+    error: str | None
+    run_status: str
+
+
 class ApprovalListOut(_Out):
     approvals: list[dict[str, Any]]
 
@@ -263,6 +272,24 @@ def approval_answer(call: Call, args: ApprovalAnswerIn) -> dict[str, Any]:
     return reads.run_brief(run)
 
 
+def workflow_next(call: Call, args: RunIn) -> dict[str, Any]:
+    return agents.next_for(call.session, call.actor, args.run_id)
+
+
+def step_complete(call: Call, args: StepCompleteIn) -> dict[str, Any]:
+    return agents.complete_step(call.session, call.actor, call.dispatcher, args.run_id,
+                                args.task_id, args.output)
+
+
+def step_fail(call: Call, args: StepFailIn) -> dict[str, Any]:
+    return agents.fail_step(call.session, call.actor, call.dispatcher, args.run_id,
+                            args.task_id, args.error)
+
+
+def approval_list(call: Call, args: ApprovalListIn) -> dict[str, Any]:
+    return {"approvals": agents.approvals_for(call.session, call.actor)}
+
+
 def template_list(call: Call, args: TemplateListIn) -> dict[str, Any]:
     from capability.templates import service as templates
 
@@ -290,6 +317,8 @@ class Tool:
     result: type[BaseModel]
     handler: Callable[[Call, Any], dict[str, Any]]
     mutates: bool = False
+    # The service records its own refusals (runs.agents): not audited a second time.
+    audits_refusals: bool = False
 
     def acting(self, actor: Actor) -> Actor:
         """The actor the handler gets: a mutation is recorded as made through this tool."""
@@ -323,6 +352,22 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in (
          RunStatusIn, RunStatusOut, run_status),
     Tool("run_cancel", RUN, "Cancel a run (and its sub-workflow runs).",
          RunIn, RunOut, run_cancel, mutates=True),
+    Tool("workflow_next", READ,
+         "What to do next in a run: its progress, the agent steps waiting for you (task_id, "
+         "rendered instructions and inputs, the output_schema your output must satisfy, "
+         "model_hint), approvals waiting on you, what else is running; done: true at the "
+         "end. Loop workflow_next -> do the steps -> step_complete.",
+         RunIn, NextOut, workflow_next),
+    Tool("step_complete", RUN,
+         "Submit the output of an agent step. An output that breaks its output_schema or "
+         "a check is refused (-32002, every violation in data.errors) and the step keeps "
+         "waiting: correct it and submit again.",
+         StepCompleteIn, StepOut, step_complete, mutates=True, audits_refusals=True),
+    Tool("step_fail", RUN, "Fail an agent step you cannot do, with the reason.",
+         StepFailIn, StepOut, step_fail, mutates=True, audits_refusals=True),
+    Tool("approval_list", READ,
+         "The approvals waiting in your teams' runs that you may answer, oldest first.",
+         ApprovalListIn, ApprovalListOut, approval_list),
     Tool("approval_answer", RUN,
          "Approve or reject an approval task waiting in a run.",
          ApprovalAnswerIn, RunOut, approval_answer, mutates=True),

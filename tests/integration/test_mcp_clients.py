@@ -35,7 +35,7 @@ tasks:
 
 
 GOOD = """name: {name}
-description: prepares a total, asks a person, publishes it
+description: prepares a total, has an agent classify and summarise it, asks a person
 params:
   amount: {{type: integer, required: true}}
 tasks:
@@ -44,16 +44,40 @@ tasks:
     with:
       callable: tests.support.callables:add
       kwargs: {{a: "{{{{ params.amount }}}}", b: 1}}
-  - id: approve
-    type: approval
+  - id: classify
+    type: agent
     depends_on: [prepare]
     with:
-      message: "Publish {{{{ tasks.prepare.output }}}}?"
+      instructions: "Classify the amount {{{{ tasks.prepare.output }}}}: small below 100."
+      inputs: {{amount: "{{{{ tasks.prepare.output }}}}"}}
+      output_schema:
+        type: object
+        properties:
+          size: {{type: string, enum: [small, large]}}
+          reason: {{type: string}}
+        required: [size, reason]
+      model_hint: fast
+  - id: summarise
+    type: agent
+    depends_on: [classify]
+    with:
+      instructions: "One line for the report about a {{{{ tasks.classify.output.size }}}} amount."
+      inputs: {{size: "{{{{ tasks.classify.output.size }}}}"}}
+      output_schema:
+        type: object
+        properties: {{summary: {{type: string, minLength: 5}}}}
+        required: [summary]
+  - id: approve
+    type: approval
+    depends_on: [summarise]
+    with:
+      message: "Publish: {{{{ tasks.summarise.output.summary }}}}?"
   - id: publish
     type: noop
     depends_on: [approve]
     with:
-      value: {{total: "{{{{ tasks.prepare.output }}}}"}}
+      value: {{total: "{{{{ tasks.prepare.output }}}}",
+              size: "{{{{ tasks.classify.output.size }}}}"}}
 """
 
 
@@ -61,15 +85,52 @@ def _definition(name: str) -> str:
     return GOOD.format(name=name)
 
 
-async def _until(client: Any, run_id: str, check: Callable[[dict[str, Any]], bool],
-                 timeout: float = 60) -> dict[str, Any]:
+async def _guide(client: Any, log: Transcript, run_id: str, timeout: float = 90) -> None:
+    """The agent's loop: workflow_next -> do the steps -> step_complete; approvals
+    answered; until done. Its first answer to ``classify`` breaks the schema."""
+    from mcp.shared.exceptions import MCPError
+
     deadline = time.monotonic() + timeout
+    done_steps: list[str] = []
+    quiet = None
     while True:
-        status = await tool(client, None, "run_status", {"run_id": run_id})
-        if check(status):
-            return dict(status)
-        assert time.monotonic() < deadline, status
-        await anyio.sleep(0.2)
+        assert time.monotonic() < deadline, "the run did not finish"
+        nxt = await tool(client, None, "workflow_next", {"run_id": run_id})
+        seen = (nxt["status"], nxt["progress"], [s["task_id"] for s in nxt["steps"]],
+                [a["task_id"] for a in nxt["approvals"]])
+        if seen != quiet:  # the transcript keeps the answers that changed
+            log.call("workflow_next", {"run_id": run_id}, nxt)
+            quiet = seen
+        if nxt["done"]:
+            return
+        for step in nxt["steps"]:
+            if step["task_id"] == "classify":
+                assert step["inputs"] == {"amount": 42} and step["model_hint"] == "fast"
+                with pytest.raises(MCPError) as refused:
+                    await tool(client, log, "step_complete", {
+                        "run_id": run_id, "task_id": "classify",
+                        "output": {"size": "medium"}})
+                assert refused.value.code == -32002
+                errors = refused.value.data["errors"]
+                assert any("size" in e["path"] for e in errors), errors
+                output: dict[str, Any] = {"size": "small", "reason": "42 is below 100"}
+            else:
+                assert step["inputs"] == {"size": "small"}
+                output = {"summary": "A small amount of 42 is ready to publish."}
+            answer = await tool(client, log, "step_complete", {
+                "run_id": run_id, "task_id": step["task_id"], "output": output})
+            assert answer["status"] == "succeeded"
+            done_steps.append(step["task_id"])
+        if nxt["approvals"]:
+            pending = await tool(client, log, "approval_list", {})
+            assert [a["task_id"] for a in pending["approvals"]
+                    if a["run_id"] == run_id] == ["approve"]
+            answered = await tool(client, log, "approval_answer", {
+                "run_id": run_id, "task_id": "approve", "decision": "approve",
+                "comment": "checked by the agent"})
+            assert answered["run_id"] == run_id
+        if not nxt["steps"] and not nxt["approvals"]:
+            await anyio.sleep(0.2)
 
 
 def test_an_agent_saves_starts_and_guides_a_run_over_http(
@@ -91,8 +152,9 @@ def test_an_agent_saves_starts_and_guides_a_run_over_http(
             listed = await client.list_tools()
             names = {t.name for t in listed.tools}
             assert {"workflow_list", "workflow_get", "workflow_validate", "workflow_save",
-                    "run_start", "run_status", "run_cancel", "approval_answer",
-                    "template_list", "template_use"} <= names
+                    "run_start", "run_status", "run_cancel", "workflow_next",
+                    "step_complete", "step_fail", "approval_list", "approval_answer",
+                    "template_list", "template_use"} == names
             log.note(f"`tools/list` → {', '.join(sorted(names))}")
             verdict = await tool(client, log, "workflow_validate",
                                  {"definition": BROKEN.format(name=name)})
@@ -115,17 +177,11 @@ def test_an_agent_saves_starts_and_guides_a_run_over_http(
             started = await tool(client, log, "run_start",
                                  {"workflow": name, "params": {"amount": 41}})
             run_id = started["run_id"]
-            waiting = await _until(client, run_id, lambda s: any(
-                t["status"] == "waiting_approval" for t in s["tasks"]))
-            log.call("run_status", {"run_id": run_id}, waiting)
-            answered = await tool(client, log, "approval_answer", {
-                "run_id": run_id, "task_id": "approve", "decision": "approve",
-                "comment": "checked by the agent"})
-            assert answered["run_id"] == run_id
-            done = await _until(client, run_id, lambda s: s["status"] == "succeeded")
+            await _guide(client, log, run_id)
             final = await tool(client, log, "run_status", {"run_id": run_id, "outputs": True})
-            assert done["progress"] == {"done": 3, "total": 3}
-            assert final["outputs"]["publish"] == {"total": 42}
+            assert final["status"] == "succeeded"
+            assert final["progress"] == {"done": 5, "total": 5}
+            assert final["outputs"]["publish"] == {"total": 42, "size": "small"}
         async with http_client(base, reader) as client:
             with pytest.raises(MCPError) as refused:
                 await tool(client, log, "run_start", {"workflow": name,

@@ -29,6 +29,7 @@ QUIET = (
     "rq.job",
     "rq.scheduler",            # "Acquired scheduler lock for high" per queue
     "alembic.runtime.plugins",  # "setup plugin alembic.autogenerate..." at every start
+    "mcp",                     # the MCP SDK: "Terminating session: None" per /mcp request
 )
 # Never below WARNING: at DEBUG, SQLAlchemy's engine logger would print every statement,
 # and the clients connectors use would print request lines, headers and payloads, where

@@ -112,6 +112,7 @@ def _install_connectors() -> None:
 def register(reg: Registrar) -> None:
     from capability.dsl import extensions as dsl_extensions
     from capability.engine import reaper
+    from capability.mcp.cli import mcp_command
     from capability.secrets.cli import ROTATE_ALSO, secrets_group
     from capability.transport.cli import reap_command
 
@@ -131,6 +132,7 @@ def register(reg: Registrar) -> None:
     reg.on_ready(_install_ticker)
     reg.add_cli(reap_command)
     reg.add_cli(secrets_group)  # `flask --app app secrets rotate`
+    reg.add_cli(mcp_command)  # `flask --app app mcp`: MCP over stdio
     reg.audited(
         Workflow,
         AuditSpec(target_type="workflow", exclude=frozenset({"updated_at", "created_at"}),
@@ -182,6 +184,7 @@ def register(reg: Registrar) -> None:
     from capability.api import WorkflowApi
     from capability.connections.api import ConnectionApi
     from capability.connections.views import ConnectionView
+    from capability.mcp import web as mcp_web
     from capability.runs.api import RunApi
     from capability.runs.views import FailedTaskView, RunView, install_template_helpers
     from capability.secrets.api import SecretApi
@@ -221,6 +224,8 @@ def register(reg: Registrar) -> None:
     reg.add_api(BackfillApi)
     reg.register_blueprint(hooks_web.hooks)  # POST /hooks/<token>
     reg.on_ready(hooks_web.install)
+    reg.register_blueprint(mcp_web.mcp_web)  # /mcp: MCP over streamable HTTP
+    reg.on_ready(mcp_web.install)
     reg.add_view(RunView, "Runs", icon="fa-play-circle", category="Workflows")
     reg.add_view(FailedTaskView, "Failed tasks", icon="fa-exclamation-triangle",
                  category="Workflows")

@@ -137,8 +137,13 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    loaded = importlib.import_module(f"{__name__}.{module}")
+    value = getattr(loaded, name)
     globals()[name] = value
+    if module in _EXPORTS:
+        # Importing the submodule ``locate`` set this package's ``locate`` to the module,
+        # hiding the function of that name, whichever name was asked for first.
+        globals()[module] = getattr(loaded, module)
     return value
 
 

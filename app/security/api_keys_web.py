@@ -36,8 +36,9 @@ def _bearer() -> str | None:
     return token if token.startswith(api_keys.TOKEN_PREFIX) else None
 
 
-def _refused(exc: api_keys.KeyRefused) -> Response:
-    """401, recorded: who tried is the key's user when the key was genuine."""
+def record_refusal(exc: api_keys.KeyRefused) -> None:
+    """A refused key, in the trail: who tried is the key's user when the key was
+    genuine (the REST API here, the MCP endpoint)."""
     db.session.rollback()
     username = "anonymous"
     if exc.user_id is not None:
@@ -51,6 +52,10 @@ def _refused(exc: api_keys.KeyRefused) -> Response:
                                           "path": request.path}))
     db.session.commit()
     mark_audited()
+
+
+def _refused(exc: api_keys.KeyRefused) -> Response:
+    record_refusal(exc)
     response = jsonify({"message": exc.reason})
     response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Bearer realm="api"'

@@ -24,11 +24,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.test import run_wsgi_app
 
-from app.audit.recorder import build_event, record
-from app.audit.web import mark_audited
 from app.extensions import db
 from app.security import api_keys
 from app.security.actor import Actor
+from app.security.api_keys_web import record_refusal
 from app.security.request import client_ip, request_id
 
 mcp_web = Blueprint("apg_mcp", __name__)
@@ -105,21 +104,9 @@ def _refused(status: int, message: str, **headers: str) -> Response:
     return response
 
 
-def _denied(exc: api_keys.KeyRefused, ip: str | None) -> Response:
-    """401, recorded as the REST API records it: who tried is the key's user when the
-    key was genuine (``app.security.api_keys_web``)."""
-    db.session.rollback()
-    username = "anonymous"
-    if exc.user_id is not None:
-        user = current_app.appbuilder.sm.get_user_by_id(exc.user_id)  # type: ignore[attr-defined]
-        username = user.username if user is not None else username
-    actor = Actor(username=username, user_id=exc.user_id, ip=ip, request_id=request_id())
-    record(db.session, build_event(actor, "api_key_use", "api_key", exc.key_id,
-                                   outcome="denied",
-                                   after={"reason": exc.reason, "method": request.method,
-                                          "path": request.path}))
-    db.session.commit()
-    mark_audited()
+def _denied(exc: api_keys.KeyRefused) -> Response:
+    """401, recorded as the REST API records it."""
+    record_refusal(exc)
     return _refused(401, exc.reason)
 
 
@@ -134,7 +121,7 @@ def endpoint() -> Response:
         state = api_keys.check_rate(use)
         actor = api_keys.actor_for(db.session, use, ip, request_id())
     except api_keys.KeyRefused as exc:
-        return _denied(exc, ip)
+        return _denied(exc)
     except api_keys.RateLimited as exc:
         g.apg_audited = True  # a flood of 429s is logged, not a trail of events
         return _refused(429, f"Rate limit of this API key exceeded; retry in "

@@ -162,7 +162,12 @@ def authenticate(session: DbSession, token: str, ip: str | None,
     parts = split(token)
     if parts is None:
         raise KeyRefused(f"{REFUSED}: malformed")
-    key = session.execute(select(ApiKey).where(ApiKey.prefix == parts[0])).scalar()
+    from flask_appbuilder.security.sqla.models import User
+
+    # The key and whether its user is active, in one statement.
+    found = session.execute(select(ApiKey, User.active).join(User, User.id == ApiKey.user_id)
+                            .where(ApiKey.prefix == parts[0])).first()
+    key, active = found if found is not None else (None, False)
     if key is None or not hmac.compare_digest(key.secret_hash, digest(token, pepper(config))):
         raise KeyRefused(f"{REFUSED}: unknown key")
     # The caller holds the real key from here on: saying why it is refused reveals
@@ -174,7 +179,7 @@ def authenticate(session: DbSession, token: str, ip: str | None,
         raise KeyRefused(f"{REFUSED}: expired", key.id, key.user_id)
     if not _allowed_from(ip, list(key.allowed_ips or [])):
         raise KeyRefused(f"{REFUSED}: not allowed from this address", key.id, key.user_id)
-    if key.user is None or not key.user.is_active:
+    if not active:
         raise KeyRefused(f"{REFUSED}: its user is inactive", key.id, key.user_id)
     last = key.last_used_at
     if last is None or (now - _aware(last)).total_seconds() >= LAST_USED_EVERY \
@@ -228,6 +233,16 @@ def narrow(session: DbSession, actor: Actor, use: KeyUse) -> Actor:
     )
 
 
+def person_of(user: Any, ip: str | None, request_id: str | None) -> Actor:
+    """The user's roles (direct and through groups), without their teams: ``narrow``
+    reads the teams the key may reach."""
+    roles = {role.name for role in user.roles}
+    for group in getattr(user, "groups", []) or []:
+        roles.update(role.name for role in group.roles)
+    return Actor(username=user.username, user_id=user.id, roles=frozenset(roles), ip=ip,
+                 request_id=request_id)
+
+
 def actor_for(session: DbSession, use: KeyUse, ip: str | None,
               request_id: str | None) -> Actor:
     """The actor of a key's use: its user now, narrowed by the key."""
@@ -236,12 +251,7 @@ def actor_for(session: DbSession, use: KeyUse, ip: str | None,
     user = session.get(User, use.user_id)
     if user is None or not user.is_active:
         raise KeyRefused(f"{REFUSED}: its user is inactive", use.id, use.user_id)
-    roles = {role.name for role in user.roles}
-    for group in getattr(user, "groups", []) or []:
-        roles.update(role.name for role in group.roles)
-    # ``narrow`` reads the teams: the user's own are not needed first.
-    person = Actor(username=user.username, user_id=user.id, roles=frozenset(roles), ip=ip,
-                   request_id=request_id)
+    person = person_of(user, ip, request_id)
     return narrow(session, person, use)
 
 

@@ -23,6 +23,8 @@ from app.security.login_api import ApgSecurityApi
 from app.security.request import client_ip, request_id
 
 log = logging.getLogger(__name__)
+# (database, role name) -> role id, for keyed requests' permission checks.
+_ROLE_IDS: dict[tuple[str, str], int] = {}
 
 
 def _unauthorized(reason: str) -> Response:
@@ -118,10 +120,19 @@ class ApgSecurityManager(SecurityManager):
 
         if not api_keys.permits(permission_name, view_name, use):
             return False
-        roles = request_actor().roles
-        ids = [r.id for r in self.session.execute(
-            select(self.role_model).where(self.role_model.name.in_(sorted(roles)))).scalars()]
+        ids = self._role_ids(request_actor().roles)
         return bool(ids) and (permission_name, view_name) in access.roles_pairs(self.session, ids)
+
+    def _role_ids(self, names: frozenset[str]) -> list[int]:
+        """Ids of built-in roles by name, kept per database: they never change once made
+        (``app.security.sync``)."""
+        url = str(self.session.get_bind().engine.url)
+        missing = [n for n in names if (url, n) not in _ROLE_IDS]
+        if missing:
+            for role in self.session.execute(select(self.role_model).where(
+                    self.role_model.name.in_(sorted(missing)))).scalars():
+                _ROLE_IDS[(url, role.name)] = role.id
+        return [_ROLE_IDS[(url, n)] for n in names if (url, n) in _ROLE_IDS]
 
     def register_views(self) -> None:
         # FAB registers its own key API when keys are enabled; ours is ApiKeyApi.

@@ -90,14 +90,14 @@ def request_actor() -> Actor:
     cached = getattr(g, "_apg_actor", None)
     if cached is not None and cached.user_id == key:
         return cached
+    use = g.get("apg_key_use")
     if user is None:
         actor = Actor(username="anonymous", ip=client_ip(), request_id=request_id())
+    elif use is not None and use.user_id == getattr(user, "id", None):
+        from app.security.api_keys import narrow, person_of
+
+        actor = narrow(db.session, person_of(user, client_ip(), request_id()), use)
     else:
         actor = actor_for_user(db.session, user, ip=client_ip(), request_id=request_id())
-        use = g.get("apg_key_use")
-        if use is not None and use.user_id == actor.user_id:
-            from app.security.api_keys import narrow
-
-            actor = narrow(db.session, actor, use)
     g._apg_actor = actor
     return actor

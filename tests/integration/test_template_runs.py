@@ -38,6 +38,7 @@ REDIS_DB = 13
 TABLES = ("orders", "landing_customers", "replica_orders", "daily_sales", "access_requests",
           "spend_requests")
 SLUGS = [s for s, t in templates.library().items() if t.category != "agent-procedures"]
+AGENT_SLUGS = [s for s, t in templates.library().items() if t.category == "agent-procedures"]
 # What each template's run is given (its required parameters and a few choices).
 PARAMS: dict[str, dict[str, Any]] = {
     "api-to-api-sync": {"since": "2026-01-01T00:00:00Z"},
@@ -58,6 +59,36 @@ PARAMS: dict[str, dict[str, Any]] = {
     "llm-ticket-triage": {"ticket_id": "T-1", "subject": "Cannot pay",
                           "body": "Checkout fails with 500 since 9:00"},
     "llm-document-summary": {"bucket": "docs", "key": "notes.md"},
+}
+# The agent-guided templates: their parameters, and what the agent submits for each of
+# their agent steps (schema- and check-valid outputs).
+AGENT_PARAMS: dict[str, dict[str, Any]] = {
+    "agent-data-migration-runbook": {"change": "add a note column", "table": "orders"},
+    "agent-incident-triage": {"service": "checkout", "alert": "p99 over 2s since 09:00",
+                              "approver_role": "Author"},
+    "agent-release-checklist": {"product": "shop", "version": "2.4.0",
+                                "changes_url": "https://git.example.com/compare/2.3...2.4"},
+}
+AGENT_OUTPUTS: dict[str, dict[str, Any]] = {
+    "agent-data-migration-runbook": {
+        "plan": {"statements": ["ALTER TABLE orders ADD COLUMN note text"],
+                 "rollback": ["ALTER TABLE orders DROP COLUMN note"], "expected_rows": 3},
+        "migrate": {"executed": 1, "rows_after": 3, "rolled_back": False},
+    },
+    "agent-incident-triage": {
+        "gather": {"evidence": [{"source": "grafana", "finding": "p99 at 3 s since 09:00"}]},
+        "diagnose": {"cause": "the database pool is exhausted", "confidence": 0.8,
+                     "impact": "slow checkouts", "remediation": "raise the pool size to 50",
+                     "rollback": "set the pool back to 20", "severity": "SEV2"},
+        "remediate": {"actions": ["pool size 50"], "verified": True, "rolled_back": False},
+    },
+    "agent-release-checklist": {
+        "notes": {"summary": "Faster checkout, and two fixes in this release.",
+                  "features": ["faster checkout"], "fixes": ["rounding", "typo"],
+                  "breaking": []},
+        "checklist": {"items": [{"item": f"check {i}", "done": True, "evidence": "seen ok"}
+                                for i in range(5)]},
+    },
 }
 # Templates started by a webhook delivery: the body posted to /hooks/<token>.
 DELIVERIES: dict[str, Any] = {
@@ -219,7 +250,8 @@ def _start(client: FlaskClient, op: dict[str, Any], slug: str, workflow_id: str,
     return str(delivered.get_json()["run_id"])
 
 
-def _run(app: Flask, client: FlaskClient, op: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _run(app: Flask, client: FlaskClient, op: dict[str, Any], run_id: str,
+         outputs: dict[str, Any] | None = None) -> dict[str, Any]:
     names = app.config["RQ_QUEUES"]
     scheduler = RQScheduler(names, connection=get_redis(app))
     scheduler.prepare_registries(names)
@@ -234,6 +266,11 @@ def _run(app: Flask, client: FlaskClient, op: dict[str, Any], run_id: str) -> di
             if task["status"] == "waiting_approval":
                 answer = client.post(f"/api/v1/runs/{run_id}/tasks/{task['task_id']}/approve",
                                      headers=op["h"], json={"comment": "ok"})
+                assert answer.status_code == 200, answer.get_json()
+            if task["status"] == "waiting_input":  # an agent step: the agent answers
+                assert outputs is not None and task["task_id"] in outputs, task["task_id"]
+                answer = client.post(f"/api/v1/runs/{run_id}/tasks/{task['task_id']}/complete",
+                                     headers=op["h"], json={"output": outputs[task["task_id"]]})
                 assert answer.status_code == 200, answer.get_json()
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} not finished: {get_run(client, op, run_id)}")
@@ -255,4 +292,22 @@ def test_each_template_runs_to_success(app: Flask, client: FlaskClient, op: dict
     assert all(t["status"] in ("succeeded", "skipped") for t in run["tasks"]), errors
     needs = {c["type"] for c in templates.library()[slug].connections}
     if "smtp" in needs:
+        assert peers["inbox"].messages, "no email arrived"
+
+
+@pytest.mark.parametrize("slug", AGENT_SLUGS)
+def test_each_agent_guided_template_runs_with_an_agent_answering(
+        app: Flask, client: FlaskClient, op: dict[str, Any], peers: dict[str, Any],
+        slug: str) -> None:
+    _connections(client, op, slug, peers)
+    made = client.post(f"/api/v1/templates/{slug}/use", headers=op["h"],
+                       json={"team": op["team"]["name"]})
+    assert made.status_code == 201, made.get_json()
+    run = _run(app, client, op, _start(client, op, slug, made.get_json()["id"],
+                                       AGENT_PARAMS[slug]), AGENT_OUTPUTS[slug])
+    errors = {t["task_id"]: t["error"] for t in run["tasks"] if t["error"]}
+    assert run["status"] == "succeeded", errors
+    agent_steps = {t["task_id"] for t in run["tasks"] if t["task_id"] in AGENT_OUTPUTS[slug]}
+    assert agent_steps == set(AGENT_OUTPUTS[slug])
+    if "smtp" in {c["type"] for c in templates.library()[slug].connections}:
         assert peers["inbox"].messages, "no email arrived"

@@ -16,7 +16,16 @@ from flask import Flask
 
 from tests.support.app import Factory, unique
 from tests.support.engine import child_env
-from tests.support.mcp import ROOT, Transcript, http_client, make_key, revoke, serve_up, tool
+from tests.support.mcp import (
+    ROOT,
+    Transcript,
+    http_client,
+    make_key,
+    revoke,
+    run_async,
+    serve_up,
+    tool,
+)
 
 BROKEN = """name: {name}
 tasks:
@@ -199,7 +208,7 @@ def test_an_agent_saves_starts_and_guides_a_run_over_http(
             assert gone.value.code == -32003 and gone.value.message.endswith("revoked")
             assert gone.value.data == {"http_status": 401}
 
-    anyio.run(agent)
+    run_async(agent)
     log.save()
 
 
@@ -234,4 +243,4 @@ def test_stdio_acts_as_the_key_and_refuses_it_once_revoked(
                 await tool(client, None, "workflow_list", {})
             assert refused.value.code == -32003 and "revoked" in refused.value.message
 
-    anyio.run(agent)
+    run_async(agent)

@@ -10,7 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,29 @@ from flask import Flask
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSCRIPT = ROOT / "docs" / "mcp_transcript.md"
+
+
+def run_async(main: Callable[[], Awaitable[None]]) -> None:
+    """``anyio.run(main)`` on a thread of its own: a session's browser tests leave
+    Playwright's event loop running in the main thread, where anyio refuses to start
+    another."""
+    import threading
+
+    import anyio
+
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            anyio.run(main)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name="mcp-client")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def make_key(app: Flask, user_id: int, scopes: list[str],

@@ -181,6 +181,9 @@ def _init_web(app: Flask) -> None:
     CSRFProtect(app)
     api_csrf.init_app(app)
     login_limits.init_app(app)
+    from app import rison_schemas
+
+    rison_schemas.install()  # FAB's `q` checks without re-checking their schemas
 
 
 def _compose(app: Flask, role: str) -> None:

@@ -66,6 +66,8 @@ class _RunRows(SQLAInterface):
         from capability.models import Workflow
 
         query = super().apply_inner_select_joins(query, select_columns, aliases_mapping)
+        if self.obj is not Run:  # FAB makes the related models' interfaces of this class
+            return query
         return query.options(defaultload(Run.workflow).lazyload(Workflow.team),
                              defaultload(Run.team).lazyload(Team.tenant))
 

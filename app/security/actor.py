@@ -52,4 +52,12 @@ class Actor:
         return self.is_admin or any(name in self.roles for name in names)
 
 
+def roles_of(user: Any) -> frozenset[str]:
+    """A FAB user's role names, direct and through their groups."""
+    roles = {role.name for role in user.roles}
+    for group in getattr(user, "groups", []) or []:
+        roles.update(role.name for role in group.roles)
+    return frozenset(roles)
+
+
 SYSTEM = Actor(username="system", roles=frozenset({ADMIN}))

@@ -37,7 +37,7 @@ from sqlalchemy import select, update
 from app.errors import Forbidden, NotFound, ValidationFailed
 from app.extensions import DbSession
 from app.models import ApiKey, Team, TeamMembership, Tenant
-from app.security.actor import Actor
+from app.security.actor import Actor, roles_of
 from app.security.roles import ADMIN, AUTHOR, OPERATOR, VIEWER
 
 TOKEN_PREFIX = "apk_"
@@ -236,10 +236,7 @@ def narrow(session: DbSession, actor: Actor, use: KeyUse) -> Actor:
 def person_of(user: Any, ip: str | None, request_id: str | None) -> Actor:
     """The user's roles (direct and through groups), without their teams: ``narrow``
     reads the teams the key may reach."""
-    roles = {role.name for role in user.roles}
-    for group in getattr(user, "groups", []) or []:
-        roles.update(role.name for role in group.roles)
-    return Actor(username=user.username, user_id=user.id, roles=frozenset(roles), ip=ip,
+    return Actor(username=user.username, user_id=user.id, roles=roles_of(user), ip=ip,
                  request_id=request_id)
 
 

@@ -11,16 +11,13 @@ from sqlalchemy import select
 from app.extensions import DbSession, db
 from app.ids import new_id
 from app.models import Team, TeamMembership, Tenant
-from app.security.actor import Actor
+from app.security.actor import Actor, roles_of
 
 
 def actor_for_user(
     session: DbSession, user: Any, *, ip: str | None = None, request_id: str | None = None
 ) -> Actor:
     """The actor of a FAB user: roles (direct and through groups), teams, tenants."""
-    roles = {role.name for role in user.roles}
-    for group in getattr(user, "groups", []) or []:
-        roles.update(role.name for role in group.roles)
     rows = session.execute(
         select(Team.id, Tenant.id, Tenant.name)
         .join(TeamMembership, TeamMembership.team_id == Team.id)
@@ -30,7 +27,7 @@ def actor_for_user(
     return Actor(
         username=user.username,
         user_id=user.id,
-        roles=frozenset(roles),
+        roles=roles_of(user),
         team_ids=frozenset(r[0] for r in rows),
         tenant_ids=frozenset(r[1] for r in rows),
         tenant_names=tuple(sorted({r[2] for r in rows})),

@@ -92,6 +92,11 @@ def observed(epoch: Any) -> None:
         g.setdefault(_EPOCH_SEEN, None if epoch is None else int(epoch))
 
 
+def epoch_seen() -> bool:
+    """Whether this request has read the permission epoch yet."""
+    return _EPOCH_SEEN in g
+
+
 def _memo() -> dict[Any, Any] | None:
     """This request's answers (none outside a request: not kept)."""
     if not has_request_context():

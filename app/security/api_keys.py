@@ -36,7 +36,8 @@ from sqlalchemy import select, update
 
 from app.errors import Forbidden, NotFound, ValidationFailed
 from app.extensions import DbSession
-from app.models import ApiKey, Team, TeamMembership, Tenant
+from app.models import ApiKey, Team, Tenant
+from app.security import access, memberships
 from app.security.actor import Actor, roles_of
 from app.security.roles import ADMIN, AUTHOR, OPERATOR, VIEWER
 
@@ -164,10 +165,13 @@ def authenticate(session: DbSession, token: str, ip: str | None,
         raise KeyRefused(f"{REFUSED}: malformed")
     from flask_appbuilder.security.sqla.models import User
 
-    # The key and whether its user is active, in one statement.
-    found = session.execute(select(ApiKey, User.active).join(User, User.id == ApiKey.user_id)
-                            .where(ApiKey.prefix == parts[0])).first()
-    key, active = found if found is not None else (None, False)
+    # The key, whether its user is active, the permission epoch and the user's teams
+    # (for the request's actor: app.security.memberships), in one statement.
+    found = session.execute(
+        select(ApiKey, User.active, access.EPOCH,
+               memberships.column(session.get_bind().dialect.name, ApiKey.user_id))
+        .join(User, User.id == ApiKey.user_id).where(ApiKey.prefix == parts[0])).first()
+    key, active, epoch, teams = found if found is not None else (None, False, None, None)
     if key is None or not hmac.compare_digest(key.secret_hash, digest(token, pepper(config))):
         raise KeyRefused(f"{REFUSED}: unknown key")
     # The caller holds the real key from here on: saying why it is refused reveals
@@ -187,6 +191,8 @@ def authenticate(session: DbSession, token: str, ip: str | None,
         session.execute(update(ApiKey).where(ApiKey.id == key.id)
                         .values(last_used_at=now, last_used_ip=ip))
         session.commit()
+    access.observed(epoch)
+    memberships.keep(key.user_id, teams)
     return KeyUse(key.id, key.prefix, key.user_id, frozenset(key.scopes or ()),
                   frozenset(key.teams or ()))
 
@@ -220,11 +226,8 @@ def narrow(session: DbSession, actor: Actor, use: KeyUse) -> Actor:
             stmt = stmt.where(Team.id.in_(sorted(use.teams)))
         rows = session.execute(stmt).all()
     else:
-        stmt = (select(Team.id, Tenant.id, Tenant.name)
-                .join(Tenant, Tenant.id == Team.tenant_id)
-                .join(TeamMembership, TeamMembership.team_id == Team.id)
-                .where(TeamMembership.user_id == use.user_id))
-        rows = [r for r in session.execute(stmt).all() if not use.teams or r[0] in use.teams]
+        rows = [r for r in memberships.taken(session, use.user_id)
+                if not use.teams or r[0] in use.teams]
     return Actor(
         username=actor.username, user_id=actor.user_id, roles=roles,
         team_ids=frozenset(r[0] for r in rows), tenant_ids=frozenset(r[1] for r in rows),

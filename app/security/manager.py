@@ -145,6 +145,8 @@ class ApgSecurityManager(SecurityManager):
 
     # Fewer statements per request, same answers (app.security.access).
     def is_item_public(self, permission_name: str, view_name: str) -> bool:
+        if has_request_context() and not access.epoch_seen():
+            revocation.prime(self.session)
         return (permission_name, view_name) in access.public_pairs(
             self.session, self.auth_role_public)
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, has_request_context, request
-from sqlalchemy import select
 
 from app.extensions import DbSession, db
 from app.ids import new_id
-from app.models import Team, TeamMembership, Tenant
+from app.security import memberships
 from app.security.actor import Actor, roles_of
 
 
@@ -18,12 +17,7 @@ def actor_for_user(
     session: DbSession, user: Any, *, ip: str | None = None, request_id: str | None = None
 ) -> Actor:
     """The actor of a FAB user: roles (direct and through groups), teams, tenants."""
-    rows = session.execute(
-        select(Team.id, Tenant.id, Tenant.name)
-        .join(TeamMembership, TeamMembership.team_id == Team.id)
-        .join(Tenant, Tenant.id == Team.tenant_id)
-        .where(TeamMembership.user_id == user.id)
-    ).all()
+    rows = memberships.taken(session, user.id)
     return Actor(
         username=user.username,
         user_id=user.id,

@@ -20,7 +20,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import g, has_request_context
+import jwt
+from flask import g, has_request_context, request
 from flask import session as http_session
 from flask_appbuilder.security.sqla.models import User
 from sqlalchemy import event, inspect, select, update
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, scoped_session
 
 from app.models import UserCredentials
-from app.security import access
+from app.security import access, memberships
 
 JWT_CLAIM = "cg"
 SESSION_KEY = "_apg_cg"
@@ -50,17 +51,58 @@ def generation(conn: Any, user_id: int) -> int:
     cache: dict[int, int] | None = getattr(g, "_apg_cg", None) if has_request_context() else None
     if cache is not None and user_id in cache:
         return cache[user_id]
-    # The permission epoch comes with it (app.security.access): one statement for both.
-    found, epoch = conn.execute(select(
+    # The permission epoch comes with it (app.security.access), and in a request the
+    # user's teams (app.security.memberships): one statement for the three.
+    columns: list[Any] = [
         select(_table.c.generation).where(_table.c.user_id == user_id).scalar_subquery(),
-        access.EPOCH)).one()
+        access.EPOCH]
+    if has_request_context():
+        columns.append(memberships.column(_dialect_name(conn), user_id))
+    found, epoch, *teams = conn.execute(select(*columns)).one()
     access.observed(epoch)
     value = int(found or 0)
     if has_request_context():
+        memberships.keep(user_id, teams[0])
         if cache is None:
             cache = g._apg_cg = {}
         cache[user_id] = value
     return value
+
+
+def claimed_user_id() -> int | None:
+    """Whom this request says it is, before anything is verified: the ``sub`` of its
+    Bearer token (signature not checked) or its session's user. Only to read that
+    user's generation early (``prime``); never an identity."""
+    if not has_request_context():
+        return None
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        token = header[7:].strip()
+        if token.count(".") != 2:  # an API key: its own statement read the epoch
+            return None
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        return _as_user_id(claims.get("sub"))
+    return _as_user_id(http_session.get("_user_id"))
+
+
+def prime(conn: Any) -> bool:
+    """Read the claimed user's generation, and with it the permission epoch, before FAB
+    asks about the Public role (which would read the epoch alone, then the generation
+    again: one statement more on every signed-in request). A forged claim only reads a
+    value that is never shown, and the credential is checked against it as usual."""
+    uid = claimed_user_id()
+    if uid is None:
+        return False
+    generation(conn, uid)
+    return True
+
+
+def _dialect_name(conn: Any) -> str:
+    bind = conn.get_bind() if isinstance(conn, Session | scoped_session) else conn
+    return str(bind.dialect.name)
 
 
 def _bump(conn: Connection, user_id: int) -> int:

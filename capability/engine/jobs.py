@@ -133,11 +133,13 @@ def run_attempt(attempt_id: str, instant: bool = False) -> None:
     committed ``queued`` before it runs, and if this process dies before it begins, the
     reaper sends it like any queued attempt whose job Redis does not have."""
     dispatcher = _dispatcher()
-    deadline = time.monotonic() + FOLLOW_BUDGET
+    onward = Onward(time.monotonic() + FOLLOW_BUDGET, dispatcher)
     followed = False
     while True:
+        begun, onward.begun = onward.begun, None
         try:
-            box = run_one(db.session, dispatcher, attempt_id, instant, _worker_name())
+            box = run_one(db.session, dispatcher, attempt_id, instant, _worker_name(),
+                          begun=begun, onward=onward)
         except interrupt.JobStopped:
             if not followed:
                 raise  # RQ records its own job as stopped
@@ -146,11 +148,50 @@ def run_attempt(attempt_id: str, instant: bool = False) -> None:
             db.session.remove()
         if box is None:
             return
-        follow = _follow(box.sends, deadline, dispatcher)
+        follow = onward.chosen if onward.decided else onward.choose(box.sends)
         box.deliver(keep=follow)
         if follow is None:
             return
         attempt_id, instant, followed = follow.attempt_id, follow.instant, True
+
+
+class Onward:
+    """Which attempt a job goes on with (``run_attempt``), chosen while the transaction
+    that made it ready is still open, so that a task on the general path is begun in
+    that very transaction: one commit between two tasks of a chain instead of two (the
+    record of one, the begin of the next), and the same ``running`` seen by watchers.
+
+    Chosen before the commit means the worker takes the attempt's identity first
+    (``AppWorker.continue_as``); a commit that fails then leaves that attempt queued and
+    unsent, as a job that died there would, and the reaper sends it."""
+
+    def __init__(self, deadline: float, dispatcher: Dispatcher) -> None:
+        self.deadline = deadline
+        self.dispatcher = dispatcher
+        self.reset()
+
+    def reset(self) -> None:
+        self.decided = False
+        self.chosen: Send | None = None
+        self.begun: AttemptContext | None = None
+
+    def choose(self, sends: list[Send]) -> Send | None:
+        self.decided = True
+        self.chosen = _follow(sends, self.deadline, self.dispatcher)
+        return self.chosen
+
+    def take(self, session: DbSession, worker: str | None) -> None:
+        """In the open transaction of a record: choose among its sends, and begin the
+        chosen attempt when it runs on the general path (an instant one is its own
+        transaction anyway). A begin that says no (``None``) or later (``Again``: a
+        run's first begin) is left to ``run_one``, as when nothing was begun here."""
+        chosen = self.choose(outbox.of(session).sends)
+        if chosen is None or chosen.instant:
+            return
+        began = (runner.begin_made(session, chosen.attempt_id, worker)
+                 or runner.begin_attempt(session, chosen.attempt_id, worker))
+        if isinstance(began, AttemptContext):
+            self.begun = began
 
 
 def child_finished(child_run_id: str) -> None:
@@ -221,23 +262,31 @@ def retried(session: DbSession, transaction: Callable[[], T], what: str) -> T:
 
 def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant: bool,
             worker: str | None,
-            run: Callable[[AttemptContext], Outcome] | None = None) -> outbox.Outbox | None:
+            run: Callable[[AttemptContext], Outcome] | None = None, *,
+            begun: AttemptContext | None = None,
+            onward: Onward | None = None) -> outbox.Outbox | None:
     """Begin, execute and record one attempt: the outbox of its last transaction,
     committed but not yet delivered (the caller may go on with one of its sends), or
     None when nothing ran. An instant type (``state.INSTANT_TYPES``) is one transaction;
     any other commits its ``running`` first, so watchers see it while it runs. ``run``:
-    what executes the attempt (default ``execute`` with the dispatcher's settings)."""
+    what executes the attempt (default ``execute`` with the dispatcher's settings).
+    ``begun``: the attempt was begun already, by the record before it (``Onward``);
+    ``onward``: the job goes on, and chooses what with in the record's transaction."""
     if run is None:
         def run(ctx: AttemptContext) -> Outcome:
             return execute(ctx, dispatcher.settings, dispatcher.conn)
     execute_it = run
-    if instant:
+    if onward is not None:
+        onward.reset()
+    if begun is not None:
+        ctx: AttemptContext | None = begun
+    elif instant:
         # Database work only, and deterministic: the whole hop may run again.
         hop = retried(session, lambda: _instant(session, dispatcher, attempt_id, worker,
                                                 execute_it), f"instant attempt {attempt_id}")
         if not isinstance(hop, AttemptContext):
             return hop
-        ctx: AttemptContext | None = hop  # begun and committed: it evaluates expressions
+        ctx = hop  # begun and committed: it evaluates expressions
     else:
         tries: list[int] = []
 
@@ -271,7 +320,11 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
 
     def record() -> outbox.Outbox | None:
         outbox.begin(session, dispatcher)
+        if onward is not None:
+            onward.reset()  # a try before this one may have chosen, then failed to commit
         if step():
+            if onward is not None:
+                onward.take(session, worker)
             return outbox.commit(session, deliver=False)
         outbox.rollback(session)  # a late or duplicate result: the first one counted
         return None

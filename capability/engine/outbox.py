@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -42,6 +43,9 @@ class Outbox:
     stops: list[str] = field(default_factory=list)
     runs: dict[str, None] = field(default_factory=dict)  # ordered, without repeats
     lines: list[tuple[int, str]] = field(default_factory=list)
+    # Runs this transaction locked exclusively, by id: a begin in the same transaction
+    # reads them from here (``runner.begin_made``), not again from the database.
+    held: dict[str, Any] = field(default_factory=dict)
 
     @property
     def settings(self) -> EngineSettings:

@@ -22,13 +22,14 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, insert, or_, select, text
 from sqlalchemy.orm import lazyload
+from sqlalchemy.orm.util import identity_key
 
 from app.extensions import DbSession
 from app.ids import new_id
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance, compensation, foreach, outbox, state
-from capability.engine.decide import plan_of
+from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.engine.state import AttemptContext, Outcome
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskItem, TaskKind, TaskRun
@@ -89,6 +90,9 @@ def _lock_attempt(session: DbSession, attempt_id: str) -> _Locked | None:
     if found is None:
         return None
     run, task_run_id, task_id, kind, item_id = found
+    box = session.info.get(outbox.KEY)
+    if box is not None:
+        box.held[run.id] = run
     others: tuple[str, ...] = ()
     # Not for an element (its end rarely ends its task), nor on SQLite: there nothing is
     # locked until the first write, so advance_from reads them after it instead.
@@ -272,17 +276,56 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
     if run.status == RunStatus.QUEUED:
         state.run_begins(conn, run.id, at)
     state.mark_running(conn, attempt_id, run.task_row, at, worker, row.item_id)
+    item = (row.value, row.index) if row.item_id else None
+    return _context(session, run, plan, spec, attempt_id, row.number, expands, item)
+
+
+def _context(session: DbSession, run: Any, plan: Plan, spec: dsl.TaskSpec,
+             attempt_id: str, number: int, expands: bool,
+             item: tuple[Any, Any] | None = None) -> AttemptContext:
+    """A begun attempt's context: what its expressions see (none for the attempt that
+    makes a for_each task's elements: ``foreach.evaluate`` reads it after the commit)."""
     scope: dict[str, Any] = {}
     if not expands:
         scope = state.scope_for(session, run, plan.reads(spec, "with"),
                                 plan.secrets(spec, "with"))
-    if row.item_id:
-        scope["item"], scope["index"] = row.value, row.index
+    if item is not None:
+        scope["item"], scope["index"] = item
     outbox.of(session).touch(run.id)
     return AttemptContext(
-        attempt_id, row.number, run.id, spec, plan.definition, scope,
+        attempt_id, number, run.id, spec, plan.definition, scope,
         dsl.effective_timeout(spec, plan.definition.defaults), expands, team_id=run.team_id,
     )
+
+
+def begin_made(session: DbSession, attempt_id: str, worker: str | None
+               ) -> AttemptContext | None:
+    """``begin_attempt`` for an attempt this very transaction made and has not written
+    yet (``jobs.Onward``: the record of the task before it, under the run's exclusive
+    lock): it is written ``running`` at once, with its task, so the begin costs no
+    statement of its own (four otherwise: the lock, the read, two updates). None when it
+    is not such an attempt (one made in bulk, an element's, an undo step's, the one that
+    expands a for_each): ``begin_attempt`` then."""
+    attempt = next((obj for obj in session.new
+                    if isinstance(obj, TaskAttempt) and obj.id == attempt_id), None)
+    if attempt is None or attempt.item_id is not None or attempt.status != AttemptStatus.QUEUED:
+        return None
+    task = session.identity_map.get(identity_key(TaskRun, attempt.task_run_id))
+    if not isinstance(task, TaskRun) or task.kind != TaskKind.TASK \
+            or task.current_attempt_id != attempt_id:
+        return None
+    run = outbox.of(session).held.get(task.run_id)
+    if not isinstance(run, Run) or run.status != RunStatus.RUNNING:
+        return None
+    plan = state.plan_for_version(session, run.version_id)
+    spec = plan.specs[task.task_id]
+    if spec.for_each is not None:
+        return None
+    at = state.now()
+    attempt.status, attempt.started_at, attempt.worker = AttemptStatus.RUNNING, at, worker
+    task.status = TaskStatus.RUNNING.value
+    task.started_at = task.started_at or at
+    return _context(session, run, plan, spec, attempt_id, attempt.number, expands=False)
 
 
 def record_expansion(session: DbSession, attempt_id: str, made: foreach.Expansion) -> bool:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import lazyload
 from sqlalchemy.orm.util import identity_key
 
 from app.extensions import DbSession
-from app.ids import new_id
+from app.ids import new_id, new_ids
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
 from capability.engine import advance, compensation, foreach, outbox, state
@@ -140,10 +140,11 @@ def open_runs(session: DbSession,
         run.status = RunStatus.QUEUED.value
         plan = plan_of(definition)
         first: list[TaskRun] = []
-        for position, task_id in enumerate(dsl.topological_order(definition)):
+        ids = new_ids(len(plan.position))
+        for (task_id, position), row_id in zip(plan.position.items(), ids, strict=True):
             # Every column the engine reads is set: column defaults apply only at the
-            # INSERT.
-            row = {"id": new_id(), "run_id": run.id, "task_id": task_id,
+            # INSERT. The plan's positions are the topological order, in that order.
+            row = {"id": row_id, "run_id": run.id, "task_id": task_id,
                    "kind": TaskKind.TASK, "position": position,
                    "status": TaskStatus.PENDING.value, "attempts": 0, "retry_base": 0}
             if start and not plan.upstream[task_id]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 
 class ConsoleLog:
     """Console errors, page errors and server errors (5xx) seen by one page."""
@@ -47,9 +49,19 @@ def logout(page: Any) -> None:
     toggle = navbar.locator(".navbar-toggle")
     if toggle.is_visible():
         toggle.click()
-    navbar.locator("a.dropdown-toggle:has(.fa-user)").click()
+        # Bootstrap's collapse animates ("collapsing"); a click on the user menu during
+        # it can land while the menu moves and leave it closed.
+        navbar.locator(".navbar-collapse.collapse.in").wait_for(state="visible")
+    button = navbar.locator("#apg-logout")
+    for _ in range(3):
+        navbar.locator("a.dropdown-toggle:has(.fa-user)").click()
+        try:
+            button.wait_for(state="visible", timeout=2000)
+            break
+        except PlaywrightTimeout:  # the click closed what a slow first one opened
+            continue
     with page.expect_navigation():
-        navbar.locator("#apg-logout").click()
+        button.click()
 
 
 def open_menu(page: Any, category: str, item: str) -> None:

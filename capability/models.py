@@ -178,7 +178,9 @@ class Run(TeamScoped, Model):
     delivery_id: Mapped[str | None] = mapped_column(String(255))  # a webhook's delivery
     # What expressions read as trigger.payload: a webhook's body, an event's payload
     # (secrets of the team masked); read only by runs that have one.
-    trigger_payload: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # Deferred: a webhook's payload may be large, and every record of a task locks and
+    # reads its run; expressions read it on their own (``state.scope_for``).
+    trigger_payload: Mapped[Any] = mapped_column(JSON, nullable=True, deferred=True)
     # What its attempts cost (an `llm` task's `cost`, LLM_PRICES), summed as each ends
     # (each element of a for_each task too). Null when none had a cost.
     cost: Mapped[float | None] = mapped_column(Float)

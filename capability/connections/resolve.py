@@ -102,18 +102,22 @@ def bump() -> None:
 
 
 def for_team(team_id: str, name: str, settings: EngineSettings) -> Resolved | None:
-    query = select(*_COLUMNS).where(Connection.team_id == team_id, Connection.name == name)
+    # Built only when read: on a hit (every task but the first) it would cost more than
+    # the lookup.
+    def query() -> Any:
+        return select(*_COLUMNS).where(Connection.team_id == team_id, Connection.name == name)
+
     try:
         raw: Any = get_redis(current_app).get(GENERATION)
         generation = int(raw or 0)
     except RedisError:
-        return _read(query, settings)  # no way to know it is fresh: read it
+        return _read(query(), settings)  # no way to know it is fresh: read it
     key, now = (team_id, name), time.monotonic()
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None and hit[0] == generation and now - hit[1] < CACHE_SECONDS:
         return hit[2]
-    found = _read(query, settings)
+    found = _read(query(), settings)
     with _cache_lock:
         _cache[key] = (generation, now, found)
         _cache.move_to_end(key)

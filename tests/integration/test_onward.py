@@ -30,6 +30,10 @@ class _Serving:
         return True
 
 
+# The statement with which a begin reads its attempt (runner._BEGIN_READ), on any database.
+_BEGIN_READ = "SELECT apg_task_attempt.status, apg_task_attempt.number"
+
+
 def _chain(size: int) -> list[dict[str, Any]]:
     add = {"type": "python", "with": {"callable": "tests.support.callables:add"}}
     tasks = [{"id": "t0", **add, "with": {**add["with"], "kwargs": {"a": 0, "b": 1}}}]
@@ -83,10 +87,12 @@ def test_a_followed_chain_commits_once_between_tasks(app, client, author, monkey
         assert len(commits) == 1 + size, commits
         assert len(worker.took) == size - 1  # the job took each next attempt's identity
         assert jobs_run == 1  # nothing else went through the queue
-        # ... and a followed task's begin costs no statement of its own: only the first
-        # task is locked and read as a begin does.
-        assert sum("FOR SHARE OF apg_run" in s for s in seen) == 1, seen
+        # ... and on PostgreSQL a followed task's begin costs no statement of its own:
+        # only the first task is read as a begin does. (On SQLite the record reads the
+        # next task's row as columns, so the begin in its transaction reads it again.)
+        begins = 1 if engine.dialect.name == "postgresql" else size
+        assert sum(s.startswith(_BEGIN_READ) for s in seen) == begins, seen
     else:
         assert len(commits) == 2 * size, commits
         assert jobs_run == size
-        assert sum("FOR SHARE OF apg_run" in s for s in seen) == size, seen
+        assert sum(s.startswith(_BEGIN_READ) for s in seen) == size, seen

@@ -169,7 +169,7 @@ def authenticate(session: DbSession, token: str, ip: str | None,
     # (for the request's actor: app.security.memberships), in one statement.
     found = session.execute(
         select(ApiKey, User.active, access.EPOCH,
-               memberships.column(session.get_bind().dialect.name, ApiKey.user_id))
+               memberships.column(session, ApiKey.user_id))
         .join(User, User.id == ApiKey.user_id).where(ApiKey.prefix == parts[0])).first()
     key, active, epoch, teams = found if found is not None else (None, False, None, None)
     if key is None or not hmac.compare_digest(key.secret_hash, digest(token, pepper(config))):

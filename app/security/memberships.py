@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 from flask import g, has_request_context
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.orm import Session, scoped_session
 
 from app.extensions import DbSession
 from app.models import Team, TeamMembership, Tenant
@@ -21,18 +22,24 @@ from app.models import Team, TeamMembership, Tenant
 _READ = "_apg_memberships"
 
 
-def column(dialect: str, user_id: Any) -> ColumnElement[Any]:
-    """The user's ``(team, tenant, tenant name)`` rows as one JSON value (``user_id``: a
-    value, or a column of the statement it is part of)."""
-    if dialect == "postgresql":
+def _rows(user_id: Any, *columns: Any) -> Select[Any]:
+    """``columns`` over the user's memberships joined to their teams and tenants."""
+    return (select(*columns)
+            .join(TeamMembership, TeamMembership.team_id == Team.id)
+            .join(Tenant, Tenant.id == Team.tenant_id)
+            .where(TeamMembership.user_id == user_id))
+
+
+def column(conn: Any, user_id: Any) -> ColumnElement[Any]:
+    """The user's ``(team, tenant, tenant name)`` rows as one JSON value, for a statement
+    run on ``conn`` (a session or a connection: its dialect says how to aggregate);
+    ``user_id``: a value, or a column of that statement."""
+    bind = conn.get_bind() if isinstance(conn, Session | scoped_session) else conn
+    if bind.dialect.name == "postgresql":
         row, rows = func.json_build_array, func.json_agg
     else:
         row, rows = func.json_array, func.json_group_array
-    return (select(rows(row(Team.id, Tenant.id, Tenant.name)))
-            .join(TeamMembership, TeamMembership.team_id == Team.id)
-            .join(Tenant, Tenant.id == Team.tenant_id)
-            .where(TeamMembership.user_id == user_id)
-            .scalar_subquery())
+    return _rows(user_id, rows(row(Team.id, Tenant.id, Tenant.name))).scalar_subquery()
 
 
 def keep(user_id: int, value: Any) -> None:
@@ -48,9 +55,4 @@ def taken(session: DbSession, user_id: int) -> list[Any]:
     kept = g.get(_READ) if has_request_context() else None
     if kept is not None and user_id in kept:
         return list(kept.pop(user_id))
-    return list(session.execute(
-        select(Team.id, Tenant.id, Tenant.name)
-        .join(TeamMembership, TeamMembership.team_id == Team.id)
-        .join(Tenant, Tenant.id == Team.tenant_id)
-        .where(TeamMembership.user_id == user_id)
-    ).all())
+    return list(session.execute(_rows(user_id, Team.id, Tenant.id, Tenant.name)).all())

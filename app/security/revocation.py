@@ -57,7 +57,7 @@ def generation(conn: Any, user_id: int) -> int:
         select(_table.c.generation).where(_table.c.user_id == user_id).scalar_subquery(),
         access.EPOCH]
     if has_request_context():
-        columns.append(memberships.column(_dialect_name(conn), user_id))
+        columns.append(memberships.column(conn, user_id))
     found, epoch, *teams = conn.execute(select(*columns)).one()
     access.observed(epoch)
     value = int(found or 0)
@@ -88,21 +88,14 @@ def claimed_user_id() -> int | None:
     return _as_user_id(http_session.get("_user_id"))
 
 
-def prime(conn: Any) -> bool:
+def prime(conn: Any) -> None:
     """Read the claimed user's generation, and with it the permission epoch, before FAB
     asks about the Public role (which would read the epoch alone, then the generation
     again: one statement more on every signed-in request). A forged claim only reads a
     value that is never shown, and the credential is checked against it as usual."""
     uid = claimed_user_id()
-    if uid is None:
-        return False
-    generation(conn, uid)
-    return True
-
-
-def _dialect_name(conn: Any) -> str:
-    bind = conn.get_bind() if isinstance(conn, Session | scoped_session) else conn
-    return str(bind.dialect.name)
+    if uid is not None:
+        generation(conn, uid)
 
 
 def _bump(conn: Connection, user_id: int) -> int:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, has_app_context
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
@@ -83,6 +83,10 @@ _COLUMNS = (Connection.id, Connection.name, Connection.type, Connection.config,
             Connection.ciphertext)
 
 
+# Built once: building it per lookup cost more than a cache hit (every task but the first).
+_OF_TEAM = select(*_COLUMNS).where(Connection.team_id == bindparam("team"),
+                                   Connection.name == bindparam("name"))
+
 GENERATION = "apg:connections:generation"
 CACHE_SECONDS = 30.0
 CACHE_SIZE = 1024
@@ -102,22 +106,18 @@ def bump() -> None:
 
 
 def for_team(team_id: str, name: str, settings: EngineSettings) -> Resolved | None:
-    # Built only when read: on a hit (every task but the first) it would cost more than
-    # the lookup.
-    def query() -> Any:
-        return select(*_COLUMNS).where(Connection.team_id == team_id, Connection.name == name)
-
+    values = {"team": team_id, "name": name}
     try:
         raw: Any = get_redis(current_app).get(GENERATION)
         generation = int(raw or 0)
     except RedisError:
-        return _read(query(), settings)  # no way to know it is fresh: read it
+        return _read(_OF_TEAM, settings, values)  # no way to know it is fresh: read it
     key, now = (team_id, name), time.monotonic()
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None and hit[0] == generation and now - hit[1] < CACHE_SECONDS:
         return hit[2]
-    found = _read(query(), settings)
+    found = _read(_OF_TEAM, settings, values)
     with _cache_lock:
         _cache[key] = (generation, now, found)
         _cache.move_to_end(key)
@@ -132,10 +132,11 @@ def for_run(run_id: str, name: str, settings: EngineSettings) -> Resolved | None
                  .where(Run.id == run_id, Connection.name == name), settings)
 
 
-def _read(query: Any, settings: EngineSettings) -> Resolved | None:
+def _read(query: Any, settings: EngineSettings,
+          values: dict[str, Any] | None = None) -> Resolved | None:
     """Read on a connection of its own: the attempt's session is the engine's."""
     with db.engine.connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(query, values or {}).first()
     if row is None:
         return None
     return fields_of(row.id, row.name, row.type, dict(row.config or {}),

@@ -119,6 +119,8 @@ class ConnectionType:
     description: ClassVar[str] = ""
 
     def test(self, context: Context) -> str:
+        """Every connection type implements it: the registry refuses one that does not
+        (``registry._check_type``), so this body is never reached."""
         raise NotImplementedError
 
 
@@ -141,4 +143,6 @@ class Connector:
         return False
 
     def execute(self, context: Context) -> Any:
+        """Every connector implements it: the registry refuses one that does not
+        (``registry._check``), so this body is never reached."""
         raise NotImplementedError

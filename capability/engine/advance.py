@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, insert, select, text, update
+from sqlalchemy import BindParameter, bindparam, func, select, text
 
 from app.extensions import DbSession
 from app.ids import new_id
@@ -32,6 +32,7 @@ from capability.engine.decide import (
     verdict_of,
 )
 from capability.engine.dispatch import Send
+from capability.engine.writes import Writes
 from capability.models import OPEN_TASKS, AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
 
@@ -97,7 +98,7 @@ _OPEN_NOT_IN = _OPEN.where(TaskRun.task_id.not_in(_IDS))
 
 
 def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
-                 downstream: list[TaskRun] | None = None) -> None:
+                 downstream: list[Any] | None = None) -> None:
     """A task finished: decide its downstream tasks (and theirs, when a skip or an
     upstream failure makes them decidable too), then the run's outcome.
 
@@ -128,8 +129,7 @@ def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
             break
         missing = sorted(ids - known.keys())
         if missing:
-            if session.new or session.dirty:
-                session.flush()
+            outbox.flush(session)
             known.update((r.task_id, _Columns(*r)) for r in session.connection().execute(
                 _COLUMNS, {"run_id": run.id, "task_ids": missing}))
         pending = sorted((known[i] for i in ids if known[i].status == TaskStatus.PENDING),
@@ -146,6 +146,7 @@ def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
                 if verdict == Verdict.RUN and queued.takes(plan.specs[task.task_id]):
                     box.send(queued.add(plan, task))
                     continue
+                outbox.flush(session)  # what deciding it may read
                 loaded = session.get(TaskRun, task.id)
                 assert loaded is not None
                 task = known[task.task_id] = loaded
@@ -155,8 +156,7 @@ def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
         queued.write(session)
     if unfinished or any(t.status not in dsl.FINISHED_TASK_STATUSES for t in known.values()):
         return  # a task seen here is unfinished: so is the run
-    if session.new or session.dirty:
-        session.flush()
+    outbox.flush(session)
     # A leaf of a fan-out: one probe finds a sibling still unfinished, where counting
     # the run's statuses reads every task (a 1,000-task fan-out: 1,000 rows a leaf).
     conn = session.connection()
@@ -164,6 +164,12 @@ def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
         return
     by_status = {status: number for status, number in conn.execute(_COUNT, {"run_id": run.id})}
     _conclude(session, run, plan, outcome_of(by_status))
+
+
+def columns(row: Any) -> Any:
+    """A downstream task's row read by someone else (``record``), as ``advance_from``
+    takes it: with its ``id``, ``task_id``, ``status`` and ``attempts``."""
+    return _Columns(row.id, row.task_id, row.status, row.attempts)
 
 
 @dataclass(slots=True)
@@ -189,6 +195,7 @@ class _Queued:
 
     attempts: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    task_ids: list[str] = field(default_factory=list)
 
     @staticmethod
     def takes(spec: dsl.TaskSpec) -> bool:
@@ -200,27 +207,27 @@ class _Queued:
         attempt_id, queue = new_id(), plan.queues[task.task_id]
         self.attempts.append({"id": attempt_id, "task_run_id": task.id, "number": task.attempts,
                               "status": AttemptStatus.QUEUED, "queue": queue,
-                              "created_at": state.now()})
-        self.tasks.append({"row": task.id, "count": task.attempts, "current": attempt_id})
+                              "created_at": state.now(), "started_at": None, "worker": None})
+        self.tasks.append({"row": task.id, "count": task.attempts, "current": attempt_id,
+                           "status": TaskStatus.QUEUED.value, "started": None})
+        self.task_ids.append(task.task_id)
         return Send(attempt_id, queue, timeout=plan.timeouts[task.task_id],
                     instant=state.sends_instant(plan.specs[task.task_id]))
 
     def write(self, session: DbSession) -> None:
+        """Write the rows, or hand them to the writes the transaction holds back
+        (``engine.writes``: a record's, which may begin one of them before its commit)."""
         if not self.tasks:
             return
-        conn = session.connection()
-        # In slices: one executemany of 1,000 rows builds ~3 MB of statement and
-        # parameters at once (what the worker's memory then keeps); 100 rows, a tenth.
-        for start in range(0, len(self.tasks), self.SLICE):
-            conn.execute(_INSERT_ATTEMPT, self.attempts[start:start + self.SLICE])
-            conn.execute(_QUEUE_TASK, self.tasks[start:start + self.SLICE])
-        self.attempts, self.tasks = [], []
-
-
-_INSERT_ATTEMPT = insert(TaskAttempt)
-_QUEUE_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
-    status=TaskStatus.QUEUED.value, attempts=bindparam("count"),
-    current_attempt_id=bindparam("current"))
+        held = outbox.of(session).writes
+        if held is not None:
+            held.queue(self.attempts, self.tasks, self.task_ids)
+        else:
+            # In slices: one executemany of 1,000 rows builds ~3 MB of statement and
+            # parameters at once (what the worker's memory then keeps); 100 rows, a tenth.
+            Writes(attempts=self.attempts, tasks=self.tasks,
+                   task_ids=self.task_ids).flush(session.connection(), self.SLICE)
+        self.attempts, self.tasks, self.task_ids = [], [], []
 
 
 def _waits(session: DbSession, run: Any, plan: Plan, known: dict[str, Any], task_id: str,
@@ -237,8 +244,7 @@ def _waits(session: DbSession, run: Any, plan: Plan, known: dict[str, Any], task
     key = plan.upstream_filter(task_id)
     if key not in probed:
         inside, ids = key
-        if session.new or session.dirty:
-            session.flush()  # what autoflush does before an ORM statement
+        outbox.flush(session)  # what autoflush does before an ORM statement, and more
         # On the connection: an ORM-enabled execution costs more Python than the probe.
         probed[key] = session.connection().execute(
             _OPEN_IN if inside else _OPEN_NOT_IN,
@@ -262,6 +268,7 @@ class _Upstream:
         self.statuses: dict[str, str] = {}
         wanted = {u for t in pending for u in plan.upstream[t.task_id] if u not in known}
         if wanted and len(wanted) <= self.ROW_BY_ROW:
+            outbox.flush(session)
             self.statuses = dict(session.execute(  # type: ignore[arg-type]
                 _STATUSES, {"run_id": run.id, "task_ids": sorted(wanted)}).all())
 
@@ -285,6 +292,7 @@ class _Upstream:
         key = self.plan.upstream_filter(task_id)
         if key not in self.counts:
             inside, ids = key
+            outbox.flush(self.session)
             self.counts[key] = Counts.by_status(dict(self.session.execute(  # type: ignore[arg-type]
                 _COUNT_IN if inside else _COUNT_NOT_IN,
                 {"run_id": self.run.id, "task_ids": list(ids)}).all()))

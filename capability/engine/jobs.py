@@ -35,6 +35,7 @@ from capability.engine import (
     runner,
     state,
     subruns,
+    success,
     tasklog,
 )
 from capability.engine import instant as instant_path
@@ -189,6 +190,7 @@ class Onward:
         if chosen is None or chosen.instant:
             return
         began = (runner.begin_made(session, chosen.attempt_id, worker)
+                 or success.begin_held(session, chosen.attempt_id, worker)
                  or runner.begin_attempt(session, chosen.attempt_id, worker))
         if isinstance(began, AttemptContext):
             self.begun = began
@@ -315,7 +317,9 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
             _keep_log(session, dispatcher, ctx.log)
             raise
         outcome.log = tasklog.kept(ctx.log)
-        step = partial(_record, session, attempt_id, outcome, dispatcher.settings)
+        step = (partial(success.record, session, attempt_id, outcome)
+                if success.takes(session, ctx, outcome)
+                else partial(_record, session, attempt_id, outcome, dispatcher.settings))
     written = ctx.log
 
     def record() -> outbox.Outbox | None:

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from app.extensions import DbSession
 from capability.engine.dispatch import Dispatcher, Send
 from capability.engine.settings import EngineSettings
+from capability.engine.writes import Writes
 
 KEY = "apg_outbox"
 RUN_LOG = logging.getLogger("capability.runs")
@@ -46,6 +47,8 @@ class Outbox:
     # Runs this transaction locked exclusively, by id: a begin in the same transaction
     # reads them from here (``runner.begin_made``), not again from the database.
     held: dict[str, Any] = field(default_factory=dict)
+    # Row writes held back until the commit (``engine.writes``); None: writes go at once.
+    writes: Writes | None = None
 
     @property
     def settings(self) -> EngineSettings:
@@ -106,10 +109,26 @@ def of(session: DbSession) -> Outbox:
     return box  # type: ignore[no-any-return]
 
 
+# Rows of a held write that go in one executemany (a fan-out queues hundreds).
+WRITE_SLICE = 100
+
+
+def flush(session: DbSession) -> None:
+    """Write what the transaction has not written yet (its ORM changes, its held
+    writes): before any statement that reads what it may have changed."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    box = session.info.get(KEY)
+    if box is not None and box.writes is not None:
+        box.writes.flush(session.connection(), WRITE_SLICE)
+
+
 def commit(session: DbSession, deliver: bool = True) -> Outbox:
     """Commit the transaction, then deliver its outbox (``deliver=False``: the caller
     delivers, after it took out what it keeps). A failed commit delivers nothing."""
     box = of(session)
+    if box.writes is not None:
+        box.writes.flush(session.connection(), WRITE_SLICE)
     del session.info[KEY]
     session.commit()
     if deliver:

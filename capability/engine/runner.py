@@ -240,8 +240,7 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
     wait out the rest (``Again.wait``). ``again``: this job's earlier begin failed on
     its connection, perhaps after its commit landed: an attempt already ``running`` on
     this very ``worker`` is that begin's, and goes on (``jobs.retried``)."""
-    if session.new or session.dirty or session.deleted:
-        session.flush()  # what autoflush would do before an ORM query
+    outbox.flush(session)  # what autoflush would do before an ORM query, and more
     conn = session.connection()
     run = conn.execute(_BEGIN_LOCK_EXCLUSIVE if exclusive else _BEGIN_LOCK,
                        {"attempt_id": attempt_id}).first()
@@ -278,12 +277,13 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
         state.run_begins(conn, run.id, at)
     state.mark_running(conn, attempt_id, run.task_row, at, worker, row.item_id)
     item = (row.value, row.index) if row.item_id else None
-    return _context(session, run, plan, spec, attempt_id, row.number, expands, item)
+    return context(session, run, plan, spec, attempt_id, row.number, expands, item,
+                   plain=run.kind == TaskKind.TASK and not row.item_id)
 
 
-def _context(session: DbSession, run: Any, plan: Plan, spec: dsl.TaskSpec,
-             attempt_id: str, number: int, expands: bool,
-             item: tuple[Any, Any] | None = None) -> AttemptContext:
+def context(session: DbSession, run: Any, plan: Plan, spec: dsl.TaskSpec,
+            attempt_id: str, number: int, expands: bool,
+            item: tuple[Any, Any] | None = None, plain: bool = False) -> AttemptContext:
     """A begun attempt's context: what its expressions see (none for the attempt that
     makes a for_each task's elements: ``foreach.evaluate`` reads it after the commit)."""
     scope: dict[str, Any] = {}
@@ -296,6 +296,7 @@ def _context(session: DbSession, run: Any, plan: Plan, spec: dsl.TaskSpec,
     return AttemptContext(
         attempt_id, number, run.id, spec, plan.definition, scope,
         dsl.effective_timeout(spec, plan.definition.defaults), expands, team_id=run.team_id,
+        plain=plain and not expands,
     )
 
 
@@ -326,7 +327,8 @@ def begin_made(session: DbSession, attempt_id: str, worker: str | None
     attempt.status, attempt.started_at, attempt.worker = AttemptStatus.RUNNING, at, worker
     task.status = TaskStatus.RUNNING.value
     task.started_at = task.started_at or at
-    return _context(session, run, plan, spec, attempt_id, attempt.number, expands=False)
+    return context(session, run, plan, spec, attempt_id, attempt.number, expands=False,
+                   plain=True)
 
 
 def record_expansion(session: DbSession, attempt_id: str, made: foreach.Expansion) -> bool:

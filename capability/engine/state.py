@@ -179,6 +179,9 @@ class AttemptContext:
     # The run's team (or, for a step tested without a run, ``engine.steptest``, the
     # workflow's): whose connections the attempt may use.
     team_id: str | None = None
+    # A task's own attempt: not an element's, nor an undo step's (``record`` takes its
+    # success).
+    plain: bool = False
 
 
 # -- the run's lock and what expressions see ------------------------------------------
@@ -212,6 +215,8 @@ def scope_for(session: DbSession, run: Any, reads: frozenset[str] | None,
     and ``trigger``. ``settings``: the keys of the secrets, when read outside a unit of
     work (``masking.secret_values``)."""
     rows: Any = ()
+    if reads is None or reads:
+        outbox.flush(session)  # a record's held writes (``engine.writes``): its output
     if reads is None:
         rows = session.execute(_SCOPE, {"run_id": run.id}).all()
     elif reads:

@@ -1,0 +1,124 @@
+"""The record of a task's success on PostgreSQL in three statements: the run's lock, one
+read, one write.
+
+``runner.complete_attempt`` records any outcome of any attempt: it reads the run, the
+attempt and its task as ORM objects, and its unit of work writes four rows one by one
+(the attempt and task that finished, the next task and its new attempt). Most records
+are none of its special cases: a task's own attempt (not an element's, not an undo
+step's) that succeeded, in a running run, costing nothing (``CONNECTORS.md``: an
+output's ``cost``). For those, this module reads plain rows and holds the writes
+(``engine.writes``) until the commit, where they go in one statement; the next task's
+attempt, when the same job goes on with it (``jobs.Onward``), is begun in those held
+rows (``begin_held``) and written ``running`` at once. What comes next is decided as
+always, by ``advance.advance_from``; every other case, after the lock, goes to
+``complete_attempt`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, bindparam, or_, select
+
+from app.extensions import DbSession
+from capability.dsl import RunStatus, TaskStatus
+from capability.engine import advance, outbox, runner, state
+from capability.engine.state import AttemptContext, Outcome
+from capability.engine.writes import Writes
+from capability.models import AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
+
+# Plain rows, the run's columns as ``advance_from`` and a begin read them. Which task and
+# element the attempt belongs to never changes, so it may come from before the lock was
+# granted; everything else is read by the next statement, after it (PostgreSQL reads
+# again only the locked row of a join when the lock had to wait).
+_LOCK = (
+    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
+           Run.scheduled_for, TaskRun.id.label("row"), TaskRun.task_id, TaskRun.kind,
+           TaskAttempt.item_id)
+    .join(TaskRun, TaskRun.run_id == Run.id)
+    .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+    .where(TaskAttempt.id == bindparam("attempt_id"))
+    .with_for_update(of=Run)
+)
+# The task and the attempt's state, and the rows of the task's downstream tasks (as
+# ``advance._Columns``), in one statement.
+_ROWS = (
+    select(TaskRun.id, TaskRun.task_id, TaskRun.status, TaskRun.attempts,
+           TaskRun.current_attempt_id, TaskAttempt.status.label("attempt_status"))
+    .outerjoin(TaskAttempt, and_(TaskAttempt.task_run_id == TaskRun.id,
+                                 TaskAttempt.id == bindparam("attempt_id")))
+)
+_OWN = _ROWS.where(TaskRun.id == bindparam("row"))
+_OWN_AND_DOWNSTREAM = _ROWS.where(or_(
+    TaskRun.id == bindparam("row"),
+    and_(TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK,
+         TaskRun.task_id.in_(bindparam("others", expanding=True)))))
+
+
+class _Finished:
+    """The finished task as ``advance_from`` sees it (it reads these two fields)."""
+
+    __slots__ = ("status", "task_id")
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.status = TaskStatus.SUCCEEDED.value
+
+
+def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
+    """Whether ``record`` may record this outcome of this attempt."""
+    cost = outcome.output.get("cost") if isinstance(outcome.output, dict) else None
+    return (ctx.plain and outcome.ok and cost is None and outcome.skipped is None
+            and outcome.start_child is None and not outcome.await_approval
+            and not outcome.await_input and outcome.defer is None
+            and session.get_bind().dialect.name == "postgresql")
+
+
+def record(session: DbSession, attempt_id: str, outcome: Outcome) -> bool:
+    """Record a successful attempt (``takes``) exactly once and advance the run, as
+    ``runner.complete_attempt`` does and with what it returns."""
+    outbox.flush(session)
+    conn = session.connection()
+    run = conn.execute(_LOCK, {"attempt_id": attempt_id}).first()
+    if run is None:
+        return False
+    if run.kind != TaskKind.TASK or run.item_id is not None or run.status != RunStatus.RUNNING:
+        return runner.complete_attempt(session, attempt_id, outcome)
+    plan = state.plan_for_version(session, run.version_id)
+    others = plan.downstream[run.task_id]
+    values = {"attempt_id": attempt_id, "row": run.row}
+    if others and len(others) <= runner.PREFETCH_DOWNSTREAM:
+        rows = conn.execute(_OWN_AND_DOWNSTREAM,
+                            {**values, "run_id": run.id, "others": list(others)}).all()
+    else:
+        rows = conn.execute(_OWN, values).all()
+    own = next(row for row in rows if row.id == run.row)
+    if own.attempt_status != AttemptStatus.RUNNING or own.current_attempt_id != attempt_id:
+        return False  # a late or duplicate result: the first one counted
+    box = outbox.of(session)
+    box.held[run.id] = run
+    box.touch(run.id)
+    box.writes = Writes()
+    box.writes.succeed(attempt_id, run.row, state.now(), outcome.output, outcome.log)
+    downstream = [advance.columns(row) for row in rows if row.id != run.row]
+    advance.advance_from(session, run, plan, _Finished(run.task_id), downstream)
+    return True
+
+
+def begin_held(session: DbSession, attempt_id: str, worker: str | None
+               ) -> AttemptContext | None:
+    """``runner.begin_made`` for an attempt queued in this transaction's held writes
+    (``record``): written ``running`` with them. None when it is not one of them."""
+    box = outbox.of(session)
+    if box.writes is None:
+        return None
+    begun = box.writes.begin(attempt_id, state.now(), worker)
+    if begun is None:
+        return None
+    task_id, number = begun
+    run = next(iter(box.held.values()))  # a record holds the one run it locked
+    plan = state.plan_for_version(session, run.version_id)
+    spec = plan.specs[task_id]
+    # Its expressions may read the task that just succeeded: ``state.scope_for`` writes
+    # the held rows first.
+    return runner.context(session, run, plan, spec, attempt_id, number, expands=False,
+                          plain=True)
+

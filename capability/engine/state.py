@@ -339,11 +339,19 @@ _RUN_BEGINS = update(Run).where(Run.id == bindparam("run"),
     started_at=func.coalesce(Run.started_at, bindparam("at", type_=Run.started_at.type)))
 
 
+# PostgreSQL writes the attempt and its task in one statement (a data-modifying WITH).
+_BEGIN_BOTH = _BEGIN_TASK.add_cte(_BEGIN_ATTEMPT.cte("begun_attempt"))
+
+
 def mark_running(conn: Any, attempt_id: str, task_row: str, at: dt.datetime,
                  worker: str | None, item_id: str | None = None) -> None:
     """The attempt, its task (and element) are running from ``at``."""
-    conn.execute(_BEGIN_ATTEMPT, {"attempt_id": attempt_id, "at": at, "by": worker})
-    conn.execute(_BEGIN_TASK, {"row": task_row, "at": at})
+    if conn.dialect.name == "postgresql":
+        conn.execute(_BEGIN_BOTH, {"attempt_id": attempt_id, "row": task_row, "at": at,
+                                   "by": worker})
+    else:
+        conn.execute(_BEGIN_ATTEMPT, {"attempt_id": attempt_id, "at": at, "by": worker})
+        conn.execute(_BEGIN_TASK, {"row": task_row, "at": at})
     if item_id:
         conn.execute(_BEGIN_ITEM, {"item": item_id, "at": at})
 

@@ -317,7 +317,7 @@ def run_one(session: DbSession, dispatcher: Dispatcher, attempt_id: str, instant
             _keep_log(session, dispatcher, ctx.log)
             raise
         outcome.log = tasklog.kept(ctx.log)
-        step = (partial(success.record, session, attempt_id, outcome)
+        step = (partial(success.record, session, ctx, outcome)
                 if success.takes(session, ctx, outcome)
                 else partial(_record, session, attempt_id, outcome, dispatcher.settings))
     written = ctx.log

@@ -10,13 +10,13 @@ output's ``cost``). For those, this module reads plain rows and holds the writes
 (``engine.writes``) until the commit, where they go in one statement; the next task's
 attempt, when the same job goes on with it (``jobs.Onward``), is begun in those held
 rows (``begin_held``) and written ``running`` at once. What comes next is decided as
-always, by ``advance.advance_from``; every other case, after the lock, goes to
-``complete_attempt`` in the same transaction.
+always, by ``advance.advance_from``; a run found not ``running`` after the lock (paused,
+cancelled) goes to ``complete_attempt`` in the same transaction.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, select
 
 from app.extensions import DbSession
 from capability.dsl import RunStatus, TaskStatus
@@ -25,32 +25,24 @@ from capability.engine.state import AttemptContext, Outcome
 from capability.engine.writes import Writes
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
-# Plain rows, the run's columns as ``advance_from`` and a begin read them. Which task and
-# element the attempt belongs to never changes, so it may come from before the lock was
-# granted; everything else is read by the next statement, after it (PostgreSQL reads
-# again only the locked row of a join when the lock had to wait).
+# The run as ``advance_from`` and a begin read it, as a plain row: its primary key alone,
+# a statement PostgreSQL plans in no time (the attempt's run is known: ``ctx.run_id``).
 _LOCK = (
     select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
-           Run.scheduled_for, TaskRun.id.label("row"), TaskRun.task_id, TaskRun.kind,
-           TaskAttempt.item_id)
-    .join(TaskRun, TaskRun.run_id == Run.id)
-    .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
-    .where(TaskAttempt.id == bindparam("attempt_id"))
-    .with_for_update(of=Run)
+           Run.scheduled_for)
+    .where(Run.id == bindparam("run_id")).with_for_update()
 )
-# The task and the attempt's state, and the rows of the task's downstream tasks (as
-# ``advance._Columns``), in one statement.
+# After the lock (PostgreSQL would read again only the locked row of a join whose lock
+# had to wait): the task with the attempt's state, and the task's downstream rows (as
+# ``advance._Columns``), by the run's unique index on (run, task, kind).
 _ROWS = (
     select(TaskRun.id, TaskRun.task_id, TaskRun.status, TaskRun.attempts,
            TaskRun.current_attempt_id, TaskAttempt.status.label("attempt_status"))
     .outerjoin(TaskAttempt, and_(TaskAttempt.task_run_id == TaskRun.id,
                                  TaskAttempt.id == bindparam("attempt_id")))
+    .where(TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK,
+           TaskRun.task_id.in_(bindparam("task_ids", expanding=True)))
 )
-_OWN = _ROWS.where(TaskRun.id == bindparam("row"))
-_OWN_AND_DOWNSTREAM = _ROWS.where(or_(
-    TaskRun.id == bindparam("row"),
-    and_(TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK,
-         TaskRun.task_id.in_(bindparam("others", expanding=True)))))
 
 
 class _Finished:
@@ -72,34 +64,34 @@ def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
             and session.get_bind().dialect.name == "postgresql")
 
 
-def record(session: DbSession, attempt_id: str, outcome: Outcome) -> bool:
+def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
     """Record a successful attempt (``takes``) exactly once and advance the run, as
     ``runner.complete_attempt`` does and with what it returns."""
     outbox.flush(session)
     conn = session.connection()
-    run = conn.execute(_LOCK, {"attempt_id": attempt_id}).first()
+    attempt_id, task_id = ctx.attempt_id, ctx.task.id
+    run = conn.execute(_LOCK, {"run_id": ctx.run_id}).first()
     if run is None:
         return False
-    if run.kind != TaskKind.TASK or run.item_id is not None or run.status != RunStatus.RUNNING:
+    if run.status != RunStatus.RUNNING:
         return runner.complete_attempt(session, attempt_id, outcome)
     plan = state.plan_for_version(session, run.version_id)
-    others = plan.downstream[run.task_id]
-    values = {"attempt_id": attempt_id, "row": run.row}
-    if others and len(others) <= runner.PREFETCH_DOWNSTREAM:
-        rows = conn.execute(_OWN_AND_DOWNSTREAM,
-                            {**values, "run_id": run.id, "others": list(others)}).all()
-    else:
-        rows = conn.execute(_OWN, values).all()
-    own = next(row for row in rows if row.id == run.row)
-    if own.attempt_status != AttemptStatus.RUNNING or own.current_attempt_id != attempt_id:
+    others = plan.downstream[task_id]
+    if len(others) > runner.PREFETCH_DOWNSTREAM:
+        others = ()  # a fan-out: advance_from reads them as columns
+    rows = conn.execute(_ROWS, {"attempt_id": attempt_id, "run_id": run.id,
+                                "task_ids": [task_id, *others]}).all()
+    own = next((row for row in rows if row.task_id == task_id), None)
+    if own is None or own.attempt_status != AttemptStatus.RUNNING \
+            or own.current_attempt_id != attempt_id:
         return False  # a late or duplicate result: the first one counted
     box = outbox.of(session)
     box.held[run.id] = run
     box.touch(run.id)
     box.writes = Writes()
-    box.writes.succeed(attempt_id, run.row, state.now(), outcome.output, outcome.log)
-    downstream = [advance.columns(row) for row in rows if row.id != run.row]
-    advance.advance_from(session, run, plan, _Finished(run.task_id), downstream)
+    box.writes.succeed(attempt_id, own.id, state.now(), outcome.output, outcome.log)
+    downstream = [advance.columns(row) for row in rows if row.task_id != task_id]
+    advance.advance_from(session, run, plan, _Finished(task_id), downstream)
     return True
 
 

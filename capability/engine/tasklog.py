@@ -20,6 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -87,14 +90,7 @@ class Writer:
                 "message": self.masked(str(message))[:MESSAGE_MAX]}
         self.lines.append(line)
         if self._live is not None:
-            key = LIVE_PREFIX + self.attempt_id
-            try:
-                pipe = self._live.pipeline(transaction=False)
-                pipe.rpush(key, json.dumps(line))
-                pipe.expire(key, LIVE_TTL)
-                pipe.execute()
-            except RedisError as exc:  # following live is a convenience; the log is kept
-                log.debug("task log of attempt %s not sent live: %s", self.attempt_id, exc)
+            _sender().put(self._live, self.attempt_id, json.dumps(line))
 
     def __call__(self, level: Any, message: Any) -> None:
         self.write(level, message)
@@ -122,10 +118,85 @@ def drop_live(redis: Redis | None, writer: Writer | None) -> None:
     """After ``store`` committed: the lines are in the database now."""
     if redis is None or writer is None or not writer.lines:
         return
-    try:
-        redis.delete(LIVE_PREFIX + writer.attempt_id)
-    except RedisError:
-        pass  # it expires
+    _sender().put(redis, writer.attempt_id, None)
+
+
+class _Sender:
+    """Sends live lines to Redis, and drops a list once its lines are stored, off the
+    attempt's thread and in the order they came: following a log live is a convenience,
+    and a round trip per line (and one more at the end) was a good part of what a short
+    task that logs one line cost the engine (``bench/connectors.py``). What is queued
+    together goes in one pipeline. A process that dies with lines queued loses only
+    their live copy: what an attempt wrote is stored with its record."""
+
+    def __init__(self) -> None:
+        # (Redis, attempt id, a line or None: drop the list) or an Event: ``idle``
+        self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._loop, name="apg-tasklog", daemon=True)
+        self.thread.start()
+
+    def usable(self) -> bool:
+        return self.pid == os.getpid() and self.thread.is_alive()  # a fork has no thread
+
+    def put(self, redis: Redis, attempt_id: str, line: str | None) -> None:
+        self.items.put((redis, attempt_id, line))
+
+    def idle(self, timeout: float) -> bool:
+        done = threading.Event()
+        self.items.put(done)
+        return done.wait(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.items.get()]
+            while True:
+                try:
+                    batch.append(self.items.get_nowait())
+                except queue.Empty:
+                    break
+            by_redis: dict[int, list[tuple[Redis, str, str | None]]] = {}
+            for item in batch:
+                if not isinstance(item, threading.Event):
+                    by_redis.setdefault(id(item[0]), []).append(item)
+            for items in by_redis.values():
+                self._send(items)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+
+    @staticmethod
+    def _send(items: list[tuple[Redis, str, str | None]]) -> None:
+        try:
+            pipe = items[0][0].pipeline(transaction=False)
+            for _, attempt_id, line in items:
+                key = LIVE_PREFIX + attempt_id
+                if line is None:
+                    pipe.delete(key)
+                else:
+                    pipe.rpush(key, line)
+                    pipe.expire(key, LIVE_TTL)
+            pipe.execute()
+        except RedisError as exc:  # following live is a convenience; the log is kept
+            log.debug("task log lines not sent live: %s", exc)
+
+
+_current: _Sender | None = None
+_current_lock = threading.Lock()
+
+
+def _sender() -> _Sender:
+    global _current
+    with _current_lock:
+        if _current is None or not _current.usable():
+            _current = _Sender()
+        return _current
+
+
+def sent(timeout: float = 5.0) -> bool:
+    """Whether every live line queued so far in this process was sent (or failed to be)
+    within ``timeout`` seconds."""
+    return _sender().idle(timeout)
 
 
 def live_lines(redis: Redis, attempt_id: str) -> list[dict[str, Any]]:

@@ -116,9 +116,10 @@ def test_a_duplicate_success_is_recorded_once(app, client, author):
         results = []
         for _ in range(2):
             with unit(db.session, fifo) as box:
-                recorded = (success.record if success.takes(db.session, ctx, Outcome.success(2))
-                            else runner.complete_attempt)(db.session, send.attempt_id,
-                                                          Outcome.success(2))
+                outcome = Outcome.success(2)
+                recorded = (success.record(db.session, ctx, outcome)
+                            if success.takes(db.session, ctx, outcome)
+                            else runner.complete_attempt(db.session, send.attempt_id, outcome))
                 results.append((recorded, len(box.sends)))
         db.session.remove()
     assert results[0] == (True, 1)  # b is queued once

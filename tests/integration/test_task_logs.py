@@ -18,6 +18,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from app.security.actor import SYSTEM
+from capability.engine import tasklog
 from capability.models import TaskAttempt, TaskRun
 from capability.secrets import service as secrets
 from tests.support.app import unique
@@ -195,8 +196,8 @@ def test_a_running_attempt_s_log_is_followed_live_then_kept(
     done = messages(wait_for(ended, 30))
     assert done[1:3] == ["working on live-1", "done with live-1"]
     assert stored_lines(app, run_id) == done[1:3]
-    with app.app_context():
-        assert not get_redis(app).keys("apg:tasklog:*")  # the live list went with the end
+    with app.app_context():  # the live list goes with the end (sent off the task's thread)
+        assert wait_for(lambda: not get_redis(app).keys("apg:tasklog:*") or None, 10)
 
 
 def test_a_cancelled_attempt_keeps_what_it_wrote(
@@ -218,3 +219,31 @@ def test_a_cancelled_attempt_keeps_what_it_wrote(
     assert got[-1].startswith("cancelled")
     # The worker stored what it had written once it was stopped.
     assert wait_for(lambda: stored_lines(app, run_id), 10) == ["working on cancel-1"]
+
+
+def test_live_lines_go_in_order_off_the_task_s_thread_then_the_list_goes(app: Flask) -> None:
+    """A line written live costs the task no Redis round trip: a sender thread pushes
+    lines in the order written, then drops the list after the record; a Redis that
+    cannot be reached loses only the live copy."""
+    with app.app_context():
+        redis = get_redis(app)
+    attempt = unique("att")
+    writer = tasklog.Writer(attempt, 10, lambda m: m, redis)
+    for n in range(5):
+        writer("info", f"line {n}")
+    assert tasklog.sent()
+    key = tasklog.LIVE_PREFIX + attempt
+    assert [line["message"] for line in tasklog.live_lines(redis, attempt)] == [
+        f"line {n}" for n in range(5)]
+    assert 0 < redis.ttl(key) <= tasklog.LIVE_TTL
+    tasklog.drop_live(redis, writer)
+    assert tasklog.sent()
+    assert not redis.exists(key)
+
+    from redis import Redis
+
+    gone = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    lost = tasklog.Writer(unique("att"), 10, lambda m: m, gone)
+    lost("info", "kept all the same")  # never raises, never waits
+    assert tasklog.sent()
+    assert [line["message"] for line in lost.lines] == ["kept all the same"]

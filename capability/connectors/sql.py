@@ -54,7 +54,12 @@ class SqliteConfig(_Config):
         "a file under CONNECTION_FILES_DIR (relative paths are taken from there)"))
 
 
-def _url(kind: str, connection: dict[str, Any], context: Context) -> Any:
+def _port(kind: str, connection: dict[str, Any]) -> int:
+    return int(connection.get("port") or (5432 if kind == "postgres" else 3306))
+
+
+def _url(kind: str, connection: dict[str, Any], context: Context,
+         address: str | None = None) -> Any:
     from sqlalchemy.engine import URL
 
     if kind == "sqlite":
@@ -62,9 +67,9 @@ def _url(kind: str, connection: dict[str, Any], context: Context) -> Any:
         if not target.exists():
             raise ConnectorError(f"no SQLite database at {connection['path']!r}")
         return URL.create("sqlite", database=str(target))
-    default_port = 5432 if kind == "postgres" else 3306
-    port = int(connection.get("port") or default_port)
-    address = context.endpoint(str(connection["host"]), port)
+    port = _port(kind, connection)
+    if address is None:
+        address = context.endpoint(str(connection["host"]), port)
     driver = "postgresql+psycopg2" if kind == "postgres" else "mysql+pymysql"
     return URL.create(driver, username=connection["username"],
                       password=connection.get("password") or None, host=address, port=port,
@@ -83,11 +88,31 @@ POOLS = 32
 MYSQL_READ_TIMEOUT = 3600  # the longest a statement may run there (per statement: below)
 
 
+# The engine's key by the connection's fields (the very dict the resolver keeps while
+# the connection is unchanged) and the address its host resolved to: a task after the
+# first skips building and hashing the URL.
+_KEYS: dict[int, tuple[dict[str, Any], str, str]] = {}
+
+
 def _engine(kind: str, connection: dict[str, Any], context: Context) -> Any:
     from sqlalchemy import create_engine
 
-    url = _url(kind, connection, context)
+    address = None
+    if kind != "sqlite":  # the egress policy checks the address at every attempt
+        address = context.endpoint(str(connection["host"]), _port(kind, connection))
+        known = _KEYS.get(id(connection))
+        if known is not None and known[0] is connection and known[1] == address:
+            with _ENGINES_LOCK:
+                found = _ENGINES.get(known[2])
+                if found is not None:
+                    _ENGINES.move_to_end(known[2])
+                    return found
+    url = _url(kind, connection, context, address)
     key = hashlib.sha256(url.render_as_string(hide_password=False).encode()).hexdigest()
+    if address is not None:
+        if len(_KEYS) >= 4 * POOLS:
+            _KEYS.clear()
+        _KEYS[id(connection)] = (connection, address, key)
     with _ENGINES_LOCK:
         found = _ENGINES.get(key)
         if found is not None:

@@ -86,9 +86,8 @@ def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
             or own.current_attempt_id != attempt_id:
         return False  # a late or duplicate result: the first one counted
     box = outbox.of(session)
-    box.held[run.id] = run
     box.touch(run.id)
-    box.writes = Writes()
+    box.writes = Writes(run=run)
     box.writes.succeed(attempt_id, own.id, state.now(), outcome.output, outcome.log)
     downstream = [advance.columns(row) for row in rows if row.task_id != task_id]
     advance.advance_from(session, run, plan, _Finished(task_id), downstream)
@@ -106,7 +105,7 @@ def begin_held(session: DbSession, attempt_id: str, worker: str | None
     if begun is None:
         return None
     task_id, number = begun
-    run = next(iter(box.held.values()))  # a record holds the one run it locked
+    run = box.writes.run
     plan = state.plan_for_version(session, run.version_id)
     spec = plan.specs[task_id]
     # Its expressions may read the task that just succeeded: ``state.scope_for`` writes

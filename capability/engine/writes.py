@@ -69,6 +69,8 @@ _ONE = {
 class Writes:
     """The held writes of one transaction (``Outbox.writes``)."""
 
+    # The run the transaction locked, as its record read it (``success.begin_held``).
+    run: Any = None
     success: dict[str, Any] | None = None
     # Attempts queued, with their tasks' rows and task ids, in the same order.
     attempts: list[dict[str, Any]] = field(default_factory=list)

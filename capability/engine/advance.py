@@ -191,8 +191,6 @@ class _Queued:
     inserted and the task rows updated in one executemany each, as ``state.new_attempt``
     and ``_decide`` would have written them."""
 
-    SLICE = 100
-
     attempts: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
@@ -223,10 +221,8 @@ class _Queued:
         if held is not None:
             held.queue(self.attempts, self.tasks, self.task_ids)
         else:
-            # In slices: one executemany of 1,000 rows builds ~3 MB of statement and
-            # parameters at once (what the worker's memory then keeps); 100 rows, a tenth.
             Writes(attempts=self.attempts, tasks=self.tasks,
-                   task_ids=self.task_ids).flush(session.connection(), self.SLICE)
+                   task_ids=self.task_ids).flush(session.connection())
         self.attempts, self.tasks, self.task_ids = [], [], []
 
 

@@ -109,10 +109,6 @@ def of(session: DbSession) -> Outbox:
     return box  # type: ignore[no-any-return]
 
 
-# Rows of a held write that go in one executemany (a fan-out queues hundreds).
-WRITE_SLICE = 100
-
-
 def flush(session: DbSession) -> None:
     """Write what the transaction has not written yet (its ORM changes, its held
     writes): before any statement that reads what it may have changed."""
@@ -120,7 +116,7 @@ def flush(session: DbSession) -> None:
         session.flush()
     box = session.info.get(KEY)
     if box is not None and box.writes is not None:
-        box.writes.flush(session.connection(), WRITE_SLICE)
+        box.writes.flush(session.connection())
 
 
 def commit(session: DbSession, deliver: bool = True) -> Outbox:
@@ -128,7 +124,7 @@ def commit(session: DbSession, deliver: bool = True) -> Outbox:
     delivers, after it took out what it keeps). A failed commit delivers nothing."""
     box = of(session)
     if box.writes is not None:
-        box.writes.flush(session.connection(), WRITE_SLICE)
+        box.writes.flush(session.connection())
     del session.info[KEY]
     session.commit()
     if deliver:

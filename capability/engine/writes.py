@@ -50,6 +50,12 @@ _NEXT_TASK = update(TaskRun).where(TaskRun.id == bindparam("n_row")).values(
     started_at=func.coalesce(TaskRun.started_at, bindparam("n_started", type_=_AT.type)))
 
 
+# Queued rows written in one executemany: a fan-out queues hundreds, and one executemany
+# of 1,000 rows builds ~3 MB of statement and parameters at once (what the worker's
+# memory then keeps); 100 rows, a tenth.
+SLICE = 100
+
+
 def _succeed(logged: bool) -> Any:
     return _SUCCEED_LOGGED if logged else _SUCCEED_ATTEMPT
 
@@ -102,10 +108,10 @@ class Writes:
                 return task_id, attempt["number"]
         return None
 
-    def flush(self, conn: Connection, slice_rows: int) -> None:
+    def flush(self, conn: Connection) -> None:
         """Write what is held (and hold nothing more): one statement for a success and
-        the one task it queued; else the success, then the queued rows ``slice_rows``
-        at a time."""
+        the one task it queued; else the success, then the queued rows ``SLICE`` at a
+        time."""
         success, attempts, tasks = self.success, self.attempts, self.tasks
         self.success, self.attempts, self.tasks, self.task_ids = None, [], [], []
         if success is not None:
@@ -120,6 +126,6 @@ class Writes:
                     "n_status": task["status"]})
                 return
             conn.execute(_ONE[(logged, False)], success)
-        for start in range(0, len(tasks), slice_rows):
-            conn.execute(INSERT_ATTEMPT, attempts[start:start + slice_rows])
-            conn.execute(QUEUE_TASK, tasks[start:start + slice_rows])
+        for start in range(0, len(tasks), SLICE):
+            conn.execute(INSERT_ATTEMPT, attempts[start:start + SLICE])
+            conn.execute(QUEUE_TASK, tasks[start:start + SLICE])

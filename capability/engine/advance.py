@@ -166,6 +166,15 @@ def advance_from(session: DbSession, run: Any, plan: Plan, finished: Any,
     _conclude(session, run, plan, outcome_of(by_status))
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A finished task as ``advance_from`` sees it (it reads these two fields), for a
+    caller that wrote it without an ORM object (``instant``, ``success``)."""
+
+    task_id: str
+    status: str
+
+
 def columns(row: Any) -> Any:
     """A downstream task's row read by someone else (``record``), as ``advance_from``
     takes it: with its ``id``, ``task_id``, ``status`` and ``attempts``."""

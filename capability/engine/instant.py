@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, exists, func, select, text, update
+from sqlalchemy import bindparam, exists, select, text, update
 
 from app.extensions import DbSession
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import advance, outbox, runner, state
+from capability.engine import advance, outbox, runner, state, writes
 from capability.engine.state import AttemptContext, Outcome
 from capability.models import OPEN_TASKS, AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
@@ -59,9 +59,7 @@ _LOCK = (
 _AT = bindparam("at", type_=TaskAttempt.started_at.type)
 _SUCCEED_ATTEMPT = update(TaskAttempt).where(TaskAttempt.id == bindparam("attempt_id")).values(
     status=AttemptStatus.SUCCEEDED, started_at=_AT, finished_at=_AT, worker=bindparam("by"))
-_SUCCEED_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
-    status=TaskStatus.SUCCEEDED.value, output=bindparam("output", type_=TaskRun.output.type),
-    error=None, started_at=func.coalesce(TaskRun.started_at, _AT), finished_at=_AT)
+_SUCCEED_TASK = writes.SUCCEED_TASK
 # PostgreSQL writes both rows in one statement (a data-modifying WITH; SQLite has none).
 _SUCCEED_BOTH = _SUCCEED_TASK.add_cte(_SUCCEED_ATTEMPT.cte("succeeded_attempt"))
 # A task nothing depends on (a leaf of a fan-out, the end of a chain) asks next whether
@@ -85,14 +83,6 @@ class _Running:
     params: Any
     trigger: str
     team_id: str
-
-
-@dataclass(frozen=True)
-class _Finished:
-    """The finished task as ``advance_from`` sees it (it reads these two fields)."""
-
-    task_id: str
-    status: str
 
 
 def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
@@ -134,7 +124,7 @@ def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
         runner.complete_attempt(session, attempt_id, outcome)
         return Handled(True, ctx.run_id)
     values = {"attempt_id": attempt_id, "row": run.row, "at": at, "by": worker,
-              "output": outcome.output}
+              "out": outcome.output}
     if conn.dialect.name == "postgresql":
         if not plan.downstream[run.task_id]:
             if conn.execute(_SUCCEED_LEAF, {**values, "of_run": run.id}).scalar():
@@ -145,5 +135,5 @@ def run_attempt(session: DbSession, attempt_id: str, worker: str | None,
         conn.execute(_SUCCEED_ATTEMPT, values)
         conn.execute(_SUCCEED_TASK, values)
     advance.advance_from(session, current, plan,
-                         _Finished(run.task_id, TaskStatus.SUCCEEDED.value))
+                         advance.Finished(run.task_id, TaskStatus.SUCCEEDED.value))
     return Handled(True, ctx.run_id)

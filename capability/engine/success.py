@@ -45,16 +45,6 @@ _ROWS = (
 )
 
 
-class _Finished:
-    """The finished task as ``advance_from`` sees it (it reads these two fields)."""
-
-    __slots__ = ("status", "task_id")
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        self.status = TaskStatus.SUCCEEDED.value
-
-
 def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
     """Whether ``record`` may record this outcome of this attempt."""
     cost = outcome.output.get("cost") if isinstance(outcome.output, dict) else None
@@ -67,7 +57,6 @@ def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
 def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
     """Record a successful attempt (``takes``) exactly once and advance the run, as
     ``runner.complete_attempt`` does and with what it returns."""
-    outbox.flush(session)
     conn = session.connection()
     attempt_id, task_id = ctx.attempt_id, ctx.task.id
     run = conn.execute(_LOCK, {"run_id": ctx.run_id}).first()
@@ -90,7 +79,8 @@ def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
     box.writes = Writes(run=run)
     box.writes.succeed(attempt_id, own.id, state.now(), outcome.output, outcome.log)
     downstream = [advance.columns(row) for row in rows if row.task_id != task_id]
-    advance.advance_from(session, run, plan, _Finished(task_id), downstream)
+    advance.advance_from(session, run, plan,
+                         advance.Finished(task_id, TaskStatus.SUCCEEDED.value), downstream)
     return True
 
 

@@ -28,9 +28,11 @@ _SUCCEED_ATTEMPT = _ATTEMPT.values(status=AttemptStatus.SUCCEEDED, finished_at=_
 _SUCCEED_LOGGED = _ATTEMPT.values(
     status=AttemptStatus.SUCCEEDED, finished_at=_AT,
     log=bindparam("lines", type_=TaskAttempt.log.type), log_truncated=bindparam("cut"))
-_SUCCEED_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
+# A task that succeeded at ``at`` with output ``out`` (the instant path's too: its attempt
+# begins and ends at once, hence its start time when it has none).
+SUCCEED_TASK = update(TaskRun).where(TaskRun.id == bindparam("row")).values(
     status=TaskStatus.SUCCEEDED.value, output=bindparam("out", type_=TaskRun.output.type),
-    error=None, finished_at=_AT)
+    error=None, started_at=func.coalesce(TaskRun.started_at, _AT), finished_at=_AT)
 
 # A task queued (``advance._Queued``), begun or not by the same transaction.
 INSERT_ATTEMPT = insert(TaskAttempt)
@@ -63,10 +65,10 @@ def _succeed(logged: bool) -> Any:
 # (logged, with a next task) -> the one statement
 _ONE = {
     (logged, True): _NEXT_ATTEMPT.add_cte(_succeed(logged).cte("succeeded_attempt"))
-    .add_cte(_SUCCEED_TASK.cte("succeeded_task")).add_cte(_NEXT_TASK.cte("next_task"))
+    .add_cte(SUCCEED_TASK.cte("succeeded_task")).add_cte(_NEXT_TASK.cte("next_task"))
     for logged in (False, True)
 } | {
-    (logged, False): _SUCCEED_TASK.add_cte(_succeed(logged).cte("succeeded_attempt"))
+    (logged, False): SUCCEED_TASK.add_cte(_succeed(logged).cte("succeeded_attempt"))
     for logged in (False, True)
 }
 

@@ -6,7 +6,9 @@ be interrupted: it is sent ``STOP_SIGNAL`` and the handler raises ``JobStopped``
 and only while the job is inside an ``interruptible()`` section, i.e. the task's own
 work. The engine's bookkeeping around it is never cut in half (a cancelled attempt's
 late completion is ignored by the engine anyway). A signal interrupts blocking calls
-too (sleep, socket reads: PEP 475 retries them only when the handler returns).
+too (sleep, socket reads: PEP 475 retries them only when the handler returns), but not
+a blocking C call that keeps the interpreter out until it returns (a database statement
+in its driver): such a call registers an ``on_stop`` hook that asks its server to end it.
 
 Some code cannot be interrupted (a C extension that never returns to the interpreter).
 The watchdog is the backstop: a job still running ``STOP_GRACE`` seconds after its stop,
@@ -23,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -47,6 +49,10 @@ class _State:
     job_id: str | None = None  # the job this process runs now
     inside = False  # inside an interruptible() section of that job
     stop: str | None = None  # the job a stop was asked for
+    # Called by the thread asking for the stop, after the signal: what the signal cannot
+    # reach (a blocking C call, e.g. a database statement, which returns only when the
+    # server ends it) is asked to stop from outside (``on_stop``).
+    hook: Callable[[], None] | None = None
 
 
 _state = _State()
@@ -55,12 +61,12 @@ _lock = threading.Lock()  # between the pub/sub thread and the watchdog (never t
 
 def job_started(job_id: str) -> None:
     with _lock:
-        _state.job_id, _state.stop, _state.inside = job_id, None, False
+        _state.job_id, _state.stop, _state.inside, _state.hook = job_id, None, False, None
 
 
 def job_ended() -> None:
     with _lock:
-        _state.job_id, _state.stop, _state.inside = None, None, False
+        _state.job_id, _state.stop, _state.inside, _state.hook = None, None, False, None
 
 
 def current_job() -> str | None:
@@ -78,8 +84,16 @@ def request_stop(job_id: str) -> bool:
         if _state.job_id != job_id:
             return False
         _state.stop = job_id
+        hook = _state.hook if _state.inside else None
         if _state.inside:
             os.kill(os.getpid(), STOP_SIGNAL)
+    if hook is not None:
+        # Outside the lock: the hook talks to a server and may be slow; it must be safe to
+        # call once its section is over (``on_stop``).
+        try:
+            hook()
+        except Exception:
+            log.warning("job %s: stopping its blocking call failed", job_id, exc_info=True)
     return True
 
 
@@ -97,7 +111,7 @@ def install() -> None:
 def reset_in_child() -> None:
     """In a process forked from the worker: the stop belongs to the parent."""
     signal.signal(STOP_SIGNAL, signal.SIG_DFL)
-    _state.job_id, _state.stop, _state.inside = None, None, False
+    _state.job_id, _state.stop, _state.inside, _state.hook = None, None, False, None
 
 
 @contextmanager
@@ -116,6 +130,25 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _state.inside = False
+
+
+@contextmanager
+def on_stop(hook: Callable[[], None]) -> Iterator[None]:
+    """Within an ``interruptible()`` section of a worker's job, call ``hook`` (from the
+    stopping thread) when the job is stopped: for a blocking call in this thread that the
+    stop signal reaches only once it returns. The hook may run just after the section
+    ended, so it must check that what it stops is still the same call. Elsewhere it
+    does nothing."""
+    if _state.job_id is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _lock:
+        _state.hook = hook
+    try:
+        yield
+    finally:
+        with _lock:
+            _state.hook = None
 
 
 class Watchdog:

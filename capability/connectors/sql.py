@@ -12,14 +12,13 @@ to the address the egress policy checked (checked again at every attempt).
 from __future__ import annotations
 
 import hashlib
-import os
-import queue
 import threading
 from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.runtime import interrupt
 from capability.connectors.fields import PasswordSecret
 from capability.connectors.sdk import (
     ConnectionType,
@@ -170,71 +169,40 @@ def _statement_deadline(conn: Any, kind: str, context: Context) -> None:
             lambda: 1 if _now() > context.deadline or context.cancelled() else 0, 10_000)
 
 
-class _Helper:
-    """A daemon thread that runs statements for one calling thread, kept between tasks:
-    starting a thread per statement cost more than the statement (bench/connectors.py)."""
+class _Cancel:
+    """Asks PostgreSQL to cancel what one connection runs (``pg_cancel_backend`` from the
+    client's side), from the thread that stops the job, and never once the statement it
+    was made for is over (the connection may run another by then)."""
 
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.pid = os.getpid()
-        self.thread = threading.Thread(target=self._loop, name="apg-sql", daemon=True)
-        self.thread.start()
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.lock = threading.Lock()
+        self.live = True
 
-    def usable(self) -> bool:
-        # A forked child inherits the object, not the thread.
-        return self.pid == os.getpid() and self.thread.is_alive()
+    def __call__(self) -> None:
+        with self.lock:
+            if self.live:
+                self.raw.cancel()
 
-    def _loop(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            work, box, done = job
-            try:
-                box["value"] = work()
-            except BaseException as exc:
-                box["error"] = exc
-            finally:
-                done.set()
-
-    def retire(self) -> None:
-        self.jobs.put(None)  # it ends after what it is running
-
-
-_helpers = threading.local()
-
-
-def _helper() -> _Helper:
-    helper: _Helper | None = getattr(_helpers, "helper", None)
-    if helper is None or not helper.usable():
-        helper = _helpers.helper = _Helper()
-    return helper
+    def over(self) -> None:
+        with self.lock:
+            self.live = False
 
 
 def _interruptible(conn: Any, kind: str, work: Any) -> Any:
-    """Run ``work()`` (a statement) so that a cancel or a timeout of the attempt (raised
-    in this, the main, thread) reaches the server: the statement runs in a helper
-    thread while this one waits, and on anything raised here PostgreSQL is asked to
-    cancel it (``pg_cancel_backend`` from the client's side)."""
+    """Run ``work()`` (a statement) so that a cancel of the attempt reaches the server: the
+    statement runs in this thread, where the stop signal cannot reach it until it
+    returns, so the stop asks PostgreSQL to cancel it (``interrupt.on_stop``). A timeout
+    needs nothing here: the statement's own timeout is what is left of the attempt's
+    (``_statement_deadline``), and the server ends it then."""
     if kind != "postgres":
         return work()
-    box: dict[str, Any] = {}
-    done = threading.Event()
-    helper = _helper()
-    helper.jobs.put((work, box, done))
+    cancel = _Cancel(conn.connection.dbapi_connection)
     try:
-        while not done.wait(0.05):
-            pass
-    except BaseException:
-        conn.connection.dbapi_connection.cancel()
-        if not done.wait(10):
-            # Still stuck: the next statement gets a helper of its own.
-            helper.retire()
-            _helpers.helper = None
-        raise
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+        with interrupt.on_stop(cancel):
+            return work()
+    finally:
+        cancel.over()
 
 
 # What a driver says when it could not reach the server, or lost it: worth a retry.

@@ -71,6 +71,34 @@ def test_a_stop_for_another_job_or_outside_a_worker_does_nothing(worker_state):
         pass
 
 
+def test_a_stop_calls_the_hook_of_the_blocking_call_it_cannot_reach(worker_state):
+    interrupt.job_started("job-5")
+    called: list[str] = []
+    thread = stop_later("job-5", 0.2)
+    with pytest.raises(interrupt.JobStopped), interrupt.interruptible(), \
+            interrupt.on_stop(lambda: called.append(threading.current_thread().name)):
+        time.sleep(10)
+    thread.join()
+    assert called == [thread.name]  # from the stopping thread, once
+
+
+def test_a_hook_is_forgotten_once_its_call_is_over(worker_state):
+    interrupt.job_started("job-6")
+    called: list[int] = []
+    with interrupt.interruptible():
+        with interrupt.on_stop(lambda: called.append(1)):
+            pass
+        thread = stop_later("job-6", 0)
+        with pytest.raises(interrupt.JobStopped):
+            time.sleep(10)
+    thread.join()
+    assert called == []
+    interrupt.job_ended()
+    with interrupt.on_stop(lambda: called.append(2)):  # not in a worker's job
+        assert not interrupt.request_stop("job-6")
+    assert called == []
+
+
 WATCHDOG = textwrap.dedent("""
     import time
     from app.runtime import interrupt

@@ -67,6 +67,10 @@ SQLALCHEMY_DATABASE_URI = database_url(
     os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'apg.db'}"
 )
 SQLALCHEMY_TRACK_MODIFICATIONS = False
+# PostgreSQL: the engine prepares the statements it sends for every task once per
+# connection (capability/engine/prepared.py). Off behind a pooler in transaction mode
+# (PgBouncer's default), where a prepared statement is not found in the next transaction.
+DATABASE_PREPARED_STATEMENTS = _bool("DATABASE_PREPARED_STATEMENTS", True)
 REDIS_URL = os.environ.get("REDIS_URL", "")
 RQ_QUEUES = _list("RQ_QUEUES", ["high", "default", "low"])
 # A task without its own `timeout` may run this long (seconds) before RQ stops it.

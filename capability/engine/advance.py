@@ -175,10 +175,10 @@ class Finished:
     status: str
 
 
-def columns(row: Any) -> Any:
-    """A downstream task's row read by someone else (``record``), as ``advance_from``
-    takes it: with its ``id``, ``task_id``, ``status`` and ``attempts``."""
-    return _Columns(row.id, row.task_id, row.status, row.attempts)
+def columns(row_id: str, task_id: str, status: str, attempts: int) -> Any:
+    """A downstream task's row read by someone else (``success.record``), as
+    ``advance_from`` takes it."""
+    return _Columns(row_id, task_id, status, attempts)
 
 
 @dataclass(slots=True)

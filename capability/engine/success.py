@@ -1,5 +1,5 @@
-"""The record of a task's success on PostgreSQL in three statements: the run's lock, one
-read, one write.
+"""The record of a task's success on PostgreSQL in two round trips: the run's lock with
+one read after it, and one write.
 
 ``runner.complete_attempt`` records any outcome of any attempt: it reads the run, the
 attempt and its task as ORM objects, and its unit of work writes four rows one by one
@@ -16,33 +16,55 @@ cancelled) goes to ``complete_attempt`` in the same transaction.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, select
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ARRAY, String, bindparam, text
 
 from app.extensions import DbSession
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import advance, outbox, runner, state
+from capability.engine import advance, outbox, prepared, runner, state
 from capability.engine.state import AttemptContext, Outcome
 from capability.engine.writes import Writes
 from capability.models import AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 
-# The run as ``advance_from`` and a begin read it, as a plain row: its primary key alone,
-# a statement PostgreSQL plans in no time (the attempt's run is known: ``ctx.run_id``).
-_LOCK = (
-    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
-           Run.scheduled_for)
-    .where(Run.id == bindparam("run_id")).with_for_update()
-)
-# After the lock (PostgreSQL would read again only the locked row of a join whose lock
-# had to wait): the task with the attempt's state, and the task's downstream rows (as
-# ``advance._Columns``), by the run's unique index on (run, task, kind).
-_ROWS = (
-    select(TaskRun.id, TaskRun.task_id, TaskRun.status, TaskRun.attempts,
-           TaskRun.current_attempt_id, TaskAttempt.status.label("attempt_status"))
-    .outerjoin(TaskAttempt, and_(TaskAttempt.task_run_id == TaskRun.id,
-                                 TaskAttempt.id == bindparam("attempt_id")))
-    .where(TaskRun.run_id == bindparam("run_id"), TaskRun.kind == TaskKind.TASK,
-           TaskRun.task_id.in_(bindparam("task_ids", expanding=True)))
-)
+# The run's lock and the read after it, sent together (one round trip, two statements):
+# PostgreSQL takes a statement's snapshot when the statement starts, so a single
+# statement that had to wait for the lock would read the run's task rows as they were
+# before the transaction it waited for (it reads again only the locked row); the second
+# statement starts after the lock is held, and sees them as they are. It reads the run
+# as ``advance_from`` and a begin read it, and on each row one of the tasks asked for
+# (the attempt's and its downstream ones, as ``advance._Columns``, by the run's unique
+# index on (run, task, kind)), with the attempt's state on the attempt's own task. The
+# run's primary key alone: a statement PostgreSQL plans in no time.
+_LOCK = prepared.Statement("apg_success_lock", text(
+    f"SELECT 1 FROM {Run.__tablename__} WHERE id = :run_id FOR UPDATE"))
+_READ = prepared.Statement("apg_success_read", text(
+    "SELECT r.id, r.status, r.version_id, r.params, r.trigger, r.team_id, r.scheduled_for,"
+    " t.id AS row, t.task_id, t.status AS task_status, t.attempts, t.current_attempt_id,"
+    " a.status AS attempt_status"
+    f" FROM {Run.__tablename__} r"
+    f" LEFT JOIN {TaskRun.__tablename__} t ON t.run_id = r.id AND t.kind = :kind"
+    " AND t.task_id = ANY(:task_ids)"
+    f" LEFT JOIN {TaskAttempt.__tablename__} a ON a.task_run_id = t.id AND a.id = :attempt_id"
+    " WHERE r.id = :run_id"
+).bindparams(bindparam("run_id", type_=String()), bindparam("kind", type_=String()),
+             bindparam("attempt_id", type_=String()),
+             bindparam("task_ids", type_=ARRAY(String()))))
+_AT = Run.scheduled_for.type
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """The locked run's columns (``advance_from``, ``Writes.run``)."""
+
+    id: str
+    status: str
+    version_id: str
+    params: Any
+    trigger: str
+    team_id: str
+    scheduled_for: Any
 
 
 def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
@@ -57,19 +79,23 @@ def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
 def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
     """Record a successful attempt (``takes``) exactly once and advance the run, as
     ``runner.complete_attempt`` does and with what it returns."""
-    conn = session.connection()
     attempt_id, task_id = ctx.attempt_id, ctx.task.id
-    run = conn.execute(_LOCK, {"run_id": ctx.run_id}).first()
-    if run is None:
-        return False
-    if run.status != RunStatus.RUNNING:
-        return runner.complete_attempt(session, attempt_id, outcome)
-    plan = state.plan_for_version(session, run.version_id)
+    # The context's definition is the run's version's (a run never changes version).
+    plan = state.plan_of(ctx.definition)
     others = plan.downstream[task_id]
     if len(others) > runner.PREFETCH_DOWNSTREAM:
         others = ()  # a fan-out: advance_from reads them as columns
-    rows = conn.execute(_ROWS, {"attempt_id": attempt_id, "run_id": run.id,
-                                "task_ids": [task_id, *others]}).all()
+    conn = session.connection()
+    rows = prepared.execute(conn, (_LOCK, {"run_id": ctx.run_id}), (_READ, {
+        "run_id": ctx.run_id, "attempt_id": attempt_id, "kind": TaskKind.TASK.value,
+        "task_ids": [task_id, *others]})).all()
+    if not rows:
+        return False
+    first = rows[0]
+    run = _Run(first.id, first.status, first.version_id, first.params, first.trigger,
+               first.team_id, _AT.process_result_value(first.scheduled_for, conn.dialect))
+    if run.status != RunStatus.RUNNING:
+        return runner.complete_attempt(session, attempt_id, outcome)
     own = next((row for row in rows if row.task_id == task_id), None)
     if own is None or own.attempt_status != AttemptStatus.RUNNING \
             or own.current_attempt_id != attempt_id:
@@ -77,8 +103,9 @@ def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
     box = outbox.of(session)
     box.touch(run.id)
     box.writes = Writes(run=run)
-    box.writes.succeed(attempt_id, own.id, state.now(), outcome.output, outcome.log)
-    downstream = [advance.columns(row) for row in rows if row.task_id != task_id]
+    box.writes.succeed(attempt_id, own.row, state.now(), outcome.output, outcome.log)
+    downstream = [advance.columns(row.row, row.task_id, row.task_status, row.attempts)
+                  for row in rows if row.task_id is not None and row.task_id != task_id]
     advance.advance_from(session, run, plan,
                          advance.Finished(task_id, TaskStatus.SUCCEEDED.value), downstream)
     return True

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.engine import Connection
 
 from capability.dsl import TaskStatus
+from capability.engine import prepared
 from capability.models import AttemptStatus, TaskAttempt, TaskRun
 
 _AT = bindparam("at", type_=TaskAttempt.finished_at.type)
@@ -62,13 +63,18 @@ def _succeed(logged: bool) -> Any:
     return _SUCCEED_LOGGED if logged else _SUCCEED_ATTEMPT
 
 
-# (logged, with a next task) -> the one statement
+# (logged, with a next task) -> the one statement, prepared on each connection
+# (``engine.prepared``: planning it cost more than running it)
 _ONE = {
-    (logged, True): _NEXT_ATTEMPT.add_cte(_succeed(logged).cte("succeeded_attempt"))
-    .add_cte(SUCCEED_TASK.cte("succeeded_task")).add_cte(_NEXT_TASK.cte("next_task"))
+    (logged, True): prepared.Statement(
+        f"apg_success_write_next{'_logged' * logged}",
+        _NEXT_ATTEMPT.add_cte(_succeed(logged).cte("succeeded_attempt"))
+        .add_cte(SUCCEED_TASK.cte("succeeded_task")).add_cte(_NEXT_TASK.cte("next_task")))
     for logged in (False, True)
 } | {
-    (logged, False): SUCCEED_TASK.add_cte(_succeed(logged).cte("succeeded_attempt"))
+    (logged, False): prepared.Statement(
+        f"apg_success_write{'_logged' * logged}",
+        SUCCEED_TASK.add_cte(_succeed(logged).cte("succeeded_attempt")))
     for logged in (False, True)
 }
 
@@ -120,14 +126,14 @@ class Writes:
             logged = "lines" in success
             if len(tasks) == 1:
                 attempt, task = attempts[0], tasks[0]
-                conn.execute(_ONE[(logged, True)], {
+                prepared.execute(conn, (_ONE[(logged, True)], {
                     **success, "n_id": attempt["id"], "n_row": task["row"],
                     "n_count": task["count"], "n_attempt_status": attempt["status"],
                     "n_queue": attempt["queue"], "n_created": attempt["created_at"],
                     "n_started": attempt["started_at"], "n_worker": attempt["worker"],
-                    "n_status": task["status"]})
+                    "n_status": task["status"]}))
                 return
-            conn.execute(_ONE[(logged, False)], success)
+            prepared.execute(conn, (_ONE[(logged, False)], success))
         for start in range(0, len(tasks), SLICE):
             conn.execute(INSERT_ATTEMPT, attempts[start:start + SLICE])
             conn.execute(QUEUE_TASK, tasks[start:start + SLICE])

@@ -1,13 +1,15 @@
-"""A task's success is recorded on PostgreSQL in three statements (engine.success): the
-run's lock, one read, one write that also queues (or, followed, begins) the next task;
+"""A task's success is recorded on PostgreSQL in two round trips (engine.success): the
+run's lock with one read after it, one write that also queues (or, followed, begins) the next task;
 any other case goes to runner.complete_attempt. On SQLite every record is the general
 one: these tests check what both must agree on, and the statements on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from app.extensions import db
@@ -30,8 +32,9 @@ class _Serving:
         return True
 
 
-_WRITES = ("UPDATE apg_task", "INSERT INTO apg_task_attempt", "WITH succeeded_attempt",
-           "WITH begun_attempt")
+# The success's write is prepared on each connection (engine.prepared).
+_SUCCESS = "EXECUTE apg_success_write"
+_WRITES = ("UPDATE apg_task", "INSERT INTO apg_task_attempt", _SUCCESS, "WITH begun_attempt")
 
 
 def _postgres(app: Any) -> bool:
@@ -76,7 +79,7 @@ def test_a_chain_s_records_write_once_each(app, client, author, monkeypatch, ser
     if _postgres(app):
         # One write per record: the success with the next task queued (or begun), in one
         # statement; the run's last task, its success alone.
-        assert sum(s.startswith("WITH succeeded_attempt") for s in writes) == size, writes
+        assert sum(s.startswith(_SUCCESS) for s in writes) == size, writes
         if serving:  # nothing else writes a task or an attempt but the run's first
             # begin, which writes the attempt and its task in one statement too
             assert len(writes) == size + 1, writes
@@ -127,3 +130,45 @@ def test_a_duplicate_success_is_recorded_once(app, client, author):
     rows = {r.task_id: r for r in _attempts(app, driver.run_id)}
     assert rows["a"].attempt == "succeeded" and rows["b"].attempt == "queued"
     assert driver.tasks()["a"].output == 2
+
+
+def test_a_record_that_waited_for_the_run_s_lock_reads_what_its_holder_wrote(
+        app, client, author):
+    """The lock and the read go together (one round trip) but stay two statements: a
+    record that waits for the lock (here: the reaper taking the attempt as lost) must
+    read the attempt as the holder left it, and record nothing."""
+    driver = Driver(app, client, author, [_add("a"), _add("b", "a")])
+    send = driver.fifo.items.popleft()
+    fifo = Fifo()
+    with app.app_context():
+        with unit(db.session, fifo):
+            ctx = runner.begin_attempt(db.session, send.attempt_id, "w1", exclusive=True)
+        assert ctx is not None and not isinstance(ctx, runner.Again)
+        outcome = Outcome.success(2)
+        if not _postgres(app):  # SQLite: every record is the general one
+            assert not success.takes(db.session, ctx, outcome)
+            return
+        holder = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+        locked, waited = threading.Event(), threading.Event()
+
+        def reaper() -> None:
+            with holder.begin() as conn:
+                conn.execute(sa.text("SELECT 1 FROM apg_run WHERE id = :id FOR UPDATE"),
+                             {"id": driver.run_id})
+                conn.execute(sa.text("UPDATE apg_task_attempt SET status = 'lost' "
+                                     "WHERE id = :id"), {"id": send.attempt_id})
+                locked.set()
+                waited.wait(0.5)  # the record is waiting for the lock meanwhile
+        thread = threading.Thread(target=reaper)
+        thread.start()
+        assert locked.wait(10)
+        with unit(db.session, fifo) as box:
+            assert success.takes(db.session, ctx, outcome)
+            recorded = success.record(db.session, ctx, outcome)
+            sends = len(box.sends)
+        thread.join()
+        holder.dispose()
+        db.session.remove()
+    assert (recorded, sends) == (False, 0)
+    rows = {r.task_id: r for r in _attempts(app, driver.run_id)}
+    assert rows["a"].attempt == "lost" and "b" not in rows

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy.engine import Connection, CursorResult
+
+from app.times import UtcDateTime
 
 _INFO_KEY = "apg_prepared"
 
@@ -66,9 +69,10 @@ def enabled() -> bool:
 def execute(conn: Connection, *uses: tuple[Statement, dict[str, Any]]) -> CursorResult[Any]:
     """Run ``uses`` (statements with their values) in this order, in one round trip, and
     return the last one's result, its columns as the driver gives them (no result
-    types applied: the caller converts what needs it). PostgreSQL only."""
+    types applied: the caller converts what needs it, ``times``). On another database,
+    or when turned off, the statements are sent one by one."""
     dialect = conn.dialect
-    if not enabled():
+    if dialect.name != "postgresql" or not enabled():
         result: Any = None
         for statement, params in uses:
             result = conn.execute(statement.statement, params)
@@ -80,13 +84,10 @@ def execute(conn: Connection, *uses: tuple[Statement, dict[str, Any]]) -> Cursor
     for statement, params in uses:
         sql, names, processors, compiled = statement.compiled(dialect)
         if statement.name not in ready:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            cursor = raw.cursor()
-            try:
-                cursor.execute(f"PREPARE {statement.name} AS {sql}")
-            finally:
-                cursor.close()
+            # Through SQLAlchemy, not the driver's cursor: a connection lost here is
+            # invalidated and reported as any statement's (the engine's bookkeeping is
+            # then done again on a fresh one, ``jobs.retried``).
+            conn.exec_driver_sql(f"PREPARE {statement.name} AS {sql}")
             ready.add(statement.name)
         given = compiled.construct_params(params)
         for name, process in zip(names, processors, strict=True):
@@ -94,3 +95,15 @@ def execute(conn: Connection, *uses: tuple[Statement, dict[str, Any]]) -> Cursor
             values.append(process(value) if process is not None else value)
         parts.append(f"EXECUTE {statement.name}({', '.join(['%s'] * len(names))})")
     return conn.exec_driver_sql("; ".join(parts), tuple(values))
+
+
+_UTC = UtcDateTime()
+
+
+def times(row: Any, *names: str) -> SimpleNamespace:
+    """A result row as attributes, the columns ``names`` as aware UTC datetimes (as the
+    models' ``UtcDateTime`` columns read them)."""
+    values = row._asdict()
+    for name in names:
+        values[name] = _UTC.process_result_value(values[name], None)  # type: ignore[arg-type]
+    return SimpleNamespace(**values)

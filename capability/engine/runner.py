@@ -28,7 +28,7 @@ from app.extensions import DbSession
 from app.ids import new_id, new_ids
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import advance, compensation, foreach, outbox, state
+from capability.engine import advance, compensation, foreach, outbox, prepared, state
 from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.engine.state import AttemptContext, Outcome
@@ -200,30 +200,31 @@ class Again(NamedTuple):
     exclusive: bool = False
 
 
-# begin_attempt in SQL expressions, no ORM objects: the lock's statement (which also
-# reads the run), one read of attempt, owner and element, one UPDATE each for the
-# attempt and its owner (and the task of an element), and the commit.
-_BEGIN_LOCK = (
-    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
-           Run.scheduled_for, TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind)
-    .join(TaskRun, TaskRun.run_id == Run.id)
-    .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+# begin_attempt in SQL expressions, no ORM objects: the run's lock, then one read of the
+# run, the attempt, its owner and element (two statements, so the read starts after the
+# lock is held and sees what its holder wrote; one round trip on PostgreSQL, both
+# prepared: ``engine.prepared``), one write of the attempt and its owner (and the task
+# of an element), and the commit.
+_BEGIN_JOIN = (TaskAttempt.__table__.join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
+               .join(Run, TaskRun.run_id == Run.id))
+_BEGIN_LOCK = prepared.Statement("apg_begin_lock", (
+    select(Run.id).select_from(_BEGIN_JOIN)
     # A share lock: begins of the same run (a fan-out) do not wait for each other, while
     # a control or a completion (FOR UPDATE) still waits for them and they for it.
-    .where(TaskAttempt.id == bindparam("attempt_id")).with_for_update(of=Run, read=True)
-)
+    .where(TaskAttempt.id == bindparam("attempt_id")).with_for_update(of=Run, read=True)))
 # An instant attempt begins and completes in one transaction: it takes the lock the
 # completion needs from the start (upgrading a share lock could deadlock two workers).
-_BEGIN_LOCK_EXCLUSIVE = _BEGIN_LOCK.with_for_update(of=Run)
-_BEGIN_READ = (
-    select(TaskAttempt.status, TaskAttempt.number, TaskAttempt.not_before, TaskAttempt.item_id,
-           TaskAttempt.worker,
+_BEGIN_LOCK_EXCLUSIVE = prepared.Statement(
+    "apg_begin_lock_exclusive", _BEGIN_LOCK.statement.with_for_update(of=Run))
+_BEGIN_READ = prepared.Statement("apg_begin_read", (
+    select(Run.id, Run.status, Run.version_id, Run.params, Run.trigger, Run.team_id,
+           Run.scheduled_for, TaskRun.id.label("task_row"), TaskRun.task_id, TaskRun.kind,
+           TaskAttempt.status.label("attempt_status"), TaskAttempt.number,
+           TaskAttempt.not_before, TaskAttempt.item_id, TaskAttempt.worker,
            TaskRun.status.label("task_status"), TaskRun.current_attempt_id.label("task_current"),
            TaskItem.current_attempt_id.label("item_current"), TaskItem.value, TaskItem.index)
-    .join(TaskRun, TaskAttempt.task_run_id == TaskRun.id)
-    .outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id)
-    .where(TaskAttempt.id == bindparam("attempt_id"))
-)
+    .select_from(_BEGIN_JOIN.outerjoin(TaskItem, TaskItem.id == TaskAttempt.item_id))
+    .where(TaskAttempt.id == bindparam("attempt_id"))))
 
 
 def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
@@ -242,23 +243,24 @@ def begin_attempt(session: DbSession, attempt_id: str, worker: str | None,
     this very ``worker`` is that begin's, and goes on (``jobs.retried``)."""
     outbox.flush(session)  # what autoflush would do before an ORM query, and more
     conn = session.connection()
-    run = conn.execute(_BEGIN_LOCK_EXCLUSIVE if exclusive else _BEGIN_LOCK,
-                       {"attempt_id": attempt_id}).first()
-    if run is not None and run.status == RunStatus.QUEUED and not exclusive:
+    given = {"attempt_id": attempt_id}
+    found = prepared.execute(conn, (_BEGIN_LOCK_EXCLUSIVE if exclusive else _BEGIN_LOCK, given),
+                             (_BEGIN_READ, given)).first()
+    if found is None:
+        return None
+    row = run = prepared.times(found, "scheduled_for", "not_before")
+    if run.status == RunStatus.QUEUED and not exclusive:
         # The run's first begin writes the run: that takes its lock exclusively, from the
         # start (two begins upgrading share locks would deadlock).
         return Again(exclusive=True)
-    row = conn.execute(_BEGIN_READ, {"attempt_id": attempt_id}).first() if run else None
     # A worker runs one job at a time, so an attempt running under its name while it
     # begins that attempt again was begun by the try whose answer was lost.
-    ours = again and worker is not None and row is not None and row.worker == worker
-    if run is None or row is None or (
-        (row.status not in (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED)
-         and not (ours and row.status == AttemptStatus.RUNNING))
-        or (row.item_current if row.item_id else row.task_current) != attempt_id
-        or run.status not in state.RUNNABLE
-        or (row.item_id and row.task_status != TaskStatus.RUNNING)
-    ):
+    ours = again and worker is not None and row.worker == worker
+    if ((row.attempt_status not in (AttemptStatus.QUEUED, AttemptStatus.SCHEDULED)
+         and not (ours and row.attempt_status == AttemptStatus.RUNNING))
+            or (row.item_current if row.item_id else row.task_current) != attempt_id
+            or run.status not in state.RUNNABLE
+            or (row.item_id and row.task_status != TaskStatus.RUNNING)):
         return None
     if early and row.not_before is not None:
         wait = state.seconds_until(row.not_before)

@@ -30,7 +30,7 @@ from app.ids import new_id
 from app.times import iso, utcnow
 from capability import dsl
 from capability.dsl import RunStatus, TaskStatus
-from capability.engine import masking, outbox
+from capability.engine import masking, outbox, prepared
 from capability.engine.decide import Plan, plan_of
 from capability.engine.dispatch import Send
 from capability.engine.settings import EngineSettings
@@ -339,16 +339,18 @@ _RUN_BEGINS = update(Run).where(Run.id == bindparam("run"),
     started_at=func.coalesce(Run.started_at, bindparam("at", type_=Run.started_at.type)))
 
 
-# PostgreSQL writes the attempt and its task in one statement (a data-modifying WITH).
-_BEGIN_BOTH = _BEGIN_TASK.add_cte(_BEGIN_ATTEMPT.cte("begun_attempt"))
+# PostgreSQL writes the attempt and its task in one statement (a data-modifying WITH),
+# prepared on each connection (``engine.prepared``).
+_BEGIN_BOTH = prepared.Statement(
+    "apg_begin_write", _BEGIN_TASK.add_cte(_BEGIN_ATTEMPT.cte("begun_attempt")))
 
 
 def mark_running(conn: Any, attempt_id: str, task_row: str, at: dt.datetime,
                  worker: str | None, item_id: str | None = None) -> None:
     """The attempt, its task (and element) are running from ``at``."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_BEGIN_BOTH, {"attempt_id": attempt_id, "row": task_row, "at": at,
-                                   "by": worker})
+        prepared.execute(conn, (_BEGIN_BOTH, {"attempt_id": attempt_id, "row": task_row,
+                                              "at": at, "by": worker}))
     else:
         conn.execute(_BEGIN_ATTEMPT, {"attempt_id": attempt_id, "at": at, "by": worker})
         conn.execute(_BEGIN_TASK, {"row": task_row, "at": at})

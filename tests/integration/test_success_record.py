@@ -34,7 +34,8 @@ class _Serving:
 
 # The success's write is prepared on each connection (engine.prepared).
 _SUCCESS = "EXECUTE apg_success_write"
-_WRITES = ("UPDATE apg_task", "INSERT INTO apg_task_attempt", _SUCCESS, "WITH begun_attempt")
+_BEGUN = "EXECUTE apg_begin_write"
+_WRITES = ("UPDATE apg_task", "INSERT INTO apg_task_attempt", _SUCCESS, _BEGUN)
 
 
 def _postgres(app: Any) -> bool:
@@ -83,7 +84,7 @@ def test_a_chain_s_records_write_once_each(app, client, author, monkeypatch, ser
         if serving:  # nothing else writes a task or an attempt but the run's first
             # begin, which writes the attempt and its task in one statement too
             assert len(writes) == size + 1, writes
-            assert sum(s.startswith("WITH begun_attempt") for s in writes) == 1, writes
+            assert sum(s.startswith(_BEGUN) for s in writes) == 1, writes
 
 
 def test_a_join_waits_for_its_last_upstream_then_runs_once(app, client, author):

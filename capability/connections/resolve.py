@@ -4,7 +4,8 @@ is as unknown as a name no team has.
 
 A worker keeps what it read (decrypted, keyed by team and name) while the connections'
 generation in Redis stays the same: every change through the service bumps it
-(``bump``), so the next attempt anywhere reads the connection again; an entry is also
+(``bump``), and so does every change of a connection's breaker (``breaker.record``),
+so the next attempt anywhere reads the connection (and its breaker) again; an entry is also
 read again after ``CACHE_SECONDS``, for a change made around the service (SQL by hand).
 A lookup is then one Redis GET, not a pooled database connection, a query and a
 decryption."""
@@ -15,7 +16,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from sqlalchemy import bindparam, select
 from app.extensions import db
 from app.runtime.redis_conn import get_redis
 from capability.connections.models import Connection
+from capability.connectors import breaker
 from capability.engine.settings import EngineSettings
 from capability.engine.state import AttemptContext
 from capability.models import Run
@@ -39,6 +41,9 @@ class Resolved:
     type: str
     fields: dict[str, Any]  # config and secret fields together, ``type`` too
     secrets: list[str]  # the secret values: masked in whatever the attempt leaves behind
+    # The connections' generation this was read under, while it is still the current one
+    # (``for_team``): the breaker keeps its reading under it too (``breaker.admit``).
+    generation: int | None = None
 
 
 def secret_fields(ciphertext: str | None, settings: EngineSettings) -> dict[str, Any]:
@@ -87,7 +92,7 @@ _COLUMNS = (Connection.id, Connection.name, Connection.type, Connection.config,
 _OF_TEAM = select(*_COLUMNS).where(Connection.team_id == bindparam("team"),
                                    Connection.name == bindparam("name"))
 
-GENERATION = "apg:connections:generation"
+GENERATION = breaker.GENERATION
 CACHE_SECONDS = 30.0
 CACHE_SIZE = 1024
 _cache: OrderedDict[tuple[str, str], tuple[int, float, Resolved | None]] = OrderedDict()
@@ -118,6 +123,8 @@ def for_team(team_id: str, name: str, settings: EngineSettings) -> Resolved | No
     if hit is not None and hit[0] == generation and now - hit[1] < CACHE_SECONDS:
         return hit[2]
     found = _read(_OF_TEAM, settings, values)
+    if found is not None:
+        found = replace(found, generation=generation)
     with _cache_lock:
         _cache[key] = (generation, now, found)
         _cache.move_to_end(key)

@@ -273,7 +273,8 @@ def through_connection(ctx: AttemptContext, settings: EngineSettings, task_type:
                 f"takes {' or '.join(types)}", retriable=False)
         masks = list(found.secrets)  # a copy: run-time credentials join it
         redis = get_redis(current_app)
-        allowed, why, recorded = breaker.admit(redis, found.id, settings.breaker_cooldown)
+        allowed, why, recorded = breaker.admit(redis, found.id, settings.breaker_cooldown,
+                                               getattr(found, "generation", None))
         if not allowed:
             return Outcome.failure(f"circuit open for connection {name!r} {why}")
     outcome = work(found, masks)

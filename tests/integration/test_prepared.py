@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from app.extensions import db
 from capability.engine import runner, state, success, writes
-from tests.support.driver import Driver, statements
+from tests.support.driver import Driver, executed, statements
 
 _NAMES = {s.name for s in (runner._BEGIN_LOCK, runner._BEGIN_LOCK_EXCLUSIVE, runner._BEGIN_READ,
                            state._BEGIN_BOTH, success._LOCK, success._READ,
@@ -42,13 +42,8 @@ def _by_connection(app: Any) -> Iterator[list[tuple[int, str]]]:
     def one(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.append((id(conn.connection.dbapi_connection), statement))
 
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", one)
-    try:
+    with executed(app, one):
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", one)
 
 
 def test_the_engine_s_statements_are_prepared_once_per_connection(app, client, author):
@@ -79,12 +74,12 @@ def test_a_new_connection_prepares_them_again(app, client, author):
     assert Driver(app, client, author, CHAIN).drain() == "succeeded"
     with app.app_context():
         db.engine.dispose()  # the pool's connections closed: new ones know nothing
-    with statements(app) as seen:
+    with _by_connection(app) as seen:
         driver = Driver(app, client, author, CHAIN)
         assert driver.drain() == "succeeded"
     assert _outputs(driver) == {"a": 2, "b": 3}
     if _postgres(app):
-        assert any(s.startswith("PREPARE apg_success_read") for s in seen), seen
+        assert any(s.startswith("PREPARE apg_success_read") for _, s in seen), seen
 
 
 def test_turned_off_they_are_sent_as_they_are(app, client, author, monkeypatch):

@@ -109,14 +109,20 @@ def test_a_task_that_logs_keeps_its_lines(app, client, author):
     assert talk.log and len(talk.log) >= 2
 
 
-def test_a_duplicate_success_is_recorded_once(app, client, author):
+def _begun(app: Any, client: Any, author: Any) -> tuple[Driver, Any, Any]:
+    """A run of a -> b whose first attempt is begun; in an app context left open."""
     driver = Driver(app, client, author, [_add("a"), _add("b", "a")])
     send = driver.fifo.items.popleft()
+    with unit(db.session, Fifo()):
+        ctx = runner.begin_attempt(db.session, send.attempt_id, "w1", exclusive=True)
+    assert ctx is not None and not isinstance(ctx, runner.Again) and ctx.plain
+    return driver, send, ctx
+
+
+def test_a_duplicate_success_is_recorded_once(app, client, author):
     fifo = Fifo()
     with app.app_context():
-        with unit(db.session, fifo):
-            ctx = runner.begin_attempt(db.session, send.attempt_id, "w1", exclusive=True)
-        assert ctx is not None and not isinstance(ctx, runner.Again) and ctx.plain
+        driver, send, ctx = _begun(app, client, author)
         results = []
         for _ in range(2):
             with unit(db.session, fifo) as box:
@@ -138,13 +144,9 @@ def test_a_record_that_waited_for_the_run_s_lock_reads_what_its_holder_wrote(
     """The lock and the read go together (one round trip) but stay two statements: a
     record that waits for the lock (here: the reaper taking the attempt as lost) must
     read the attempt as the holder left it, and record nothing."""
-    driver = Driver(app, client, author, [_add("a"), _add("b", "a")])
-    send = driver.fifo.items.popleft()
     fifo = Fifo()
     with app.app_context():
-        with unit(db.session, fifo):
-            ctx = runner.begin_attempt(db.session, send.attempt_id, "w1", exclusive=True)
-        assert ctx is not None and not isinstance(ctx, runner.Again)
+        driver, send, ctx = _begun(app, client, author)
         outcome = Outcome.success(2)
         if not _postgres(app):  # SQLite: every record is the general one
             assert not success.takes(db.session, ctx, outcome)

@@ -5,7 +5,7 @@ SQL statements of a block and a short way to write tasks."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,20 +119,31 @@ class Driver:
 
 
 @contextmanager
+def executed(app: Flask, record: Callable[..., None]) -> Iterator[None]:
+    """``record(conn, cursor, statement, ...)`` called before each statement the app's
+    engine runs while the block runs."""
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@contextmanager
 def statements(app: Flask) -> Iterator[list[str]]:
-    """The SQL statements run while the block runs (commits are not statements)."""
+    """The SQL statements run while the block runs (commits are not statements, nor is
+    the preparing of a statement on a new connection: ``engine.prepared``, once per
+    connection, whichever test happens to be the first to use it)."""
     seen: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
+        if not statement.startswith("PREPARE "):
+            seen.append(statement)
 
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with executed(app, count):
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def noop(task_id: str, *deps: str, kind: str = "noop", **extra: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ as one statement (a data-modifying ``WITH``) instead of one each.
 Only the record of a task's success (``success``) holds writes: the attempt and the task
 that succeeded, and the first attempts of the tasks that success queued (``advance``),
 one of which the same transaction may begin (``jobs.Onward``). A step of a chain is then
-three statements: the run's lock, the read of the attempt with its task's next one,
-and this write. Whatever reads the run's task rows before the commit writes them first
+two round trips: the run's lock with the read of the attempt and its task's next one,
+and this write (prepared on each connection: ``engine.prepared``). Whatever reads the run's task rows before the commit writes them first
 (``outbox.flush``), so no read sees the rows as they were.
 """
 

@@ -39,8 +39,9 @@ class Statement:
 
     name: str
     statement: Any
-    # Per dialect class: (SQL with $n placeholders, parameter names in $n order,
-    # each one's bind processor, the values of the statement's own constants).
+    # Per dialect class: (SQL with $n placeholders, parameter names in $n order, each
+    # one's bind processor, the compiled statement: it fills in the statement's own
+    # constants, ``construct_params``).
     _compiled: dict[type, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -35,8 +35,8 @@ from capability.models import AttemptStatus, Run, TaskAttempt, TaskKind, TaskRun
 # statement starts after the lock is held, and sees them as they are. It reads the run
 # as ``advance_from`` and a begin read it, and on each row one of the tasks asked for
 # (the attempt's and its downstream ones, as ``advance._Columns``, by the run's unique
-# index on (run, task, kind)), with the attempt's state on the attempt's own task. The
-# run's primary key alone: a statement PostgreSQL plans in no time.
+# index on (run, task, kind)), with the attempt's state on the attempt's own task. Both
+# prepared on each connection (``engine.prepared``).
 _LOCK = prepared.Statement("apg_success_lock", text(
     f"SELECT 1 FROM {Run.__tablename__} WHERE id = :run_id FOR UPDATE"))
 _READ = prepared.Statement("apg_success_read", text(
@@ -51,7 +51,7 @@ _READ = prepared.Statement("apg_success_read", text(
 ).bindparams(bindparam("run_id", type_=String()), bindparam("kind", type_=String()),
              bindparam("attempt_id", type_=String()),
              bindparam("task_ids", type_=ARRAY(String()))))
-_AT = Run.scheduled_for.type
+_UTC = Run.scheduled_for.type  # what the driver gives back, made aware UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
         return False
     first = rows[0]
     run = _Run(first.id, first.status, first.version_id, first.params, first.trigger,
-               first.team_id, _AT.process_result_value(first.scheduled_for, conn.dialect))
+               first.team_id, _UTC.process_result_value(first.scheduled_for, conn.dialect))
     if run.status != RunStatus.RUNNING:
         return runner.complete_attempt(session, attempt_id, outcome)
     own = next((row for row in rows if row.task_id == task_id), None)

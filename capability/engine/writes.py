@@ -5,8 +5,9 @@ Only the record of a task's success (``success``) holds writes: the attempt and 
 that succeeded, and the first attempts of the tasks that success queued (``advance``),
 one of which the same transaction may begin (``jobs.Onward``). A step of a chain is then
 two round trips: the run's lock with the read of the attempt and its task's next one,
-and this write (prepared on each connection: ``engine.prepared``). Whatever reads the run's task rows before the commit writes them first
-(``outbox.flush``), so no read sees the rows as they were.
+and this write (prepared on each connection: ``engine.prepared``). Whatever reads the
+run's task rows before the commit writes them first (``outbox.flush``), so no read sees
+the rows as they were.
 """
 
 from __future__ import annotations

@@ -16,9 +16,6 @@ cancelled) goes to ``complete_attempt`` in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from sqlalchemy import ARRAY, String, bindparam, text
 
 from app.extensions import DbSession
@@ -51,20 +48,6 @@ _READ = prepared.Statement("apg_success_read", text(
 ).bindparams(bindparam("run_id", type_=String()), bindparam("kind", type_=String()),
              bindparam("attempt_id", type_=String()),
              bindparam("task_ids", type_=ARRAY(String()))))
-_UTC = Run.scheduled_for.type  # what the driver gives back, made aware UTC
-
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """The locked run's columns (``advance_from``, ``Writes.run``)."""
-
-    id: str
-    status: str
-    version_id: str
-    params: Any
-    trigger: str
-    team_id: str
-    scheduled_for: Any
 
 
 def takes(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
@@ -91,9 +74,8 @@ def record(session: DbSession, ctx: AttemptContext, outcome: Outcome) -> bool:
         "task_ids": [task_id, *others]})).all()
     if not rows:
         return False
-    first = rows[0]
-    run = _Run(first.id, first.status, first.version_id, first.params, first.trigger,
-               first.team_id, _UTC.process_result_value(first.scheduled_for, conn.dialect))
+    # The run's columns, on every row (``advance_from`` and ``Writes.run`` read them).
+    run = prepared.times(rows[0], "scheduled_for")
     if run.status != RunStatus.RUNNING:
         return runner.complete_attempt(session, attempt_id, outcome)
     own = next((row for row in rows if row.task_id == task_id), None)
